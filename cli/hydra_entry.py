@@ -1,0 +1,26 @@
+"""The ``@hydra.main`` function behind `drox train` (kept apart so that importing the CLI is cheap)."""
+
+from __future__ import annotations
+
+import sys
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
+
+from drox.config import ConfigError, register_configs, validate
+
+register_configs()
+
+
+@hydra.main(config_path="../conf", config_name="config", version_base=None)
+def hydra_train(cfg: DictConfig) -> None:
+    try:
+        validate(cfg)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    run_dir = cfg.run_dir or HydraConfig.get().runtime.output_dir
+    from drox.trainers.loop import run_training
+
+    run_training(cfg, run_dir)

@@ -1,0 +1,170 @@
+"""The `drox` command line (typer), with Hydra composing the config.
+
+`drox train` hands its arguments to a ``@hydra.main`` function, so it has Hydra's full
+behaviour (overrides, ``+group=option``, ``-m`` multirun sweeps, Hydra's error messages);
+the other commands take typer options plus trailing Hydra overrides composed with the
+compose API (DESIGN.md, "Configuration").
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+from rich.console import Console
+
+from drox.config import register_configs
+
+CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+register_configs()
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="drox: RL post-training experiments for language models (train, eval, report).",
+)
+console = Console()
+EXTRA = {"allow_extra_args": True, "ignore_unknown_options": True}
+
+
+def fail(message: str, code: int = 2) -> None:
+    """One red line on stderr, no traceback."""
+    Console(stderr=True).print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def compose(overrides: List[str]):
+    """The composed, schema-checked and validated config for ``overrides``."""
+    from hydra import compose as hydra_compose, initialize_config_dir
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    from drox.config import ConfigError, validate
+
+    try:
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
+            cfg = hydra_compose("config", overrides=list(overrides))
+        validate(cfg)
+    except (HydraException, OmegaConfBaseException, ConfigError) as e:
+        fail(_first_line(e))
+    return cfg
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    if "Available options in" in text:  # Hydra's list of the options of a group: keep it, on one line
+        head, _, rest = text.partition("Available options in")
+        options = rest.split("Config search path")[0].split(":", 1)[-1].split()
+        return f"{head.strip()}; available options: {', '.join(options)}"
+    # Hydra chains the useful message ("Key 'foo' not in 'TrainerConfig'") as the cause
+    cause = e.__cause__
+    if cause is not None and str(cause).strip():
+        text = f"{text.splitlines()[0]} ({str(cause).strip().splitlines()[0]})"
+    return " ".join(text.splitlines()[:2])
+
+
+def _parse_ks(text: str) -> List[int]:
+    try:
+        ks = sorted({int(x) for x in text.split(",") if x.strip()})
+    except ValueError:
+        fail(f"--pass-at-k '{text}': give comma-separated integers, e.g. 1,8,64")
+    if not ks or ks[0] < 1:
+        fail(f"--pass-at-k '{text}': every k must be >= 1")
+    return ks
+
+
+@app.command(context_settings=EXTRA)
+def train(ctx: typer.Context) -> None:
+    """Train a policy: drox train [HYDRA OVERRIDES] (e.g. model=tiny +reward=variance trainer.steps=50)."""
+    from drox.cli.hydra_entry import hydra_train
+
+    sys.argv = ["drox train", *ctx.args]
+    hydra_train()
+
+
+@app.command("config", context_settings=EXTRA)
+def show_config(ctx: typer.Context) -> None:
+    """Print the composed config for the given overrides (validated, nothing loaded)."""
+    from omegaconf import OmegaConf
+
+    console.print(OmegaConf.to_yaml(compose(ctx.args)), highlight=False, markup=False)
+
+
+@app.command("eval", context_settings=EXTRA)
+def eval_cmd(
+    ctx: typer.Context,
+    pass_at_k: str = typer.Option("1,4,16", "--pass-at-k", help="Comma-separated k values, e.g. 1,8,64."),
+    n: Optional[int] = typer.Option(None, "--n", help="Samples per problem (default: max k)."),
+    checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="A checkpoint folder written by drox train."),
+    samples: Optional[Path] = typer.Option(None, "--samples", help="Score a JSONL of samples {problem_id, correct} (no model)."),
+    num_problems: Optional[int] = typer.Option(None, "--num-problems", help="Only the first N eval problems."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Output folder (default runs/eval-<time>)."),
+) -> None:
+    """pass@k (unbiased, Chen et al. 2021) and maj@k of a model on a task, or of given samples."""
+    from drox.evaluation.passk import summarize
+    from drox.evaluation.report import format_table, load_samples_jsonl, write_eval_outputs
+
+    ks = _parse_ks(pass_at_k)
+    out = out or Path("runs") / time.strftime("eval-%Y-%m-%d_%H-%M-%S")
+    if n is not None and n < max(ks):
+        fail(f"--n {n} is smaller than the largest k={max(ks)}; pass@k needs n >= k samples per problem")
+    if samples is not None:
+        if ctx.args:
+            fail(f"--samples scores a file; model/task overrides make no sense with it: {' '.join(ctx.args)}")
+        try:
+            records = load_samples_jsonl(samples)
+            summary, per_problem = summarize(records, ks)
+        except ValueError as e:
+            fail(str(e))
+        title = f"pass@k of {samples.name}"
+    else:
+        overrides = list(ctx.args)
+        if checkpoint is not None:
+            if not (checkpoint / "config.json").is_file():
+                fail(f"--checkpoint {checkpoint}: not a model folder (no config.json); pass a checkpoint-N folder")
+            overrides += ["model=hf", f"model.path={checkpoint}"]
+        overrides += [f"eval.pass_at_k=[{','.join(map(str, ks))}]"]
+        if n is not None:
+            overrides.append(f"eval.n={n}")
+        if num_problems is not None:
+            overrides.append(f"eval.num_problems={num_problems}")
+        cfg = compose(overrides)
+        summary, per_problem, records = _eval_model(cfg, ks, n)
+        title = f"{cfg.model.name} on {cfg.task.name}" + (f" ({checkpoint})" if checkpoint else "")
+        _write_jsonl(out / "samples.jsonl", records)
+    paths = write_eval_outputs(out, summary, per_problem, ks, title=title)
+    console.print(format_table(summary, ks))
+    console.print(f"n={summary['n']} samples x {summary['num_problems']} problems -> {paths['summary']}")
+
+
+def _eval_model(cfg, ks, n):
+    from drox.evaluation.sampling import evaluate
+    from drox.models.loading import ModelError, load_policy
+    from drox.rollout.hf import build_engine
+    from drox.tasks import TaskError, build_task
+
+    try:
+        task = build_task(cfg.task, split=cfg.eval.split)
+        model, tokenizer = load_policy(cfg.model, cfg.device)
+        engine = build_engine(cfg.rollout, model, tokenizer, cfg.model)
+        return evaluate(engine, task, ks, n, eval_cfg=cfg.eval)
+    except (TaskError, ModelError, ValueError) as e:
+        fail(str(e))
+
+
+def _write_jsonl(path: Path, records) -> None:
+    from drox.utils import atomic_write_text
+
+    atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in records))
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

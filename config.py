@@ -1,0 +1,307 @@
+"""Structured config: the reference documentation of every option drox reads.
+
+Hydra composes the YAML files in ``conf/`` on top of these dataclasses (registered in the
+ConfigStore as ``drox_schema``), so an unknown key or a value of the wrong type fails at
+composition time, before any model is loaded, with the offending key named. Each field's
+docstring-comment says what it means; the YAML files only choose values.
+
+Groups that a run may add with ``+group=option`` (reward, filter, gate) are free-form
+dicts here: each option file nests its content under its own name (``reward.variance``),
+and the module that consumes it validates it against its own dataclass.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional
+
+from hydra.core.config_store import ConfigStore
+
+
+@dataclass
+class ModelConfig:
+    name: str = "tiny"
+    """Which loader: ``tiny`` (random Llama built from the fields below), ``smollm2-135m``
+    (the embedded SmolLM2-135M-Instruct GGUF, converted once to a cached HF folder) or
+    ``hf`` (any HF model id or local folder given in ``path``)."""
+    path: Optional[str] = None
+    """HF hub id or local folder for ``name=hf`` (or a checkpoint folder written by drox)."""
+    cache_dir: Optional[str] = None
+    """Where converted models are cached; default ``$DROX_CACHE`` or ``~/.cache/drox``."""
+    dtype: str = "float32"
+    """Parameter dtype: float32 | bfloat16 | float16."""
+    chat_template: bool = True
+    """Wrap prompts in the tokenizer's chat template (if it has one)."""
+    system_prompt: Optional[str] = None
+    """Optional system message prepended when the chat template is used."""
+    # --- tiny model architecture (name=tiny); the tokenizer is the embedded SmolLM2 one
+    hidden_size: int = 64
+    """tiny: hidden width."""
+    num_layers: int = 2
+    """tiny: number of decoder layers."""
+    num_heads: int = 4
+    """tiny: attention heads."""
+    intermediate_size: int = 128
+    """tiny: MLP width."""
+    init_seed: int = 0
+    """tiny: seed of the random initialisation (independent of the run seed)."""
+
+
+@dataclass
+class TaskConfig:
+    name: str = "arithmetic"
+    """arithmetic | countdown | revise | jsonl | parquet | hub."""
+    seed: int = 0
+    """Generator seed for synthetic tasks (train and test splits are disjoint)."""
+    n_train: int = 2000
+    """Synthetic tasks: number of training problems."""
+    n_test: int = 32
+    """Synthetic tasks: number of held-out problems (the eval split)."""
+    # arithmetic
+    digits: int = 1
+    """arithmetic: digits per operand (1 -> 0..9, 2 -> 10..99)."""
+    n_ops: int = 1
+    """arithmetic: number of operations (worked steps) per problem."""
+    ops: List[str] = field(default_factory=lambda: ["+"])
+    """arithmetic: operators to draw from, subset of + - *."""
+    # countdown
+    n_numbers: int = 3
+    """countdown: how many numbers are given."""
+    max_number: int = 10
+    """countdown: numbers are drawn from 1..max_number."""
+    # files (jsonl / parquet)
+    path: Optional[str] = None
+    """jsonl/parquet: training file."""
+    test_path: Optional[str] = None
+    """jsonl/parquet: eval file (default: the training file)."""
+    prompt_field: str = "prompt"
+    """jsonl/parquet/hub: column holding the question."""
+    answer_field: str = "answer"
+    """jsonl/parquet/hub: column holding the reference answer."""
+    id_field: Optional[str] = None
+    """jsonl/parquet: column holding a problem id (default: the row index)."""
+    # hub datasets (need a network)
+    hub_name: Optional[str] = None
+    """hub: gsm8k | math500 | any dataset id with prompt_field/answer_field."""
+    prompt_suffix: str = "Put the final answer in \\boxed{}."
+    """Appended (after a blank line) to every prompt; empty string for none."""
+    verifier: str = "auto"
+    """auto (task default) | math (extract + numeric/math-verify compare) | none."""
+    verify_timeout: float = 5.0
+    """Seconds before a math-verify call is abandoned and counted as a timeout."""
+
+
+@dataclass
+class RolloutConfig:
+    backend: str = "hf"
+    """hf (the reference, CPU or GPU) | vllm (GPU, optional extra)."""
+    max_new_tokens: int = 64
+    """Completion length cap; a completion that hits it has finish_reason 'length'."""
+    temperature: float = 1.0
+    """Sampling temperature; 0 means greedy."""
+    top_p: float = 1.0
+    """Nucleus sampling mass."""
+    batch_size: int = 64
+    """Max sequences decoded together (prompts x samples are chunked to this)."""
+
+
+@dataclass
+class EvalConfig:
+    pass_at_k: List[int] = field(default_factory=lambda: [1, 4, 16])
+    """k values for pass@k (unbiased estimator, Chen et al. 2021 Eq. 1)."""
+    n: Optional[int] = None
+    """Samples per problem (default max(pass_at_k))."""
+    num_problems: Optional[int] = None
+    """Evaluate only the first N problems of the eval split (default: all)."""
+    temperature: float = 1.0
+    """Eval sampling temperature."""
+    top_p: float = 1.0
+    """Eval nucleus sampling mass."""
+    max_new_tokens: int = 64
+    """Eval completion length cap."""
+    split: str = "test"
+    """Which split to evaluate: test | train."""
+    seed: int = 1234
+    """Eval sampling seed (fixed, so before/after comparisons see the same noise)."""
+
+
+@dataclass
+class LoggerConfig:
+    wandb_mode: str = "offline"
+    """offline (default: no network; `wandb sync` later) | online | disabled."""
+    project: str = "drox"
+    """W&B project."""
+    run_name: Optional[str] = None
+    """W&B run name (default: the run directory's name)."""
+    tags: List[str] = field(default_factory=list)
+    """W&B tags."""
+    completions_per_step: int = 4
+    """How many sampled completions per step go to completions.jsonl."""
+
+
+@dataclass
+class AdvantageConfig:
+    estimator: str = "grpo"
+    """grpo | dr_grpo | rloo | none (raw reward, for PSR/NSR)."""
+    eps: float = 1e-6
+    """Added to the group std in grpo."""
+
+
+@dataclass
+class TrainerConfig:
+    steps: int = 20
+    """Optimizer steps (one rollout batch per step; mu updates each)."""
+    prompts_per_step: int = 4
+    """Q: prompts sampled per step."""
+    samples_per_prompt: int = 8
+    """G: rollouts per prompt (the group)."""
+    mu: int = 1
+    """Policy updates per rollout batch (>1 makes ratios != 1 so clipping is active)."""
+    mini_batches: int = 1
+    """Mini-batches per update pass (the rollout batch is split by groups)."""
+    grad_accum: int = 1
+    """Micro-batches each mini-batch is split into for the forward/backward pass."""
+    lr: float = 1e-5
+    """AdamW learning rate."""
+    weight_decay: float = 0.0
+    """AdamW weight decay."""
+    betas: List[float] = field(default_factory=lambda: [0.9, 0.999])
+    """AdamW betas."""
+    warmup_steps: int = 0
+    """Linear warm-up steps."""
+    schedule: str = "constant"
+    """constant | cosine (after warm-up)."""
+    max_grad_norm: float = 1.0
+    """Gradient clipping norm (0 disables)."""
+    advantage: AdvantageConfig = field(default_factory=AdvantageConfig)
+    """How rewards become advantages."""
+    loss_agg: str = "token-mean"
+    """token-mean (DAPO) | seq-mean-token-mean (GRPO) | seq-mean-token-sum-norm (Dr. GRPO)."""
+    clip_low: float = 0.2
+    """PPO clip epsilon below 1."""
+    clip_high: float = 0.2
+    """PPO clip epsilon above 1 (DAPO clip-higher: 0.28)."""
+    kl_coef: float = 0.0
+    """KL-to-reference coefficient; 0 loads no reference model."""
+    kl_estimator: str = "k3"
+    """k1 | k2 | k3 (Schulman; GRPO Eq. 4)."""
+    entropy_coef: float = 0.0
+    """Entropy bonus coefficient (loss -= coef * entropy)."""
+    mask_truncated: bool = False
+    """Exclude completions that hit max_new_tokens from the loss (DAPO overlong filtering)."""
+    overlong_buffer: int = 0
+    """DAPO soft overlong punishment buffer L_cache in tokens (0 disables), Eq. 13."""
+    overlong_penalty: float = 1.0
+    """Scale of the soft overlong punishment."""
+    bf16: bool = False
+    """bf16 autocast for forward passes (GPU)."""
+    gradient_checkpointing: bool = False
+    """Trade compute for memory."""
+    lora_r: int = 0
+    """LoRA rank through peft (0 = full fine-tuning)."""
+    lora_alpha: int = 16
+    """LoRA alpha."""
+    save_every: int = 10
+    """Checkpoint every N steps (and at the end); 0 = only at the end."""
+    keep_checkpoints: int = 2
+    """How many complete checkpoints to keep."""
+    eval_every: int = 0
+    """Run pass@k eval every N steps (0 = only before/after when requested)."""
+
+
+@dataclass
+class DroxConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    """The policy."""
+    task: TaskConfig = field(default_factory=TaskConfig)
+    """Prompts, references and the verifier."""
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    """How completions are sampled during training."""
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    """The RL loop."""
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    """pass@k evaluation."""
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
+    """Metrics sinks."""
+    reward: Dict[str, Any] = field(default_factory=dict)
+    """Reward sources added with +reward=<name>; empty = the task's verifier (plain RLVR)."""
+    filter: Dict[str, Any] = field(default_factory=dict)
+    """Filters added with +filter=<name>."""
+    gate: Dict[str, Any] = field(default_factory=dict)
+    """Gates added with +gate=<name>."""
+    seed: int = 0
+    """Run seed: data order, sampling, initialisation of anything random."""
+    device: str = "auto"
+    """auto | cpu | cuda | cuda:N."""
+    run_dir: Optional[str] = None
+    """Where outputs go (default: Hydra's run directory under runs/)."""
+    resume: bool = False
+    """Continue from the last complete checkpoint in run_dir."""
+
+
+def register_configs() -> None:
+    """Register the schema so that ``conf/config.yaml`` can list it first in its defaults."""
+    cs = ConfigStore.instance()
+    cs.store(name="drox_schema", node=DroxConfig)
+
+
+# Values that the schema's types cannot check (one place, one line per error, with the fix).
+CHOICES = {
+    "model.name": ("tiny", "smollm2-135m", "hf"),
+    "model.dtype": ("float32", "bfloat16", "float16"),
+    "rollout.backend": ("hf", "vllm"),
+    "trainer.advantage.estimator": ("grpo", "dr_grpo", "rloo", "none"),
+    "trainer.loss_agg": ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm", "seq-mean-token-sum"),
+    "trainer.kl_estimator": ("k1", "k2", "k3"),
+    "trainer.schedule": ("constant", "cosine"),
+    "logger.wandb_mode": ("offline", "online", "disabled"),
+    "eval.split": ("train", "test"),
+    "task.verifier": ("auto", "math", "none"),
+}
+
+POSITIVE = (
+    "trainer.steps", "trainer.prompts_per_step", "trainer.samples_per_prompt", "trainer.mu",
+    "trainer.mini_batches", "trainer.grad_accum", "rollout.max_new_tokens", "rollout.batch_size",
+    "eval.max_new_tokens",
+)
+
+
+class ConfigError(ValueError):
+    """A config value is out of range; the message names the key and the allowed values."""
+
+
+def validate(cfg) -> None:
+    """Check values the types cannot; raise ConfigError naming the key and how to fix it."""
+    from omegaconf import OmegaConf
+
+    def get(key):
+        return OmegaConf.select(cfg, key)
+
+    for key, allowed in CHOICES.items():
+        value = get(key)
+        if value not in allowed:
+            raise ConfigError(f"{key}={value} is not allowed; choose one of: {', '.join(allowed)}")
+    for key in POSITIVE:
+        value = get(key)
+        if value is None or value < 1:
+            raise ConfigError(f"{key}={value} must be a positive integer")
+    if get("trainer.lr") <= 0:
+        raise ConfigError(f"trainer.lr={get('trainer.lr')} must be > 0")
+    for key in ("trainer.clip_low", "trainer.clip_high", "trainer.kl_coef", "trainer.entropy_coef"):
+        if get(key) < 0:
+            raise ConfigError(f"{key}={get(key)} must be >= 0")
+    if not 0 < get("rollout.top_p") <= 1 or not 0 < get("eval.top_p") <= 1:
+        raise ConfigError("rollout.top_p and eval.top_p must be in (0, 1]")
+    if get("rollout.temperature") < 0 or get("eval.temperature") < 0:
+        raise ConfigError("rollout.temperature and eval.temperature must be >= 0 (0 = greedy)")
+    ks = list(get("eval.pass_at_k"))
+    if not ks or min(ks) < 1:
+        raise ConfigError(f"eval.pass_at_k={ks} must be a non-empty list of k >= 1")
+    n = get("eval.n")
+    if n is not None and n < max(ks):
+        raise ConfigError(f"eval.n={n} is smaller than the largest k={max(ks)}; pass@k needs n >= k")
+    q, mb = get("trainer.prompts_per_step"), get("trainer.mini_batches")
+    if q % mb:
+        raise ConfigError(
+            f"trainer.mini_batches={mb} must divide trainer.prompts_per_step={q} (mini-batches hold whole groups)"
+        )

@@ -1,0 +1,90 @@
+"""Sample n completions per problem from a policy, verify them, score pass@k / maj@k."""
+
+from __future__ import annotations
+
+from typing import Dict, List, Sequence, Tuple
+
+import pandas as pd
+
+from drox.evaluation.passk import summarize
+
+
+def sample_and_verify(
+    engine,
+    task,
+    *,
+    n: int,
+    num_problems: int | None,
+    max_new_tokens: int,
+    temperature: float,
+    top_p: float,
+    seed: int,
+    prompts_per_batch: int | None = None,
+    progress: bool = True,
+) -> Tuple[List[Dict], int]:
+    """One record per sample: problem_id, correct, answer (extracted), completion, finish_reason.
+
+    Returns (records, verifier timeouts). Problems are sampled in batches of
+    ``prompts_per_batch`` (default: as many as fill the engine's batch) with seed
+    ``seed + batch index``, so the result does not depend on anything but the config.
+    """
+    if task.verifier is None:
+        raise ValueError(
+            f"task '{task.name}' has no verifier, so pass@k is undefined; evaluate a verifiable task "
+            "or score samples generated elsewhere with `drox eval --samples FILE.jsonl`"
+        )
+    rows = task.dataset
+    if num_problems is not None:
+        rows = rows.select(range(min(num_problems, len(rows))))
+    rows = rows.to_list()
+    per_batch = prompts_per_batch or max(1, getattr(engine, "batch_size", 64) // n)
+    records: List[Dict] = []
+    timeouts = 0
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(rows) * n, desc="eval samples", unit="seq")
+    try:
+        for b, start in enumerate(range(0, len(rows), per_batch)):
+            batch_rows = rows[start : start + per_batch]
+            batch = engine.generate(
+                [r["prompt"] for r in batch_rows], n, max_new_tokens=max_new_tokens,
+                temperature=temperature, top_p=top_p, seed=seed + b,
+            )
+            expanded = [r for r in batch_rows for _ in range(n)]
+            result = task.verifier(batch.texts, expanded)
+            timeouts += result.timeouts
+            for i, row in enumerate(expanded):
+                records.append({
+                    "problem_id": str(row["problem_id"]),
+                    "correct": bool(result.correct[i]),
+                    "answer": result.extracted[i],
+                    "reference": row["answer"],
+                    "completion": batch.texts[i],
+                    "finish_reason": batch.finish_reason[i],
+                    "length": int(batch.lengths[i]),
+                })
+            if bar is not None:
+                bar.update(len(expanded))
+    finally:
+        if bar is not None:
+            bar.close()
+    return records, timeouts
+
+
+def evaluate(engine, task, ks: Sequence[int], n: int | None = None, *, eval_cfg, progress=True):
+    """(summary dict, per-problem DataFrame, records) for pass@k with n = max(ks) by default."""
+    ks = sorted(set(int(k) for k in ks))
+    n = n or max(ks)
+    if max(ks) > n:
+        raise ValueError(f"pass@{max(ks)} needs n >= {max(ks)} samples per problem, got n={n}; raise --n")
+    records, timeouts = sample_and_verify(
+        engine, task, n=n, num_problems=eval_cfg.num_problems, max_new_tokens=eval_cfg.max_new_tokens,
+        temperature=eval_cfg.temperature, top_p=eval_cfg.top_p, seed=eval_cfg.seed, progress=progress,
+    )
+    summary, per_problem = summarize(records, ks)
+    summary["verifier_timeouts"] = timeouts
+    summary["mean_length"] = float(pd.Series([r["length"] for r in records]).mean())
+    summary["truncated_frac"] = float(pd.Series([r["finish_reason"] == "length" for r in records]).mean())
+    return summary, per_problem, records

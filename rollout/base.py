@@ -1,0 +1,80 @@
+"""The rollout batch every later stage reads, and the engine interface that produces it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import List, Optional, Protocol
+
+import torch
+
+
+@dataclass
+class RolloutBatch:
+    """Q prompts x G samples, flattened group-major: rows q*G .. q*G+G-1 belong to prompt q.
+
+    Prompts are left-padded and responses right-padded, so ``cat([prompt_ids, response_ids], 1)``
+    is a valid model input whose response tokens sit at columns P .. P+T-1.
+    """
+
+    prompt_ids: torch.Tensor  # [N, P] long, left-padded with pad_token_id
+    prompt_mask: torch.Tensor  # [N, P] long, 1 on real prompt tokens
+    response_ids: torch.Tensor  # [N, T] long, right-padded with pad_token_id
+    response_mask: torch.Tensor  # [N, T] float, 1 on generated tokens (the EOS token included)
+    logprobs: torch.Tensor  # [N, T] behaviour log-probs of the sampled tokens, 0 on padding
+    entropies: torch.Tensor  # [N, T] entropy of the sampling distribution, 0 on padding
+    finish_reason: List[str]  # N x "eos" | "length"
+    texts: List[str]  # N decoded completions (special tokens removed)
+    group_size: int  # G
+    prompts: List[str] = field(default_factory=list)  # Q raw user prompts
+    temperature: float = 1.0  # the temperature the log-probs and entropies refer to
+
+    @property
+    def num_rows(self) -> int:
+        return self.response_ids.shape[0]
+
+    @property
+    def num_groups(self) -> int:
+        return self.num_rows // self.group_size
+
+    @property
+    def lengths(self) -> torch.Tensor:  # [N] long, completion length in tokens
+        return self.response_mask.sum(-1).long()
+
+    @property
+    def truncated(self) -> torch.Tensor:  # [N] bool, hit max_new_tokens without EOS
+        return torch.tensor([r == "length" for r in self.finish_reason], dtype=torch.bool)
+
+    def select_groups(self, keep: torch.Tensor) -> "RolloutBatch":
+        """The sub-batch of the groups where ``keep`` ([Q] bool) is True."""
+        rows = torch.nonzero(keep.repeat_interleave(self.group_size)).flatten()
+        idx = rows.tolist()
+        q_idx = torch.nonzero(keep).flatten().tolist()
+        return RolloutBatch(
+            prompt_ids=self.prompt_ids[rows],
+            prompt_mask=self.prompt_mask[rows],
+            response_ids=self.response_ids[rows],
+            response_mask=self.response_mask[rows],
+            logprobs=self.logprobs[rows],
+            entropies=self.entropies[rows],
+            finish_reason=[self.finish_reason[i] for i in idx],
+            texts=[self.texts[i] for i in idx],
+            group_size=self.group_size,
+            prompts=[self.prompts[q] for q in q_idx] if self.prompts else [],
+            temperature=self.temperature,
+        )
+
+
+class RolloutEngine(Protocol):
+    """Samples G completions for each prompt. Backends: ``hf`` (reference), ``vllm`` (GPU)."""
+
+    def generate(
+        self,
+        prompts: List[str],
+        group_size: int,
+        *,
+        max_new_tokens: int,
+        temperature: float = 1.0,
+        top_p: float = 1.0,
+        seed: Optional[int] = None,
+        progress: bool = False,
+    ) -> RolloutBatch: ...

@@ -1,0 +1,204 @@
+"""The reference rollout engine: a KV-cached sampling loop over a HF causal LM.
+
+Why not ``model.generate``: (1) it keeps every row of the batch decoding until the longest
+one stops (DESIGN.md measured this in TRL); this loop drops finished rows from the KV cache;
+(2) it encodes each prompt once and repeats its KV cache G times instead of encoding G
+copies; (3) it returns the behaviour log-probs and entropies it computed while sampling, so
+an on-policy update needs no second forward pass to get them; (4) the vocabulary head runs
+only on the last position of the prompt (``logits_to_keep=1``).
+
+Log-probs and entropies refer to the temperature-scaled distribution softmax(z / T) without
+the top-p truncation (the convention of verl and TRL, and what the trainer recomputes).
+"""
+
+from __future__ import annotations
+
+from typing import List, Optional
+
+import torch
+from transformers import DynamicCache
+
+from drox.models.loading import render_prompts
+from drox.rollout.base import RolloutBatch
+from drox.trainers.algos import entropy_from_logits, logprobs_from_logits
+
+
+def _sample(logits: torch.Tensor, temperature: float, top_p: float, gen: torch.Generator) -> torch.Tensor:
+    """One token per row from logits [B, V]; greedy when temperature == 0."""
+    if temperature <= 0:
+        return logits.argmax(-1)
+    probs = torch.softmax(logits.float() / temperature, dim=-1)  # [B, V]
+    if top_p < 1.0:
+        sorted_p, order = probs.sort(dim=-1, descending=True)
+        # keep the smallest prefix whose mass reaches top_p (the top token is always kept)
+        drop = (sorted_p.cumsum(-1) - sorted_p) >= top_p
+        sorted_p = sorted_p.masked_fill(drop, 0.0)
+        choice = torch.multinomial(sorted_p, 1, generator=gen)  # [B, 1]
+        return order.gather(-1, choice).squeeze(-1)
+    return torch.multinomial(probs, 1, generator=gen).squeeze(-1)
+
+
+class HFRolloutEngine:
+    """Batched sampling from a HF causal LM (CPU or one GPU)."""
+
+    def __init__(self, model, tokenizer, model_cfg, batch_size: int = 64):
+        self.model = model
+        self.tokenizer = tokenizer
+        self.model_cfg = model_cfg
+        self.batch_size = batch_size
+        eos = {tokenizer.eos_token_id}
+        gen_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+        if isinstance(gen_eos, int):
+            eos.add(gen_eos)
+        elif gen_eos:
+            eos.update(gen_eos)
+        self.eos_ids = torch.tensor(sorted(e for e in eos if e is not None))
+        self.pad_id = tokenizer.pad_token_id
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def encode_prompts(self, prompts: List[str]):
+        """Raw user prompts -> left-padded (ids [Q, P], mask [Q, P])."""
+        texts = render_prompts(self.tokenizer, prompts, self.model_cfg)
+        templated = texts != list(prompts)
+        enc = self.tokenizer(
+            texts, return_tensors="pt", padding=True, add_special_tokens=not templated
+        )
+        return enc["input_ids"], enc["attention_mask"]
+
+    @torch.no_grad()
+    def generate(
+        self,
+        prompts: List[str],
+        group_size: int,
+        *,
+        max_new_tokens: int,
+        temperature: float = 1.0,
+        top_p: float = 1.0,
+        seed: Optional[int] = None,
+        progress: bool = False,
+    ) -> RolloutBatch:
+        gen = torch.Generator(device="cpu")
+        gen.manual_seed(0 if seed is None else int(seed))
+        prompts_per_chunk = max(1, self.batch_size // group_size)
+        chunks = []
+        bar = None
+        if progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=len(prompts) * group_size, desc="sampling", unit="seq", leave=False)
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            for start in range(0, len(prompts), prompts_per_chunk):
+                chunk = prompts[start : start + prompts_per_chunk]
+                chunks.append(self._generate_chunk(chunk, group_size, max_new_tokens, temperature, top_p, gen))
+                if bar is not None:
+                    bar.update(len(chunk) * group_size)
+        finally:
+            if bar is not None:
+                bar.close()
+            self.model.train(was_training)
+        return _concat(chunks, self.pad_id, group_size, list(prompts), temperature)
+
+    def _generate_chunk(self, prompts, G, max_new_tokens, temperature, top_p, gen):
+        device = self.device
+        ids, mask = self.encode_prompts(prompts)  # [Q, P]
+        ids, mask = ids.to(device), mask.to(device)
+        eos_ids = self.eos_ids.to(device)
+        scale = temperature if temperature > 0 else 1.0
+
+        # Prefill each prompt once, then repeat its KV cache for the G samples.
+        cache = DynamicCache()
+        pos = (mask.cumsum(-1) - 1).clamp_min(0)
+        out = self.model(input_ids=ids, attention_mask=mask, position_ids=pos,
+                         past_key_values=cache, use_cache=True, logits_to_keep=1)
+        logits = out.logits[:, -1, :].repeat_interleave(G, dim=0)  # [N, V]
+        cache = out.past_key_values
+        cache.batch_repeat_interleave(G)
+        prompt_ids, prompt_mask = ids.repeat_interleave(G, 0), mask.repeat_interleave(G, 0)
+        N = prompt_ids.shape[0]
+        attn = prompt_mask.clone()
+        next_pos = prompt_mask.sum(-1)  # [N] position id of the first response token
+
+        tokens = torch.full((N, max_new_tokens), self.pad_id, dtype=torch.long, device=device)
+        logps = torch.zeros(N, max_new_tokens, device=device)
+        ents = torch.zeros(N, max_new_tokens, device=device)
+        lengths = torch.zeros(N, dtype=torch.long, device=device)
+        hit_eos = torch.zeros(N, dtype=torch.bool, device=device)
+        alive = torch.arange(N, device=device)  # rows still decoding, in cache order
+
+        for t in range(max_new_tokens):
+            tok = _sample(logits, temperature, top_p, gen).to(device)  # [A]
+            lp = logprobs_from_logits(logits[:, None, :], tok[:, None], scale)[:, 0]
+            ent = entropy_from_logits(logits[:, None, :], scale)[:, 0]
+            tokens[alive, t], logps[alive, t], ents[alive, t] = tok, lp, ent
+            lengths[alive] = t + 1
+            done = torch.isin(tok, eos_ids)
+            hit_eos[alive[done]] = True
+            if t == max_new_tokens - 1:
+                break
+            if done.any():  # drop finished rows from the batch and the KV cache
+                keep = (~done).nonzero().flatten()
+                if keep.numel() == 0:
+                    break
+                cache.batch_select_indices(keep)
+                alive, tok, attn, next_pos = alive[keep], tok[keep], attn[keep], next_pos[keep]
+            attn = torch.cat([attn, attn.new_ones(attn.shape[0], 1)], dim=1)
+            out = self.model(input_ids=tok[:, None], attention_mask=attn, position_ids=next_pos[:, None],
+                             past_key_values=cache, use_cache=True)
+            logits = out.logits[:, -1, :]
+            next_pos = next_pos + 1
+
+        T = int(lengths.max().item()) if N else 0
+        tokens, logps, ents = tokens[:, :T], logps[:, :T], ents[:, :T]
+        response_mask = (torch.arange(T, device=device)[None, :] < lengths[:, None]).float()
+        tokens = tokens.masked_fill(response_mask == 0, self.pad_id)
+        texts = self.tokenizer.batch_decode(tokens.cpu(), skip_special_tokens=True)
+        return dict(
+            prompt_ids=prompt_ids.cpu(), prompt_mask=prompt_mask.cpu(), response_ids=tokens.cpu(),
+            response_mask=response_mask.cpu(), logprobs=(logps * response_mask).cpu(),
+            entropies=(ents * response_mask).cpu(),
+            finish_reason=["eos" if e else "length" for e in hit_eos.tolist()], texts=texts,
+        )
+
+
+def _pad_to(x: torch.Tensor, width: int, value, left: bool) -> torch.Tensor:
+    extra = width - x.shape[1]
+    if extra <= 0:
+        return x
+    fill = x.new_full((x.shape[0], extra), value)
+    return torch.cat([fill, x] if left else [x, fill], dim=1)
+
+
+def _concat(chunks, pad_id: int, G: int, prompts: List[str], temperature: float) -> RolloutBatch:
+    """Join chunk dicts, re-padding prompts on the left and responses on the right."""
+    P = max(c["prompt_ids"].shape[1] for c in chunks)
+    T = max(c["response_ids"].shape[1] for c in chunks)
+    cat = lambda key, width, value, left: torch.cat([_pad_to(c[key], width, value, left) for c in chunks])
+    return RolloutBatch(
+        prompt_ids=cat("prompt_ids", P, pad_id, True),
+        prompt_mask=cat("prompt_mask", P, 0, True),
+        response_ids=cat("response_ids", T, pad_id, False),
+        response_mask=cat("response_mask", T, 0.0, False),
+        logprobs=cat("logprobs", T, 0.0, False),
+        entropies=cat("entropies", T, 0.0, False),
+        finish_reason=[r for c in chunks for r in c["finish_reason"]],
+        texts=[s for c in chunks for s in c["texts"]],
+        group_size=G,
+        prompts=prompts,
+        temperature=temperature,
+    )
+
+
+def build_engine(rollout_cfg, model, tokenizer, model_cfg):
+    """The configured backend (``rollout.backend``)."""
+    if rollout_cfg.backend == "hf":
+        return HFRolloutEngine(model, tokenizer, model_cfg, batch_size=rollout_cfg.batch_size)
+    if rollout_cfg.backend == "vllm":
+        raise NotImplementedError(
+            "rollout.backend=vllm is not implemented yet (GPU only, optional extra); use rollout.backend=hf"
+        )
+    raise ValueError(f"rollout.backend={rollout_cfg.backend}: choose hf or vllm")

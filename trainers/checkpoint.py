@@ -1,0 +1,79 @@
+"""Checkpoints that a killed run can never leave half-written, and exact resume.
+
+A checkpoint is a folder ``checkpoints/step-000010/`` holding the HF ``save_pretrained``
+model and tokenizer plus ``trainer_state.pt`` (optimizer, scheduler, RNG states, step, data
+cursor). It is built under a temp name and renamed when whole, so any folder matching
+``step-*`` is complete; resume takes the highest.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Dict, Optional
+
+import numpy as np
+import torch
+
+STATE_FILE = "trainer_state.pt"
+_NAME = re.compile(r"^step-(\d+)$")
+
+
+def rng_state() -> Dict[str, Any]:
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: Dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_checkpoint(ckpt_root: Path, step: int, model, tokenizer, trainer_state: Dict[str, Any], keep: int) -> Path:
+    ckpt_root.mkdir(parents=True, exist_ok=True)
+    final = ckpt_root / f"step-{step:06d}"
+    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-step-{step:06d}-", dir=ckpt_root))
+    try:
+        model.save_pretrained(str(tmp))
+        tokenizer.save_pretrained(str(tmp))
+        torch.save(trainer_state, tmp / STATE_FILE)
+        if final.exists():  # re-saving the same step (e.g. after a resume): replace it whole
+            shutil.rmtree(final)
+        tmp.rename(final)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    _prune(ckpt_root, keep)
+    return final
+
+
+def _prune(ckpt_root: Path, keep: int) -> None:
+    ckpts = list_checkpoints(ckpt_root)
+    for old in ckpts[:-keep] if keep > 0 else []:
+        shutil.rmtree(old, ignore_errors=True)
+    for stale in ckpt_root.glob(".tmp-step-*"):  # left by a run killed mid-save
+        shutil.rmtree(stale, ignore_errors=True)
+
+
+def list_checkpoints(ckpt_root: Path) -> list[Path]:
+    if not ckpt_root.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in ckpt_root.iterdir() if (m := _NAME.match(p.name)) and p.is_dir()]
+    return [p for _, p in sorted(found)]
+
+
+def latest_checkpoint(ckpt_root: Path) -> Optional[Path]:
+    ckpts = list_checkpoints(ckpt_root)
+    return ckpts[-1] if ckpts else None
+
+
+def load_trainer_state(ckpt: Path) -> Dict[str, Any]:
+    return torch.load(ckpt / STATE_FILE, map_location="cpu", weights_only=False)

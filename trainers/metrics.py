@@ -1,0 +1,68 @@
+"""Metric sinks: ``metrics.jsonl`` (the source of truth) and W&B (offline by default)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+
+class MetricsLogger:
+    """Appends one JSON line per step and mirrors it to W&B under ``train/`` or ``eval/``."""
+
+    def __init__(self, run_dir: Path, logger_cfg, config_dict: Dict[str, Any], resume_step: int = 0):
+        self.run_dir = Path(run_dir)
+        self.path = self.run_dir / "metrics.jsonl"
+        self.completions_path = self.run_dir / "completions.jsonl"
+        if resume_step:
+            # a resumed run rewrites history from its checkpoint on: lines after it are dropped
+            _truncate_after(self.path, resume_step)
+            _truncate_after(self.completions_path, resume_step)
+        self.wandb = None
+        if logger_cfg.wandb_mode != "disabled":
+            import wandb
+
+            os.environ.setdefault("WANDB_SILENT", "true")
+            self.wandb = wandb.init(
+                project=logger_cfg.project, name=logger_cfg.run_name or self.run_dir.name,
+                tags=list(logger_cfg.tags), mode=logger_cfg.wandb_mode, dir=str(self.run_dir),
+                config=config_dict, resume="allow" if resume_step else None,
+            )
+
+    def log(self, step: int, metrics: Dict[str, Any], prefix: str = "train") -> None:
+        line = {"step": step, **metrics}
+        with open(self.path, "a") as f:
+            f.write(json.dumps(line) + "\n")
+            f.flush()
+        if self.wandb is not None:
+            self.wandb.log({f"{prefix}/{k}": v for k, v in metrics.items() if isinstance(v, (int, float))}, step=step)
+
+    def log_completions(self, step: int, rows: List[Dict[str, Any]]) -> None:
+        with open(self.completions_path, "a") as f:
+            for r in rows:
+                f.write(json.dumps({"step": step, **r}) + "\n")
+        if self.wandb is not None and rows:
+            import wandb
+
+            cols = list(rows[0])
+            table = wandb.Table(columns=["step", *cols], data=[[step, *[r[c] for c in cols]] for r in rows])
+            self.wandb.log({"train/completions": table}, step=step)
+
+    def close(self) -> None:
+        if self.wandb is not None:
+            self.wandb.finish()
+
+
+def _truncate_after(path: Path, step: int) -> None:
+    """Keep only lines with ``step <= step`` (atomic rewrite)."""
+    if not path.is_file():
+        return
+    from drox.utils import atomic_write_text
+
+    keep = [ln for ln in path.read_text().splitlines(keepends=True) if ln.strip() and json.loads(ln)["step"] <= step]
+    atomic_write_text(path, "".join(keep))
+
+
+def read_metrics(path: Path) -> List[Dict[str, Any]]:
+    return [json.loads(ln) for ln in Path(path).read_text().splitlines() if ln.strip()]
