@@ -78,11 +78,48 @@ def _parse_ks(text: str) -> List[int]:
 
 
 @app.command(context_settings=EXTRA)
-def train(ctx: typer.Context) -> None:
+def train(
+    ctx: typer.Context,
+    resume: Optional[Path] = typer.Option(
+        None, "--resume", help="Continue the run in this folder from its last checkpoint (its config.yaml is reused; "
+        "trailing key=value overrides, e.g. trainer.steps=40, still apply)."),
+) -> None:
     """Train a policy: drox train [HYDRA OVERRIDES] (e.g. model=tiny +reward=variance trainer.steps=50)."""
+    if resume is not None:
+        return _resume(resume, list(ctx.args))
     from drox.cli.hydra_entry import hydra_train
 
     sys.argv = ["drox train", *ctx.args]
+    hydra_train()
+
+
+def _resume(run_dir: Path, overrides: List[str]) -> None:
+    """Resume from the run's own resolved config: the record of what ran, not a re-composition."""
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    from drox.config import ConfigError, DroxConfig, validate
+    from drox.trainers.loop import run_training
+
+    saved = run_dir / "config.yaml"
+    if not saved.is_file():
+        fail(f"--resume {run_dir}: no config.yaml there; pass the folder of a drox train run")
+    try:
+        cfg = OmegaConf.merge(OmegaConf.structured(DroxConfig), OmegaConf.load(saved),
+                              OmegaConf.from_dotlist(overrides))
+        cfg.run_dir, cfg.resume = str(run_dir), True
+        validate(cfg)
+    except (OmegaConfBaseException, ConfigError) as e:
+        fail(_first_line(e))
+    run_training(cfg, run_dir)
+
+
+@app.command(context_settings=EXTRA)
+def demo(ctx: typer.Context) -> None:
+    """The README demo: short GRPO run of SmolLM2-135M on 1-digit addition, pass@k before/after."""
+    from drox.cli.hydra_entry import hydra_train
+
+    sys.argv = ["drox demo", "+experiment=demo", *ctx.args]
     hydra_train()
 
 

@@ -108,7 +108,9 @@ def load_for_training(cfg, device, resume_from: Optional[Path]):
         else:
             model = apply_lora(model, cfg.trainer)
     if cfg.trainer.gradient_checkpointing:
-        model.gradient_checkpointing_enable()
+        # transformers 5.2x renamed it; verl-compatible releases (5.5-5.10) only know the old name
+        enable = getattr(model, "activation_checkpointing_enable", None) or model.gradient_checkpointing_enable
+        enable()
     return model, tokenizer
 
 
@@ -154,8 +156,10 @@ def run_training(cfg: DictConfig, run_dir: str | Path, progress: bool = True) ->
     console.print(describe_sizes(cfg), highlight=False)
     logger = MetricsLogger(run_dir, cfg.logger, OmegaConf.to_container(cfg, resolve=True), resume_step=start_step)
     metrics: Dict[str, Any] = {}
+    evals: Dict[int, Dict[str, Any]] = {}
+    scoring_state: Dict[str, Any] = {}  # reward sources' state across steps (e.g. a frozen reward model)
     if eval_task is not None and start_step == 0:
-        run_eval(engine, eval_task, cfg, run_dir, 0, logger, console)
+        evals[0] = run_eval(engine, eval_task, cfg, run_dir, 0, logger, console)
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -166,7 +170,7 @@ def run_training(cfg: DictConfig, run_dir: str | Path, progress: bool = True) ->
             job = bar.add_task("train", total=t.steps, completed=start_step, info="")
             for step in range(start_step + 1, t.steps + 1):
                 metrics = train_step(step, cfg, task, sampler, engine, model, ref_model, tokenizer, optimizer,
-                                     scheduler, logger)
+                                     scheduler, logger, scoring_state)
                 bar.update(job, advance=1, info=(f"reward {metrics['reward/mean']:.3f}  "
                                                  f"acc {metrics.get('accuracy', float('nan')):.3f}  "
                                                  f"{metrics['time/step']:.1f}s/step"))
@@ -175,13 +179,35 @@ def run_training(cfg: DictConfig, run_dir: str | Path, progress: bool = True) ->
                              "sampler": sampler.state_dict(), "rng": rng_state(), "step": step}
                     save_checkpoint(ckpt_root, step, model, tokenizer, state, t.keep_checkpoints)
                 if eval_task is not None and (step % t.eval_every == 0 or step == t.steps):
-                    run_eval(engine, eval_task, cfg, run_dir, step, logger, console)
+                    evals[step] = run_eval(engine, eval_task, cfg, run_dir, step, logger, console)
     finally:
         logger.close()
+    if 0 in evals and t.steps in evals:
+        console.print(compare_table(evals[0], evals[t.steps], list(cfg.eval.pass_at_k), t.steps))
+    console.print(f"run directory: {run_dir}")
     return metrics
 
 
-def train_step(step, cfg, task, sampler, engine, model, ref_model, tokenizer, optimizer, scheduler, logger):
+def compare_table(before: Dict[str, Any], after: Dict[str, Any], ks: List[int], steps: int):
+    """pass@k / maj@k on held-out problems before and after training."""
+    from rich.table import Table
+
+    table = Table(title=f"held-out eval: before vs after {steps} steps "
+                        f"(n={after['n']} samples x {after['num_problems']} problems)")
+    for col in ("metric", "before", "after", "change"):
+        table.add_column(col, justify="right")
+    for prefix in ("pass", "maj"):
+        for k in ks:
+            key = f"{prefix}@{k}"
+            if key in before and key in after:
+                table.add_row(key, f"{before[key]:.3f}", f"{after[key]:.3f}", f"{after[key] - before[key]:+.3f}")
+    table.add_row("mean length", f"{before['mean_length']:.1f}", f"{after['mean_length']:.1f}",
+                  f"{after['mean_length'] - before['mean_length']:+.1f}")
+    return table
+
+
+def train_step(step, cfg, task, sampler, engine, model, ref_model, tokenizer, optimizer, scheduler, logger,
+               scoring_state=None):
     t, r = cfg.trainer, cfg.rollout
     Q, G = t.prompts_per_step, t.samples_per_prompt
     t0 = time.perf_counter()
@@ -195,7 +221,7 @@ def train_step(step, cfg, task, sampler, engine, model, ref_model, tokenizer, op
 
     # 3. scores [Q, G] (+ dense [Q, G, T])
     ctx = ScoringContext(batch=batch, rows=rows, task=task, step=step, seed=cfg.seed, policy=model,
-                         tokenizer=tokenizer)
+                         tokenizer=tokenizer, state=scoring_state if scoring_state is not None else {})
     combined = score(ctx, OmegaConf.to_container(cfg.reward, resolve=True))
     scores = combined.seq  # [Q, G]
     metrics: Dict[str, Any] = dict(combined.metrics)
@@ -212,10 +238,12 @@ def train_step(step, cfg, task, sampler, engine, model, ref_model, tokenizer, op
     mask = batch.response_mask.clone()  # [N, T]
     if t.mask_truncated:
         mask[batch.truncated] = 0.0
-    seq_adv = algos.compute_advantages(scores, t.advantage.estimator, eps=t.advantage.eps)  # [Q, G]
+    # sign-selective sources (PSR/NSR) produce advantages themselves and require estimator "none"
+    estimator = combined.estimator or t.advantage.estimator
+    seq_adv = algos.compute_advantages(scores, estimator, eps=t.advantage.eps)  # [Q, G]
     token_scores = combined.token  # [Q, G, T] or None
     advantages = algos.token_advantages(seq_adv, token_scores, batch.response_mask, group_size=G,
-                                        eps=t.advantage.eps)  # [N, T]
+                                        eps=t.advantage.eps, reward_mask=combined.token_mask)  # [N, T]
     algos.check_finite("advantages", advantages, step)
 
     # 5. policy update
@@ -227,6 +255,7 @@ def train_step(step, cfg, task, sampler, engine, model, ref_model, tokenizer, op
     metrics.update({
         "reward/mean": scores.mean().item(),
         "reward/std": scores.std().item() if scores.numel() > 1 else 0.0,
+        "advantage/estimator_overridden": float(estimator != t.advantage.estimator),
         "advantage/mean": seq_adv.mean().item(),
         "advantage/std": seq_adv.std().item() if seq_adv.numel() > 1 else 0.0,
         "advantage/abs_max": seq_adv.abs().max().item(),

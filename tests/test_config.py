@@ -1,0 +1,164 @@
+"""Config composition (Hydra + the structured schema) and validation errors through the CLI."""
+
+from __future__ import annotations
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from drox.cli.main import app, compose
+from drox.config import CHOICES, ConfigError, validate
+
+runner = CliRunner()
+
+
+def _error(capsys, overrides):
+    """compose() must exit with code 2 and print exactly one 'error:' line on stderr."""
+    with pytest.raises(typer.Exit) as exc:
+        compose(overrides)
+    assert exc.value.exit_code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error:"), err
+    assert "\n" not in err, f"expected one line, got:\n{err}"
+    assert "Traceback" not in err
+    return err
+
+
+def test_defaults():
+    cfg = compose([])
+    assert cfg.model.name == "smollm2-135m"
+    assert cfg.task.name == "arithmetic"
+    assert cfg.rollout.backend == "hf"
+    assert cfg.trainer.loss_agg == "token-mean"
+    assert list(cfg.eval.pass_at_k) == [1, 4, 16]
+    assert cfg.logger.wandb_mode == "offline"
+    # reward/filter/gate are opt-in groups: empty unless a +group=option adds them
+    assert dict(cfg.reward) == {} and dict(cfg.filter) == {} and dict(cfg.gate) == {}
+    # schema defaults survive composition for keys no YAML sets
+    assert cfg.trainer.clip_high == 0.2 and cfg.model.dtype == "float32"
+
+
+def test_overrides_applied():
+    cfg = compose(["model=tiny", "trainer.lr=3e-4", "trainer.samples_per_prompt=16",
+                   "task.ops=[+,-]", "eval.pass_at_k=[1,2]", "seed=7"])
+    assert cfg.model.name == "tiny" and cfg.model.hidden_size == 64
+    assert cfg.trainer.lr == pytest.approx(3e-4)
+    assert isinstance(cfg.trainer.lr, float)
+    assert cfg.trainer.samples_per_prompt == 16
+    assert list(cfg.task.ops) == ["+", "-"]
+    assert list(cfg.eval.pass_at_k) == [1, 2]
+    assert cfg.seed == 7
+    # the group option replaces the model block: smollm2's defaults are gone, the tiny ones are in
+    assert compose(["model=tiny", "model.hidden_size=32"]).model.hidden_size == 32
+
+
+def test_tiny_cfg_fixture(tiny_cfg):
+    assert tiny_cfg.model.name == "tiny"
+    assert tiny_cfg.logger.wandb_mode == "disabled"
+    assert list(tiny_cfg.eval.pass_at_k) == [1, 2]
+
+
+def test_plus_reward_outcome():
+    cfg = compose(["+reward=outcome"])
+    assert cfg.reward.outcome.weight == 1.0
+    assert cfg.reward.outcome.correct == 1.0 and cfg.reward.outcome.incorrect == 0.0
+    cfg = compose(["+reward=outcome", "reward.outcome.weight=0.5"])
+    assert cfg.reward.outcome.weight == 0.5
+
+
+def test_unknown_key(capsys):
+    err = _error(capsys, ["trainer.foo=1"])
+    assert "trainer.foo" in err and "foo" in err
+
+
+def test_wrong_type(capsys):
+    err = _error(capsys, ["trainer.lr=abc"])
+    assert "trainer.lr" in err and "abc" in err
+
+
+def test_unknown_group_option_lists_available(capsys):
+    err = _error(capsys, ["model=nope"])
+    assert "model/nope" in err
+    for option in ("tiny", "smollm2-135m", "hf"):
+        assert option in err
+
+
+def test_choice_lists_allowed_values(capsys):
+    err = _error(capsys, ["trainer.loss_agg=x"])
+    assert "trainer.loss_agg=x" in err
+    for choice in CHOICES["trainer.loss_agg"]:
+        assert choice in err
+
+
+def test_eval_n_smaller_than_k(capsys):
+    err = _error(capsys, ["eval.n=2", "eval.pass_at_k=[1,4]"])
+    assert "eval.n=2" in err and "k=4" in err
+    # n == max k is fine
+    assert compose(["eval.n=4", "eval.pass_at_k=[1,4]"]).eval.n == 4
+
+
+@pytest.mark.parametrize(
+    "override, key",
+    [
+        ("trainer.mini_batches=3", "trainer.mini_batches"),  # does not divide prompts_per_step=4
+        ("rollout.top_p=0", "top_p"),
+        ("rollout.temperature=-1", "temperature"),
+        ("trainer.steps=0", "trainer.steps"),
+        ("trainer.lr=0", "trainer.lr"),
+        ("eval.pass_at_k=[0,2]", "eval.pass_at_k"),
+    ],
+)
+def test_validate_ranges(capsys, override, key):
+    assert key in _error(capsys, [override])
+
+
+def test_validate_raises_config_error_directly():
+    cfg = compose([])
+    cfg.trainer.kl_estimator = "k9"
+    with pytest.raises(ConfigError, match="trainer.kl_estimator=k9"):
+        validate(cfg)
+
+
+# ------------------------------------------------------------------ through the CLI
+
+
+def test_cli_config_prints_yaml():
+    result = runner.invoke(app, ["config", "model=tiny", "+reward=outcome", "reward.outcome.weight=0.5"])
+    assert result.exit_code == 0, result.output
+    assert "name: tiny" in result.output
+    assert "weight: 0.5" in result.output
+
+
+@pytest.mark.parametrize(
+    "override, needles",
+    [
+        ("trainer.foo=1", ["trainer.foo"]),
+        ("trainer.lr=abc", ["trainer.lr", "abc"]),
+        ("model=nope", ["model/nope", "tiny", "smollm2-135m", "hf"]),
+        ("trainer.loss_agg=x", ["trainer.loss_agg", "token-mean", "seq-mean-token-mean"]),
+    ],
+)
+def test_cli_config_errors(override, needles):
+    result = runner.invoke(app, ["config", override])
+    assert result.exit_code == 2
+    out = result.output.strip()
+    assert out.startswith("error:"), out
+    assert len(out.splitlines()) == 1, out
+    for needle in needles:
+        assert needle in out
+
+
+def test_cli_eval_n_vs_k():
+    result = runner.invoke(app, ["config", "eval.n=2", "eval.pass_at_k=[1,4]"])
+    assert result.exit_code == 2
+    assert "eval.n=2" in result.output
+
+
+def test_cli_help_lists_commands():
+    result = runner.invoke(app, ["--help"])
+    assert result.exit_code == 0
+    for command in ("train", "eval", "config"):
+        assert command in result.output
+    # no arguments shows the help too (no_args_is_help); click exits 2 for that
+    bare = runner.invoke(app, [])
+    assert "config" in bare.output and "eval" in bare.output
