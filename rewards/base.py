@@ -28,7 +28,10 @@ class ScoringContext:
     seed: int = 0
     policy: Any = None  # the current policy (for sources that need log-probs), may be None
     tokenizer: Any = None
-    cache: Dict[str, Any] = field(default_factory=dict)  # shared results (e.g. the verifier's)
+    cache: Dict[str, Any] = field(default_factory=dict)  # results shared within the step (the verifier's)
+    state: Dict[str, Any] = field(default_factory=dict)  # kept across steps by the trainer (e.g. a frozen model)
+    counters: Dict[str, float] = field(default_factory=dict)  # extra forward passes/tokens, logged as scoring/*
+    forward_batch_size: int = 32  # rows per extra forward pass
 
     @property
     def expanded_rows(self) -> List[Dict[str, Any]]:
@@ -48,27 +51,79 @@ class ScoringContext:
         return self.cache["verify"]
 
 
+    def forward(self, prompt_ids, prompt_mask, response_ids, response_mask, reduce: Callable, model=None):
+        """Teacher-forced forward passes in chunks, the one place extra scoring passes are counted.
+
+        prompt_ids/prompt_mask: [n, P] left-padded; response_ids/response_mask: [n, T'] right-padded.
+        ``reduce(logits [b, T', V], response_ids [b, T'], response_mask [b, T']) -> tensor [b, ...]``
+        turns each chunk's logits into what the source needs (so [n, T', V] is never held whole).
+        ``model`` defaults to the current policy. Runs under no_grad; returns the concatenation on CPU.
+        """
+        from drox.models.forward import response_logits
+
+        model = model if model is not None else self.policy
+        if model is None:
+            raise ValueError("this reward source needs a model, but the scoring context has none")
+        device = next(model.parameters()).device
+        outs = []
+        was_training = model.training
+        model.eval()
+        try:
+            with torch.no_grad():
+                for start in range(0, prompt_ids.shape[0], self.forward_batch_size):
+                    sl = slice(start, start + self.forward_batch_size)
+                    r_ids, r_mask = response_ids[sl].to(device), response_mask[sl].to(device)
+                    logits = response_logits(model, prompt_ids[sl].to(device), prompt_mask[sl].to(device),
+                                             r_ids, r_mask)
+                    outs.append(reduce(logits, r_ids, r_mask).cpu())
+                    self.counters["forward_passes"] = self.counters.get("forward_passes", 0) + 1
+                    self.counters["forward_tokens"] = (self.counters.get("forward_tokens", 0)
+                                                       + float((prompt_mask[sl].sum() + r_mask.sum()).item()))
+        finally:
+            model.train(was_training)
+        return torch.cat(outs) if outs else torch.empty(0)
+
+    def logprobs(self, prompt_ids, prompt_mask, response_ids, response_mask, model=None, temperature: float = 1.0):
+        """Log-probs [n, T'] of ``response_ids`` (0 on padding) under ``model`` (default: the policy)."""
+        from drox.trainers.algos import logprobs_from_logits
+
+        def reduce(logits, ids, mask):
+            return logprobs_from_logits(logits, ids, temperature) * mask
+
+        return self.forward(prompt_ids, prompt_mask, response_ids, response_mask, reduce, model=model)
+
+
 @dataclass
 class RewardOutput:
     seq: torch.Tensor  # [Q, G] one score per rollout
     token: Optional[torch.Tensor] = None  # [Q, G, T] dense scores (T = response length), or None
-    diagnostics: Dict[str, float] = field(default_factory=dict)
+    token_mask: Optional[torch.Tensor] = None  # [Q, G, T] bool: positions holding a dense score (None: the nonzero ones)
+    diagnostics: Dict[str, float] = field(default_factory=dict)  # scalars, logged as reward/<name>/<key>
+    extras: Dict[str, torch.Tensor] = field(default_factory=dict)  # tensors for later stages, e.g. sigma_max [Q]
 
 
 @dataclass
 class SourceSpec:
     fn: Callable[[ScoringContext, Any], RewardOutput]
     config: type  # dataclass of the source's options (must have a float `weight`)
+    estimator: Optional[str] = None  # an advantage estimator the source's scores are meant for (e.g. "none")
 
 
 REWARD_SOURCES: Dict[str, SourceSpec] = {}
 
 
-def register_reward(name: str, config: type):
+def register_reward(name: str, config: type, estimator: Optional[str] = None):
+    """Register ``fn(ctx, opts) -> RewardOutput`` as ``name``; ``config`` is its options dataclass.
+
+    ``estimator``: sources whose scores are already advantages (PSR/NSR/W-REINFORCE, NSR paper
+    §2.2) name the estimator they need ("none"); the trainer then uses it instead of
+    ``trainer.advantage.estimator`` and says so.
+    """
+
     def deco(fn):
         if name in REWARD_SOURCES:
             raise ValueError(f"reward source '{name}' is registered twice")
-        REWARD_SOURCES[name] = SourceSpec(fn, config)
+        REWARD_SOURCES[name] = SourceSpec(fn, config, estimator)
         return fn
 
     return deco
@@ -96,6 +151,8 @@ class Combined:
     token: Optional[torch.Tensor]  # [Q, G, T] weighted sum of dense scores, or None
     per_source: Dict[str, RewardOutput]
     metrics: Dict[str, float]
+    estimator: Optional[str] = None  # advantage estimator required by a source, if any
+    token_mask: Optional[torch.Tensor] = None  # [Q, G, T] bool: union of the sources' dense-score positions
 
 
 def score(ctx: ScoringContext, reward_cfg: Dict[str, Any]) -> Combined:
@@ -110,9 +167,16 @@ def score(ctx: ScoringContext, reward_cfg: Dict[str, Any]) -> Combined:
     Q, G, T = ctx.batch.num_groups, ctx.batch.group_size, ctx.batch.response_ids.shape[1]
     seq = torch.zeros(Q, G)
     token: Optional[torch.Tensor] = None
+    token_mask: Optional[torch.Tensor] = None
     per_source: Dict[str, RewardOutput] = {}
     metrics: Dict[str, float] = {}
+    estimator: Optional[str] = None
     for name, raw in selected.items():
+        required = REWARD_SOURCES[name].estimator if name in REWARD_SOURCES else None
+        if required is not None:
+            if estimator is not None and estimator != required:
+                raise ValueError(f"reward sources need different advantage estimators ({estimator} vs {required})")
+            estimator = required
         opts = parse_source_config(name, raw)
         out = REWARD_SOURCES[name].fn(ctx, opts)
         _check_output(name, out, Q, G, T, ctx.step)
@@ -120,12 +184,18 @@ def score(ctx: ScoringContext, reward_cfg: Dict[str, Any]) -> Combined:
         seq = seq + w * out.seq.float()
         if out.token is not None:
             token = (token if token is not None else torch.zeros(Q, G, T)) + w * out.token.float()
+            # a step reward of exactly 0 (an incorrect step) is a reward, not "no reward": keep its position
+            placed = out.token_mask.bool() if out.token_mask is not None else out.token != 0
+            token_mask = placed if token_mask is None else token_mask | placed
         per_source[name] = out
         metrics[f"reward/{name}/mean"] = out.seq.float().mean().item()
         metrics[f"reward/{name}/std"] = out.seq.float().std().item() if out.seq.numel() > 1 else 0.0
         for k, v in out.diagnostics.items():
             metrics[f"reward/{name}/{k}"] = float(v)
-    return Combined(seq=seq, token=token, per_source=per_source, metrics=metrics)
+    for k, v in ctx.counters.items():
+        metrics[f"scoring/{k}"] = float(v)
+    return Combined(seq=seq, token=token, per_source=per_source, metrics=metrics, estimator=estimator,
+                    token_mask=token_mask)
 
 
 def _check_output(name: str, out: RewardOutput, Q: int, G: int, T: int, step: int) -> None:
@@ -140,3 +210,6 @@ def _check_output(name: str, out: RewardOutput, Q: int, G: int, T: int, step: in
                 f"expected [Q, G, T] = [{Q}, {G}, {T}]"
             )
         check_finite("token rewards", out.token, step, source=name)
+        if out.token_mask is not None and tuple(out.token_mask.shape) != (Q, G, T):
+            raise ValueError(f"reward source '{name}' returned a token mask of shape {tuple(out.token_mask.shape)}; "
+                             f"expected [Q, G, T] = [{Q}, {G}, {T}]")

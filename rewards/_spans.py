@@ -1,0 +1,117 @@
+"""Text <-> token helpers shared by the model-based reward sources (variance, confidence, prm).
+
+Not a reward source: the leading underscore keeps ``rewards/__init__`` from importing it as one.
+
+Where a response's final answer starts, and which sampled token holds a given character, are
+needed by DRO's splice (variance), RLSF's answer span (confidence) and step-end positions (prm).
+The final-answer patterns are the ones :func:`drox.tasks.verify.extract_answer` uses, so "the
+final answer" means the same thing to the verifier and to these sources.
+"""
+
+from __future__ import annotations
+
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import torch
+
+# the verifier's own patterns: one definition of "final answer" across drox
+from drox.tasks.verify import _ANSWER_LINE, _BOXED
+
+
+def final_answer_start(text: str) -> int:
+    """Character index where the response's final answer begins (``len(text)`` when it has none).
+
+    The start of the last ``\\boxed{`` (closed or not: a truncated box is still the answer attempt),
+    else the start of the last line with a non-empty ``Answer: ...``, else ``len(text)``.
+    The text before this index is the reasoning (DRO's CoT ``ĉ_i``, PAPERS.md §1.2 step 1).
+    """
+    boxes = list(_BOXED.finditer(text))
+    if boxes:
+        return boxes[-1].start()
+    starts, pos = [], 0
+    for line in text.splitlines(keepends=True):
+        starts.append((pos, line))
+        pos += len(line)
+    for start, line in reversed(starts):
+        m = _ANSWER_LINE.search(line)
+        if m and m.group(1).strip().strip("*").strip().rstrip(".").strip():
+            return start
+    return len(text)
+
+
+def encode(tokenizer, text: str) -> List[int]:
+    """Token ids of ``text`` without special tokens (BOS/EOS): pieces that are concatenated later."""
+    return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+class TokenCharMap:
+    """Which sampled token holds a character of ``decode(ids)``, found by decoding prefixes.
+
+    Sampled ids need not be the tokenizer's canonical tokenisation of the decoded text, so the
+    text cannot simply be re-tokenised with offsets; instead ``end(k) = len(decode(ids[:k+1]))``
+    (non-decreasing in k) is binary-searched, about ``log2(T)`` decodes per lookup. Exact for
+    byte-level BPE (SmolLM2, Llama-3, Qwen) except inside a multi-byte character split across
+    tokens; approximate where decoding is not prefix-stable (SentencePiece's leading space).
+    Decoding skips special tokens, as the rollout engine does when it makes ``batch.texts``.
+    """
+
+    def __init__(self, tokenizer, ids: Sequence[int]):
+        self.tokenizer = tokenizer
+        self.ids = [int(i) for i in ids]
+        self._ends: Dict[int, int] = {}
+
+    def end(self, k: int) -> int:
+        """Number of characters decoded from ``ids[:k+1]``."""
+        if k not in self._ends:
+            self._ends[k] = len(self.tokenizer.decode(self.ids[: k + 1], skip_special_tokens=True))
+        return self._ends[k]
+
+    def token_of(self, char: int) -> Optional[int]:
+        """Index of the token whose decoded text contains character ``char`` (None past the end)."""
+        n = len(self.ids)
+        if n == 0 or char < 0 or self.end(n - 1) <= char:
+            return None
+        lo, hi = 0, n - 1  # smallest k with end(k) > char
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if self.end(mid) > char:
+                hi = mid
+            else:
+                lo = mid + 1
+        return lo
+
+    def span(self, start: int, stop: int) -> Optional[Tuple[int, int]]:
+        """Token range ``[first, last]`` (inclusive) covering characters ``[start, stop)``; None if empty."""
+        if stop <= start:
+            return None
+        first, last = self.token_of(start), self.token_of(stop - 1)
+        if first is None or last is None:
+            return None
+        return first, last
+
+
+def response_ids(batch, n: int) -> List[int]:
+    """The sampled token ids of rollout row ``n`` without padding."""
+    length = int(batch.response_mask[n].sum().item())
+    return batch.response_ids[n, :length].tolist()
+
+
+def right_pad(rows: Sequence[Sequence[int]], pad_id: int) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Ragged id lists -> (ids [n, T'] long right-padded with ``pad_id``, mask [n, T'] float)."""
+    width = max((len(r) for r in rows), default=0)
+    ids = torch.full((len(rows), max(width, 1)), int(pad_id), dtype=torch.long)
+    mask = torch.zeros(len(rows), max(width, 1))
+    for i, r in enumerate(rows):
+        if r:
+            ids[i, : len(r)] = torch.tensor(list(r), dtype=torch.long)
+            mask[i, : len(r)] = 1.0
+    return ids, mask
+
+
+def pad_id(tokenizer) -> int:
+    """The tokenizer's pad id (its EOS when it has none; 0 as a last resort). Padding is masked."""
+    for attr in ("pad_token_id", "eos_token_id"):
+        value = getattr(tokenizer, attr, None)
+        if value is not None:
+            return int(value)
+    return 0

@@ -1,0 +1,44 @@
+"""``format``: 1 if the response has a non-empty final-answer container, correctness ignored.
+
+Spurious Rewards (arXiv 2506.10947) §3 / code ``ttrl/verifier/auto_verify.py`` task ``box_only_format``:
+reward = 1 if ``extract_answer_box_only(response)`` is a non-empty string, else 0 (PAPERS.md §3.1).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+
+from drox.rewards.base import RewardOutput, ScoringContext, register_reward
+
+# The verifier's own box scanner (balanced braces, unclosed boxes ignored, empty boxes skipped),
+# so "has a final answer" means exactly what the outcome verifier would extract from a box.
+from drox.tasks.verify import _last_boxed
+
+
+@dataclass
+class FormatConfig:
+    weight: float = 1.0
+    """Weight of this source in the combined reward."""
+    pattern: Optional[str] = None
+    """[ours] None: a non-empty ``\\boxed{...}`` (the paper's). Else a regex whose first group must match
+    non-blank text somewhere in the response (e.g. ``<answer>(.*?)</answer>``)."""
+
+
+def has_container(text: str, pattern: Optional[str] = None) -> bool:
+    """Does ``text`` hold a non-empty final-answer container (``\\boxed{}`` by default)?"""
+    if pattern is None:
+        return _last_boxed(text or "") is not None
+    return any(m.group(1).strip() for m in re.finditer(pattern, text or "", re.DOTALL))
+
+
+@register_reward("format", FormatConfig)
+def format_reward(ctx: ScoringContext, cfg: FormatConfig) -> RewardOutput:
+    if cfg.pattern is not None and re.compile(cfg.pattern).groups < 1:
+        raise ValueError(f"reward.format.pattern needs a capture group: {cfg.pattern!r}")
+    ok = [has_container(t, cfg.pattern) for t in ctx.batch.texts]
+    seq = torch.tensor(ok, dtype=torch.float32).view(ctx.batch.num_groups, ctx.batch.group_size)
+    return RewardOutput(seq=seq)

@@ -1,0 +1,79 @@
+"""Sign-selective objectives: PSR, NSR, W-REINFORCE (Zhu et al., "The Surprising Effectiveness of Negative
+Reinforcement in LLM Reasoning", arXiv 2506.01347, §2.2 Eqs. 2–4 and §5 Eq. 9; PAPERS.md §2).
+
+The scores these sources return are the advantages themselves: they register ``estimator="none"``, so the
+trainer skips the group baseline and std normalisation (no baseline, as in the paper) whatever
+``trainer.advantage.estimator`` says, and logs ``advantage/estimator_overridden`` = 1 when that differs.
+Combined with other sources, the weighted sum of all scores is used raw.
+
+Values follow the official code ``RLVR-Decomposed`` ``verl/trainer/ppo/core_algos.py::
+compute_psr_nsr_outcome_advantage`` (PAPERS.md §2.2), which uses 1/0 rewards:
+
+==============  ===========  =============
+source          correct      incorrect
+==============  ===========  =============
+positive_only   1            0              (PSR: ``A = R``)
+negative_only   0            −1             (NSR: ``A = R − 1``)
+w_reinforce     λ (0.1)      −1             (W-REINFORCE, Eq. 9: ``λ·L_PSR + L_NSR``)
+==============  ===========  =============
+
+The paper writes the reward as r ∈ {−1, +1} (PAPERS.md §12.5) while the code scores 1/0 and shifts by −1 for
+NSR. Both give the table above: PSR keeps the correct samples with weight 1, NSR the incorrect ones with −1, and
+W-REINFORCE is λ / −1 (λ = 1 recovers REINFORCE with ±1 rewards).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from drox.rewards.base import RewardOutput, ScoringContext, register_reward
+
+
+@dataclass
+class PositiveOnlyConfig:
+    weight: float = 1.0
+    """Weight of this source in the combined reward (scales the advantage)."""
+
+
+@dataclass
+class NegativeOnlyConfig:
+    weight: float = 1.0
+    """Weight of this source in the combined reward (scales the advantage)."""
+
+
+@dataclass
+class WReinforceConfig:
+    weight: float = 1.0
+    """Weight of this source in the combined reward (scales the advantage)."""
+    lam: float = 0.1
+    """λ, the weight of correct samples (README: "recommended value is 0.1"); 1 = REINFORCE, 0 = NSR."""
+
+
+def sign_advantages(correct: torch.Tensor, on_correct: float, on_incorrect: float) -> torch.Tensor:
+    """``on_correct`` where ``correct`` (bool) is True, else ``on_incorrect``; float32, same shape."""
+    return torch.where(correct.bool(), torch.tensor(float(on_correct)), torch.tensor(float(on_incorrect)))
+
+
+def _correct(ctx: ScoringContext) -> torch.Tensor:
+    result = ctx.verify()
+    return torch.tensor(result.correct, dtype=torch.bool).view(ctx.batch.num_groups, ctx.batch.group_size)
+
+
+@register_reward("positive_only", PositiveOnlyConfig, estimator="none")
+def positive_only(ctx: ScoringContext, cfg: PositiveOnlyConfig) -> RewardOutput:
+    """PSR (Eq. 3): reinforce correct samples only; A = 1 correct, 0 incorrect."""
+    return RewardOutput(seq=sign_advantages(_correct(ctx), 1.0, 0.0))
+
+
+@register_reward("negative_only", NegativeOnlyConfig, estimator="none")
+def negative_only(ctx: ScoringContext, cfg: NegativeOnlyConfig) -> RewardOutput:
+    """NSR (Eq. 4): push down incorrect samples only; A = 0 correct, −1 incorrect."""
+    return RewardOutput(seq=sign_advantages(_correct(ctx), 0.0, -1.0))
+
+
+@register_reward("w_reinforce", WReinforceConfig, estimator="none")
+def w_reinforce(ctx: ScoringContext, cfg: WReinforceConfig) -> RewardOutput:
+    """W-REINFORCE (§5 Eq. 9, λ·L_PSR + L_NSR): A = λ correct, −1 incorrect."""
+    return RewardOutput(seq=sign_advantages(_correct(ctx), cfg.lam, -1.0))

@@ -1,0 +1,329 @@
+"""Rule-based reward sources (format, random, inverse, incorrect_label, PSR/NSR/W-REINFORCE, brier) and the
+calibration metrics: hand-computed values, then each source through two steps of the tiny-model trainer."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+import torch
+
+from drox.evaluation.calibration import auroc, brier_score, ece
+from drox.rewards.base import REWARD_SOURCES, ScoringContext, parse_source_config, score
+from drox.rewards.brier import parse_confidence, rlcr_reward
+from drox.rewards.format import has_container
+from drox.rewards.spurious import majority_wrong_answer, perturbed_label, random_draws
+from drox.rollout.base import RolloutBatch
+from drox.tasks import CountdownVerifier, MathVerifier, Task
+from drox.trainers.algos import compute_advantages
+
+MY_SOURCES = ["format", "random", "inverse", "incorrect_label", "positive_only", "negative_only", "w_reinforce",
+              "brier"]
+SIGN_SOURCES = {"positive_only", "negative_only", "w_reinforce"}
+
+
+def make_ctx(texts, answers, group_size, *, step=1, seed=0, verifier=None, rows=None):
+    """A scoring context over ``texts`` (group-major); ``answers``: one reference per group."""
+    n = len(texts)
+    z = torch.zeros(n, 2, dtype=torch.long)
+    batch = RolloutBatch(prompt_ids=z, prompt_mask=torch.ones_like(z), response_ids=z,
+                         response_mask=torch.ones(n, 2), logprobs=torch.zeros(n, 2), entropies=torch.zeros(n, 2),
+                         finish_reason=["eos"] * n, texts=list(texts), group_size=group_size)
+    if rows is None:
+        rows = [{"problem_id": f"p{q}", "prompt": f"q{q}", "answer": a} for q, a in enumerate(answers)]
+    task = Task("test", None, verifier if verifier is not None else MathVerifier())
+    return ScoringContext(batch=batch, rows=rows, task=task, step=step, seed=seed)
+
+
+def run_source(name, ctx, **opts):
+    return REWARD_SOURCES[name].fn(ctx, parse_source_config(name, opts))
+
+
+def boxed(*answers):
+    return [f"so \\boxed{{{a}}}" for a in answers]
+
+
+# ------------------------------------------------------------------------------------------------ config
+
+
+@pytest.mark.parametrize("name", MY_SOURCES)
+def test_yaml_defaults_match_the_dataclass(name):
+    from drox.cli.main import compose
+
+    cfg = compose([f"+reward={name}"])
+    assert parse_source_config(name, dict(cfg.reward[name])) == REWARD_SOURCES[name].config()
+
+
+def test_sources_compose_and_override():
+    from drox.cli.main import compose
+
+    cfg = compose(["+reward=[outcome,format,random]", "reward.random.p=0.3", "reward.format.weight=0.5"])
+    assert set(cfg.reward) == {"outcome", "format", "random"}
+    assert cfg.reward.random.p == 0.3 and cfg.reward.format.weight == 0.5
+    # of_options starts empty, so its keys are added with '+'
+    cfg = compose(["+reward=inverse", "+reward.inverse.of_options.incorrect=-1"])
+    assert dict(cfg.reward.inverse.of_options) == {"incorrect": -1}
+
+
+# ------------------------------------------------------------------------------------------------ format
+
+
+def test_format_hand_values():
+    texts = ["\\boxed{3}", "\\boxed{}", "\\boxed{  }", "the answer is 3", "\\boxed{3", "\\boxed{1} then \\boxed{}",
+             "\\boxed{\\frac{1}{2}}", "Answer: 4"]
+    assert [has_container(t) for t in texts] == [True, False, False, False, False, True, True, False]
+    out = run_source("format", make_ctx(texts, ["9", "9"], 4))
+    # correctness is ignored: the reference 9 matches none of them
+    assert out.seq.tolist() == [[1, 0, 0, 0], [0, 1, 1, 0]]
+    tag = "<answer>(.*?)</answer>"
+    assert [has_container(t, tag) for t in ["<answer> 5 </answer>", "<answer> </answer>", "\\boxed{5}"]] == [
+        True, False, False]
+    with pytest.raises(ValueError, match="capture group"):
+        run_source("format", make_ctx(["x"], ["1"], 1), pattern="<answer>")
+
+
+# ------------------------------------------------------------------------------------------------ random
+
+
+def test_random_reproducible_and_depends_only_on_seed_step_row():
+    a = random_draws(seed=0, step=3, n=64, p=0.5)
+    random.seed(123)
+    torch.manual_seed(123)  # the global RNG state (which a resume restores or not) does not matter
+    assert torch.equal(a, random_draws(0, 3, 64, 0.5))
+    assert torch.equal(a[:10], random_draws(0, 3, 10, 0.5))  # row i's draw does not depend on N
+    assert not torch.equal(a, random_draws(1, 3, 64, 0.5))  # another seed
+    assert not torch.equal(a, random_draws(0, 4, 64, 0.5))  # another step
+    assert set(a.tolist()) == {0.0, 1.0}
+    assert random_draws(0, 1, 50, 0.0).sum() == 0 and random_draws(0, 1, 50, 1.0).sum() == 50
+    with pytest.raises(ValueError, match="in \\[0, 1\\]"):
+        random_draws(0, 1, 4, 1.5)
+
+
+@pytest.mark.parametrize("p", [0.5, 0.3])
+def test_random_mean_is_p(p):
+    draws = torch.cat([random_draws(seed, step, 500, p) for seed in range(4) for step in range(10)])
+    # 20,000 draws: std of the mean <= 0.0036, so 0.02 is > 5 sigma
+    assert abs(draws.mean().item() - p) < 0.02
+
+
+def test_random_source_ignores_output():
+    ctx = make_ctx(boxed(1, 2, 3, 4, 5, 6), ["1", "4"], 3, step=7, seed=5)
+    out = run_source("random", ctx, p=0.5)
+    assert out.seq.shape == (2, 3)
+    assert torch.equal(out.seq.flatten(), random_draws(5, 7, 6, 0.5))
+    other = make_ctx(["nothing"] * 6, ["0", "0"], 3, step=7, seed=5)
+    assert torch.equal(run_source("random", other).seq, out.seq)
+
+
+# ------------------------------------------------------------------------------------------------ inverse
+
+
+def test_inverse_flips_outcome_and_format():
+    ctx = make_ctx(boxed(4, 5) + ["4", "\\boxed{}"], ["4", "5"], 2)
+    # group 1: "4" is extracted (last number) but the reference is 5; the empty box has no answer
+    assert run_source("outcome", ctx).seq.tolist() == [[1, 0], [0, 0]]
+    assert run_source("inverse", ctx).seq.tolist() == [[0, 1], [1, 1]]
+    assert run_source("inverse", ctx, of="format").seq.tolist() == [[0, 0], [1, 1]]
+    out = run_source("inverse", ctx, of_options={"incorrect": -1.0})  # +-1 outcome -> 0 / 2
+    assert out.seq.tolist() == [[0, 2], [2, 2]] and out.diagnostics["of_mean"] == -0.5
+    with pytest.raises(ValueError, match="cannot be 'inverse'"):
+        run_source("inverse", ctx, of="inverse")
+    with pytest.raises(ValueError, match="advantages"):
+        run_source("inverse", ctx, of="negative_only")
+    with pytest.raises(ValueError, match="unknown reward source"):
+        run_source("inverse", ctx, of="nope")
+
+
+# ------------------------------------------------------------------------------------------------ incorrect label
+
+
+def test_perturbed_label_is_a_fixed_nonzero_offset():
+    label, numeric = perturbed_label("7", seed=0, problem_id="p0")
+    assert numeric and label == perturbed_label("7", 0, "p0")[0]  # deterministic per problem
+    assert label == "3" and perturbed_label("3", 0, "p1")[0] == "9"  # pinned: string seeds are process-stable
+    k = int(label) - 7
+    assert k != 0 and abs(k) <= 10
+    # the offset is a function of (seed, problem id) only, not of the reference
+    assert int(perturbed_label("100", 0, "p0")[0]) - 100 == k
+    offsets = {int(perturbed_label("0", s, f"p{i}")[0]) for s in range(3) for i in range(30)}
+    assert 0 not in offsets and offsets <= set(range(-10, 11)) and len(offsets) > 5
+    assert {abs(int(perturbed_label("0", 0, f"p{i}", max_offset=1)[0])) for i in range(20)} == {1}
+    # exact arithmetic on fractions/decimals/LaTeX fractions, thousands separators
+    assert perturbed_label("1/2", 0, "p0")[0] == f"{1 + 2 * k}/2"
+    assert perturbed_label("\\frac{1}{2}", 0, "p0")[0] == f"{1 + 2 * k}/2"
+    assert perturbed_label("2.5", 0, "p0")[0] == f"{5 + 2 * k}/2"
+    assert perturbed_label("1,000", 0, "p0")[0] == str(1000 + k)
+    assert perturbed_label("\\sqrt{2}", 0, "p0") == (f"(\\sqrt{{2}}){k:+d}", False)
+
+
+def test_incorrect_label_perturbed_scores_the_wrong_label():
+    wrong = [perturbed_label("7", 0, "p0")[0], perturbed_label("3", 0, "p1")[0]]
+    ctx = make_ctx(boxed(7, wrong[0], 8) + boxed(wrong[1], wrong[1], 3), ["7", "3"], 3)
+    out = run_source("incorrect_label", ctx)
+    assert out.seq.tolist() == [[0, 1, 0], [1, 1, 0]]  # the true answers (7, 3) score 0
+    assert out.diagnostics["nonnumeric_frac"] == 0.0 and "fallback_frac" not in out.diagnostics
+    assert run_source("incorrect_label", ctx, correct=1.0, incorrect=-1.0).seq.tolist() == [[-1, 1, -1], [1, 1, -1]]
+
+
+def test_majority_wrong_answer_hand_values():
+    assert majority_wrong_answer(["5", "3", "3", "4"], [True, False, False, False]) == "3"
+    assert majority_wrong_answer(["4", "3", "$3$", "4"], [False, False, False, False]) == "4"  # tie: first seen
+    assert majority_wrong_answer(["5", "5"], [True, True]) is None  # every rollout right
+    assert majority_wrong_answer([None, None, "5"], [False, False, True]) is None  # no wrong answer given
+    assert majority_wrong_answer(["3", "5", "3"], [False, True, False]) == "3"
+
+
+def test_incorrect_label_majority_wrong_with_fallback():
+    fallback = perturbed_label("5", 0, "p1")[0]
+    texts = boxed(5, 3, "3.0", 4) + boxed(5, 5, fallback, "\\frac{5}{1}")
+    ctx = make_ctx(texts, ["5", "5"], 4)
+    out = run_source("incorrect_label", ctx, label="majority_wrong")
+    # group 0: wrong answers "3", "3.0", "4" are counted as strings (1-1-1 tie) -> label "3", the first;
+    #   the verifier then accepts both "3" and "3.0" against it (numeric comparison stays in the verifier)
+    assert out.seq[0].tolist() == [0, 1, 1, 0]
+    # group 1: 5 and \frac{5}{1} are right; the only wrong answer becomes the label
+    assert out.seq[1].tolist() == [0, 0, 1, 0] and out.diagnostics["fallback_frac"] == 0.0
+    all_right = make_ctx(boxed(5, 5) + ["no digits", "\\boxed{5}"], ["5", "5"], 2)
+    out = run_source("incorrect_label", all_right, label="majority_wrong")
+    assert out.diagnostics["fallback_frac"] == 1.0  # group 0 all right; group 1's wrong one has no answer
+    assert out.seq.tolist() == [[0, 0], [0, 0]]
+
+
+def test_incorrect_label_uses_the_task_verifier_and_checks_options():
+    # countdown: the verifier compares the expression's value with row["target"]
+    rows = [{"problem_id": "c0", "prompt": "x", "numbers": [*range(1, 11), 20], "target": 20, "answer": "20"}]
+    k = int(perturbed_label(20, 0, "c0")[0]) - 20
+    hit = f"20+{k}" if k > 0 else f"20-{-k}"  # a valid expression for the wrong target 20 + k
+    ctx = make_ctx(boxed("20", "2*10", hit), None, 3, verifier=CountdownVerifier(), rows=rows)
+    assert run_source("outcome", ctx).seq.tolist() == [[1, 1, 0]]
+    assert run_source("incorrect_label", ctx, label_field="target").seq.tolist() == [[0, 0, 1]]
+    with pytest.raises(ValueError, match="label_field=answer"):
+        run_source("incorrect_label", ctx, label="majority_wrong", label_field="target")
+    with pytest.raises(ValueError, match="no field 'nope'"):
+        run_source("incorrect_label", ctx, label_field="nope")
+    with pytest.raises(ValueError, match="perturbed, majority_wrong"):
+        run_source("incorrect_label", ctx, label="other")
+
+
+# ------------------------------------------------------------------------------------------------ PSR / NSR
+
+
+def test_sign_sources_hand_values_and_w_reinforce_advantages():
+    ctx = make_ctx(boxed(1, 2, 1, 3), ["1"], 4)  # correct, wrong, correct, wrong
+    assert run_source("positive_only", ctx).seq.tolist() == [[1, 0, 1, 0]]
+    assert run_source("negative_only", ctx).seq.tolist() == [[0, -1, 0, -1]]
+    scores = run_source("w_reinforce", ctx).seq
+    assert torch.allclose(scores, torch.tensor([[0.1, -1.0, 0.1, -1.0]]))
+    # end to end: the combiner asks for the "none" estimator, which passes the scores through as advantages
+    combined = score(ctx, {"w_reinforce": {}})
+    assert combined.estimator == "none"
+    adv = compute_advantages(combined.seq, combined.estimator)
+    assert torch.allclose(adv, torch.tensor([[0.1, -1.0, 0.1, -1.0]]))
+    adv = compute_advantages(score(ctx, {"w_reinforce": {"lam": 0.5}}).seq, "none")
+    assert torch.allclose(adv, torch.tensor([[0.5, -1.0, 0.5, -1.0]]))
+    assert score(ctx, {"outcome": {}}).estimator is None
+
+
+# ------------------------------------------------------------------------------------------------ brier
+
+
+def test_parse_confidence():
+    assert parse_confidence("x <confidence>0.7</confidence>") == 0.7
+    assert parse_confidence("<confidence> 1 </confidence>") == 1.0
+    assert parse_confidence("<confidence>0</confidence>") == 0.0
+    assert parse_confidence("<confidence>0.2</confidence> ... <confidence>0.9</confidence>") == 0.9  # last
+    for bad in ["no tag 0.7", "<confidence>1.2</confidence>", "<confidence>-0.1</confidence>",
+                "<confidence>high</confidence>", "<confidence>nan</confidence>", "<confidence></confidence>",
+                "<confidence>0.7"]:
+        assert parse_confidence(bad) is None, bad
+    assert parse_confidence("Confidence: 0.35", r"Confidence:\s*([0-9.]+)") == 0.35
+
+
+def test_rlcr_reward_hand_values():
+    assert rlcr_reward(True, 0.7) == pytest.approx(0.91)  # 1 - 0.3^2
+    assert rlcr_reward(False, 0.7) == pytest.approx(-0.49)  # 0 - 0.7^2
+    assert rlcr_reward(True, 1.0) == 1.0 and rlcr_reward(False, 0.0) == 0.0
+    assert rlcr_reward(True, 0.0) == 0.0 and rlcr_reward(False, 1.0) == -1.0
+
+
+def test_brier_source_scores_and_counts_format_failures():
+    texts = ["\\boxed{2} <confidence>0.7</confidence>", "\\boxed{3} <confidence>0.2</confidence>",
+             "\\boxed{2}", "\\boxed{3} <confidence>1.5</confidence>"]
+    ctx = make_ctx(texts, ["2"], 4)
+    out = run_source("brier", ctx)
+    assert torch.allclose(out.seq, torch.tensor([[0.91, -0.04, 0.0, 0.0]]))
+    d = out.diagnostics
+    assert d["format_fail_frac"] == 0.5
+    assert d["confidence_mean"] == pytest.approx(0.45)
+    assert d["brier_score"] == pytest.approx((0.09 + 0.04) / 2)
+    assert d["auroc"] == 1.0 and d["ece"] == pytest.approx(0.5 * 0.3 + 0.5 * 0.2)
+    out = run_source("brier", ctx, format_fail_score=-1.0)
+    assert torch.allclose(out.seq, torch.tensor([[0.91, -0.04, -1.0, -1.0]]))
+    out = run_source("brier", make_ctx(["<c>0.5</c> \\boxed{2}"], ["2"], 1), tag_regex="<c>(.*?)</c>")
+    assert out.seq.item() == pytest.approx(0.75)
+    out = run_source("brier", make_ctx(["\\boxed{2}"], ["2"], 1))
+    assert out.diagnostics == {"format_fail_frac": 1.0}
+
+
+# ------------------------------------------------------------------------------------------------ calibration
+
+
+def test_brier_score_hand_value():
+    assert brier_score([1, 0, 1], [0.9, 0.2, 0.6]) == pytest.approx((0.01 + 0.04 + 0.16) / 3)
+    with pytest.raises(ValueError):
+        brier_score([1, 0], [0.5])
+    with pytest.raises(ValueError):
+        brier_score([], [])
+
+
+def test_ece_hand_values_and_bin_edges():
+    # bin 8: q .82 .88 .85 (mean .85) acc 2/3; bin 1: q .12 acc 0; bin 9: q 1.0 acc 1
+    c, q = [1, 0, 1, 0, 1], [0.82, 0.88, 0.85, 0.12, 1.0]
+    assert ece(c, q) == pytest.approx(3 / 5 * abs(0.85 - 2 / 3) + 1 / 5 * 0.12)
+    assert ece([0, 1], [0.1, 0.19]) == pytest.approx(abs(0.145 - 0.5))  # 0.1 opens bin 1 (left-closed)
+    assert ece([0, 1], [1.0, 0.95]) == pytest.approx(abs(0.975 - 0.5))  # 1.0 joins the last bin
+    assert ece([1, 0], [0.0, 0.05]) == pytest.approx(abs(0.025 - 0.5))  # 0.0 in the first bin
+    assert ece([1, 1, 0, 0], [0.75, 0.75, 0.25, 0.25]) == pytest.approx(0.25)
+    assert ece([1, 0], [1.0, 0.0]) == 0.0
+    assert ece([0, 1], [0.1, 0.19], n_bins=1) == pytest.approx(abs(0.145 - 0.5))
+
+
+def test_auroc_hand_values():
+    # pairs (pos, neg): (.9,.6) (.9,.1) (.4,.1) ordered right, (.4,.6) wrong -> 3/4
+    assert auroc([1, 1, 0, 0], [0.9, 0.4, 0.6, 0.1]) == pytest.approx(0.75)
+    assert auroc([1, 0], [0.5, 0.5]) == 0.5  # a tie counts one half
+    assert auroc([1, 1, 0], [0.5, 0.8, 0.5]) == pytest.approx(0.75)
+    assert auroc([1, 0, 1, 0], [0.9, 0.1, 0.8, 0.2]) == 1.0
+    assert auroc([0, 1], [0.9, 0.1]) == 0.0
+    assert auroc([1, 1, 1], [0.2, 0.3, 0.9]) == 0.5 and auroc([0, 0], [0.2, 0.3]) == 0.5  # one class
+
+
+def test_auroc_matches_pairwise_definition_on_random_data():
+    g = torch.Generator().manual_seed(0)
+    c = (torch.rand(200, generator=g) < 0.4).float()
+    q = (torch.rand(200, generator=g) * 10).round() / 10  # many ties
+    pos, neg = q[c == 1], q[c == 0]
+    pairwise = ((pos[:, None] > neg[None]).float() + 0.5 * (pos[:, None] == neg[None]).float()).mean().item()
+    assert auroc(c.tolist(), q.tolist()) == pytest.approx(pairwise)
+
+
+# ------------------------------------------------------------------------------------------------ trainer
+
+
+@pytest.mark.parametrize("name", MY_SOURCES)
+def test_source_plugs_into_the_trainer(compose_cfg, tmp_path, name):
+    from drox.trainers import loop
+    from drox.trainers.metrics import read_metrics
+
+    cfg = compose_cfg()
+    assert cfg.trainer.advantage.estimator == "grpo"
+    cfg.reward = {name: {}}
+    loop.run_training(cfg, tmp_path / "run", progress=False)
+    rows = read_metrics(tmp_path / "run" / "metrics.jsonl")
+    assert [r["step"] for r in rows] == [1, 2]
+    for r in rows:
+        assert f"reward/{name}/mean" in r
+        # sign-selective sources replace grpo by "none": the advantages are the raw scores
+        assert r["advantage/estimator_overridden"] == float(name in SIGN_SOURCES)
+        if name in SIGN_SOURCES:
+            assert r["advantage/mean"] == pytest.approx(r["reward/mean"])
