@@ -145,6 +145,11 @@ class AdvantageConfig:
     """grpo | dr_grpo | rloo | none (raw reward, for PSR/NSR)."""
     eps: float = 1e-6
     """Added to the group std in grpo."""
+    combine: str = "sum"
+    """How several reward sources become one advantage: sum (weighted sum of scores, then
+    ``estimator``; TRL's sum_then_normalize when estimator=grpo) | dvao (variance-adaptive
+    weights, PAPERS.md §5.2) | sum_then_normalize (RC) | normalize_then_sum (GDPO, with batch
+    normalisation) | normalize_then_sum_no_batch (AC)."""
 
 
 @dataclass
@@ -251,6 +256,8 @@ CHOICES = {
     "model.dtype": ("float32", "bfloat16", "float16"),
     "rollout.backend": ("hf", "vllm"),
     "trainer.advantage.estimator": ("grpo", "dr_grpo", "rloo", "none"),
+    "trainer.advantage.combine": ("sum", "dvao", "sum_then_normalize", "normalize_then_sum",
+                                  "normalize_then_sum_no_batch"),
     "trainer.loss_agg": ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm", "seq-mean-token-sum"),
     "trainer.kl_estimator": ("k1", "k2", "k3"),
     "trainer.schedule": ("constant", "cosine"),

@@ -153,6 +153,8 @@ class Combined:
     metrics: Dict[str, float]
     estimator: Optional[str] = None  # advantage estimator required by a source, if any
     token_mask: Optional[torch.Tensor] = None  # [Q, G, T] bool: union of the sources' dense-score positions
+    table: Optional[torch.Tensor] = None  # [Q, G, K] each source's sequence scores (multi-objective combiners)
+    weights: Optional[torch.Tensor] = None  # [K] the sources' weights, in the order of ``per_source``
 
 
 def score(ctx: ScoringContext, reward_cfg: Dict[str, Any]) -> Combined:
@@ -194,8 +196,10 @@ def score(ctx: ScoringContext, reward_cfg: Dict[str, Any]) -> Combined:
             metrics[f"reward/{name}/{k}"] = float(v)
     for k, v in ctx.counters.items():
         metrics[f"scoring/{k}"] = float(v)
+    table = torch.stack([out.seq.float() for out in per_source.values()], dim=-1)  # [Q, G, K]
+    weights = torch.tensor([float(parse_source_config(n, selected[n]).weight) for n in per_source])  # [K]
     return Combined(seq=seq, token=token, per_source=per_source, metrics=metrics, estimator=estimator,
-                    token_mask=token_mask)
+                    token_mask=token_mask, table=table, weights=weights)
 
 
 def _check_output(name: str, out: RewardOutput, Q: int, G: int, T: int, step: int) -> None:

@@ -64,6 +64,37 @@ class RolloutBatch:
         )
 
 
+def _pad_to(x: torch.Tensor, width: int, value, left: bool) -> torch.Tensor:
+    extra = width - x.shape[1]
+    if extra <= 0:
+        return x
+    fill = x.new_full((x.shape[0], extra), value)
+    return torch.cat([fill, x] if left else [x, fill], dim=1)
+
+
+def concat_batches(batches: List[RolloutBatch], pad_id: int) -> RolloutBatch:
+    """Join batches with the same G, re-padding prompts on the left and responses on the right."""
+    P = max(b.prompt_ids.shape[1] for b in batches)
+    T = max(b.response_ids.shape[1] for b in batches)
+
+    def cat(key, width, value, left):
+        return torch.cat([_pad_to(getattr(b, key), width, value, left) for b in batches])
+
+    return RolloutBatch(
+        prompt_ids=cat("prompt_ids", P, pad_id, True),
+        prompt_mask=cat("prompt_mask", P, 0, True),
+        response_ids=cat("response_ids", T, pad_id, False),
+        response_mask=cat("response_mask", T, 0.0, False),
+        logprobs=cat("logprobs", T, 0.0, False),
+        entropies=cat("entropies", T, 0.0, False),
+        finish_reason=[r for b in batches for r in b.finish_reason],
+        texts=[s for b in batches for s in b.texts],
+        group_size=batches[0].group_size,
+        prompts=[p for b in batches for p in b.prompts],
+        temperature=batches[0].temperature,
+    )
+
+
 class RolloutEngine(Protocol):
     """Samples G completions for each prompt. Backends: ``hf`` (reference), ``vllm`` (GPU)."""
 

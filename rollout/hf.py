@@ -19,7 +19,7 @@ import torch
 from transformers import DynamicCache
 
 from drox.models.loading import render_prompts
-from drox.rollout.base import RolloutBatch
+from drox.rollout.base import RolloutBatch, concat_batches
 from drox.trainers.algos import entropy_from_logits, logprobs_from_logits
 
 
@@ -101,7 +101,10 @@ class HFRolloutEngine:
             if bar is not None:
                 bar.close()
             self.model.train(was_training)
-        return _concat(chunks, self.pad_id, group_size, list(prompts), temperature)
+        parts = [RolloutBatch(**c, group_size=group_size, temperature=temperature) for c in chunks]
+        batch = concat_batches(parts, self.pad_id)
+        batch.prompts = list(prompts)
+        return batch
 
     def _generate_chunk(self, prompts, G, max_new_tokens, temperature, top_p, gen):
         device = self.device
@@ -163,34 +166,6 @@ class HFRolloutEngine:
             entropies=(ents * response_mask).cpu(),
             finish_reason=["eos" if e else "length" for e in hit_eos.tolist()], texts=texts,
         )
-
-
-def _pad_to(x: torch.Tensor, width: int, value, left: bool) -> torch.Tensor:
-    extra = width - x.shape[1]
-    if extra <= 0:
-        return x
-    fill = x.new_full((x.shape[0], extra), value)
-    return torch.cat([fill, x] if left else [x, fill], dim=1)
-
-
-def _concat(chunks, pad_id: int, G: int, prompts: List[str], temperature: float) -> RolloutBatch:
-    """Join chunk dicts, re-padding prompts on the left and responses on the right."""
-    P = max(c["prompt_ids"].shape[1] for c in chunks)
-    T = max(c["response_ids"].shape[1] for c in chunks)
-    cat = lambda key, width, value, left: torch.cat([_pad_to(c[key], width, value, left) for c in chunks])
-    return RolloutBatch(
-        prompt_ids=cat("prompt_ids", P, pad_id, True),
-        prompt_mask=cat("prompt_mask", P, 0, True),
-        response_ids=cat("response_ids", T, pad_id, False),
-        response_mask=cat("response_mask", T, 0.0, False),
-        logprobs=cat("logprobs", T, 0.0, False),
-        entropies=cat("entropies", T, 0.0, False),
-        finish_reason=[r for c in chunks for r in c["finish_reason"]],
-        texts=[s for c in chunks for s in c["texts"]],
-        group_size=G,
-        prompts=prompts,
-        temperature=temperature,
-    )
 
 
 def build_engine(rollout_cfg, model, tokenizer, model_cfg):

@@ -24,11 +24,11 @@ decoding and a full forward pass; pi_old is the behaviour policy of the step.
 
 from __future__ import annotations
 
-import copy
 import math
 import random
 import time
 from pathlib import Path
+from dataclasses import dataclass
 from typing import Any, Dict, List, Optional
 
 import numpy as np
@@ -206,55 +206,215 @@ def compare_table(before: Dict[str, Any], after: Dict[str, Any], ks: List[int], 
     return table
 
 
-def train_step(step, cfg, task, sampler, engine, model, ref_model, tokenizer, optimizer, scheduler, logger,
-               scoring_state=None):
+@dataclass
+class Collected:
+    """The groups a step trains on, after gates and group filters (Qk <= Q groups of G)."""
+
+    batch: Any  # RolloutBatch with Qk groups
+    rows: List[Dict[str, Any]]  # Qk dataset rows
+    scores: torch.Tensor  # [Qk, G] combined scores (after floor gating and the overlong penalty)
+    token: Optional[torch.Tensor]  # [Qk, G, T] dense scores or None
+    token_mask: Optional[torch.Tensor]  # [Qk, G, T] positions holding dense scores
+    table: torch.Tensor  # [Qk, G, K] per-source scores (multi-objective combiners)
+    weights: torch.Tensor  # [K]
+    valid: torch.Tensor  # [Qk, G] bool, False = rejected by a gate (excluded from advantages and loss)
+    estimator: Optional[str]  # advantage estimator a source requires
+
+
+def rollout_seed(seed: int, step: int, gen_batch: int) -> int:
+    """Sampling seed of generation batch ``gen_batch`` of ``step`` (independent of everything else)."""
+    return (seed * 1_000_003 + step) * 1_000 + gen_batch
+
+
+def collect(step, cfg, task, sampler, engine, model, tokenizer, scoring_state, metrics) -> Optional[Collected]:
+    """Steps 1-3 plus gates and group filters; samples more prompts while a refill filter asks.
+
+    Metrics of every sampled rollout (reward, accuracy, per-source means) are averaged over all
+    generation batches; ``filter/*`` and ``gate/*`` record what was kept.
+    """
+    import drox.filters  # noqa: F401  (registers filters)
+    import drox.gates  # noqa: F401  (registers gates)
+    from drox.filters.base import FILTERS, GATES, parse_options
+
     t, r = cfg.trainer, cfg.rollout
     Q, G = t.prompts_per_step, t.samples_per_prompt
+    reward_cfg = OmegaConf.to_container(cfg.reward, resolve=True)
+    gates = {n: parse_options(GATES, "gate", n, o) for n, o in OmegaConf.to_container(cfg.gate).items()}
+    filters = {n: parse_options(FILTERS, "filter", n, o) for n, o in OmegaConf.to_container(cfg.filter).items()}
+    group_filters = {n: o for n, o in filters.items() if FILTERS[n].kind == "group"}
+    refill = [n for n in group_filters if FILTERS[n].refill]
+    max_gen = max([int(group_filters[n].max_gen_batches) for n in refill], default=1)
+
+    parts: List[Collected] = []
+    sums: Dict[str, float] = {}
+    kept_groups, gen_batches, t_gen, t_score = 0, 0, 0.0, 0.0
+    while True:
+        t0 = time.perf_counter()
+        idx = sampler.next(Q)
+        rows = task.dataset.select(idx).to_list()
+        batch = engine.generate([row["prompt"] for row in rows], G, max_new_tokens=r.max_new_tokens,
+                                temperature=r.temperature, top_p=r.top_p, seed=rollout_seed(cfg.seed, step, gen_batches))
+        gen_batches += 1
+        t1 = time.perf_counter()
+        t_gen += t1 - t0
+
+        # 3. scores [Q, G] (+ dense [Q, G, T]) from every configured source
+        ctx = ScoringContext(batch=batch, rows=rows, task=task, step=step, seed=cfg.seed, policy=model,
+                             tokenizer=tokenizer, state=scoring_state)
+        combined = score(ctx, reward_cfg)
+        scores = combined.seq
+        step_metrics = dict(combined.metrics)
+        if t.overlong_buffer > 0:  # DAPO Eq. 13, added to the combined reward
+            penalty = algos.soft_overlong_penalty(batch.lengths, r.max_new_tokens, t.overlong_buffer,
+                                                  t.overlong_penalty).view(Q, G)
+            scores = scores + penalty
+            step_metrics["reward/overlong/mean"] = penalty.mean().item()
+        algos.check_finite("rewards", scores, step, source="combined")
+        step_metrics["reward/mean"] = scores.mean().item()
+        step_metrics["reward/std"] = scores.std().item() if scores.numel() > 1 else 0.0
+        if task.verifier is not None:
+            step_metrics["accuracy"] = float(np.mean(ctx.verify().correct))
+
+        # gates: per-rollout accept/reject; never converted into reward
+        valid = torch.ones(Q, G, dtype=torch.bool)
+        for name, opts in gates.items():
+            result = GATES[name].fn(ctx, opts)
+            passed = result.passed.bool()
+            if opts.on_fail == "floor":  # failing rollouts get their group's lowest score
+                floor = scores.min(dim=1, keepdim=True).values.expand(Q, G)
+                scores = torch.where(passed, scores, floor)
+                valid &= passed.any(dim=1, keepdim=True).expand(Q, G)  # a group where all fail is dropped
+            else:
+                valid &= passed
+            step_metrics.update({f"gate/{name}/{k}": v for k, v in result.stats.items()})
+        keep = valid.any(dim=1)  # [Q]
+
+        # group filters: which queries are worth a gradient
+        for name, opts in group_filters.items():
+            decision = FILTERS[name].fn(ctx, combined, valid, opts)
+            keep &= decision.keep.bool()
+            step_metrics.update({f"filter/{name}/{k}": v for k, v in decision.stats.items()})
+        step_metrics["filter/kept_frac"] = keep.float().mean().item()
+        for k, v in step_metrics.items():
+            sums[k] = sums.get(k, 0.0) + v
+        t_score += time.perf_counter() - t1
+
+        if keep.any():
+            sel = keep
+            rows_kept = [row for row, k in zip(rows, keep.tolist()) if k]
+            parts.append(Collected(
+                batch=batch.select_groups(sel), rows=rows_kept, scores=scores[sel],
+                token=combined.token[sel] if combined.token is not None else None,
+                token_mask=combined.token_mask[sel] if combined.token_mask is not None else None,
+                table=combined.table[sel], weights=combined.weights, valid=valid[sel], estimator=combined.estimator))
+            kept_groups += int(keep.sum())
+        if not refill or kept_groups >= Q or gen_batches >= max_gen:
+            break
+
+    metrics.update({k: v / gen_batches for k, v in sums.items()})
+    metrics.update({"filter/gen_batches": gen_batches, "filter/kept_groups": min(kept_groups, Q),
+                    "time/generate": t_gen, "time/score": t_score})
+    if refill and kept_groups < Q:
+        from rich.console import Console
+
+        Console(stderr=True).print(
+            f"[yellow]step {step}: {'/'.join(refill)} kept {kept_groups}/{Q} groups after max_gen_batches={max_gen} "
+            f"generation batches; training on what was kept", highlight=False)
+    if not parts:
+        return None
+    return _merge(parts, Q, engine.pad_id)
+
+
+def _merge(parts: List[Collected], Q: int, pad_id: int) -> Collected:
+    """Concatenate the kept groups of several generation batches; at most Q groups."""
+    from drox.rollout.base import concat_batches
+
+    batch = concat_batches([p.batch for p in parts], pad_id) if len(parts) > 1 else parts[0].batch
+    T = batch.response_ids.shape[1]
+
+    def cat_dense(key, fill):
+        if all(getattr(p, key) is None for p in parts):
+            return None
+        out = []
+        for p in parts:
+            x = getattr(p, key)
+            if x is None:
+                x = torch.full((*p.scores.shape, p.batch.response_ids.shape[1]), fill)
+            out.append(torch.nn.functional.pad(x, (0, T - x.shape[-1]), value=fill))
+        return torch.cat(out)[:Q]
+
+    keep_q = torch.zeros(batch.num_groups, dtype=torch.bool)
+    keep_q[:Q] = True
+    return Collected(
+        batch=batch.select_groups(keep_q) if batch.num_groups > Q else batch,
+        rows=[row for p in parts for row in p.rows][:Q],
+        scores=torch.cat([p.scores for p in parts])[:Q],
+        token=cat_dense("token", 0.0),
+        token_mask=cat_dense("token_mask", False),
+        table=torch.cat([p.table for p in parts])[:Q],
+        weights=parts[0].weights,
+        valid=torch.cat([p.valid for p in parts])[:Q],
+        estimator=parts[0].estimator,
+    )
+
+
+def train_step(step, cfg, task, sampler, engine, model, ref_model, tokenizer, optimizer, scheduler, logger,
+               scoring_state=None):
+    from drox.filters.base import FILTERS, parse_options
+
+    t = cfg.trainer
+    G = t.samples_per_prompt
     t0 = time.perf_counter()
+    metrics: Dict[str, Any] = {}
 
-    # 1-2. prompts and rollouts
-    idx = sampler.next(Q)
-    rows = task.dataset.select(idx).to_list()
-    batch = engine.generate([row["prompt"] for row in rows], G, max_new_tokens=r.max_new_tokens,
-                            temperature=r.temperature, top_p=r.top_p, seed=cfg.seed * 1_000_003 + step)
-    t_gen = time.perf_counter()
+    # 1-3. rollouts, scores, gates, group filters (with refill)
+    data = collect(step, cfg, task, sampler, engine, model, tokenizer,
+                   scoring_state if scoring_state is not None else {}, metrics)
+    t_collect = time.perf_counter()
+    if data is None:  # every group was filtered out: nothing to learn from at this step
+        metrics.update({"skipped": 1.0, "samples_seen": step * t.prompts_per_step * G,
+                        "lr": scheduler.get_last_lr()[0], "time/update": 0.0, "time/step": t_collect - t0})
+        logger.log(step, metrics)
+        return metrics
+    batch, scores = data.batch, data.scores  # Qk groups
 
-    # 3. scores [Q, G] (+ dense [Q, G, T])
-    ctx = ScoringContext(batch=batch, rows=rows, task=task, step=step, seed=cfg.seed, policy=model,
-                         tokenizer=tokenizer, state=scoring_state if scoring_state is not None else {})
-    combined = score(ctx, OmegaConf.to_container(cfg.reward, resolve=True))
-    scores = combined.seq  # [Q, G]
-    metrics: Dict[str, Any] = dict(combined.metrics)
-    if t.overlong_buffer > 0:
-        penalty = algos.soft_overlong_penalty(batch.lengths, r.max_new_tokens, t.overlong_buffer, t.overlong_penalty)
-        scores = scores + penalty.view(Q, G)
-        metrics["reward/overlong/mean"] = penalty.mean().item()
-    algos.check_finite("rewards", scores, step, source="combined")
-    if task.verifier is not None:
-        metrics["accuracy"] = float(np.mean(ctx.verify().correct))
-    t_score = time.perf_counter()
+    # 4. advantages [N, T]; sign-selective sources (PSR/NSR) need estimator "none"
+    estimator = data.estimator or t.advantage.estimator
+    if t.advantage.combine != "sum" and data.table.shape[-1] > 1:
+        from drox.trainers.multiobj import combine_objectives
 
-    # 4. advantages [N, T]
-    mask = batch.response_mask.clone()  # [N, T]
-    if t.mask_truncated:
-        mask[batch.truncated] = 0.0
-    # sign-selective sources (PSR/NSR) produce advantages themselves and require estimator "none"
-    estimator = combined.estimator or t.advantage.estimator
-    seq_adv = algos.compute_advantages(scores, estimator, eps=t.advantage.eps)  # [Q, G]
-    token_scores = combined.token  # [Q, G, T] or None
-    advantages = algos.token_advantages(seq_adv, token_scores, batch.response_mask, group_size=G,
-                                        eps=t.advantage.eps, reward_mask=combined.token_mask)  # [N, T]
+        seq_adv, combine_stats = combine_objectives(data.table, data.weights, t.advantage.combine,
+                                                    eps=t.advantage.eps, valid=data.valid)  # [Qk, G]
+        metrics.update({f"advantage/{k}": v for k, v in combine_stats.items()})
+    else:  # weighted sum of sources (already in `scores`), then the group baseline
+        seq_adv = algos.compute_advantages(scores, estimator, eps=t.advantage.eps, valid=data.valid)  # [Qk, G]
+    advantages = algos.token_advantages(seq_adv, data.token, batch.response_mask, group_size=G,
+                                        eps=t.advantage.eps, reward_mask=data.token_mask,
+                                        valid=data.valid)  # [N, T]
     algos.check_finite("advantages", advantages, step)
 
+    # loss mask [N, T]: real tokens of accepted rollouts, minus truncated ones if asked
+    mask = batch.response_mask * data.valid.view(-1, 1).float()
+    if t.mask_truncated:
+        mask[batch.truncated] = 0.0
+    token_filters = {n: parse_options(FILTERS, "filter", n, o) for n, o in OmegaConf.to_container(cfg.filter).items()
+                     if FILTERS[n].kind == "token"}
+    micro_filters = {}
+    for name, opts in token_filters.items():  # e.g. 80/20 entropy mask over the whole batch
+        if getattr(opts, "scope", "batch") == "micro_batch":
+            micro_filters[name] = opts
+            continue
+        mask, stats = FILTERS[name].fn(batch.entropies, mask, opts)
+        metrics.update({f"filter/{name}/{k}": v for k, v in stats.items()})
+
     # 5. policy update
-    update_stats = update_policy(step, cfg, batch, advantages, mask, model, ref_model, optimizer, scheduler)
+    update_stats = update_policy(step, cfg, batch, advantages, mask, model, ref_model, optimizer, scheduler,
+                                 micro_filters)
     t_update = time.perf_counter()
 
     # 6. metrics
     lengths = batch.lengths.float()
     metrics.update({
-        "reward/mean": scores.mean().item(),
-        "reward/std": scores.std().item() if scores.numel() > 1 else 0.0,
         "advantage/estimator_overridden": float(estimator != t.advantage.estimator),
         "advantage/mean": seq_adv.mean().item(),
         "advantage/std": seq_adv.std().item() if seq_adv.numel() > 1 else 0.0,
@@ -266,25 +426,30 @@ def train_step(step, cfg, task, sampler, engine, model, ref_model, tokenizer, op
         "response_length/max": lengths.max().item(),
         "truncated_frac": batch.truncated.float().mean().item(),
         "tokens": int(batch.response_mask.sum().item()),
-        "samples_seen": step * Q * G,
+        "loss_tokens": int(mask.sum().item()),
+        "samples_seen": step * t.prompts_per_step * G,
         "lr": scheduler.get_last_lr()[0],
-        "time/generate": t_gen - t0,
-        "time/score": t_score - t_gen,
-        "time/update": t_update - t_score,
+        "time/update": t_update - t_collect,
         "time/step": t_update - t0,
     })
     logger.log(step, metrics)
-    correct = ctx.verify().correct if task.verifier is not None else [None] * batch.num_rows
     shown = range(min(cfg.logger.completions_per_step, batch.num_rows))
     logger.log_completions(step, [{
-        "prompt": rows[i // G]["prompt"], "completion": batch.texts[i], "reference": str(rows[i // G]["answer"]),
-        "reward": scores.view(-1)[i].item(), "correct": correct[i], "finish_reason": batch.finish_reason[i],
+        "prompt": data.rows[i // G]["prompt"], "completion": batch.texts[i],
+        "reference": str(data.rows[i // G]["answer"]), "reward": scores.view(-1)[i].item(),
+        "finish_reason": batch.finish_reason[i],
     } for i in shown])
     return metrics
 
 
-def update_policy(step, cfg, batch, advantages, mask, model, ref_model, optimizer, scheduler) -> Dict[str, float]:
-    """``mu`` passes x mini-batches (whole groups, one optimizer step each) x micro-batches."""
+def update_policy(step, cfg, batch, advantages, mask, model, ref_model, optimizer, scheduler,
+                  micro_filters=None) -> Dict[str, float]:
+    """``mu`` passes x mini-batches (whole groups, one optimizer step each) x micro-batches.
+
+    ``micro_filters``: token filters applied per micro-batch (the 80/20 official code's scope);
+    their masks are computed before the mini-batch's normalisers so that accumulation is exact.
+    """
+    from drox.filters.base import FILTERS
     t = cfg.trainer
     Q, G = batch.num_groups, batch.group_size
     device = next(model.parameters()).device
@@ -306,14 +471,21 @@ def update_policy(step, cfg, batch, advantages, mask, model, ref_model, optimize
         order = torch.randperm(Q, generator=gen) if epoch > 0 else torch.arange(Q)
         for group_ids in order.chunk(t.mini_batches):
             rows = (group_ids[:, None] * G + torch.arange(G)[None, :]).flatten()  # [n_mb]
-            norms = algos.loss_normalisers(mask[rows])
+            micros = list(rows.chunk(t.grad_accum))
+            mb_mask = mask
+            if micro_filters:  # recomputed from the batch mask for every pass, never compounded
+                mb_mask = mask.clone()
+                for name, opts in micro_filters.items():
+                    for micro in micros:
+                        mb_mask[micro], _ = FILTERS[name].fn(batch.entropies[micro], mb_mask[micro], opts)
+            norms = algos.loss_normalisers(mb_mask[rows])
             optimizer.zero_grad(set_to_none=True)
-            for micro in rows.chunk(t.grad_accum):
+            for micro in micros:
                 with autocast:
                     logprobs, entropy = response_logprobs(
                         model, batch.prompt_ids[micro], batch.prompt_mask[micro], batch.response_ids[micro],
                         batch.response_mask[micro], batch.temperature, with_entropy=t.entropy_coef > 0)
-                m = mask[micro].to(device)
+                m = mb_mask[micro].to(device)
                 loss, stats = algos.policy_loss(
                     logprobs.float(), old_logprobs[micro].to(device), advantages[micro].to(device), m,
                     clip_low=t.clip_low, clip_high=t.clip_high, agg=t.loss_agg, max_len=max_len, **norms)

@@ -1,0 +1,91 @@
+"""The filter and gate contracts: registries of small functions the trainer calls in order.
+
+Order in one step (trainers/loop.py): scores -> gates (per rollout: accept/reject) ->
+group filters (per query: keep/drop, optionally refilled by sampling more prompts) ->
+advantages -> token filters (per token: which positions the loss sees).
+
+* A **gate** returns ``passed [Q, G] bool``. Failing rollouts are excluded from the
+  advantage computation (``on_fail: exclude``) or given their group's floor score
+  (``on_fail: floor``); a group where every rollout fails is dropped. Gates never turn into
+  reward: that is the point of DRO's rubric gates.
+* A **group filter** returns ``keep [Q] bool`` plus the statistic it ranked by. With
+  ``refill=True`` (DAPO dynamic sampling) the trainer samples further prompts until the
+  batch holds ``prompts_per_step`` kept groups or ``max_gen_batches`` is reached.
+* A **token filter** returns a new loss mask ``[N, T]`` from the rollouts' entropies.
+
+Option files nest their content under their own name (``conf/filter/query.yaml`` holds
+``query: {...}``), so ``+filter=query +filter=entropy`` style selections combine.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields, is_dataclass
+from typing import Any, Callable, Dict, Optional
+
+import torch
+
+
+@dataclass
+class GroupDecision:
+    keep: torch.Tensor  # [Q] bool, True = train on this query's group
+    statistic: Optional[torch.Tensor] = None  # [Q] float, what the filter ranked/thresholded (logged)
+    stats: Dict[str, float] = field(default_factory=dict)  # logged as filter/<name>/<key>
+
+
+@dataclass
+class GateResult:
+    passed: torch.Tensor  # [Q, G] bool, True = the rollout passes every check of this gate
+    stats: Dict[str, float] = field(default_factory=dict)  # logged as gate/<name>/<key>
+
+
+@dataclass
+class Spec:
+    fn: Callable
+    config: type  # options dataclass
+    kind: str  # "group" | "token" | "gate"
+    refill: bool = False  # group filters: sample more prompts to replace dropped groups
+
+
+FILTERS: Dict[str, Spec] = {}  # group and token filters, selected with +filter=<name>
+GATES: Dict[str, Spec] = {}  # gates, selected with +gate=<name>
+
+
+def register_group_filter(name: str, config: type, refill: bool = False):
+    """``fn(ctx: ScoringContext, combined: Combined, valid [Q,G] bool, opts) -> GroupDecision``."""
+    return _register(FILTERS, name, config, "group", refill)
+
+
+def register_token_filter(name: str, config: type):
+    """``fn(entropies [N,T], mask [N,T], opts) -> (mask [N,T], stats dict)``; pure, no model calls."""
+    return _register(FILTERS, name, config, "token", False)
+
+
+def register_gate(name: str, config: type):
+    """``fn(ctx: ScoringContext, opts) -> GateResult``; opts must have ``on_fail: exclude|floor``."""
+    return _register(GATES, name, config, "gate", False)
+
+
+def _register(registry, name, config, kind, refill):
+    def deco(fn):
+        if name in registry:
+            raise ValueError(f"'{name}' is registered twice")
+        registry[name] = Spec(fn, config, kind, refill)
+        return fn
+
+    return deco
+
+
+def parse_options(registry: Dict[str, Spec], group: str, name: str, raw: Dict[str, Any] | None):
+    """Validate ``<group>.<name>`` options against the dataclass; one-line errors naming the key."""
+    if name not in registry:
+        raise ValueError(f"unknown {group} '{name}'; available: {', '.join(sorted(registry))}")
+    cls = registry[name].config
+    raw = dict(raw or {})
+    known = {f.name for f in fields(cls)} if is_dataclass(cls) else set()
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise ValueError(f"{group}.{name}: unknown option(s) {', '.join(unknown)}; allowed: {', '.join(sorted(known))}")
+    try:
+        return cls(**raw)
+    except TypeError as e:
+        raise ValueError(f"{group}.{name}: {e}") from None
