@@ -7,38 +7,16 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import IO
 
 import numpy as np
 import pandas as pd
 from rich.table import Table
 
+from drox.utils import atomic_write
+
 __all__ = ["write_eval_outputs", "load_samples_jsonl", "format_table"]
-
-
-def _atomic_write(path: Path, write: Callable[[IO], None], mode: str = "w") -> None:
-    """Write via a temp file in the same directory, then os.replace it over ``path``.
-
-    Same directory so that os.replace is a rename on one filesystem (atomic on POSIX): a crash leaves
-    either the old file or the new one, never a half-written result.
-    """
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        kwargs = {"encoding": "utf-8", "newline": ""} if "b" not in mode else {}
-        with os.fdopen(fd, mode, **kwargs) as fh:
-            write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
 
 
 def _json_default(obj):
@@ -96,7 +74,7 @@ def _plot(path: Path, summary: Mapping, ks: Sequence[int], title: str | None) ->
     ax.set_title(f"{heading}\n({detail})" if detail else heading, fontsize=10)
     fig.tight_layout()
 
-    _atomic_write(path, lambda fh: fig.savefig(fh, format="png"), mode="wb")
+    atomic_write(path, lambda fh: fig.savefig(fh, format="png"), mode="wb")
 
 
 def write_eval_outputs(
@@ -120,8 +98,8 @@ def write_eval_outputs(
     }
     # Keys in the order given (pass@k before maj@k before n): that order is the readable one.
     text = json.dumps(dict(summary), indent=2, sort_keys=False, default=_json_default) + "\n"
-    _atomic_write(paths["summary"], lambda fh: fh.write(text))
-    _atomic_write(paths["per_problem"], lambda fh: per_problem.to_csv(fh, index=False))
+    atomic_write(paths["summary"], lambda fh: fh.write(text))
+    atomic_write(paths["per_problem"], lambda fh: per_problem.to_csv(fh, index=False))
     _plot(paths["plot"], summary, list(ks), title)
     return paths
 

@@ -23,7 +23,7 @@ from drox.tasks import (
     build_task,
     extract_answer,
 )
-from drox.tasks import arithmetic, countdown, hub, symbolic
+from drox.tasks import arithmetic, hub, symbolic
 from drox.tasks.verify import fast_match
 
 SUFFIX = "\n\nPut the final answer in \\boxed{}."
