@@ -28,7 +28,7 @@ import math
 import random
 import time
 from pathlib import Path
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Dict, List, Optional
 
 import numpy as np
@@ -169,6 +169,8 @@ def run_training(cfg: DictConfig, run_dir: str | Path, progress: bool = True) ->
         with Progress(*columns, console=console, disable=not progress, transient=False) as bar:
             job = bar.add_task("train", total=t.steps, completed=start_step, info="")
             for step in range(start_step + 1, t.steps + 1):
+                sampler = maybe_offline_round(step - 1, cfg, task, sampler, engine, model, tokenizer,
+                                              scoring_state, logger, console)
                 metrics = train_step(step, cfg, task, sampler, engine, model, ref_model, tokenizer, optimizer,
                                      scheduler, logger, scoring_state)
                 bar.update(job, advance=1, info=(f"reward {metrics['reward/mean']:.3f}  "
@@ -186,6 +188,34 @@ def run_training(cfg: DictConfig, run_dir: str | Path, progress: bool = True) ->
         console.print(compare_table(evals[0], evals[t.steps], list(cfg.eval.pass_at_k), t.steps))
     console.print(f"run directory: {run_dir}")
     return metrics
+
+
+def maybe_offline_round(steps_done, cfg, task, sampler, engine, model, tokenizer, scoring_state, logger, console):
+    """DRO's offline query filtering (v1 §4.2.2): before training and every ``every`` steps, score
+    the whole training set with the current policy and sample only the prompts it keeps."""
+    if "query" not in cfg.filter:
+        return sampler
+    from drox.filters.base import FILTERS, parse_options
+    from drox.filters.query import make_offline_score_fn, offline_round, offline_round_due
+
+    opts = parse_options(FILTERS, "filter", "query", OmegaConf.to_container(cfg.filter.query))
+    if not offline_round_due(opts, steps_done):
+        return sampler
+    r = cfg.rollout
+    seed = rollout_seed(cfg.seed, steps_done, 999)  # the round's own sampling seed
+
+    def make_ctx(batch, rows):
+        return ScoringContext(batch=batch, rows=rows, task=task, step=steps_done, seed=cfg.seed, policy=model,
+                              tokenizer=tokenizer, state=scoring_state)
+
+    score_fn = make_offline_score_fn(engine, make_ctx, opts, max_new_tokens=r.max_new_tokens,
+                                     temperature=r.temperature, top_p=r.top_p, seed=seed)
+    kept, stats = offline_round(score_fn, task.dataset.to_list(), opts, previous_keep=sampler.indices, seed=seed)
+    # logged under the step it precedes, so a resume from checkpoint `steps_done` drops and redoes it
+    logger.log(steps_done + 1, {f"round/{k}": v for k, v in stats.items()}, prefix="filter/query")
+    console.print(f"query filter round after {steps_done} steps: kept {len(kept)}/{len(task.dataset)} prompts")
+    new = PromptSampler(len(task.dataset), cfg.seed + steps_done, indices=kept)
+    return new
 
 
 def compare_table(before: Dict[str, Any], after: Dict[str, Any], ks: List[int], steps: int):
@@ -217,6 +247,7 @@ class Collected:
     token_mask: Optional[torch.Tensor]  # [Qk, G, T] positions holding dense scores
     table: torch.Tensor  # [Qk, G, K] per-source scores (multi-objective combiners)
     weights: torch.Tensor  # [K]
+    names: List[str]  # the K source names
     valid: torch.Tensor  # [Qk, G] bool, False = rejected by a gate (excluded from advantages and loss)
     estimator: Optional[str]  # advantage estimator a source requires
 
@@ -291,7 +322,7 @@ def collect(step, cfg, task, sampler, engine, model, tokenizer, scoring_state, m
 
         # group filters: which queries are worth a gradient
         for name, opts in group_filters.items():
-            decision = FILTERS[name].fn(ctx, combined, valid, opts)
+            decision = FILTERS[name].fn(ctx, replace(combined, seq=scores), valid, opts)
             keep &= decision.keep.bool()
             step_metrics.update({f"filter/{name}/{k}": v for k, v in decision.stats.items()})
         step_metrics["filter/kept_frac"] = keep.float().mean().item()
@@ -306,7 +337,8 @@ def collect(step, cfg, task, sampler, engine, model, tokenizer, scoring_state, m
                 batch=batch.select_groups(sel), rows=rows_kept, scores=scores[sel],
                 token=combined.token[sel] if combined.token is not None else None,
                 token_mask=combined.token_mask[sel] if combined.token_mask is not None else None,
-                table=combined.table[sel], weights=combined.weights, valid=valid[sel], estimator=combined.estimator))
+                table=combined.table[sel], weights=combined.weights, names=list(combined.per_source),
+                valid=valid[sel], estimator=combined.estimator))
             kept_groups += int(keep.sum())
         if not refill or kept_groups >= Q or gen_batches >= max_gen:
             break
@@ -353,6 +385,7 @@ def _merge(parts: List[Collected], Q: int, pad_id: int) -> Collected:
         token_mask=cat_dense("token_mask", False),
         table=torch.cat([p.table for p in parts])[:Q],
         weights=parts[0].weights,
+        names=parts[0].names,
         valid=torch.cat([p.valid for p in parts])[:Q],
         estimator=parts[0].estimator,
     )
@@ -384,7 +417,8 @@ def train_step(step, cfg, task, sampler, engine, model, ref_model, tokenizer, op
         from drox.trainers.multiobj import combine_objectives
 
         seq_adv, combine_stats = combine_objectives(data.table, data.weights, t.advantage.combine,
-                                                    eps=t.advantage.eps, valid=data.valid)  # [Qk, G]
+                                                    eps=t.advantage.eps, valid=data.valid,
+                                                    names=data.names)  # [Qk, G]
         metrics.update({f"advantage/{k}": v for k, v in combine_stats.items()})
     else:  # weighted sum of sources (already in `scores`), then the group baseline
         seq_adv = algos.compute_advantages(scores, estimator, eps=t.advantage.eps, valid=data.valid)  # [Qk, G]

@@ -9,7 +9,12 @@ from typing import Any, Dict, List
 
 
 class MetricsLogger:
-    """Appends one JSON line per step and mirrors it to W&B under ``train/`` or ``eval/``."""
+    """Appends one JSON line per step and mirrors it to W&B under ``<prefix>/``.
+
+    ``train`` metrics go to ``metrics.jsonl`` (one line per step); other prefixes to their own
+    file (``eval`` -> ``eval.jsonl``, ``filter/query`` -> ``filter_query.jsonl``), so that
+    metrics.jsonl stays one line per training step.
+    """
 
     def __init__(self, run_dir: Path, logger_cfg, config_dict: Dict[str, Any], resume_step: int = 0):
         self.run_dir = Path(run_dir)
@@ -17,8 +22,8 @@ class MetricsLogger:
         self.completions_path = self.run_dir / "completions.jsonl"
         if resume_step:
             # a resumed run rewrites history from its checkpoint on: lines after it are dropped
-            _truncate_after(self.path, resume_step)
-            _truncate_after(self.completions_path, resume_step)
+            for path in self.run_dir.glob("*.jsonl"):
+                _truncate_after(path, resume_step)
         self.wandb = None
         if logger_cfg.wandb_mode != "disabled":
             import wandb
@@ -32,7 +37,8 @@ class MetricsLogger:
 
     def log(self, step: int, metrics: Dict[str, Any], prefix: str = "train") -> None:
         line = {"step": step, **metrics}
-        with open(self.path, "a") as f:
+        path = self.path if prefix == "train" else self.run_dir / f"{prefix.replace('/', '_')}.jsonl"
+        with open(path, "a") as f:
             f.write(json.dumps(line) + "\n")
             f.flush()
         if self.wandb is not None:
@@ -60,7 +66,7 @@ def _truncate_after(path: Path, step: int) -> None:
         return
     from drox.utils import atomic_write_text
 
-    keep = [ln for ln in path.read_text().splitlines(keepends=True) if ln.strip() and json.loads(ln)["step"] <= step]
+    keep = [ln for ln in path.read_text().splitlines(keepends=True) if ln.strip() and json.loads(ln).get("step", 0) <= step]
     atomic_write_text(path, "".join(keep))
 
 

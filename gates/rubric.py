@@ -1,0 +1,194 @@
+"""``rubric``: boolean checks on each rollout's final answer / response, used as a gate (DRO rubric gating).
+
+DRO v3 abstract (arXiv 2506.13351; PAPERS.md §1.4 [P-abstract]): "rubric-gating ... hard accept/reject checks on
+final answers". How a failed gate changes the advantage, and what the rubric contains, are [NF]; the mechanics
+here follow the PAPERS.md §1.4 [ENG] suggestion: a rollout passes when it passes *every* configured check; the
+trainer excludes failing rollouts from the advantage (``on_fail: exclude``) or gives them their group's floor
+score (``on_fail: floor``), and drops a group where all fail (``drox.filters.base``). The checks never add to the
+reward: that is the point of gating.
+
+Checks (``checks:`` entries): built-ins ``answer_present``, ``format_valid``, ``length``, ``no_repeat_ngram``,
+``regex``, or ``"module:function"`` naming a callable ``fn(text: str, row: dict) -> bool`` (``row``: the dataset
+row of the rollout's prompt). See ``docs/gates-entropy-dvao.md``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, List, Optional, Sequence
+
+import torch
+
+from drox.filters.base import GateResult, register_gate
+from drox.rewards.format import has_container
+from drox.tasks.verify import extract_answer
+
+BUILTIN_CHECKS = ("answer_present", "format_valid", "length", "no_repeat_ngram", "regex")
+ON_FAIL = ("exclude", "floor")
+
+
+@dataclass
+class RubricConfig:
+    checks: List[str] = field(default_factory=lambda: ["answer_present", "format_valid"])
+    """Built-in names and/or ``module:function`` paths; a rollout passes when every check passes."""
+    on_fail: str = "exclude"
+    """exclude: failing rollouts leave the group statistics (advantage 0); floor: they get the group's min score."""
+    format_pattern: Optional[str] = None
+    """format_valid: null = a non-empty balanced ``\\boxed{...}``; else a regex whose first group must match
+    non-blank text (same rule as ``+reward=format``)."""
+    min_tokens: Optional[int] = None
+    """length: fail when the completion has fewer tokens (EOS counted, as in ``RolloutBatch.lengths``)."""
+    max_tokens: Optional[int] = None
+    """length: fail when the completion has more tokens."""
+    ngram_n: int = 4
+    """no_repeat_ngram: n."""
+    ngram_unit: str = "tokens"
+    """no_repeat_ngram: tokens (the response's token ids) | words (whitespace-split text)."""
+    max_repeats: int = 8
+    """no_repeat_ngram: fail when some n-gram occurs more than this many times (1 = no n-gram may repeat)."""
+    regex: Optional[str] = None
+    """regex: pattern searched (``re.search``, DOTALL) in the target; anchor with ^...$ for a full match."""
+    regex_on: str = "answer"
+    """regex: answer (the extracted final answer; no answer = fail) | response (the whole completion)."""
+
+    def __post_init__(self):
+        # validate eagerly so a bad option fails at config time, not at the first gated step
+        if isinstance(self.checks, str):
+            self.checks = [self.checks]
+        self.checks = [str(c) for c in self.checks]
+        if not self.checks:
+            raise ValueError("gate.rubric.checks is empty; list at least one check")
+        if self.on_fail not in ON_FAIL:
+            raise ValueError(f"gate.rubric.on_fail must be one of {', '.join(ON_FAIL)}, got {self.on_fail!r}")
+        for c in self.checks:
+            if ":" in c:
+                resolve_callable(c)
+            elif c not in BUILTIN_CHECKS:
+                raise ValueError(f"gate.rubric: unknown check {c!r}; built in: {', '.join(BUILTIN_CHECKS)}, "
+                                 "or a 'module:function' path")
+        if self.format_pattern is not None:
+            _compile("format_pattern", self.format_pattern, need_group=True)
+        if "length" in self.checks and self.min_tokens is None and self.max_tokens is None:
+            raise ValueError("gate.rubric: check 'length' needs min_tokens and/or max_tokens")
+        if self.ngram_n < 1 or self.max_repeats < 1:
+            raise ValueError(f"gate.rubric: need ngram_n >= 1 and max_repeats >= 1, got {self.ngram_n}, "
+                             f"{self.max_repeats}")
+        if self.ngram_unit not in ("tokens", "words"):
+            raise ValueError(f"gate.rubric.ngram_unit must be tokens or words, got {self.ngram_unit!r}")
+        if self.regex_on not in ("answer", "response"):
+            raise ValueError(f"gate.rubric.regex_on must be answer or response, got {self.regex_on!r}")
+        if "regex" in self.checks and not self.regex:
+            raise ValueError("gate.rubric: check 'regex' needs gate.rubric.regex")
+        if self.regex:
+            _compile("regex", self.regex)
+
+
+def _compile(key: str, pattern: str, need_group: bool = False) -> re.Pattern:
+    try:
+        rx = re.compile(pattern, re.DOTALL)
+    except re.error as e:
+        raise ValueError(f"gate.rubric.{key}: bad regex {pattern!r}: {e}") from None
+    if need_group and rx.groups < 1:
+        raise ValueError(f"gate.rubric.{key} needs a capture group: {pattern!r}")
+    return rx
+
+
+def resolve_callable(path: str) -> Callable[[str, Dict[str, Any]], Any]:
+    """``"pkg.module:func"`` (or ``"pkg.module:Class.method"``) -> the callable; one-line ValueError otherwise."""
+    module, _, attr = path.partition(":")
+    if not module or not attr:
+        raise ValueError(f"gate.rubric: check {path!r} is not a 'module:function' path")
+    try:
+        obj: Any = importlib.import_module(module)
+    except Exception as e:  # ImportError, or whatever the module raises on import
+        raise ValueError(f"gate.rubric: cannot import module {module!r} of check {path!r}: "
+                         f"{type(e).__name__}: {e}") from None
+    for part in attr.split("."):
+        if not hasattr(obj, part):
+            raise ValueError(f"gate.rubric: module {module!r} has no attribute {attr!r} (check {path!r})")
+        obj = getattr(obj, part)
+    if not callable(obj):
+        raise ValueError(f"gate.rubric: {path!r} is not callable")
+    return obj
+
+
+# ------------------------------------------------------------------------------------------------ built-ins
+
+
+def max_ngram_count(units: Sequence[Any], n: int) -> int:
+    """Occurrences of the most frequent n-gram of ``units`` (0 when there are fewer than n units)."""
+    if len(units) < n:
+        return 0
+    counts = Counter(tuple(units[i:i + n]) for i in range(len(units) - n + 1))
+    return max(counts.values())
+
+
+def run_checks(
+    texts: Sequence[str],
+    rows: Sequence[Dict[str, Any]],
+    lengths: Sequence[int],
+    token_ids: Sequence[Sequence[int]],
+    opts: RubricConfig,
+) -> Dict[str, List[bool]]:
+    """Every configured check over N rollouts -> ``{check name: N bools}`` (True = passes), in config order.
+
+    ``texts``: decoded completions; ``rows``: the prompt's dataset row per rollout; ``lengths``: completion
+    tokens (EOS counted); ``token_ids``: each completion's token ids without padding.
+    """
+    answers = [extract_answer(t) for t in texts]  # the verifiers' own extraction (tasks/verify.py)
+    rx = re.compile(opts.regex, re.DOTALL) if opts.regex else None
+    out: Dict[str, List[bool]] = {}
+    for check in opts.checks:
+        if check == "answer_present":
+            res = [a is not None for a in answers]
+        elif check == "format_valid":
+            res = [has_container(t, opts.format_pattern) for t in texts]
+        elif check == "length":
+            lo = opts.min_tokens if opts.min_tokens is not None else 0
+            hi = opts.max_tokens if opts.max_tokens is not None else float("inf")
+            res = [lo <= int(n) <= hi for n in lengths]
+        elif check == "no_repeat_ngram":
+            units = token_ids if opts.ngram_unit == "tokens" else [(t or "").split() for t in texts]
+            res = [max_ngram_count(list(u), opts.ngram_n) <= opts.max_repeats for u in units]
+        elif check == "regex":
+            targets = answers if opts.regex_on == "answer" else texts
+            res = [t is not None and rx.search(t) is not None for t in targets]
+        else:
+            fn = resolve_callable(check)
+            res = []
+            for i, (t, r) in enumerate(zip(texts, rows)):
+                try:
+                    res.append(bool(fn(t, r)))
+                except Exception as e:
+                    raise RuntimeError(f"gate.rubric: check {check!r} raised on rollout {i}: "
+                                       f"{type(e).__name__}: {e}") from e
+        out[check] = res
+    return out
+
+
+@register_gate("rubric", RubricConfig)
+def rubric_gate(ctx, opts: RubricConfig) -> GateResult:
+    """Shapes: ``ctx.batch`` N = Q·G rollouts -> ``passed [Q, G]`` bool (all checks pass).
+
+    Stats: ``pass/<check>`` (fraction of rollouts passing that check), ``pass_rate`` (all checks),
+    ``all_fail_groups`` (fraction of groups where no rollout passes; the trainer drops those).
+    """
+    batch = ctx.batch
+    Q, G = batch.num_groups, batch.group_size
+    mask = batch.response_mask.bool()
+    token_ids = [batch.response_ids[i][mask[i]].tolist() for i in range(batch.num_rows)] \
+        if "no_repeat_ngram" in opts.checks and opts.ngram_unit == "tokens" else [[]] * batch.num_rows
+    results = run_checks(batch.texts, ctx.expanded_rows, batch.lengths.tolist(), token_ids, opts)
+    passed = torch.ones(Q * G, dtype=torch.bool)
+    stats: Dict[str, float] = {}
+    for name, res in results.items():
+        r = torch.tensor(res, dtype=torch.bool)
+        passed &= r
+        stats[f"pass/{name}"] = r.float().mean().item()
+    passed = passed.view(Q, G)
+    stats["pass_rate"] = passed.float().mean().item()
+    stats["all_fail_groups"] = (~passed.any(-1)).float().mean().item()
+    return GateResult(passed=passed, stats=stats)
