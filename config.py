@@ -12,7 +12,7 @@ and the module that consumes it validates it against its own dataclass.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, is_dataclass
 from typing import Any, Dict, List, Optional
 
 from hydra.core.config_store import ConfigStore
@@ -312,3 +312,25 @@ def validate(cfg) -> None:
         raise ConfigError(
             f"trainer.mini_batches={mb} must divide trainer.prompts_per_step={q} (mini-batches hold whole groups)"
         )
+
+
+def parse_options(registry: Dict[str, Any], group: str, name: str, raw: Dict[str, Any] | None,
+                  what: Optional[str] = None):
+    """Build the options dataclass of ``<group>.<name>`` (a reward source, filter or gate).
+
+    ``registry[name].config`` is the dataclass; an unknown name, an unknown key or a bad value
+    is a one-line ValueError naming ``<group>.<name>`` and what is allowed. ``what`` names the
+    kind of thing in the unknown-name message (default: the group).
+    """
+    if name not in registry:
+        raise ValueError(f"unknown {what or group} '{name}'; available: {', '.join(sorted(registry))}")
+    cls = registry[name].config
+    raw = dict(raw or {})
+    known = {f.name for f in fields(cls)} if is_dataclass(cls) else set()
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise ValueError(f"{group}.{name}: unknown option(s) {', '.join(unknown)}; allowed: {', '.join(sorted(known))}")
+    try:
+        return cls(**raw)
+    except TypeError as e:
+        raise ValueError(f"{group}.{name}: {e}") from None

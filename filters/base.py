@@ -19,10 +19,12 @@ Option files nest their content under their own name (``conf/filter/query.yaml``
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields, is_dataclass
-from typing import Any, Callable, Dict, Optional
+from dataclasses import dataclass, field
+from typing import Callable, Dict, Optional
 
 import torch
+
+from drox.config import parse_options  # noqa: F401  (re-exported: filters and gates use it)
 
 
 @dataclass
@@ -73,19 +75,3 @@ def _register(registry, name, config, kind, refill):
         return fn
 
     return deco
-
-
-def parse_options(registry: Dict[str, Spec], group: str, name: str, raw: Dict[str, Any] | None):
-    """Validate ``<group>.<name>`` options against the dataclass; one-line errors naming the key."""
-    if name not in registry:
-        raise ValueError(f"unknown {group} '{name}'; available: {', '.join(sorted(registry))}")
-    cls = registry[name].config
-    raw = dict(raw or {})
-    known = {f.name for f in fields(cls)} if is_dataclass(cls) else set()
-    unknown = sorted(set(raw) - known)
-    if unknown:
-        raise ValueError(f"{group}.{name}: unknown option(s) {', '.join(unknown)}; allowed: {', '.join(sorted(known))}")
-    try:
-        return cls(**raw)
-    except TypeError as e:
-        raise ValueError(f"{group}.{name}: {e}") from None

@@ -9,11 +9,12 @@ never silently broadcast (TRL issue #6533).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields, is_dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional
 
 import torch
 
+from drox.config import parse_options
 from drox.trainers.algos import check_finite
 
 
@@ -130,19 +131,8 @@ def register_reward(name: str, config: type, estimator: Optional[str] = None):
 
 
 def parse_source_config(name: str, raw: Dict[str, Any] | None):
-    """Validate a source's options against its dataclass; unknown keys are a one-line error."""
-    if name not in REWARD_SOURCES:
-        raise ValueError(f"unknown reward source '{name}'; available: {', '.join(sorted(REWARD_SOURCES))}")
-    cls = REWARD_SOURCES[name].config
-    raw = dict(raw or {})
-    known = {f.name for f in fields(cls)} if is_dataclass(cls) else set()
-    unknown = sorted(set(raw) - known)
-    if unknown:
-        raise ValueError(f"reward.{name}: unknown option(s) {', '.join(unknown)}; allowed: {', '.join(sorted(known))}")
-    try:
-        return cls(**raw)
-    except TypeError as e:
-        raise ValueError(f"reward.{name}: {e}") from None
+    """Validate ``reward.<name>`` options against the source's dataclass (one-line errors)."""
+    return parse_options(REWARD_SOURCES, "reward", name, raw, what="reward source")
 
 
 @dataclass

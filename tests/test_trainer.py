@@ -219,3 +219,24 @@ def test_lora_trains_only_adapters_and_saves_a_mergeable_adapter(compose_cfg, tm
     merged = PeftModel.from_pretrained(base, str(ckpt)).merge_and_unload()
     changed = [k for k, v in merged.state_dict().items() if not torch.equal(v, base_state[k])]
     assert changed and all("proj" in k for k in changed)
+
+
+def test_cli_multirun_sweep_gives_one_directory_per_run_and_logs_wandb_offline(tmp_path):
+    """`drox train -m seed=0,1` through the real CLI (typer -> @hydra.main), W&B in offline mode."""
+    import os
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", "drox.cli.main", "train", "-m", "model=tiny", "trainer.steps=1",
+           "trainer.prompts_per_step=2", "trainer.samples_per_prompt=2", "rollout.max_new_tokens=4",
+           "task.n_train=8", "task.n_test=2", "logger.wandb_mode=offline", "seed=0,1"]
+    env = {**os.environ, "WANDB_SILENT": "true"}
+    out = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    runs = sorted(p.parent for p in (tmp_path / "multirun").glob("*/*/*/metrics.jsonl"))
+    assert [p.name for p in runs] == ["0", "1"]
+    seeds = [OmegaConf.load(p / "config.yaml").seed for p in runs]
+    assert seeds == [0, 1]
+    for p in runs:
+        assert list((p / "wandb").glob("offline-run-*")), "W&B offline run missing"
+        assert read_metrics(p / "metrics.jsonl")[0]["step"] == 1
