@@ -67,7 +67,7 @@ def _plot(path: Path, summary: Mapping, ks: Sequence[int], title: str | None) ->
     ax.set_xlabel("k")
     ax.set_ylabel("score")
     ax.grid(True, alpha=0.3)
-    ax.legend(loc="lower right")
+    ax.legend(loc="best")
     # The n used is part of the result (pass@k is only defined for k <= n), so it always goes in the title.
     detail = _n_caption(summary)
     heading = title or "pass@k"
