@@ -16,6 +16,9 @@ import operator
 import zlib
 from collections.abc import Iterable, Mapping, Sequence
 
+import itertools
+import math
+
 import numpy as np
 import pandas as pd
 
@@ -78,10 +81,10 @@ def majority_at_k(
       correct (0 or 1 whenever the grader is a function of the answer, as it should be).
     * Ties between top answers split the credit: the vote scores the mean correctness of the tied answers.
 
-    Estimation choice: with k == n there is a single subset, so the value is exact. For k < n the exact
-    expectation is a sum over C(n, k) subsets (far too many for e.g. n=64, k=16), so it is estimated as the
-    mean over ``n_resamples`` subsets drawn without replacement by ``numpy.random.default_rng(seed)``;
-    the same inputs and seed always give the same value.
+    Estimation choice: the exact expectation is the mean over all C(n, k) subsets; it is computed
+    exactly whenever C(n, k) <= ``n_resamples`` (k == n, k == 1, small n: then maj@1 == pass@1), and
+    otherwise (e.g. n=64, k=16) estimated as the mean over ``n_resamples`` subsets drawn without
+    replacement by ``numpy.random.default_rng(seed)``; the same inputs and seed give the same value.
     """
     n = len(answers)
     if len(correct) != n:
@@ -108,8 +111,8 @@ def majority_at_k(
         codes[has_answer], minlength=m
     )
 
-    if k == n:
-        subsets = np.arange(n)[None, :]
+    if math.comb(n, k) <= n_resamples:  # every subset, once: exact
+        subsets = np.array(list(itertools.combinations(range(n), k)), dtype=np.int64).reshape(-1, k)
     else:
         rng = np.random.default_rng(seed)
         # Each row is an independent uniformly random permutation; its first k entries are a uniform

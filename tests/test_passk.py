@@ -345,3 +345,13 @@ def test_format_table_renders(tmp_path):
     console = Console(record=True, width=80)
     console.print(format_table(summary2, [1]))
     assert "maj@k" not in console.export_text()
+
+
+def test_majority_is_exact_when_all_subsets_fit_in_the_budget():
+    # maj@1 of a problem is the fraction of samples whose answer is correct, exactly (= pass@1)
+    answers = ["3", "5", "3", None, "7", "3", "5", "3"]
+    correct = [a == "3" for a in answers]
+    assert majority_at_k(answers, correct, 1) == 4 / 8 == pytest.approx(pass_at_k(8, 4, 1), abs=1e-12)
+    # maj@2 by hand over the C(4,2)=6 pairs of ["3","3","5",None]: {3,3}=1, {3,5} tie=0.5 (x2),
+    # {3,None}=1 (x2), {5,None}=0 -> (1 + 0.5 + 0.5 + 1 + 1 + 0) / 6
+    assert majority_at_k(["3", "3", "5", None], [True, True, False, False], 2) == pytest.approx(4 / 6, abs=1e-12)

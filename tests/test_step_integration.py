@@ -62,6 +62,7 @@ def test_dynamic_sampling_refills_to_a_full_batch(compose_cfg, tmp_path):
     assert m["filter/kept_groups"] == 4
     assert m["filter/kept_frac"] == pytest.approx(0.5)
     assert m["tokens"] == m["loss_tokens"]  # 4 groups x 4 rollouts, all in the loss
+    assert m["samples_seen"] == 2 * 4 * 4  # the refill's rollouts count as seen
 
 
 def test_dynamic_sampling_stops_at_the_cap_with_a_warning(compose_cfg, tmp_path, capsys):

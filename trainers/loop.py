@@ -144,6 +144,8 @@ def run_training(cfg: DictConfig, run_dir: str | Path, progress: bool = True) ->
     sampler = PromptSampler(len(task.dataset), cfg.seed)
 
     start_step = 0
+    # cumulative rollouts generated (refills included) and training wall-clock, for steps/time-to-target
+    totals = {"samples_seen": 0, "elapsed": 0.0}
     if resume_from is not None:
         state = load_trainer_state(resume_from)
         optimizer.load_state_dict(state["optimizer"])
@@ -151,6 +153,7 @@ def run_training(cfg: DictConfig, run_dir: str | Path, progress: bool = True) ->
         sampler.load_state_dict(state["sampler"])
         set_rng_state(state["rng"])
         start_step = state["step"]
+        totals.update(state.get("totals", {}))
         console.print(f"resumed from {resume_from} at step {start_step}")
 
     console.print(describe_sizes(cfg), highlight=False)
@@ -172,13 +175,14 @@ def run_training(cfg: DictConfig, run_dir: str | Path, progress: bool = True) ->
                 sampler = maybe_offline_round(step - 1, cfg, task, sampler, engine, model, tokenizer,
                                               scoring_state, logger, console)
                 metrics = train_step(step, cfg, task, sampler, engine, model, ref_model, tokenizer, optimizer,
-                                     scheduler, logger, scoring_state)
+                                     scheduler, logger, scoring_state, totals)
                 bar.update(job, advance=1, info=(f"reward {metrics['reward/mean']:.3f}  "
                                                  f"acc {metrics.get('accuracy', float('nan')):.3f}  "
                                                  f"{metrics['time/step']:.1f}s/step"))
                 if step == t.steps or (t.save_every and step % t.save_every == 0):
                     state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                             "sampler": sampler.state_dict(), "rng": rng_state(), "step": step}
+                             "sampler": sampler.state_dict(), "rng": rng_state(), "step": step,
+                             "totals": dict(totals)}
                     save_checkpoint(ckpt_root, step, model, tokenizer, state, t.keep_checkpoints)
                 if eval_task is not None and (step % t.eval_every == 0 or step == t.steps):
                     evals[step] = run_eval(engine, eval_task, cfg, run_dir, step, logger, console)
@@ -392,7 +396,7 @@ def _merge(parts: List[Collected], Q: int, pad_id: int) -> Collected:
 
 
 def train_step(step, cfg, task, sampler, engine, model, ref_model, tokenizer, optimizer, scheduler, logger,
-               scoring_state=None):
+               scoring_state=None, totals=None):
     from drox.filters.base import FILTERS, parse_options
 
     t = cfg.trainer
@@ -404,9 +408,13 @@ def train_step(step, cfg, task, sampler, engine, model, ref_model, tokenizer, op
     data = collect(step, cfg, task, sampler, engine, model, tokenizer,
                    scoring_state if scoring_state is not None else {}, metrics)
     t_collect = time.perf_counter()
+    totals = totals if totals is not None else {"samples_seen": 0, "elapsed": 0.0}
+    totals["samples_seen"] += int(metrics["filter/gen_batches"]) * t.prompts_per_step * G
+    metrics["samples_seen"] = totals["samples_seen"]
     if data is None:  # every group was filtered out: nothing to learn from at this step
-        metrics.update({"skipped": 1.0, "samples_seen": step * t.prompts_per_step * G,
-                        "lr": scheduler.get_last_lr()[0], "time/update": 0.0, "time/step": t_collect - t0})
+        totals["elapsed"] += t_collect - t0
+        metrics.update({"skipped": 1.0, "lr": scheduler.get_last_lr()[0], "time/update": 0.0,
+                        "time/step": t_collect - t0, "time/elapsed": totals["elapsed"]})
         logger.log(step, metrics)
         return metrics
     batch, scores = data.batch, data.scores  # Qk groups
@@ -461,11 +469,12 @@ def train_step(step, cfg, task, sampler, engine, model, ref_model, tokenizer, op
         "truncated_frac": batch.truncated.float().mean().item(),
         "tokens": int(batch.response_mask.sum().item()),
         "loss_tokens": int(mask.sum().item()),
-        "samples_seen": step * t.prompts_per_step * G,
         "lr": scheduler.get_last_lr()[0],
         "time/update": t_update - t_collect,
         "time/step": t_update - t0,
+        "time/elapsed": totals["elapsed"] + (t_update - t0),
     })
+    totals["elapsed"] += t_update - t0
     logger.log(step, metrics)
     shown = range(min(cfg.logger.completions_per_step, batch.num_rows))
     logger.log_completions(step, [{
