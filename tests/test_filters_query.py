@@ -16,46 +16,9 @@ from drox.filters import FILTERS, parse_options
 from drox.filters import query as qf
 from drox.rewards import variance as var_mod
 from drox.rewards.base import RewardOutput, ScoringContext, score
-from drox.rollout.base import RolloutBatch
+from drox.testing import CharTok, PosLM, make_batch
 
 V = 128
-
-
-class CharTok:
-    pad_token_id = 0
-    eos_token_id = 0
-
-    def __call__(self, text, add_special_tokens=False, return_offsets_mapping=False):
-        return {"input_ids": [ord(c) for c in text]}
-
-    def decode(self, ids, skip_special_tokens=True):
-        return "".join(chr(i) for i in ids if not (skip_special_tokens and i == 0))
-
-
-class PosLM(torch.nn.Module):
-    def __init__(self, table):
-        super().__init__()
-        self.table = torch.nn.Parameter(table.clone())
-
-    def forward(self, input_ids, attention_mask=None, position_ids=None, logits_to_keep=0, **kw):
-        logits = self.table[position_ids]
-        return SimpleNamespace(logits=logits[:, -logits_to_keep:] if logits_to_keep else logits)
-
-
-def make_batch(prompts, texts, G):
-    tok = CharTok()
-    p_ids = [tok(p)["input_ids"] for p in prompts]
-    r_ids = [tok(t)["input_ids"] for t in texts]
-    T = max(len(r) for r in r_ids)
-    resp = torch.zeros(len(texts), T, dtype=torch.long)
-    mask = torch.zeros(len(texts), T)
-    for i, r in enumerate(r_ids):
-        resp[i, : len(r)] = torch.tensor(r)
-        mask[i, : len(r)] = 1
-    prompt_ids = torch.tensor(p_ids).repeat_interleave(G, 0)
-    return RolloutBatch(prompt_ids=prompt_ids, prompt_mask=torch.ones_like(prompt_ids), response_ids=resp,
-                        response_mask=mask, logprobs=torch.zeros(len(texts), T), entropies=torch.zeros(len(texts), T),
-                        finish_reason=["eos"] * len(texts), texts=list(texts), group_size=G, prompts=list(prompts))
 
 
 def make_ctx(batch=None, rows=None, policy=None, correct=None, verifier=None, **kw):
@@ -140,7 +103,7 @@ TEXTS = ["ab \\boxed{7}", "abcd", "Answer: 9", "x", "yy \\boxed{1}", "zzz"]  # Q
 
 def _fake_lm_ctx(**kw):
     torch.manual_seed(0)
-    batch = make_batch(["P?", "Q!"], TEXTS, 3)
+    batch = make_batch(CharTok(), ["P?", "Q!"], TEXTS, 3)
     return make_ctx(batch, [{"answer": "42"}, {"answer": "7"}], PosLM(torch.randn(64, V) * 2), **kw)
 
 
@@ -302,7 +265,7 @@ class FakeEngine:
 
     def generate(self, prompts, group_size, *, max_new_tokens, temperature=1.0, top_p=1.0, seed=None, progress=False):
         self.calls.append((list(prompts), group_size, seed))
-        return make_batch(prompts, [t for p in prompts for t in self.table[p][:group_size]], group_size)
+        return make_batch(CharTok(), prompts, [t for p in prompts for t in self.table[p][:group_size]], group_size)
 
 
 def test_offline_scorer_samples_and_scores_with_the_variance_module():
@@ -320,7 +283,7 @@ def test_offline_scorer_samples_and_scores_with_the_variance_module():
     assert [c[2] for c in engine.calls] == [100, 101] and [c[1] for c in engine.calls] == [3, 3]
     assert kept == [0, 1, 2]  # every rank is <= V
     assert stats["generated_rollouts"] == 9 and stats["forward_passes"] == 2
-    want = var_mod.variance(make_ctx(make_batch(["P?", "Q!"], TEXTS, 3), rows[:2], policy),
+    want = var_mod.variance(make_ctx(make_batch(CharTok(), ["P?", "Q!"], TEXTS, 3), rows[:2], policy),
                             var_mod.VarianceConfig()).extras
     s, ok = scorer(rows[:2])
     assert torch.allclose(s, want["sigma_max"]) and ok.tolist() == [True, True]
@@ -370,7 +333,7 @@ def test_dynamic_sampling_score_drops_zero_std_groups():
 
 
 def test_dynamic_sampling_acc_without_a_verifier_says_what_to_do():
-    ctx = make_ctx(batch=make_batch(["P?"], ["a", "b"], 2), rows=[{"answer": "1"}])
+    ctx = make_ctx(batch=make_batch(CharTok(), ["P?"], ["a", "b"], 2), rows=[{"answer": "1"}])
     with pytest.raises(ValueError, match="metric=score"):
         FILTERS["dynamic_sampling"].fn(ctx, None, torch.ones(1, 2, dtype=torch.bool), opts("dynamic_sampling"))
 
