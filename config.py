@@ -307,11 +307,31 @@ def validate(cfg) -> None:
     n = get("eval.n")
     if n is not None and n < max(ks):
         raise ConfigError(f"eval.n={n} is smaller than the largest k={max(ks)}; pass@k needs n >= k")
+    validate_components(cfg)
     q, mb = get("trainer.prompts_per_step"), get("trainer.mini_batches")
     if q % mb:
         raise ConfigError(
             f"trainer.mini_batches={mb} must divide trainer.prompts_per_step={q} (mini-batches hold whole groups)"
         )
+
+
+def validate_components(cfg) -> None:
+    """Parse every ``reward.*``, ``filter.*`` and ``gate.*`` option block against its dataclass now,
+    so that a typo there fails before any model loads (the blocks are free-form in the schema)."""
+    from omegaconf import OmegaConf
+
+    import drox.filters
+    import drox.gates
+    import drox.rewards
+
+    groups = (("reward", drox.rewards.REWARD_SOURCES, "reward source"), ("filter", drox.filters.FILTERS, None),
+              ("gate", drox.gates.GATES, None))
+    for group, registry, what in groups:
+        for name, raw in (OmegaConf.to_container(cfg[group], resolve=True) or {}).items():
+            try:
+                parse_options(registry, group, name, raw, what=what)
+            except ValueError as e:
+                raise ConfigError(str(e)) from None
 
 
 def parse_options(registry: Dict[str, Any], group: str, name: str, raw: Dict[str, Any] | None,

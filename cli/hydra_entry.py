@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sys
 
 import hydra
@@ -23,4 +25,22 @@ def hydra_train(cfg: DictConfig) -> None:
     run_dir = cfg.run_dir or HydraConfig.get().runtime.output_dir
     from drox.trainers.loop import run_training
 
-    run_training(cfg, run_dir)
+    with user_errors():
+        run_training(cfg, run_dir)
+
+
+@contextlib.contextmanager
+def user_errors():
+    """Errors caused by the input (missing file, malformed data, NaN rewards...) end the run with one
+    line on stderr and exit code 2, not a traceback; ``DROX_DEBUG=1`` re-raises them."""
+    from drox.models.loading import ModelError
+    from drox.tasks import TaskError
+    from drox.trainers.algos import NonFiniteError
+
+    try:
+        yield
+    except (ConfigError, TaskError, ModelError, NonFiniteError, ValueError) as e:
+        if os.environ.get("DROX_DEBUG"):
+            raise
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)

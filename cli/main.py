@@ -111,7 +111,10 @@ def _resume(run_dir: Path, overrides: List[str]) -> None:
         validate(cfg)
     except (OmegaConfBaseException, ConfigError) as e:
         fail(_first_line(e))
-    run_training(cfg, run_dir)
+    from drox.cli.hydra_entry import user_errors
+
+    with user_errors():
+        run_training(cfg, run_dir)
 
 
 @app.command(context_settings=EXTRA)
@@ -186,6 +189,9 @@ def _eval_model(cfg, ks, n):
 
     try:
         task = build_task(cfg.task, split=cfg.eval.split)
+        if task.verifier is None:  # before loading a model: pass@k needs a verifier
+            fail(f"task '{task.name}' has no verifier, so pass@k is undefined; evaluate a verifiable task or score "
+                 "samples generated elsewhere with `drox eval --samples FILE.jsonl`")
         model, tokenizer = load_policy(cfg.model, cfg.device)
         engine = build_engine(cfg.rollout, model, tokenizer, cfg.model)
         return evaluate(engine, task, ks, n, eval_cfg=cfg.eval)

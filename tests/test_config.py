@@ -162,3 +162,31 @@ def test_cli_help_lists_commands():
     # no arguments shows the help too (no_args_is_help); click exits 2 for that
     bare = runner.invoke(app, [])
     assert "config" in bare.output and "eval" in bare.output
+
+
+def test_reward_filter_gate_options_are_checked_before_any_model_loads():
+    from typer.testing import CliRunner
+
+    from drox.cli.main import app
+
+    for args, message in (
+        (["+reward=outcome", "+reward.outcome.foo=1"], "reward.outcome: unknown option(s) foo; allowed: correct"),
+        (["+filter=query", "+filter.query.bogus=1"], "filter.query: unknown option(s) bogus"),
+        (["+gate=rubric", "gate.rubric.on_fail=maybe"], "gate.rubric"),
+    ):
+        result = CliRunner().invoke(app, ["config", "model=tiny", *args])
+        assert result.exit_code == 2, args
+        assert message in " ".join(result.output.split()), result.output
+
+
+def test_train_reports_user_errors_in_one_line(tmp_path):
+    """A missing data file stops `drox train` with exit code 2 and one line, no traceback."""
+    import os
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", "drox.cli.main", "train", "model=tiny", "task=jsonl",
+           f"task.path={tmp_path}/missing.jsonl", "logger.wandb_mode=disabled", f"run_dir={tmp_path}/run"]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=dict(os.environ))
+    assert out.returncode == 2
+    assert out.stderr.strip().splitlines() == [f"error: task.path: no such file: {tmp_path}/missing.jsonl"]
