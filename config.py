@@ -332,6 +332,11 @@ def validate_components(cfg) -> None:
                 parse_options(registry, group, name, raw, what=what)
             except ValueError as e:
                 raise ConfigError(str(e)) from None
+    combine = OmegaConf.select(cfg, "trainer.advantage.combine")
+    sign = [n for n in (cfg.reward or {}) if getattr(drox.rewards.REWARD_SOURCES.get(n), "estimator", None)]
+    if combine != "sum" and sign:
+        raise ConfigError(f"reward {', '.join(sign)} produces advantages itself (no baseline) and cannot be combined "
+                          f"with trainer.advantage.combine={combine}; use combine=sum")
 
 
 def parse_options(registry: Dict[str, Any], group: str, name: str, raw: Dict[str, Any] | None,

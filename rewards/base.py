@@ -27,6 +27,7 @@ class ScoringContext:
     task: Any  # drox.tasks.Task (task.verifier may be None)
     step: int = 0
     seed: int = 0
+    gen_batch: int = 0  # which generation batch of the step (> 0: a refill by dynamic sampling)
     policy: Any = None  # the current policy (for sources that need log-probs), may be None
     tokenizer: Any = None
     cache: Dict[str, Any] = field(default_factory=dict)  # results shared within the step (the verifier's)

@@ -27,8 +27,10 @@ class BrierConfig:
     """Weight of this source in the combined reward."""
     tag_regex: str = DEFAULT_TAG
     """Regex whose first group holds q; the last match counts. [ours] The code's tag, without its full-format check."""
-    format_fail_score: float = 0.0
-    """Score of a response with no parseable q in [0,1] (the code's 0)."""
+    format_fail_score: float = -2.0
+    """Score of a response with no parseable q in [0,1]. The RLCR code scores a format failure 0 on
+    its scale 1 + paper/2 (paper reward in [-1, 1] -> [0.5, 1.5]), i.e. -2 on the paper's scale used
+    here: worse than any stated confidence, so omitting the tag never pays."""
 
 
 def parse_confidence(text: str, tag_regex: str = DEFAULT_TAG) -> Optional[float]:

@@ -30,8 +30,10 @@ class RandomConfig:
     """Probability of reward 1 (the paper's γ; its runs use 0.5, ``REWARD="random0.5"``)."""
 
 
-def random_draws(seed: int, step: int, n: int, p: float) -> torch.Tensor:
-    """``n`` Bernoulli(p) draws in {0., 1.}; draw i depends only on (seed, step, i).
+def random_draws(seed: int, step: int, n: int, p: float, gen_batch: int = 0) -> torch.Tensor:
+    """``n`` Bernoulli(p) draws in {0., 1.}; draw i depends only on (seed, step, gen_batch, i).
+
+    ``gen_batch`` > 0 is a refill batch of the same step (dynamic sampling): its draws are fresh.
 
     The generator is seeded from a string (Python hashes str seeds with SHA-512, so the stream is the
     same in every process), not from the global RNG: the rewards neither consume nor depend on the
@@ -39,7 +41,8 @@ def random_draws(seed: int, step: int, n: int, p: float) -> torch.Tensor:
     """
     if not 0.0 <= p <= 1.0:
         raise ValueError(f"reward.random.p must be in [0, 1] (got {p})")
-    rng = random.Random(f"drox/reward/random/{seed}/{step}")
+    key = f"drox/reward/random/{seed}/{step}" + (f"/{gen_batch}" if gen_batch else "")
+    rng = random.Random(key)
     return torch.tensor([float(rng.random() < p) for _ in range(n)])
 
 
@@ -47,7 +50,7 @@ def random_draws(seed: int, step: int, n: int, p: float) -> torch.Tensor:
 def random_reward(ctx: ScoringContext, cfg: RandomConfig) -> RewardOutput:
     """Spurious Rewards ``random_reward_fn``: per-rollout Bernoulli(p), ignoring output and label."""
     Q, G = ctx.batch.num_groups, ctx.batch.group_size
-    return RewardOutput(seq=random_draws(ctx.seed, ctx.step, Q * G, cfg.p).view(Q, G))
+    return RewardOutput(seq=random_draws(ctx.seed, ctx.step, Q * G, cfg.p, ctx.gen_batch).view(Q, G))
 
 
 # ------------------------------------------------------------------------------------------------ inverse

@@ -236,8 +236,10 @@ def variance(ctx: ScoringContext, cfg: VarianceConfig) -> RewardOutput:
     refs = [str(row[cfg.reference_field]) for row in ctx.rows]
     ref_ids = [encode(tok, r) for r in refs]
     rows, starts, answers = [], [], []
+    no_container = 0  # responses without a final-answer container: their own outcome stays in the context
     for n, text in enumerate(batch.texts):
         reasoning, answer = split_reasoning(text)
+        no_container += final_answer_start(text) >= len(text)
         ids, start = splice(tok, reasoning, ref_ids[n // G], cfg.template)
         rows.append(ids)
         starts.append(start)
@@ -272,6 +274,9 @@ def variance(ctx: ScoringContext, cfg: VarianceConfig) -> RewardOutput:
         "sigma_max_mean": sigma.max(-1).values.mean().item() if J else 0.0,
         "ref_logprob_mean": (L.sum() / (ref_mask.sum() * G).clamp_min(1)).item(),
         "ref_tokens_mean": ref_len.float().mean().item(),
+        # DRO discards the rollout's outcome before splicing the reference (v1 §4.1 step 2); without a
+        # \boxed{}/Answer: container nothing can be discarded, so watch this on open-ended tasks
+        "no_container_frac": no_container / max(1, Q * G),
     }
     if cfg.length_weight != 0:
         answer_len = torch.tensor([len(encode(tok, a)) if a else 0 for a in answers])

@@ -190,3 +190,14 @@ def test_train_reports_user_errors_in_one_line(tmp_path):
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=dict(os.environ))
     assert out.returncode == 2
     assert out.stderr.strip().splitlines() == [f"error: task.path: no such file: {tmp_path}/missing.jsonl"]
+
+
+def test_sign_selective_reward_cannot_be_combined_by_objectives():
+    from typer.testing import CliRunner
+
+    from drox.cli.main import app
+
+    result = CliRunner().invoke(app, ["config", "model=tiny", "+reward=[outcome,negative_only]",
+                                      "trainer.advantage.combine=dvao"])
+    assert result.exit_code == 2
+    assert "negative_only produces advantages itself" in " ".join(result.output.split())

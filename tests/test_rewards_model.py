@@ -129,6 +129,8 @@ def test_variance_source_end_to_end_on_a_fake_lm():
     assert ranks.shape == (2, 3, 2) and (ranks[0] >= 1).all() and (ranks[1, :, 1] == 0).all()
     assert ctx.counters["forward_passes"] == 2  # 6 rollouts + 2 baseline rows in chunks of 4
     assert {"r3_mean", "sigma_mean", "baseline_logprob_mean"} <= set(out.diagnostics)
+    # "abcd", "x", "zzz" have no \boxed{} / Answer: container to discard before the splice
+    assert out.diagnostics["no_container_frac"] == pytest.approx(3 / 6)
 
 
 def test_variance_reward_policy_copies_and_length_penalty():

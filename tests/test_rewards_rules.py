@@ -250,8 +250,8 @@ def test_brier_source_scores_and_counts_format_failures():
     texts = ["\\boxed{2} <confidence>0.7</confidence>", "\\boxed{3} <confidence>0.2</confidence>",
              "\\boxed{2}", "\\boxed{3} <confidence>1.5</confidence>"]
     ctx = make_ctx(texts, ["2"], 4)
-    out = run_source("brier", ctx)
-    assert torch.allclose(out.seq, torch.tensor([[0.91, -0.04, 0.0, 0.0]]))
+    out = run_source("brier", ctx)  # format failures: -2, the RLCR code's 0 on the paper's scale
+    assert torch.allclose(out.seq, torch.tensor([[0.91, -0.04, -2.0, -2.0]]))
     d = out.diagnostics
     assert d["format_fail_frac"] == 0.5
     assert d["confidence_mean"] == pytest.approx(0.45)
@@ -327,3 +327,11 @@ def test_source_plugs_into_the_trainer(compose_cfg, tmp_path, name):
         assert r["advantage/estimator_overridden"] == float(name in SIGN_SOURCES)
         if name in SIGN_SOURCES:
             assert r["advantage/mean"] == pytest.approx(r["reward/mean"])
+
+
+def test_random_draws_are_fresh_in_a_refill_batch_of_the_same_step():
+    from drox.rewards.spurious import random_draws
+
+    first = random_draws(0, 5, 64, 0.5)
+    assert torch.equal(first, random_draws(0, 5, 64, 0.5, gen_batch=0))
+    assert not torch.equal(first, random_draws(0, 5, 64, 0.5, gen_batch=1))

@@ -135,3 +135,18 @@ def test_offline_query_rounds_choose_the_prompts_sampled(compose_cfg, tmp_path):
     state = torch.load(tmp_path / "a" / "checkpoints" / "step-000003" / "trainer_state.pt", weights_only=False)
     kept = state["sampler"]["indices"]
     assert kept is not None and len(kept) == rounds[1]["round/kept"]
+
+
+def test_combiners_see_the_overlong_penalty_as_an_objective(compose_cfg, tmp_path):
+    # every tiny-model rollout is truncated at 8 tokens: the same penalty for all -> zero DVAO weight
+    m = run(compose_cfg, tmp_path, "trainer.advantage.combine=dvao", "trainer.overlong_buffer=4",
+            reward={"outcome": {}, "test_row_index": {}})
+    assert m["reward/overlong/mean"] == pytest.approx(-1.0)
+    assert m["advantage/weight/overlong"] == 0.0
+    assert m["advantage/weight/test_row_index"] == pytest.approx(1.0)
+
+
+def test_entropy_mask_with_kl_and_several_updates_runs(compose_cfg, tmp_path):
+    m = run(compose_cfg, tmp_path, "+filter=entropy", "trainer.kl_coef=0.1", "trainer.mu=2",
+            reward={"test_row_index": {}})
+    assert m["loss_tokens"] < m["tokens"] and m["kl"] >= 0.0

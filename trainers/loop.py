@@ -295,14 +295,18 @@ def collect(step, cfg, task, sampler, engine, model, tokenizer, scoring_state, m
 
         # 3. scores [Q, G] (+ dense [Q, G, T]) from every configured source
         ctx = ScoringContext(batch=batch, rows=rows, task=task, step=step, seed=cfg.seed, policy=model,
-                             tokenizer=tokenizer, state=scoring_state)
+                             tokenizer=tokenizer, state=scoring_state, gen_batch=gen_batches - 1)
         combined = score(ctx, reward_cfg)
-        scores = combined.seq
+        scores = combined.seq  # [Q, G]
+        # per-objective view for the multi-objective combiners; every change to `scores` below mirrors here
+        table, weights, names = combined.table, combined.weights, list(combined.per_source)  # [Q, G, K]
         step_metrics = dict(combined.metrics)
-        if t.overlong_buffer > 0:  # DAPO Eq. 13, added to the combined reward
+        if t.overlong_buffer > 0:  # DAPO Eq. 13, added to the combined reward (its own objective column)
             penalty = algos.soft_overlong_penalty(batch.lengths, r.max_new_tokens, t.overlong_buffer,
                                                   t.overlong_penalty).view(Q, G)
             scores = scores + penalty
+            table = torch.cat([table, penalty[..., None]], dim=-1)
+            weights, names = torch.cat([weights, torch.ones(1)]), names + ["overlong"]
             step_metrics["reward/overlong/mean"] = penalty.mean().item()
         algos.check_finite("rewards", scores, step, source="combined")
         step_metrics["reward/mean"] = scores.mean().item()
@@ -315,9 +319,10 @@ def collect(step, cfg, task, sampler, engine, model, tokenizer, scoring_state, m
         for name, opts in gates.items():
             result = GATES[name].fn(ctx, opts)
             passed = result.passed.bool()
-            if opts.on_fail == "floor":  # failing rollouts get their group's lowest score
+            if opts.on_fail == "floor":  # failing rollouts get their group's lowest score (per objective too)
                 floor = scores.min(dim=1, keepdim=True).values.expand(Q, G)
                 scores = torch.where(passed, scores, floor)
+                table = torch.where(passed[..., None], table, table.min(dim=1, keepdim=True).values.expand_as(table))
                 valid &= passed.any(dim=1, keepdim=True).expand(Q, G)  # a group where all fail is dropped
             else:
                 valid &= passed
@@ -341,7 +346,7 @@ def collect(step, cfg, task, sampler, engine, model, tokenizer, scoring_state, m
                 batch=batch.select_groups(sel), rows=rows_kept, scores=scores[sel],
                 token=combined.token[sel] if combined.token is not None else None,
                 token_mask=combined.token_mask[sel] if combined.token_mask is not None else None,
-                table=combined.table[sel], weights=combined.weights, names=list(combined.per_source),
+                table=table[sel], weights=weights, names=names,
                 valid=valid[sel], estimator=combined.estimator))
             kept_groups += int(keep.sum())
         if not refill or kept_groups >= Q or gen_batches >= max_gen:
@@ -442,16 +447,17 @@ def train_step(step, cfg, task, sampler, engine, model, ref_model, tokenizer, op
     token_filters = {n: parse_options(FILTERS, "filter", n, o) for n, o in OmegaConf.to_container(cfg.filter).items()
                      if FILTERS[n].kind == "token"}
     micro_filters = {}
+    pg_mask = mask  # token filters narrow the policy-gradient term only; KL and entropy bonus keep `mask`
     for name, opts in token_filters.items():  # e.g. 80/20 entropy mask over the whole batch
         if getattr(opts, "scope", "batch") == "micro_batch":
             micro_filters[name] = opts
             continue
-        mask, stats = FILTERS[name].fn(batch.entropies, mask, opts)
+        pg_mask, stats = FILTERS[name].fn(batch.entropies, pg_mask, opts)
         metrics.update({f"filter/{name}/{k}": v for k, v in stats.items()})
 
     # 5. policy update
-    update_stats = update_policy(step, cfg, batch, advantages, mask, model, ref_model, optimizer, scheduler,
-                                 micro_filters)
+    update_stats = update_policy(step, cfg, batch, advantages, pg_mask, model, ref_model, optimizer, scheduler,
+                                 micro_filters, reg_mask=mask)
     t_update = time.perf_counter()
 
     # 6. metrics
@@ -468,7 +474,7 @@ def train_step(step, cfg, task, sampler, engine, model, ref_model, tokenizer, op
         "response_length/max": lengths.max().item(),
         "truncated_frac": batch.truncated.float().mean().item(),
         "tokens": int(batch.response_mask.sum().item()),
-        "loss_tokens": int(mask.sum().item()),
+        "loss_tokens": int(pg_mask.sum().item()),
         "lr": scheduler.get_last_lr()[0],
         "time/update": t_update - t_collect,
         "time/step": t_update - t0,
@@ -486,11 +492,13 @@ def train_step(step, cfg, task, sampler, engine, model, ref_model, tokenizer, op
 
 
 def update_policy(step, cfg, batch, advantages, mask, model, ref_model, optimizer, scheduler,
-                  micro_filters=None) -> Dict[str, float]:
+                  micro_filters=None, reg_mask=None) -> Dict[str, float]:
     """``mu`` passes x mini-batches (whole groups, one optimizer step each) x micro-batches.
 
     ``micro_filters``: token filters applied per micro-batch (the 80/20 official code's scope);
     their masks are computed before the mini-batch's normalisers so that accumulation is exact.
+    ``mask`` [N, T] is the policy-gradient loss mask; ``reg_mask`` [N, T] (default ``mask``) is the
+    one the KL and entropy terms are averaged over: the 80/20 paper masks the policy loss only.
     """
     from drox.filters.base import FILTERS
     t = cfg.trainer
@@ -505,6 +513,7 @@ def update_policy(step, cfg, batch, advantages, mask, model, ref_model, optimize
             ref_logprobs, _ = response_logprobs(ref_model, batch.prompt_ids, batch.prompt_mask, batch.response_ids,
                                                 batch.response_mask, batch.temperature)
         ref_logprobs = ref_logprobs.float().cpu()
+    reg_mask = mask if reg_mask is None else reg_mask
     model.train()
     sums: Dict[str, float] = {}
     count = 0
@@ -522,6 +531,7 @@ def update_policy(step, cfg, batch, advantages, mask, model, ref_model, optimize
                     for micro in micros:
                         mb_mask[micro], _ = FILTERS[name].fn(batch.entropies[micro], mb_mask[micro], opts)
             norms = algos.loss_normalisers(mb_mask[rows])
+            reg_norms = algos.loss_normalisers(reg_mask[rows])
             optimizer.zero_grad(set_to_none=True)
             for micro in micros:
                 with autocast:
@@ -529,17 +539,18 @@ def update_policy(step, cfg, batch, advantages, mask, model, ref_model, optimize
                         model, batch.prompt_ids[micro], batch.prompt_mask[micro], batch.response_ids[micro],
                         batch.response_mask[micro], batch.temperature, with_entropy=t.entropy_coef > 0)
                 m = mb_mask[micro].to(device)
+                m_reg = reg_mask[micro].to(device)
                 loss, stats = algos.policy_loss(
                     logprobs.float(), old_logprobs[micro].to(device), advantages[micro].to(device), m,
                     clip_low=t.clip_low, clip_high=t.clip_high, agg=t.loss_agg, max_len=max_len, **norms)
                 stats["pg_loss"] = loss.item()
                 if ref_logprobs is not None:
                     kl = algos.kl_penalty(logprobs.float(), ref_logprobs[micro].to(device), t.kl_estimator)
-                    kl_loss = algos.agg_loss(kl, m, t.loss_agg, max_len=max_len, **norms)
+                    kl_loss = algos.agg_loss(kl, m_reg, t.loss_agg, max_len=max_len, **reg_norms)
                     loss = loss + t.kl_coef * kl_loss
                     stats["kl"] = kl_loss.item()
                 if entropy is not None:
-                    ent_loss = algos.agg_loss(entropy.float(), m, t.loss_agg, max_len=max_len, **norms)
+                    ent_loss = algos.agg_loss(entropy.float(), m_reg, t.loss_agg, max_len=max_len, **reg_norms)
                     loss = loss - t.entropy_coef * ent_loss
                 algos.check_finite("loss", loss.detach(), step)
                 loss.backward()
