@@ -164,6 +164,7 @@ def score(ctx: ScoringContext, reward_cfg: Dict[str, Any]) -> Combined:
     per_source: Dict[str, RewardOutput] = {}
     metrics: Dict[str, float] = {}
     estimator: Optional[str] = None
+    weights: List[float] = []
     for name, raw in selected.items():
         required = REWARD_SOURCES[name].estimator if name in REWARD_SOURCES else None
         if required is not None:
@@ -174,6 +175,7 @@ def score(ctx: ScoringContext, reward_cfg: Dict[str, Any]) -> Combined:
         out = REWARD_SOURCES[name].fn(ctx, opts)
         _check_output(name, out, Q, G, T, ctx.step)
         w = float(opts.weight)
+        weights.append(w)
         seq = seq + w * out.seq.float()
         if out.token is not None:
             token = (token if token is not None else torch.zeros(Q, G, T)) + w * out.token.float()
@@ -188,9 +190,8 @@ def score(ctx: ScoringContext, reward_cfg: Dict[str, Any]) -> Combined:
     for k, v in ctx.counters.items():
         metrics[f"scoring/{k}"] = float(v)
     table = torch.stack([out.seq.float() for out in per_source.values()], dim=-1)  # [Q, G, K]
-    weights = torch.tensor([float(parse_source_config(n, selected[n]).weight) for n in per_source])  # [K]
     return Combined(seq=seq, token=token, per_source=per_source, metrics=metrics, estimator=estimator,
-                    token_mask=token_mask, table=table, weights=weights)
+                    token_mask=token_mask, table=table, weights=torch.tensor(weights))  # weights [K]
 
 
 def _check_output(name: str, out: RewardOutput, Q: int, G: int, T: int, step: int) -> None:
