@@ -5,7 +5,7 @@ BIN     := $(VENV)/bin
 # A CPU build of torch lies on this machine's disk; an unpinned torch would pull a multi-GB CUDA build.
 TORCH   ?= torch==2.13.0
 
-.PHONY: install demo test bench clean
+.PHONY: install demo test bench bench-step clean
 
 $(BIN)/drox: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -26,6 +26,11 @@ test: install
 
 bench: install
 	$(BIN)/python benchmarks/bench_rollout.py
+
+# one training step of drox vs TRL's GRPOTrainer on the same model, prompts and reward
+bench-step: install
+	$(BIN)/pip install -q --no-deps trl==1.16.0
+	$(BIN)/python benchmarks/bench_step.py
 
 clean:
 	rm -rf $(VENV) runs outputs wandb .pytest_cache
