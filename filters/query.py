@@ -32,6 +32,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import torch
 
 from drox.filters.base import GroupDecision, register_group_filter
+from drox.rewards.variance import masked_sigma
 
 MODES = ("online", "offline")
 STATISTICS = ("sigma_max",)
@@ -102,19 +103,6 @@ def token_ranks(logits: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
     from drox.rewards.variance import _rank_and_logprob
 
     return _rank_and_logprob(logits, ids, torch.ones(ids.shape, dtype=logits.dtype))[..., 1]
-
-
-def masked_sigma(logprobs: torch.Tensor, ref_mask: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-    """σ_j over the VALID rollouts only (population std): logprobs [Q,G,J], ref_mask [Q,J], valid [Q,G] -> [Q,J].
-
-    Equals the variance reward's ``sigma`` when every rollout is valid; a group with fewer than two
-    valid rollouts has σ = 0.
-    """
-    v = valid.to(logprobs.dtype)[:, :, None]  # [Q, G, 1]
-    n = v.sum(1).clamp_min(1.0)  # [Q, 1]
-    mean = (logprobs * v).sum(1) / n  # [Q, J]
-    var = (((logprobs - mean[:, None, :]) ** 2) * v).sum(1) / n
-    return var.clamp_min(0.0).sqrt() * ref_mask.to(logprobs.dtype)
 
 
 def sigma_max_of(sigma: torch.Tensor) -> torch.Tensor:

@@ -28,6 +28,7 @@ class ScoringContext:
     step: int = 0
     seed: int = 0
     gen_batch: int = 0  # which generation batch of the step (> 0: a refill by dynamic sampling)
+    valid: Optional[torch.Tensor] = None  # [Q, G] bool, rollouts every gate accepted (None: no gates)
     policy: Any = None  # the current policy (for sources that need log-probs), may be None
     tokenizer: Any = None
     cache: Dict[str, Any] = field(default_factory=dict)  # results shared within the step (the verifier's)

@@ -118,20 +118,38 @@ def sigma_weights(sigma: torch.Tensor, mask: torch.Tensor, weighting: str = "sig
     raise ValueError(f"reward.variance.weighting={weighting!r}; choose one of: {', '.join(WEIGHTINGS)}")
 
 
+def masked_sigma(logprobs: torch.Tensor, ref_mask: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """σ_j over the VALID rollouts only (population std): logprobs [Q,G,J], ref_mask [Q,J], valid [Q,G] -> [Q,J].
+
+    Equals the variance reward's ``sigma`` when every rollout is valid; a group with fewer than two
+    valid rollouts has σ = 0.
+    """
+    v = valid.to(logprobs.dtype)[:, :, None]  # [Q, G, 1]
+    n = v.sum(1).clamp_min(1.0)  # [Q, 1]
+    mean = (logprobs * v).sum(1) / n  # [Q, J]
+    var = (((logprobs - mean[:, None, :]) ** 2) * v).sum(1) / n
+    return var.clamp_min(0.0).sqrt() * ref_mask.to(logprobs.dtype)
+
+
 def r3_rewards(logprobs: torch.Tensor, mask: torch.Tensor, weighting: str = "sigma_norm", tau: float = 1.0,
-               top_p: float = 0.2, baseline: Optional[torch.Tensor] = None
+               top_p: float = 0.2, baseline: Optional[torch.Tensor] = None, valid: Optional[torch.Tensor] = None
                ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """R3 (DRO v1 §4.1.3; PAPERS.md §1.2 step 4-5, Appendix A3) for Q groups at once.
 
     logprobs  # [Q, G, J] ℓ_{i,j} = log π_rwd(y_j | q, ĉ_i, y_<j) (anything on padding)
     mask      # [Q, J] 1 on real reference tokens
     baseline  # [Q, J] ℓ^mask_j from the masked-CoT pass, or None
+    valid     # [Q, G] bool, rollouts a gate accepted (None: all); σ is taken over these only, so rejected
+              # garbage cannot set the token weights of the accepted rollouts
     returns (R3 [Q, G], sigma [Q, J], w [Q, J]) with ``σ_j = std_i ℓ_{i,j}`` (population std, [ENG]) and
     ``R3_i = Σ_j w_j (ℓ_{i,j} − ℓ^mask_j)``. σ is taken before the baseline (which is constant in i).
     """
     m = mask.to(logprobs.dtype)
     L = logprobs * m[:, None, :]
-    sigma = L.std(dim=1, unbiased=False) * m  # [Q, J]
+    if valid is None:
+        sigma = L.std(dim=1, unbiased=False) * m  # [Q, J]
+    else:
+        sigma = masked_sigma(L, mask, valid)  # [Q, J]
     w = sigma_weights(sigma, mask, weighting, tau, top_p).to(L.dtype)
     if baseline is not None:
         L = L - (baseline * m)[:, None, :]
@@ -266,7 +284,7 @@ def variance(ctx: ScoringContext, cfg: VarianceConfig) -> RewardOutput:
     ranks = picked[: Q * G, :, 1].view(Q, G, J)
     baseline = picked[Q * G :, :, 0] if cfg.masked_baseline else None  # [Q, J]
 
-    r3, sigma, _ = r3_rewards(L, ref_mask, cfg.weighting, cfg.tau, cfg.top_p, baseline)
+    r3, sigma, _ = r3_rewards(L, ref_mask, cfg.weighting, cfg.tau, cfg.top_p, baseline, valid=ctx.valid)
     seq = r3
     diagnostics = {
         "r3_mean": r3.mean().item(),

@@ -359,3 +359,16 @@ def test_confidence_trains(compose_cfg, tmp_path):
 def test_prm_oracle_dense_trains(compose_cfg, tmp_path):
     rows = _train(compose_cfg, tmp_path, {"prm": {"dense": True}, "outcome": {}})
     assert [r["step"] for r in rows] == [1, 2] and "reward/prm/steps_mean" in rows[0]
+
+
+def test_r3_sigma_ignores_rollouts_a_gate_rejected():
+    # G=3, J=2. Over the two accepted rollouts sigma = [pop std(-1,-3), pop std(-2,-2)] = [1, 0],
+    # so all weight sits on token 0 and R3_i = L[i, 0]; the rejected third rollout would move both.
+    L = torch.tensor([[[-1.0, -2.0], [-3.0, -2.0], [-10.0, -4.0]]])
+    mask = torch.ones(1, 2)
+    r3, sigma, w = var_mod.r3_rewards(L, mask, "sigma_norm", valid=torch.tensor([[True, True, False]]))
+    assert torch.allclose(sigma, torch.tensor([[1.0, 0.0]]))
+    assert torch.allclose(w, torch.tensor([[1.0, 0.0]]))
+    assert torch.allclose(r3, torch.tensor([[-1.0, -3.0, -10.0]]))
+    _, sigma_all, _ = var_mod.r3_rewards(L, mask, "sigma_norm")
+    assert sigma_all[0, 1] > 0.9  # pop std(-2, -2, -4) = 0.9428

@@ -296,6 +296,10 @@ def collect(step, cfg, task, sampler, engine, model, tokenizer, scoring_state, m
         # 3. scores [Q, G] (+ dense [Q, G, T]) from every configured source
         ctx = ScoringContext(batch=batch, rows=rows, task=task, step=step, seed=cfg.seed, policy=model,
                              tokenizer=tokenizer, state=scoring_state, gen_batch=gen_batches - 1)
+        # gates judge the text, so they run first: sources can then ignore rejected rollouts (R3's sigma)
+        gate_passed = {name: GATES[name].fn(ctx, opts) for name, opts in gates.items()}
+        if gate_passed:
+            ctx.valid = torch.stack([res.passed.bool() for res in gate_passed.values()]).all(dim=0)  # [Q, G]
         combined = score(ctx, reward_cfg)
         scores = combined.seq  # [Q, G]
         # per-objective view for the multi-objective combiners; every change to `scores` below mirrors here
@@ -314,10 +318,10 @@ def collect(step, cfg, task, sampler, engine, model, tokenizer, scoring_state, m
         if task.verifier is not None:
             step_metrics["accuracy"] = float(np.mean(ctx.verify().correct))
 
-        # gates: per-rollout accept/reject; never converted into reward
+        # apply the gates' verdicts: exclude (or floor) rejected rollouts; a gate never becomes reward
         valid = torch.ones(Q, G, dtype=torch.bool)
         for name, opts in gates.items():
-            result = GATES[name].fn(ctx, opts)
+            result = gate_passed[name]
             passed = result.passed.bool()
             if opts.on_fail == "floor":  # failing rollouts get their group's lowest score (per objective too)
                 floor = scores.min(dim=1, keepdim=True).values.expand(Q, G)
