@@ -29,6 +29,8 @@ class ScoringContext:
     seed: int = 0
     gen_batch: int = 0  # which generation batch of the step (> 0: a refill by dynamic sampling)
     valid: Optional[torch.Tensor] = None  # [Q, G] bool, rollouts every gate accepted (None: no gates)
+    reference: Optional[Callable[[], Any]] = None  # the frozen initial policy, loaded on first call
+    #   (shared with the trainer's KL term; rebuilt from the base config on resume, so it stays the initial one)
     policy: Any = None  # the current policy (for sources that need log-probs), may be None
     tokenizer: Any = None
     cache: Dict[str, Any] = field(default_factory=dict)  # results shared within the step (the verifier's)
@@ -94,6 +96,38 @@ class ScoringContext:
             return logprobs_from_logits(logits, ids, temperature) * mask
 
         return self.forward(prompt_ids, prompt_mask, response_ids, response_mask, reduce, model=model)
+
+
+def frozen_copy(model, step: int) -> Dict[str, Any]:
+    """A non-trainable copy of ``model`` as kept in ``ScoringContext.state``: ``{"model", "step"}``.
+
+    Entries of this shape are saved with checkpoints and restored on resume (``scoring_state_dict``),
+    so a lagged reward policy continues exactly.
+    """
+    import copy
+
+    clone = copy.deepcopy(model)
+    for p in clone.parameters():
+        p.grad = None  # the copy never trains; do not carry the policy's last gradients
+    clone.requires_grad_(False)
+    clone.eval()
+    return {"model": clone, "step": step}
+
+
+def scoring_state_dict(state: Dict[str, Any]) -> Dict[str, Any]:
+    """The checkpointable part of the scoring state: the frozen model copies (weights + step)."""
+    return {k: {"step": v["step"], "weights": {n: t.detach().cpu().clone() for n, t in v["model"].state_dict().items()}}
+            for k, v in state.items() if isinstance(v, dict) and "model" in v and "step" in v}
+
+
+def load_scoring_state(saved: Dict[str, Any], policy) -> Dict[str, Any]:
+    """Rebuild the frozen copies saved by :func:`scoring_state_dict` (architecture from ``policy``)."""
+    state = {}
+    for k, v in saved.items():
+        held = frozen_copy(policy, v["step"])
+        held["model"].load_state_dict(v["weights"])
+        state[k] = held
+    return state
 
 
 @dataclass

@@ -25,9 +25,9 @@ verifier is needed, so it works on ``task=revise``) and each rollout ``i`` of it
    container); reward = ``R3_i + length_weight · r_len`` (combination weights [NF]; 0 = off).
 
 Reward policy ``π_rwd`` (v1 §4.2.1; which one the paper's tables use is [NF]): ``policy`` the
-current policy (default), ``reference`` a frozen copy of the policy as it is at this source's first
-call (the initial policy; after a resume, the resumed one), ``lagged`` a copy refreshed every
-``lag_steps`` steps. Copies live in ``ctx.state`` (not checkpointed).
+current policy (default), ``reference`` the frozen initial policy (the trainer's, shared with the KL
+term and rebuilt from the base config on resume), ``lagged`` a copy refreshed every ``lag_steps``
+steps (saved with checkpoints, so a resume continues with the same copy).
 
 Outputs: ``seq [Q, G]``; ``extras``: ``sigma [Q, J]`` and ``ref_mask [Q, J]`` (J = longest reference
 of the step, padding has σ = 0 and mask 0), ``sigma_max [Q]`` (DRO §4.2.2 query filter statistic),
@@ -37,14 +37,13 @@ distribution, 1 = argmax: DRO §4.2.2's hardness filter) so the query filter nee
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 from typing import List, Optional, Tuple
 
 import torch
 
 from drox.rewards._spans import encode, final_answer_start, pad_id, right_pad
-from drox.rewards.base import RewardOutput, ScoringContext, register_reward
+from drox.rewards.base import RewardOutput, ScoringContext, frozen_copy, register_reward
 from drox.tasks.verify import extract_answer
 from drox.trainers.algos import logprobs_from_logits
 
@@ -225,6 +224,8 @@ def reward_policy_model(ctx: ScoringContext, mode: str, lag_steps: int):
         raise ValueError(f"reward.variance.reward_policy={mode!r}; choose one of: {', '.join(REWARD_POLICIES)}")
     if mode == "policy":
         return None
+    if mode == "reference" and ctx.reference is not None:
+        return ctx.reference()  # the trainer's frozen initial policy (also the KL reference)
     if ctx.policy is None:
         raise ValueError("reward.variance needs a policy to copy for reward_policy=" + mode)
     if mode == "lagged" and lag_steps < 1:
@@ -232,12 +233,7 @@ def reward_policy_model(ctx: ScoringContext, mode: str, lag_steps: int):
     key = f"variance/{mode}_policy"
     held = ctx.state.get(key)
     if held is None or (mode == "lagged" and ctx.step - held["step"] >= lag_steps):
-        model = copy.deepcopy(ctx.policy)
-        for p in model.parameters():
-            p.grad = None  # the copy never trains; do not carry the policy's last gradients
-        model.requires_grad_(False)
-        model.eval()
-        held = {"model": model, "step": ctx.step}
+        held = frozen_copy(ctx.policy, ctx.step)
         ctx.state[key] = held
     return held["model"]
 

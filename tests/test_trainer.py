@@ -259,3 +259,34 @@ def test_cli_resume_continues_a_finished_run_to_more_steps(compose_cfg, tmp_path
     assert latest_checkpoint(tmp_path / "run" / "checkpoints").name == "step-000003"
     missing = CliRunner().invoke(app, ["train", "--resume", str(tmp_path / "nope")])
     assert missing.exit_code == 2 and "no config.yaml" in missing.output
+
+
+@pytest.mark.parametrize("policy", ["lagged", "reference"])
+def test_resume_keeps_the_reward_policy_of_the_uninterrupted_run(compose_cfg, tmp_path, monkeypatch, policy):
+    """DRO's lagged/reference reward policy survives a crash + resume: same R3 rewards as without it.
+
+    lagged (lag 3): the copy made at step 1 is checkpointed at step 2 and must still score step 3;
+    reference: the initial policy, rebuilt from the base config, not a copy of the resumed policy.
+    """
+    opts = {"variance": {"reward_policy": policy, "lag_steps": 3}}
+    results = []
+    for name, crash in (("full", False), ("crash", True)):
+        cfg = make_cfg(compose_cfg, tmp_path / name, **{"task.name": "revise", "task.verifier": "none",
+                                                         "task.prompt_suffix": ""})
+        cfg.reward = opts
+        real_step = loop.train_step
+        if crash:
+            def dies_at_3(step, *args, **kw):
+                if step == 3:
+                    raise KeyboardInterrupt("killed")
+                return real_step(step, *args, **kw)
+
+            monkeypatch.setattr(loop, "train_step", dies_at_3)
+            with pytest.raises(KeyboardInterrupt):
+                loop.run_training(cfg, tmp_path / name, progress=False)
+            monkeypatch.setattr(loop, "train_step", real_step)
+            cfg.resume = True
+        loop.run_training(cfg, tmp_path / name, progress=False)
+        results.append([r["reward/variance/mean"] for r in read_metrics(tmp_path / name / "metrics.jsonl")])
+    assert len(results[0]) == 4
+    assert results[0] == results[1]

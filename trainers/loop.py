@@ -37,7 +37,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from drox.models.forward import response_logprobs
 from drox.models.loading import load_policy, resolve_device
-from drox.rewards.base import ScoringContext, score
+from drox.rewards.base import ScoringContext, load_scoring_state, score, scoring_state_dict
 from drox.rollout.hf import build_engine
 from drox.tasks import build_task
 from drox.trainers import algos
@@ -94,6 +94,21 @@ def apply_lora(model, tcfg):
     return get_peft_model(model, lora)
 
 
+class FrozenReference:
+    """The initial policy, frozen, loaded on first use: the KL reference and the reward sources'
+    ``reference`` model are this one object. It is built from ``cfg.model`` (the base for LoRA),
+    so after a resume it is still the initial policy, not the resumed one."""
+
+    def __init__(self, model_cfg, device):
+        self.model_cfg, self.device, self.model = model_cfg, device, None
+
+    def __call__(self):
+        if self.model is None:
+            self.model, _ = load_policy(self.model_cfg, self.device)
+            self.model.requires_grad_(False)
+        return self.model
+
+
 def load_for_training(cfg, device, resume_from: Optional[Path]):
     """(policy, tokenizer): from the config, or the weights of a checkpoint when resuming."""
     model_cfg = cfg.model
@@ -133,10 +148,8 @@ def run_training(cfg: DictConfig, run_dir: str | Path, progress: bool = True) ->
     task = build_task(cfg.task, split="train")
     eval_task = build_task(cfg.task, split=cfg.eval.split) if t.eval_every > 0 else None
     model, tokenizer = load_for_training(cfg, device, resume_from)
-    ref_model = None
-    if t.kl_coef > 0:  # a frozen copy of the initial policy (of the base, for LoRA)
-        ref_model, _ = load_policy(cfg.model, device)
-        ref_model.requires_grad_(False)
+    reference = FrozenReference(cfg.model, device)
+    ref_model = reference() if t.kl_coef > 0 else None  # loaded only when the KL term needs it
     engine = build_engine(cfg.rollout, model, tokenizer, cfg.model)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=t.lr, betas=tuple(t.betas), weight_decay=t.weight_decay)
@@ -144,6 +157,7 @@ def run_training(cfg: DictConfig, run_dir: str | Path, progress: bool = True) ->
     sampler = PromptSampler(len(task.dataset), cfg.seed)
 
     start_step = 0
+    scoring_state: Dict[str, Any] = {}  # reward sources' state across steps (e.g. a lagged reward policy)
     # cumulative rollouts generated (refills included) and training wall-clock, for steps/time-to-target
     totals = {"samples_seen": 0, "elapsed": 0.0}
     if resume_from is not None:
@@ -152,6 +166,7 @@ def run_training(cfg: DictConfig, run_dir: str | Path, progress: bool = True) ->
         scheduler.load_state_dict(state["scheduler"])
         sampler.load_state_dict(state["sampler"])
         set_rng_state(state["rng"])
+        scoring_state.update(load_scoring_state(state.get("scoring", {}), model))
         start_step = state["step"]
         totals.update(state.get("totals", {}))
         console.print(f"resumed from {resume_from} at step {start_step}")
@@ -160,7 +175,6 @@ def run_training(cfg: DictConfig, run_dir: str | Path, progress: bool = True) ->
     logger = MetricsLogger(run_dir, cfg.logger, OmegaConf.to_container(cfg, resolve=True), resume_step=start_step)
     metrics: Dict[str, Any] = {}
     evals: Dict[int, Dict[str, Any]] = {}
-    scoring_state: Dict[str, Any] = {}  # reward sources' state across steps (e.g. a frozen reward model)
     if eval_task is not None and start_step == 0:
         evals[0] = run_eval(engine, eval_task, cfg, run_dir, 0, logger, console)
 
@@ -173,16 +187,16 @@ def run_training(cfg: DictConfig, run_dir: str | Path, progress: bool = True) ->
             job = bar.add_task("train", total=t.steps, completed=start_step, info="")
             for step in range(start_step + 1, t.steps + 1):
                 sampler = maybe_offline_round(step - 1, cfg, task, sampler, engine, model, tokenizer,
-                                              scoring_state, logger, console)
+                                              scoring_state, logger, console, reference)
                 metrics = train_step(step, cfg, task, sampler, engine, model, ref_model, tokenizer, optimizer,
-                                     scheduler, logger, scoring_state, totals)
+                                     scheduler, logger, scoring_state, totals, reference)
                 bar.update(job, advance=1, info=(f"reward {metrics['reward/mean']:.3f}  "
                                                  f"acc {metrics.get('accuracy', float('nan')):.3f}  "
                                                  f"{metrics['time/step']:.1f}s/step"))
                 if step == t.steps or (t.save_every and step % t.save_every == 0):
                     state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                              "sampler": sampler.state_dict(), "rng": rng_state(), "step": step,
-                             "totals": dict(totals)}
+                             "totals": dict(totals), "scoring": scoring_state_dict(scoring_state)}
                     save_checkpoint(ckpt_root, step, model, tokenizer, state, t.keep_checkpoints)
                 if eval_task is not None and (step % t.eval_every == 0 or step == t.steps):
                     evals[step] = run_eval(engine, eval_task, cfg, run_dir, step, logger, console)
@@ -194,7 +208,8 @@ def run_training(cfg: DictConfig, run_dir: str | Path, progress: bool = True) ->
     return metrics
 
 
-def maybe_offline_round(steps_done, cfg, task, sampler, engine, model, tokenizer, scoring_state, logger, console):
+def maybe_offline_round(steps_done, cfg, task, sampler, engine, model, tokenizer, scoring_state, logger, console,
+                        reference=None):
     """DRO's offline query filtering (v1 §4.2.2): before training and every ``every`` steps, score
     the whole training set with the current policy and sample only the prompts it keeps."""
     if "query" not in cfg.filter:
@@ -210,7 +225,7 @@ def maybe_offline_round(steps_done, cfg, task, sampler, engine, model, tokenizer
 
     def make_ctx(batch, rows):
         return ScoringContext(batch=batch, rows=rows, task=task, step=steps_done, seed=cfg.seed, policy=model,
-                              tokenizer=tokenizer, state=scoring_state)
+                              tokenizer=tokenizer, state=scoring_state, reference=reference)
 
     score_fn = make_offline_score_fn(engine, make_ctx, opts, max_new_tokens=r.max_new_tokens,
                                      temperature=r.temperature, top_p=r.top_p, seed=seed)
@@ -261,7 +276,8 @@ def rollout_seed(seed: int, step: int, gen_batch: int) -> int:
     return (seed * 1_000_003 + step) * 1_000 + gen_batch
 
 
-def collect(step, cfg, task, sampler, engine, model, tokenizer, scoring_state, metrics) -> Optional[Collected]:
+def collect(step, cfg, task, sampler, engine, model, tokenizer, scoring_state, metrics,
+            reference=None) -> Optional[Collected]:
     """Steps 1-3 plus gates and group filters; samples more prompts while a refill filter asks.
 
     Metrics of every sampled rollout (reward, accuracy, per-source means) are averaged over all
@@ -295,7 +311,8 @@ def collect(step, cfg, task, sampler, engine, model, tokenizer, scoring_state, m
 
         # 3. scores [Q, G] (+ dense [Q, G, T]) from every configured source
         ctx = ScoringContext(batch=batch, rows=rows, task=task, step=step, seed=cfg.seed, policy=model,
-                             tokenizer=tokenizer, state=scoring_state, gen_batch=gen_batches - 1)
+                             tokenizer=tokenizer, state=scoring_state, gen_batch=gen_batches - 1,
+                             reference=reference)
         # gates judge the text, so they run first: sources can then ignore rejected rollouts (R3's sigma)
         gate_passed = {name: GATES[name].fn(ctx, opts) for name, opts in gates.items()}
         if gate_passed:
@@ -405,7 +422,7 @@ def _merge(parts: List[Collected], Q: int, pad_id: int) -> Collected:
 
 
 def train_step(step, cfg, task, sampler, engine, model, ref_model, tokenizer, optimizer, scheduler, logger,
-               scoring_state=None, totals=None):
+               scoring_state=None, totals=None, reference=None):
     from drox.filters.base import FILTERS, parse_options
 
     t = cfg.trainer
@@ -415,7 +432,7 @@ def train_step(step, cfg, task, sampler, engine, model, ref_model, tokenizer, op
 
     # 1-3. rollouts, scores, gates, group filters (with refill)
     data = collect(step, cfg, task, sampler, engine, model, tokenizer,
-                   scoring_state if scoring_state is not None else {}, metrics)
+                   scoring_state if scoring_state is not None else {}, metrics, reference)
     t_collect = time.perf_counter()
     totals = totals if totals is not None else {"samples_seen": 0, "elapsed": 0.0}
     totals["samples_seen"] += int(metrics["filter/gen_batches"]) * t.prompts_per_step * G
