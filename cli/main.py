@@ -145,6 +145,8 @@ def eval_cmd(
     out: Optional[Path] = typer.Option(None, "--out", help="Output folder (default runs/eval-<time>)."),
 ) -> None:
     """pass@k (unbiased, Chen et al. 2021) and maj@k of a model on a task, or of given samples."""
+    from omegaconf import OmegaConf
+
     from drox.evaluation.passk import summarize
     from drox.evaluation.report import format_table, load_samples_jsonl, write_eval_outputs
 
@@ -163,17 +165,23 @@ def eval_cmd(
         title = f"pass@k of {samples.name}"
     else:
         overrides = list(ctx.args)
+        adapter = None
         if checkpoint is not None:
-            if not (checkpoint / "config.json").is_file():
+            if (checkpoint / "adapter_config.json").is_file():  # a LoRA run: base model of the run + adapter
+                adapter = checkpoint
+            elif not (checkpoint / "config.json").is_file():
                 fail(f"--checkpoint {checkpoint}: not a model folder (no config.json); pass a checkpoint-N folder")
-            overrides += ["model=hf", f"model.path={checkpoint}"]
+            else:
+                overrides += ["model=hf", f"model.path={checkpoint}"]
         overrides += [f"eval.pass_at_k=[{','.join(map(str, ks))}]"]
         if n is not None:
             overrides.append(f"eval.n={n}")
         if num_problems is not None:
             overrides.append(f"eval.num_problems={num_problems}")
         cfg = compose(overrides)
-        summary, per_problem, records = _eval_model(cfg, ks, n)
+        if adapter is not None:
+            cfg.model = OmegaConf.merge(cfg.model, _run_model_config(adapter))
+        summary, per_problem, records = _eval_model(cfg, ks, n, adapter)
         title = f"{cfg.model.name} on {cfg.task.name}" + (f" ({checkpoint})" if checkpoint else "")
         _write_jsonl(out / "samples.jsonl", records)
     paths = write_eval_outputs(out, summary, per_problem, ks, title=title)
@@ -181,7 +189,18 @@ def eval_cmd(
     console.print(f"n={summary['n']} samples x {summary['num_problems']} problems -> {paths['summary']}")
 
 
-def _eval_model(cfg, ks, n):
+def _run_model_config(adapter: Path):
+    """The base model section of the run that wrote the LoRA checkpoint ``adapter`` (run/checkpoints/step-N)."""
+    from omegaconf import OmegaConf
+
+    run_config = adapter.parent.parent / "config.yaml"
+    if not run_config.is_file():
+        fail(f"--checkpoint {adapter} holds a LoRA adapter, but {run_config} (its run's config, naming the base "
+             "model) is missing")
+    return OmegaConf.load(run_config).model
+
+
+def _eval_model(cfg, ks, n, adapter: Optional[Path] = None):
     from drox.evaluation.sampling import evaluate
     from drox.models.loading import ModelError, load_policy
     from drox.rollout.hf import build_engine
@@ -193,6 +212,10 @@ def _eval_model(cfg, ks, n):
             fail(f"task '{task.name}' has no verifier, so pass@k is undefined; evaluate a verifiable task or score "
                  "samples generated elsewhere with `drox eval --samples FILE.jsonl`")
         model, tokenizer = load_policy(cfg.model, cfg.device)
+        if adapter is not None:  # merge the LoRA weights into the base for sampling
+            from peft import PeftModel
+
+            model = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload().eval()
         engine = build_engine(cfg.rollout, model, tokenizer, cfg.model)
         return evaluate(engine, task, ks, n, eval_cfg=cfg.eval)
     except (TaskError, ModelError, ValueError) as e:

@@ -219,6 +219,15 @@ def test_lora_trains_only_adapters_and_saves_a_mergeable_adapter(compose_cfg, tm
     merged = PeftModel.from_pretrained(base, str(ckpt)).merge_and_unload()
     changed = [k for k, v in merged.state_dict().items() if not torch.equal(v, base_state[k])]
     assert changed and all("proj" in k for k in changed)
+    # `drox eval --checkpoint` on the adapter: base model from the run's config.yaml, adapter merged
+    from typer.testing import CliRunner
+
+    from drox.cli.main import app
+
+    result = CliRunner().invoke(app, ["eval", "--pass-at-k", "1", "--num-problems", "2", "--checkpoint", str(ckpt),
+                                      "--out", str(tmp_path / "ev"), "eval.max_new_tokens=4"])
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "ev" / "summary.json").read_text())["num_problems"] == 2
 
 
 def test_cli_multirun_sweep_gives_one_directory_per_run_and_logs_wandb_offline(tmp_path):
