@@ -63,6 +63,25 @@ def make_cfg(compose_cfg, run_dir: Path, reward: str = "test_low_half", **overri
     return cfg
 
 
+def crash_at_step_3_then_resume(cfg, run_dir, monkeypatch):
+    """Run ``cfg`` until a simulated kill at the start of step 3, then resume it to the end."""
+    real_step = loop.train_step
+
+    def dies_at_3(step, *args, **kw):
+        if step == 3:
+            raise KeyboardInterrupt("killed")
+        return real_step(step, *args, **kw)
+
+    monkeypatch.setattr(loop, "train_step", dies_at_3)
+    with pytest.raises(KeyboardInterrupt):
+        loop.run_training(cfg, run_dir, progress=False)
+    checkpoints = [p.name for p in list_checkpoints(run_dir / "checkpoints")]
+    monkeypatch.setattr(loop, "train_step", real_step)
+    cfg.resume = True
+    loop.run_training(cfg, run_dir, progress=False)
+    return checkpoints
+
+
 def _strip_time(rows):
     return [{k: v for k, v in r.items() if not k.startswith("time/")} for r in rows]
 
@@ -133,20 +152,8 @@ def test_crash_then_resume_matches_uninterrupted_run(compose_cfg, tmp_path, monk
     loop.run_training(full, tmp_path / "full", progress=False)
 
     crashed = make_cfg(compose_cfg, tmp_path / "crash")
-    real_step = loop.train_step
-
-    def dies_at_3(step, *args, **kw):
-        if step == 3:
-            raise KeyboardInterrupt("killed")
-        return real_step(step, *args, **kw)
-
-    monkeypatch.setattr(loop, "train_step", dies_at_3)
-    with pytest.raises(KeyboardInterrupt):
-        loop.run_training(crashed, tmp_path / "crash", progress=False)
-    assert [p.name for p in list_checkpoints(tmp_path / "crash" / "checkpoints")] == ["step-000002"]
-    monkeypatch.setattr(loop, "train_step", real_step)
-    crashed.resume = True
-    loop.run_training(crashed, tmp_path / "crash", progress=False)
+    left = crash_at_step_3_then_resume(crashed, tmp_path / "crash", monkeypatch)
+    assert left == ["step-000002"]  # what the kill left behind: the step-2 checkpoint only
 
     a = _strip_time(read_metrics(tmp_path / "full" / "metrics.jsonl"))
     b = _strip_time(read_metrics(tmp_path / "crash" / "metrics.jsonl"))
@@ -283,19 +290,10 @@ def test_resume_keeps_the_reward_policy_of_the_uninterrupted_run(compose_cfg, tm
         cfg = make_cfg(compose_cfg, tmp_path / name, **{"task.name": "revise", "task.verifier": "none",
                                                          "task.prompt_suffix": ""})
         cfg.reward = opts
-        real_step = loop.train_step
         if crash:
-            def dies_at_3(step, *args, **kw):
-                if step == 3:
-                    raise KeyboardInterrupt("killed")
-                return real_step(step, *args, **kw)
-
-            monkeypatch.setattr(loop, "train_step", dies_at_3)
-            with pytest.raises(KeyboardInterrupt):
-                loop.run_training(cfg, tmp_path / name, progress=False)
-            monkeypatch.setattr(loop, "train_step", real_step)
-            cfg.resume = True
-        loop.run_training(cfg, tmp_path / name, progress=False)
+            crash_at_step_3_then_resume(cfg, tmp_path / name, monkeypatch)
+        else:
+            loop.run_training(cfg, tmp_path / name, progress=False)
         results.append([r["reward/variance/mean"] for r in read_metrics(tmp_path / name / "metrics.jsonl")])
     assert len(results[0]) == 4
     assert results[0] == results[1]
