@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import json
 import os
 import tempfile
 from pathlib import Path
-from typing import IO, Any, Callable
+from typing import IO, Any, Callable, Iterable
 
 
 def atomic_write(path: str | Path, write: Callable[[IO], None], mode: str = "w") -> Path:
@@ -36,5 +35,9 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
     return atomic_write(path, lambda fh: fh.write(text))
 
 
-def atomic_write_json(path: str | Path, obj: Any) -> Path:
-    return atomic_write_text(path, json.dumps(obj, indent=2) + "\n")
+
+def atomic_write_jsonl(path: str | Path, records: Iterable[Any]) -> Path:
+    """One JSON object per line, written atomically."""
+    import json
+
+    return atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in records))

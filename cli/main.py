@@ -8,7 +8,6 @@ compose API (DESIGN.md, "Configuration").
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from pathlib import Path
@@ -183,7 +182,9 @@ def eval_cmd(
             cfg.model = OmegaConf.merge(cfg.model, _run_model_config(adapter))
         summary, per_problem, records = _eval_model(cfg, ks, n, adapter)
         title = f"{cfg.model.name} on {cfg.task.name}" + (f" ({checkpoint})" if checkpoint else "")
-        _write_jsonl(out / "samples.jsonl", records)
+        from drox.utils import atomic_write_jsonl
+
+        atomic_write_jsonl(out / "samples.jsonl", records)
     paths = write_eval_outputs(out, summary, per_problem, ks, title=title)
     console.print(format_table(summary, ks))
     console.print(f"n={summary['n']} samples x {summary['num_problems']} problems -> {paths['summary']}")
@@ -220,12 +221,6 @@ def _eval_model(cfg, ks, n, adapter: Optional[Path] = None):
         return evaluate(engine, task, ks, n, eval_cfg=cfg.eval)
     except (TaskError, ModelError, ValueError) as e:
         fail(str(e))
-
-
-def _write_jsonl(path: Path, records) -> None:
-    from drox.utils import atomic_write_text
-
-    atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in records))
 
 
 def main() -> None:

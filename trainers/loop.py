@@ -50,7 +50,7 @@ from drox.trainers.checkpoint import (
 )
 from drox.trainers.metrics import MetricsLogger
 from drox.trainers.sampler import PromptSampler
-from drox.utils import atomic_write_text
+from drox.utils import atomic_write_jsonl, atomic_write_text
 
 
 def seed_everything(seed: int) -> None:
@@ -604,7 +604,7 @@ def run_eval(engine, eval_task, cfg, run_dir: Path, step: int, logger: MetricsLo
     summary, per_problem, records = evaluate(engine, eval_task, ks, cfg.eval.n, eval_cfg=cfg.eval, progress=False)
     out = run_dir / "eval" / f"step-{step:06d}"
     write_eval_outputs(out, summary, per_problem, ks, title=f"step {step}")
-    atomic_write_text(out / "samples.jsonl", "".join(__import__("json").dumps(r) + "\n" for r in records))
+    atomic_write_jsonl(out / "samples.jsonl", records)
     logger.log(step, {k: v for k, v in summary.items() if isinstance(v, (int, float))}, prefix="eval")
     console.print(f"eval at step {step}:")
     console.print(format_table(summary, ks))
