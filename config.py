@@ -6,16 +6,20 @@ composition time, before any model is loaded, with the offending key named. Each
 docstring-comment says what it means; the YAML files only choose values.
 
 Groups that a run may add with ``+group=option`` (reward, filter, gate) are free-form
-dicts here: each option file nests its content under its own name (``reward.variance``),
-and the module that consumes it validates it against its own dataclass.
+dicts here: each option file nests its content under its own name (``reward.variance``), and
+the component's registered options dataclass checks it (``drox.pipeline.build_pipeline``, which
+also checks every name against the registries; this module checks the plain values only).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields, is_dataclass
+from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
 from hydra.core.config_store import ConfigStore
+from omegaconf import OmegaConf
+
+from drox.errors import ConfigError
 
 
 @dataclass
@@ -142,14 +146,14 @@ class LoggerConfig:
 @dataclass
 class AdvantageConfig:
     estimator: str = "grpo"
-    """grpo | dr_grpo | rloo | none (raw reward, for PSR/NSR)."""
+    """A registered advantage estimator: grpo | dr_grpo | rloo | none (raw reward, for PSR/NSR) | a plugin's."""
     eps: float = 1e-6
     """Added to the group std in grpo."""
     combine: str = "sum"
     """How several reward sources become one advantage: sum (weighted sum of scores, then
-    ``estimator``; TRL's sum_then_normalize when estimator=grpo) | dvao (variance-adaptive
-    weights, PAPERS.md §5.2) | sum_then_normalize (RC) | normalize_then_sum (GDPO, with batch
-    normalisation) | normalize_then_sum_no_batch (AC)."""
+    ``estimator``; TRL's sum_then_normalize when estimator=grpo) | a registered combiner: dvao
+    (variance-adaptive weights) | sum_then_normalize (RC) | normalize_then_sum (GDPO, with batch
+    normalisation) | normalize_then_sum_no_batch (AC); docs/multi-objective.md."""
 
 
 @dataclass
@@ -180,8 +184,11 @@ class TrainerConfig:
     """Gradient clipping norm (0 disables)."""
     advantage: AdvantageConfig = field(default_factory=AdvantageConfig)
     """How rewards become advantages."""
+    policy_loss: str = "ppo_clip"
+    """A registered policy loss: ppo_clip (PPO clipped surrogate with clip-higher)."""
     loss_agg: str = "token-mean"
-    """token-mean (DAPO) | seq-mean-token-mean (GRPO) | seq-mean-token-sum-norm (Dr. GRPO)."""
+    """A registered loss aggregation: token-mean (DAPO) | seq-mean-token-mean (GRPO) |
+    seq-mean-token-sum-norm (Dr. GRPO) | seq-mean-token-sum."""
     clip_low: float = 0.2
     """PPO clip epsilon below 1."""
     clip_high: float = 0.2
@@ -189,15 +196,12 @@ class TrainerConfig:
     kl_coef: float = 0.0
     """KL-to-reference coefficient; 0 loads no reference model."""
     kl_estimator: str = "k3"
-    """k1 | k2 | k3 (Schulman; GRPO Eq. 4)."""
+    """A registered KL estimator: k1 | k2 | k3 (Schulman; GRPO Eq. 4), or verl's names kl | mse | low_var_kl."""
     entropy_coef: float = 0.0
     """Entropy bonus coefficient (loss -= coef * entropy)."""
     mask_truncated: bool = False
-    """Exclude completions that hit max_new_tokens from the loss (DAPO overlong filtering)."""
-    overlong_buffer: int = 0
-    """DAPO soft overlong punishment buffer L_cache in tokens (0 disables), Eq. 13."""
-    overlong_penalty: float = 1.0
-    """Scale of the soft overlong punishment."""
+    """Exclude completions that hit max_new_tokens from the loss (DAPO overlong filtering). DAPO's soft
+    overlong punishment is a reward source: ``'+reward=[outcome,overlong]' reward.overlong.buffer=16``."""
     bf16: bool = False
     """bf16 autocast for forward passes (GPU)."""
     gradient_checkpointing: bool = False
@@ -234,6 +238,9 @@ class DroxConfig:
     """Filters added with +filter=<name>."""
     gate: Dict[str, Any] = field(default_factory=dict)
     """Gates added with +gate=<name>."""
+    plugins: List[str] = field(default_factory=list)
+    """Python files (``my_rewards.py``) or modules (``my_pkg.rewards``) imported before the config is
+    validated, so the components they register are selectable by name (docs/plugins.md)."""
     seed: int = 0
     """Run seed: data order, sampling, initialisation of anything random."""
     device: str = "auto"
@@ -250,16 +257,13 @@ def register_configs() -> None:
     cs.store(name="drox_schema", node=DroxConfig)
 
 
-# Values that the schema's types cannot check (one place, one line per error, with the fix).
+# Values that the schema's types cannot check and no registry holds (one place, one line per error, with the
+# fix). Names of registered components (estimators, combiners, losses, KL estimators, rewards, filters,
+# gates) are checked against their registries by drox.pipeline.build_pipeline.
 CHOICES = {
     "model.name": ("tiny", "smollm2-135m", "hf"),
     "model.dtype": ("float32", "bfloat16", "float16"),
     "rollout.backend": ("hf", "vllm"),
-    "trainer.advantage.estimator": ("grpo", "dr_grpo", "rloo", "none"),
-    "trainer.advantage.combine": ("sum", "dvao", "sum_then_normalize", "normalize_then_sum",
-                                  "normalize_then_sum_no_batch"),
-    "trainer.loss_agg": ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm", "seq-mean-token-sum"),
-    "trainer.kl_estimator": ("k1", "k2", "k3"),
     "trainer.schedule": ("constant", "cosine"),
     "logger.wandb_mode": ("offline", "online", "disabled"),
     "eval.split": ("train", "test"),
@@ -273,13 +277,8 @@ POSITIVE = (
 )
 
 
-class ConfigError(ValueError):
-    """A config value is out of range; the message names the key and the allowed values."""
-
-
 def validate(cfg) -> None:
-    """Check values the types cannot; raise ConfigError naming the key and how to fix it."""
-    from omegaconf import OmegaConf
+    """Check the plain values the types cannot; raise ConfigError naming the key and how to fix it."""
 
     def get(key):
         return OmegaConf.select(cfg, key)
@@ -307,55 +306,8 @@ def validate(cfg) -> None:
     n = get("eval.n")
     if n is not None and n < max(ks):
         raise ConfigError(f"eval.n={n} is smaller than the largest k={max(ks)}; pass@k needs n >= k")
-    validate_components(cfg)
     q, mb = get("trainer.prompts_per_step"), get("trainer.mini_batches")
     if q % mb:
         raise ConfigError(
             f"trainer.mini_batches={mb} must divide trainer.prompts_per_step={q} (mini-batches hold whole groups)"
         )
-
-
-def validate_components(cfg) -> None:
-    """Parse every ``reward.*``, ``filter.*`` and ``gate.*`` option block against its dataclass now,
-    so that a typo there fails before any model loads (the blocks are free-form in the schema)."""
-    from omegaconf import OmegaConf
-
-    import drox.filters
-    import drox.gates
-    import drox.rewards
-
-    groups = (("reward", drox.rewards.REWARD_SOURCES, "reward source"), ("filter", drox.filters.FILTERS, None),
-              ("gate", drox.gates.GATES, None))
-    for group, registry, what in groups:
-        for name, raw in (OmegaConf.to_container(cfg[group], resolve=True) or {}).items():
-            try:
-                parse_options(registry, group, name, raw, what=what)
-            except ValueError as e:
-                raise ConfigError(str(e)) from None
-    combine = OmegaConf.select(cfg, "trainer.advantage.combine")
-    sign = [n for n in (cfg.reward or {}) if getattr(drox.rewards.REWARD_SOURCES.get(n), "estimator", None)]
-    if combine != "sum" and sign:
-        raise ConfigError(f"reward {', '.join(sign)} produces advantages itself (no baseline) and cannot be combined "
-                          f"with trainer.advantage.combine={combine}; use combine=sum")
-
-
-def parse_options(registry: Dict[str, Any], group: str, name: str, raw: Dict[str, Any] | None,
-                  what: Optional[str] = None):
-    """Build the options dataclass of ``<group>.<name>`` (a reward source, filter or gate).
-
-    ``registry[name].config`` is the dataclass; an unknown name, an unknown key or a bad value
-    is a one-line ValueError naming ``<group>.<name>`` and what is allowed. ``what`` names the
-    kind of thing in the unknown-name message (default: the group).
-    """
-    if name not in registry:
-        raise ValueError(f"unknown {what or group} '{name}'; available: {', '.join(sorted(registry))}")
-    cls = registry[name].config
-    raw = dict(raw or {})
-    known = {f.name for f in fields(cls)} if is_dataclass(cls) else set()
-    unknown = sorted(set(raw) - known)
-    if unknown:
-        raise ValueError(f"{group}.{name}: unknown option(s) {', '.join(unknown)}; allowed: {', '.join(sorted(known))}")
-    try:
-        return cls(**raw)
-    except TypeError as e:
-        raise ValueError(f"{group}.{name}: {e}") from None

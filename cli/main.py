@@ -36,18 +36,32 @@ def fail(message: str, code: int = 2) -> None:
     raise typer.Exit(code)
 
 
+def load_plugins(overrides: List[str]) -> None:
+    """Import the ``plugins=[...]`` of the command line before Hydra composes (their components must be
+    registered, and their options stored in Hydra's ConfigStore, for ``+reward=<theirs>`` to resolve)."""
+    from drox.errors import ConfigError
+    from drox.plugins import import_plugins, plugins_from_overrides
+
+    try:
+        import_plugins(plugins_from_overrides(overrides))
+    except ConfigError as e:
+        fail(str(e))
+
+
 def compose(overrides: List[str]):
-    """The composed, schema-checked and validated config for ``overrides``."""
+    """The composed config for ``overrides``, completely validated (:func:`drox.pipeline.build_pipeline`)."""
     from hydra import compose as hydra_compose, initialize_config_dir
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
-    from drox.config import ConfigError, validate
+    from drox.errors import ConfigError
+    from drox.pipeline import build_pipeline
 
+    load_plugins(overrides)
     try:
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
             cfg = hydra_compose("config", overrides=list(overrides))
-        validate(cfg)
+        build_pipeline(cfg)
     except (HydraException, OmegaConfBaseException, ConfigError) as e:
         fail(_first_line(e))
     return cfg
@@ -86,6 +100,7 @@ def train(
     """Train a policy: drox train [HYDRA OVERRIDES] (e.g. model=tiny +reward=variance trainer.steps=50)."""
     if resume is not None:
         return _resume(resume, list(ctx.args))
+    load_plugins(list(ctx.args))
     from drox.cli.hydra_entry import hydra_train
 
     sys.argv = ["drox train", *ctx.args]
@@ -97,8 +112,9 @@ def _resume(run_dir: Path, overrides: List[str]) -> None:
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 
-    from drox.config import ConfigError, DroxConfig, validate
-    from drox.trainers.loop import run_training
+    from drox.config import DroxConfig
+    from drox.errors import ConfigError
+    from drox.pipeline import build_pipeline
 
     saved = run_dir / "config.yaml"
     if not saved.is_file():
@@ -107,13 +123,14 @@ def _resume(run_dir: Path, overrides: List[str]) -> None:
         cfg = OmegaConf.merge(OmegaConf.structured(DroxConfig), OmegaConf.load(saved),
                               OmegaConf.from_dotlist(overrides))
         cfg.run_dir, cfg.resume = str(run_dir), True
-        validate(cfg)
+        pipeline = build_pipeline(cfg)  # imports the run's plugins first
     except (OmegaConfBaseException, ConfigError) as e:
         fail(_first_line(e))
     from drox.cli.hydra_entry import user_errors
+    from drox.trainers.loop import run_training
 
     with user_errors():
-        run_training(cfg, run_dir)
+        run_training(cfg, run_dir, pipeline=pipeline)
 
 
 @app.command(context_settings=EXTRA)
@@ -130,7 +147,8 @@ def show_config(ctx: typer.Context) -> None:
     """Print the composed config for the given overrides (validated, nothing loaded)."""
     from omegaconf import OmegaConf
 
-    console.print(OmegaConf.to_yaml(compose(ctx.args)), highlight=False, markup=False)
+    cfg = compose(ctx.args)
+    console.print(OmegaConf.to_yaml(cfg), highlight=False, markup=False)
 
 
 @app.command("eval", context_settings=EXTRA)
@@ -182,7 +200,7 @@ def eval_cmd(
             cfg.model = OmegaConf.merge(cfg.model, _run_model_config(adapter))
         summary, per_problem, records = _eval_model(cfg, ks, n, adapter)
         title = f"{cfg.model.name} on {cfg.task.name}" + (f" ({checkpoint})" if checkpoint else "")
-        from drox.utils import atomic_write_jsonl
+        from drox.atomic import atomic_write_jsonl
 
         atomic_write_jsonl(out / "samples.jsonl", records)
     paths = write_eval_outputs(out, summary, per_problem, ks, title=title)

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 from rich.table import Table
 
-from drox.utils import atomic_write
+from drox.atomic import atomic_write
 
 __all__ = ["write_eval_outputs", "load_samples_jsonl", "format_table"]
 

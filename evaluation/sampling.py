@@ -44,7 +44,8 @@ def sample_and_verify(
     if progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=len(rows) * n, desc="eval samples", unit="seq")
+        # disable=None: drawn on a terminal, off in a pipe or log file (no carriage-return debris)
+        bar = tqdm(total=len(rows) * n, desc="eval samples", unit="seq", disable=None)
     try:
         for b, start in enumerate(range(0, len(rows), per_batch)):
             batch_rows = rows[start : start + per_batch]

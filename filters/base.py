@@ -1,30 +1,36 @@
-"""The filter and gate contracts: registries of small functions the trainer calls in order.
+"""The filter contract: registered functions that decide which queries and which tokens the gradient sees.
 
-Order in one step (trainers/loop.py): scores -> gates (per rollout: accept/reject) ->
-group filters (per query: keep/drop, optionally refilled by sampling more prompts) ->
-advantages -> token filters (per token: which positions the loss sees).
+Order in one step (trainers/loop.py): scores -> gates (drox.gates: per rollout accept/reject) ->
+group filters (per query: keep/drop, optionally refilled by sampling more prompts) -> advantages ->
+token filters (per token: which positions the policy-gradient term sees).
 
-* A **gate** returns ``passed [Q, G] bool``. Failing rollouts are excluded from the
-  advantage computation (``on_fail: exclude``) or given their group's floor score
-  (``on_fail: floor``); a group where every rollout fails is dropped. Gates never turn into
-  reward: that is the point of DRO's rubric gates.
-* A **group filter** returns ``keep [Q] bool`` plus the statistic it ranked by. With
-  ``refill=True`` (DAPO dynamic sampling) the trainer samples further prompts until the
-  batch holds ``prompts_per_step`` kept groups or ``max_gen_batches`` is reached.
-* A **token filter** returns a new loss mask ``[N, T]`` from the rollouts' entropies.
+A filter declares what it needs from the loop when it registers (``meta``), instead of the loop naming it:
 
-Option files nest their content under their own name (``conf/filter/query.yaml`` holds
-``query: {...}``), so ``+filter=query +filter=entropy`` style selections combine.
+* ``kind="group"``: ``fn(ctx: ScoringContext, combined: Combined, valid [Q, G] bool, opts) -> GroupDecision``.
+  ``refill=True`` (DAPO dynamic sampling): the loop samples further prompts until the batch holds
+  ``prompts_per_step`` kept groups or ``opts.max_gen_batches`` generation batches were drawn.
+  ``before_step=fn(env: RoundEnv, opts, steps_done) -> (kept prompt indices, stats) | None``: run before a
+  training step (DRO's offline filtering rounds); a list restricts the prompts the loop samples from.
+* ``kind="token"``: ``fn(entropies [N, T], mask [N, T], opts) -> (mask [N, T], stats)``, pure. Options with
+  ``scope: micro_batch`` are applied per micro-batch of the update (else once to the whole batch).
+
+Option files nest their content under their own name (``conf/filter/query.yaml`` holds ``query: {...}``),
+so several filters combine: ``'+filter=[query,entropy]'``.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Dict, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 import torch
 
-from drox.config import parse_options  # noqa: F401  (re-exported: filters and gates use it)
+from drox.registry import Registry
+
+FILTER_KINDS = ("group", "token")
+
+#: ``+filter=<name>``: group and token filters (``meta["kind"]``), see the module docstring.
+FILTERS = Registry("filter", "filter", config_group="filter")
 
 
 @dataclass
@@ -35,43 +41,34 @@ class GroupDecision:
 
 
 @dataclass
-class GateResult:
-    passed: torch.Tensor  # [Q, G] bool, True = the rollout passes every check of this gate
-    stats: Dict[str, float] = field(default_factory=dict)  # logged as gate/<name>/<key>
+class RoundEnv:
+    """What a ``before_step`` hook may use: the sampler, a scoring-context factory and the training prompts."""
+
+    engine: Any  # the rollout engine (``generate(prompts, G, max_new_tokens=..., temperature=..., top_p=..., seed=...)``)
+    make_ctx: Callable[[Any, List[Dict[str, Any]]], Any]  # (batch, rows) -> ScoringContext with the current policy
+    rows: List[Dict[str, Any]]  # every training row
+    max_new_tokens: int
+    temperature: float
+    top_p: float
+    seed: int  # the round's own sampling seed
+    previous_keep: Optional[List[int]] = None  # the prompts the previous round kept (None: no round yet)
 
 
-@dataclass
-class Spec:
-    fn: Callable
-    config: type  # options dataclass
-    kind: str  # "group" | "token" | "gate"
-    refill: bool = False  # group filters: sample more prompts to replace dropped groups
+def register_filter(name: str, options: type, kind: str = "group", refill: bool = False,
+                    before_step: Optional[Callable] = None):
+    """Decorator: register a group or token filter (contracts in the module docstring)."""
+    if kind not in FILTER_KINDS:
+        raise ValueError(f"filter {name!r}: kind must be one of {', '.join(FILTER_KINDS)}, got {kind!r}")
+    if kind == "token" and (refill or before_step is not None):
+        raise ValueError(f"filter {name!r}: refill and before_step are for group filters")
+    return FILTERS.register(name, options, kind=kind, refill=refill, before_step=before_step)
 
 
-FILTERS: Dict[str, Spec] = {}  # group and token filters, selected with +filter=<name>
-GATES: Dict[str, Spec] = {}  # gates, selected with +gate=<name>
-
-
-def register_group_filter(name: str, config: type, refill: bool = False):
+def register_group_filter(name: str, options: type, refill: bool = False, before_step: Optional[Callable] = None):
     """``fn(ctx: ScoringContext, combined: Combined, valid [Q,G] bool, opts) -> GroupDecision``."""
-    return _register(FILTERS, name, config, "group", refill)
+    return register_filter(name, options, "group", refill, before_step)
 
 
-def register_token_filter(name: str, config: type):
+def register_token_filter(name: str, options: type):
     """``fn(entropies [N,T], mask [N,T], opts) -> (mask [N,T], stats dict)``; pure, no model calls."""
-    return _register(FILTERS, name, config, "token", False)
-
-
-def register_gate(name: str, config: type):
-    """``fn(ctx: ScoringContext, opts) -> GateResult``; opts must have ``on_fail: exclude|floor``."""
-    return _register(GATES, name, config, "gate", False)
-
-
-def _register(registry, name, config, kind, refill):
-    def deco(fn):
-        if name in registry:
-            raise ValueError(f"'{name}' is registered twice")
-        registry[name] = Spec(fn, config, kind, refill)
-        return fn
-
-    return deco
+    return register_filter(name, options, "token")

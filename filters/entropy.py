@@ -17,11 +17,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Dict, Tuple
+from typing import Dict, Literal, Tuple
 
 import torch
 
 from drox.filters.base import register_token_filter
+from drox.masked_stats import ceil_fraction
 
 SCOPES = ("batch", "micro_batch")
 
@@ -32,7 +33,7 @@ class EntropyConfig:
     """Fraction of the valid tokens kept (the top-ρ by entropy); the paper's ``entropy_top_ratio`` = 0.2."""
     invert: bool = False
     """True: keep the other tokens (the bottom 1-ρ), the paper's ablation."""
-    scope: str = "batch"
+    scope: Literal[SCOPES] = "batch"
     """batch (paper §: "the batch") | micro_batch (official code: per micro-batch forward pass). Read by the trainer."""
 
     def __post_init__(self):
@@ -44,9 +45,9 @@ class EntropyConfig:
 
 
 def top_k_count(rho: float, n_valid: int) -> int:
-    """``k = ceil(ρ·n)``; ρ·n is rounded to 6 decimals first, so float error cannot add a token
-    (0.2·15 is 3.0000000000000004 in floating point, and a bare ceil would give 4)."""
-    return min(n_valid, math.ceil(round(rho * n_valid, 6)))
+    """``k = ceil(ρ·n)``, exact (:func:`drox.masked_stats.ceil_fraction`: 0.2·15 is 3, although the float
+    product is 3.0000000000000004 and a bare ceil would give 4)."""
+    return min(n_valid, ceil_fraction(rho, n_valid))
 
 
 @register_token_filter("entropy", EntropyConfig)

@@ -18,11 +18,12 @@ or std; a group without valid rollouts is always dropped.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, Tuple
+from typing import Dict, Literal, Tuple
 
 import torch
 
 from drox.filters.base import GroupDecision, register_group_filter
+from drox.masked_stats import group_moments
 from drox.filters.query import statistic_stats
 
 METRICS = ("acc", "score")
@@ -30,7 +31,7 @@ METRICS = ("acc", "score")
 
 @dataclass
 class DynamicSamplingConfig:
-    metric: str = "acc"
+    metric: Literal[METRICS] = "acc"
     """acc: drop all-correct / all-wrong groups (verifier) | score: drop groups whose combined score std is 0."""
     max_gen_batches: int = 10
     """Most generation batches per step (the first included) before training on a short batch (verl default 10)."""
@@ -52,7 +53,7 @@ class MeanRangeConfig:
     """Keep groups whose mean is strictly greater than lo (OpenRLHF's default range 0 1)."""
     hi: float = 1.0
     """... and strictly less than hi."""
-    metric: str = "score"
+    metric: Literal[METRICS] = "score"
     """score: mean of the combined score (OpenRLHF) | acc: mean verifier correctness (0/1)."""
 
     def __post_init__(self):
@@ -80,16 +81,11 @@ def masked_mean_std(x: torch.Tensor, valid: torch.Tensor) -> Tuple[torch.Tensor,
     A group whose valid values are all identical gets std exactly 0 (float rounding in the mean
     would otherwise leave ~1e-17).
     """
-    x = x.float()
     v = valid.bool()
+    m = group_moments(x.float(), v)
     n = v.sum(-1)
-    nf = n.clamp_min(1).float()
-    mean = torch.where(v, x, torch.zeros_like(x)).sum(-1) / nf
-    var = torch.where(v, (x - mean[:, None]) ** 2, torch.zeros_like(x)).sum(-1) / nf
-    std = var.clamp_min(0).sqrt()
-    hi = torch.where(v, x, torch.full_like(x, -float("inf"))).max(-1).values
-    lo = torch.where(v, x, torch.full_like(x, float("inf"))).min(-1).values
-    std = torch.where((n == 0) | (hi == lo), torch.zeros_like(std), std)
+    mean, std = m.mean.squeeze(1), m.std().squeeze(1)
+    std = torch.where((n == 0) | m.all_equal.squeeze(1), torch.zeros_like(std), std)
     return torch.where(n > 0, mean, torch.zeros_like(mean)), std, n
 
 

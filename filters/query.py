@@ -8,11 +8,13 @@ rollouts, so it is dropped.
 Two modes (docs/filters.md):
 
 * ``online`` (default): a group filter. Each step, drop the groups whose ``sigma_max`` is below
-  ``threshold`` and/or the lowest-ranked ``drop_fraction`` of the batch. With ``+reward=variance``
-  active the σ come from that source's extras (no extra forward pass); otherwise they are computed
-  here with the variance module (one counted forward pass over the ``Q·G`` spliced rollouts).
-* ``offline``: rounds over the whole training set (before training and every ``every`` steps),
-  run by the trainer through :func:`offline_round` with a scorer from :func:`make_offline_score_fn`.
+  ``threshold`` and/or the lowest-ranked ``drop_fraction`` of the batch. The σ are read through
+  :func:`drox.rewards.variance.variance_stats`: with ``+reward=variance`` active they are that
+  source's (no extra forward pass); otherwise they are computed with ``filter.query.variance``'s
+  options (one counted forward pass over the ``Q·G`` spliced rollouts).
+* ``offline``: rounds over the whole training set (before training and every ``every`` steps): the
+  filter's ``before_step`` hook (:func:`offline_round_hook`) runs :func:`offline_round` with an
+  :class:`OfflineScorer` and hands the kept prompts to the loop.
   A round drops the "too hard" prompts (no trace has its worst-ρ% reference-token ranks within
   ``top_k``), then the lowest ``drop_fraction`` by ``sigma_max``, and carries ``carry_fraction``
   of the previous kept set forward. The per-step group filter is then a no-op (keeps every group).
@@ -27,12 +29,15 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Literal, Optional, Sequence, Tuple
 
 import torch
 
-from drox.filters.base import GroupDecision, register_group_filter
-from drox.rewards.variance import masked_sigma
+from drox.filters.base import GroupDecision, RoundEnv, register_group_filter
+from drox.masked_stats import ceil_fraction
+from drox.registry import parse_dataclass
+from drox.rewards.variance import (VarianceConfig, VarianceStats, cached_variance_stats, masked_sigma,
+                                   rank_and_logprob, variance_stats)
 
 MODES = ("online", "offline")
 STATISTICS = ("sigma_max",)
@@ -40,9 +45,9 @@ STATISTICS = ("sigma_max",)
 
 @dataclass
 class QueryFilterConfig:
-    mode: str = "online"
+    mode: Literal[MODES] = "online"
     """online (filter each step's groups) | offline (rounds over the training set, run by the trainer)."""
-    statistic: str = "sigma_max"
+    statistic: Literal[STATISTICS] = "sigma_max"
     """What groups are ranked by: sigma_max = max_j σ_j over reference tokens (DRO §4.2.2)."""
     threshold: Optional[float] = None
     """Drop groups whose statistic is < threshold (None = no threshold). [ENG: the paper has none]"""
@@ -65,6 +70,8 @@ class QueryFilterConfig:
     variance: Dict[str, Any] = field(default_factory=dict)
     """Options of the σ computation when +reward=variance is not active (keys of reward.variance:
     template, reference_field, reward_policy, lag_steps); with the reward active its σ are used as they are."""
+    variance_options: Any = field(init=False, repr=False, default=None)
+    """``variance`` parsed into :class:`VarianceConfig` (set by __post_init__, checked at config time)."""
 
     def __post_init__(self):
         if self.mode not in MODES:
@@ -88,6 +95,7 @@ class QueryFilterConfig:
         if not 0.0 <= self.carry_fraction <= 1.0:
             raise ValueError(f"filter.query.carry_fraction must be in [0, 1], got {self.carry_fraction}")
         self.variance = dict(self.variance or {})
+        self.variance_options = parse_dataclass(VarianceConfig, self.variance, "filter.query.variance")
 
 
 # ------------------------------------------------------------------------------------------------ pure math
@@ -98,11 +106,9 @@ def token_ranks(logits: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
 
     logits [..., T, V], ids [..., T] -> [..., T] float; rank 1 = the argmax. Tied logits share the
     better rank (a token tied with the argmax has rank 1). The variance reward's own computation
-    (:func:`drox.rewards.variance._rank_and_logprob`) is used, so both agree by construction.
+    (:func:`drox.rewards.variance.rank_and_logprob`) is used, so both agree by construction.
     """
-    from drox.rewards.variance import _rank_and_logprob
-
-    return _rank_and_logprob(logits, ids, torch.ones(ids.shape, dtype=logits.dtype))[..., 1]
+    return rank_and_logprob(logits, ids, torch.ones(ids.shape, dtype=logits.dtype))[..., 1]
 
 
 def sigma_max_of(sigma: torch.Tensor) -> torch.Tensor:
@@ -120,7 +126,7 @@ def worst_rank_average(ranks: torch.Tensor, ref_mask: torch.Tensor, rho: float) 
     r = torch.where(m, ranks.float(), torch.full_like(ranks, -float("inf"), dtype=torch.float))
     ordered = torch.sort(r, dim=-1, descending=True).values  # padding last
     n = ref_mask.sum(-1).float()  # [Q]
-    k = torch.clamp(torch.ceil(rho * n - 1e-6), min=1.0)  # [Q]; -1e-6: 0.2·15 must be 3, not 4
+    k = torch.clamp(ceil_fraction(rho, ref_mask.sum(-1).long()), min=1).float()  # [Q]; exact: 0.2·15 is 3
     take = torch.arange(ranks.shape[-1])[None, :] < k[:, None]  # [Q, J]
     take = take[:, None, :].expand_as(ordered) & torch.isfinite(ordered)
     total = torch.where(take, ordered, torch.zeros_like(ordered)).sum(-1)
@@ -183,57 +189,28 @@ def statistic_stats(stat: Optional[torch.Tensor], among: Optional[torch.Tensor] 
     return {"statistic/min": s.min().item(), "statistic/mean": s.mean().item(), "statistic/max": s.max().item()}
 
 
-# ------------------------------------------------------------------------------------------------ σ from the model
-
-
-def _variance_config(raw: Dict[str, Any]):
-    """The variance source's options for a σ-only computation (no baseline rows, no length penalty)."""
-    from drox.rewards.base import parse_source_config
-
-    opts = parse_source_config("variance", raw)
-    opts.masked_baseline = False  # baseline rows do not change σ; skip their forward rows
-    opts.length_weight = 0.0
-    return opts
-
-
-def variance_extras(ctx, raw_opts: Dict[str, Any]) -> Dict[str, torch.Tensor]:
-    """The variance module's extras for ``ctx`` (sigma, sigma_max, ref_mask, ref_logprobs, ref_ranks).
-
-    One counted forward pass (:meth:`ScoringContext.forward`) over the ``Q·G`` spliced rollouts;
-    the result is cached in ``ctx.cache`` so a second use in the same step costs nothing.
-    """
-    from drox.rewards.variance import variance
-
-    if "filter/variance_extras" not in ctx.cache:
-        ctx.cache["filter/variance_extras"] = variance(ctx, _variance_config(raw_opts)).extras
-    return ctx.cache["filter/variance_extras"]
-
-
 # ------------------------------------------------------------------------------------------------ online filter
 
 
-@register_group_filter("query", QueryFilterConfig)
 def query_filter(ctx, combined, valid: torch.Tensor, opts: QueryFilterConfig) -> GroupDecision:
+    """Online: keep the groups whose ``sigma_max`` (over the valid rollouts) survives the threshold and the
+    ``drop_fraction`` cut; offline: keep every group (the round chose the prompts) and log σ if it is free.
+    Shapes: ``valid [Q, G]`` -> ``GroupDecision(keep [Q], statistic [Q])``."""
     Q = valid.shape[0]
     valid = valid.bool()
     eligible = valid.any(-1)
     passes_before = float(ctx.counters.get("forward_passes", 0))
-    source = combined.per_source.get("variance") if combined is not None else None
-    extras = source.extras if source is not None and "sigma_max" in source.extras else None
-    reused = extras is not None
+    cached = cached_variance_stats(ctx)
+    reused = cached is not None
 
     if opts.mode == "offline":  # the selection happened in the round; log σ if it is free
-        stat = None
-        if reused:
-            stat = _sigma_max_valid(extras, valid)
+        stat = _sigma_max_valid(cached, valid) if reused else None
         keep = eligible.clone()
         stats = {"kept_frac": keep.float().mean().item() if Q else 0.0, "reused_variance": float(reused),
                  "extra_forward_passes": 0.0, **statistic_stats(stat, eligible)}
         return GroupDecision(keep=keep, statistic=stat, stats=stats)
 
-    if extras is None:
-        extras = variance_extras(ctx, opts.variance)
-    stat = _sigma_max_valid(extras, valid)
+    stat = _sigma_max_valid(variance_stats(ctx, opts.variance_options), valid)
     keep, info = select_by_statistic(stat, eligible, opts.threshold, opts.drop_fraction, opts.min_keep)
     stats = {
         "kept_frac": keep.float().mean().item() if Q else 0.0,
@@ -247,11 +224,11 @@ def query_filter(ctx, combined, valid: torch.Tensor, opts: QueryFilterConfig) ->
     return GroupDecision(keep=keep, statistic=stat, stats=stats)
 
 
-def _sigma_max_valid(extras: Dict[str, torch.Tensor], valid: torch.Tensor) -> torch.Tensor:
-    """``sigma_max`` [Q]: the variance extras' as they are when every rollout is valid, else σ over valid rollouts."""
-    if bool(valid.all()) or "ref_logprobs" not in extras:
-        return extras["sigma_max"].detach().float().cpu()
-    sigma = masked_sigma(extras["ref_logprobs"].float().cpu(), extras["ref_mask"].cpu(), valid.cpu())
+def _sigma_max_valid(stats: VarianceStats, valid: torch.Tensor) -> torch.Tensor:
+    """``sigma_max`` [Q]: as computed when every rollout is valid, else σ over the valid rollouts only."""
+    if bool(valid.all()):
+        return stats.sigma_max.detach().float().cpu()
+    sigma = masked_sigma(stats.ref_logprobs.float().cpu(), stats.ref_mask.cpu(), valid.cpu())
     return sigma_max_of(sigma)
 
 
@@ -369,35 +346,44 @@ class OfflineScorer:
         self.max_new_tokens, self.temperature, self.top_p, self.seed = max_new_tokens, temperature, top_p, seed
         self.calls = 0
         self.counters: Dict[str, float] = {}
-        self._variance_opts = _variance_config(opts.variance)  # validate before any generation
 
     def __call__(self, rows_chunk: Sequence[Dict[str, Any]]) -> Tuple[torch.Tensor, torch.Tensor]:
-        from drox.rewards.variance import variance
-
         rows_chunk = list(rows_chunk)
         batch = self.engine.generate([row["prompt"] for row in rows_chunk], self.opts.samples,
                                      max_new_tokens=self.max_new_tokens, temperature=self.temperature,
                                      top_p=self.top_p, seed=self.seed + self.calls)
         self.calls += 1
         ctx = self.make_ctx(batch, rows_chunk)
-        extras = variance(ctx, self._variance_opts).extras
+        stats = variance_stats(ctx, self.opts.variance_options)
         for k in ("forward_passes", "forward_tokens"):
             self.counters[k] = self.counters.get(k, 0.0) + float(ctx.counters.get(k, 0))
         self.counters["generated_rollouts"] = self.counters.get("generated_rollouts", 0.0) + batch.num_rows
         if self.opts.top_k is None:
             ok = torch.ones(len(rows_chunk), dtype=torch.bool)
         else:
-            ok = hardness_ok(extras["ref_ranks"], extras["ref_mask"], self.opts.rho, self.opts.top_k)
-        return extras["sigma_max"].float().cpu(), ok
+            ok = hardness_ok(stats.ref_ranks, stats.ref_mask, self.opts.rho, self.opts.top_k)
+        return stats.sigma_max.float().cpu(), ok
 
 
 def make_offline_score_fn(engine, make_ctx, opts: QueryFilterConfig, *, max_new_tokens: int,
                           temperature: float = 1.0, top_p: float = 1.0, seed: int = 0) -> OfflineScorer:
-    """The ``score_fn`` the trainer passes to :func:`offline_round` (see :class:`OfflineScorer`)."""
+    """The ``score_fn`` for :func:`offline_round` (see :class:`OfflineScorer`)."""
     return OfflineScorer(engine, make_ctx, opts, max_new_tokens=max_new_tokens, temperature=temperature,
                          top_p=top_p, seed=seed)
 
 
+def offline_round_hook(env: RoundEnv, opts: QueryFilterConfig, steps_done: int):
+    """The filter's ``before_step`` hook: a round over the whole training set when one is due
+    (:func:`offline_round_due`), returning (kept prompt indices, stats); None when none is due."""
+    if not offline_round_due(opts, steps_done):
+        return None
+    score_fn = make_offline_score_fn(env.engine, env.make_ctx, opts, max_new_tokens=env.max_new_tokens,
+                                     temperature=env.temperature, top_p=env.top_p, seed=env.seed)
+    return offline_round(score_fn, env.rows, opts, previous_keep=env.previous_keep, seed=env.seed)
+
+
+register_group_filter("query", QueryFilterConfig, before_step=offline_round_hook)(query_filter)
+
 __all__ = ["OfflineScorer", "QueryFilterConfig", "hardness_ok", "make_offline_score_fn", "masked_sigma",
-           "offline_round", "offline_round_due", "query_filter", "select_by_statistic", "token_ranks",
-           "worst_rank_average"]
+           "offline_round", "offline_round_due", "offline_round_hook", "query_filter", "select_by_statistic",
+           "token_ranks", "worst_rank_average"]

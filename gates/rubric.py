@@ -8,33 +8,32 @@ score (``on_fail: floor``), and drops a group where all fail (``drox.filters.bas
 reward: that is the point of gating.
 
 Checks (``checks:`` entries): built-ins ``answer_present``, ``format_valid``, ``length``, ``no_repeat_ngram``,
-``regex``, or ``"module:function"`` naming a callable ``fn(text: str, row: dict) -> bool`` (``row``: the dataset
-row of the rollout's prompt). See ``docs/gates-entropy-dvao.md``.
+``regex``, or ``"module:function"`` / ``"file.py:function"`` naming a callable ``fn(text: str, row: dict) -> bool`` (``row``: the dataset
+row of the rollout's prompt). See docs/gates.md.
 """
 
 from __future__ import annotations
 
-import importlib
 import re
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Literal, Optional, Sequence
 
 import torch
 
-from drox.filters.base import GateResult, register_gate
+from drox.gates.base import ON_FAIL, GateResult, register_gate
+from drox.plugins import load_callable
 from drox.rewards.format import has_container
 from drox.tasks.verify import extract_answer
 
 BUILTIN_CHECKS = ("answer_present", "format_valid", "length", "no_repeat_ngram", "regex")
-ON_FAIL = ("exclude", "floor")
 
 
 @dataclass
 class RubricConfig:
     checks: List[str] = field(default_factory=lambda: ["answer_present", "format_valid"])
     """Built-in names and/or ``module:function`` paths; a rollout passes when every check passes."""
-    on_fail: str = "exclude"
+    on_fail: Literal[ON_FAIL] = "exclude"
     """exclude: failing rollouts leave the group statistics (advantage 0); floor: they get the group's min score."""
     format_pattern: Optional[str] = None
     """format_valid: null = a non-empty balanced ``\\boxed{...}``; else a regex whose first group must match
@@ -45,13 +44,13 @@ class RubricConfig:
     """length: fail when the completion has more tokens."""
     ngram_n: int = 4
     """no_repeat_ngram: n."""
-    ngram_unit: str = "tokens"
+    ngram_unit: Literal["tokens", "words"] = "tokens"
     """no_repeat_ngram: tokens (the response's token ids) | words (whitespace-split text)."""
     max_repeats: int = 8
     """no_repeat_ngram: fail when some n-gram occurs more than this many times (1 = no n-gram may repeat)."""
     regex: Optional[str] = None
     """regex: pattern searched (``re.search``, DOTALL) in the target; anchor with ^...$ for a full match."""
-    regex_on: str = "answer"
+    regex_on: Literal["answer", "response"] = "answer"
     """regex: answer (the extracted final answer; no answer = fail) | response (the whole completion)."""
 
     def __post_init__(self):
@@ -97,22 +96,8 @@ def _compile(key: str, pattern: str, need_group: bool = False) -> re.Pattern:
 
 
 def resolve_callable(path: str) -> Callable[[str, Dict[str, Any]], Any]:
-    """``"pkg.module:func"`` (or ``"pkg.module:Class.method"``) -> the callable; one-line ValueError otherwise."""
-    module, _, attr = path.partition(":")
-    if not module or not attr:
-        raise ValueError(f"gate.rubric: check {path!r} is not a 'module:function' path")
-    try:
-        obj: Any = importlib.import_module(module)
-    except Exception as e:  # ImportError, or whatever the module raises on import
-        raise ValueError(f"gate.rubric: cannot import module {module!r} of check {path!r}: "
-                         f"{type(e).__name__}: {e}") from None
-    for part in attr.split("."):
-        if not hasattr(obj, part):
-            raise ValueError(f"gate.rubric: module {module!r} has no attribute {attr!r} (check {path!r})")
-        obj = getattr(obj, part)
-    if not callable(obj):
-        raise ValueError(f"gate.rubric: {path!r} is not callable")
-    return obj
+    """``"pkg.module:func"`` or ``"file.py:func"`` -> the callable (drox.plugins' loader); one-line error otherwise."""
+    return load_callable(path, "gate.rubric.checks")
 
 
 # ------------------------------------------------------------------------------------------------ built-ins

@@ -13,7 +13,7 @@ from typing import Optional, Tuple
 
 import torch
 
-from drox.trainers.algos import entropy_from_logits, logprobs_from_logits
+from drox.models.logprobs import entropy_from_logits, logprobs_from_logits
 
 
 def response_logits(model, prompt_ids, prompt_mask, response_ids, response_mask) -> torch.Tensor:

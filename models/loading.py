@@ -12,9 +12,11 @@ the state dict (DESIGN.md, "Models and data").
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib.util
 import os
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 from typing import Tuple
@@ -91,6 +93,68 @@ def _quiet():
     return ctx()
 
 
+def _stderr_is_terminal() -> bool:
+    try:
+        return sys.stderr is not None and sys.stderr.isatty()
+    except (AttributeError, ValueError):  # replaced by an object without isatty(), or closed
+        return False
+
+
+@contextlib.contextmanager
+def terminal_progress_bars():
+    """transformers' own tqdm bars ("Loading weights", "Writing model shards") only on a terminal.
+
+    Sent to a pipe or a log file, every tqdm refresh is a carriage return: the log gets lines of
+    debris. Off a terminal this turns the bars off with transformers' documented switch
+    (``transformers.utils.logging.disable_progress_bar``, which also switches off huggingface_hub's
+    download bars) and restores both libraries' previous settings afterwards. Feature-detected, so
+    a transformers without the switch just keeps its bars. Nests.
+    """
+    from transformers.utils import logging as hf_logging
+
+    switches = ("is_progress_bar_enabled", "disable_progress_bar", "enable_progress_bar")
+    if _stderr_is_terminal() or not all(hasattr(hf_logging, name) for name in switches):
+        yield
+        return
+    try:
+        from huggingface_hub.utils import are_progress_bars_disabled, disable_progress_bars
+        hub_was_off = are_progress_bars_disabled()
+    except ImportError:
+        hub_was_off, disable_progress_bars = False, None
+    was_on = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_on:
+            hf_logging.enable_progress_bar()  # also turns huggingface_hub's bars back on ...
+            if hub_was_off and disable_progress_bars is not None:
+                disable_progress_bars()  # ... unless they were off before
+
+
+@contextlib.contextmanager
+def _gguf_progress_bar_off_terminal():
+    """The GGUF de-quantisation bar of the one-off conversion, only on a terminal.
+
+    transformers draws it with ``tqdm.auto.tqdm`` directly, bypassing its own progress-bar switch,
+    so the module's ``tqdm`` name is wrapped for the duration with ``disable=None`` (tqdm's own
+    "hide when the output is not a terminal"). Only when that module and name exist.
+    """
+    try:
+        from transformers import modeling_gguf_pytorch_utils as gguf_utils
+    except ImportError:
+        gguf_utils = None
+    bar = getattr(gguf_utils, "tqdm", None)
+    if bar is None or _stderr_is_terminal():
+        yield
+        return
+    gguf_utils.tqdm = functools.partial(bar, disable=None)
+    try:
+        yield
+    finally:
+        gguf_utils.tqdm = bar
+
+
 def embedded_tokenizer_dir(cache_dir: str | None = None) -> Path:
     """The SmolLM2 tokenizer as a normal HF folder (converted once from the GGUF, ~5 s)."""
     from transformers import AutoTokenizer
@@ -112,17 +176,18 @@ def embedded_model_dir(cache_dir: str | None = None) -> Path:
     gguf = embedded_gguf_path()
 
     def build(tmp: Path) -> None:
-        with _quiet():
-            loaded = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-            tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-        config = loaded.config
-        if hasattr(config, "quantization_config"):
-            del config.quantization_config
-        plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-        plain.load_state_dict(loaded.state_dict())
-        plain.generation_config = loaded.generation_config
-        plain.save_pretrained(str(tmp))
-        tok.save_pretrained(str(tmp))
+        with terminal_progress_bars(), _gguf_progress_bar_off_terminal():
+            with _quiet():
+                loaded = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+                tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+            config = loaded.config
+            if hasattr(config, "quantization_config"):
+                del config.quantization_config
+            plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+            plain.load_state_dict(loaded.state_dict())
+            plain.generation_config = loaded.generation_config
+            plain.save_pretrained(str(tmp))
+            tok.save_pretrained(str(tmp))
 
     return _atomic_dir(cache_root(cache_dir) / SMOLLM2_DIRNAME, build)
 
@@ -204,7 +269,8 @@ def load_policy(cfg, device: str | torch.device = "cpu") -> Tuple[torch.nn.Modul
     else:
         path = embedded_model_dir(cfg.cache_dir) if cfg.name == "smollm2-135m" else _hf_path(cfg)
         try:
-            model = AutoModelForCausalLM.from_pretrained(str(path), dtype=_DTYPES[cfg.dtype])
+            with terminal_progress_bars():
+                model = AutoModelForCausalLM.from_pretrained(str(path), dtype=_DTYPES[cfg.dtype])
         except OSError as e:  # hub id without network, or a broken folder
             raise ModelError(f"could not load model '{path}': {str(e).splitlines()[0]}") from None
     model.to(resolve_device(str(device)) if isinstance(device, str) else device)

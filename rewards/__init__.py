@@ -1,7 +1,7 @@
 """drox.rewards: reward sources, one module each, registered by name; see base.py for the contract.
 
 Every module of this package is imported here, so a new source is one file (with
-``@register_reward``) plus ``conf/reward/<name>.yaml``.
+``@register_reward``); a ``conf/reward/<name>.yaml`` is optional (it documents the defaults).
 """
 
 import importlib

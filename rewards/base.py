@@ -1,21 +1,27 @@
 """The reward-source contract and the combiner.
 
-A source is a function ``(ctx: ScoringContext, cfg) -> RewardOutput`` registered by name in
-``REWARD_SOURCES``; ``conf/reward/<name>.yaml`` nests its options under ``<name>:`` so that
-``'+reward=[outcome,format]'`` selects several at once. The combiner checks every output
-(shape, NaN, inf) and names the source at fault: a wrong-length score list is an error here,
-never silently broadcast (TRL issue #6533).
+A source is a function ``(ctx: ScoringContext, opts) -> RewardOutput`` registered by name in
+:data:`REWARD_SOURCES` with its options dataclass (which must have a float ``weight``);
+``+reward=<name>`` selects it and ``reward.<name>.<option>=...`` sets its options (nested under the
+name, so ``'+reward=[outcome,format]'`` selects several at once). A user's own source is registered
+the same way from their own file (``plugins=[my_rewards.py]``; docs/plugins.md). The combiner checks
+every output (shape, NaN, inf) and names the source at fault: a wrong-length score list is an error
+here, never silently broadcast (TRL issue #6533).
 """
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional
 
 import torch
 
-from drox.config import parse_options
-from drox.trainers.algos import check_finite
+from drox.errors import check_finite
+from drox.models.forward import response_logits
+from drox.models.logprobs import logprobs_from_logits
+from drox.registry import Registry
 
 
 @dataclass
@@ -37,6 +43,7 @@ class ScoringContext:
     state: Dict[str, Any] = field(default_factory=dict)  # kept across steps by the trainer (e.g. a frozen model)
     counters: Dict[str, float] = field(default_factory=dict)  # extra forward passes/tokens, logged as scoring/*
     forward_batch_size: int = 32  # rows per extra forward pass
+    max_new_tokens: Optional[int] = None  # the rollout's completion cap (length-based sources)
 
     @property
     def expanded_rows(self) -> List[Dict[str, Any]]:
@@ -64,8 +71,6 @@ class ScoringContext:
         turns each chunk's logits into what the source needs (so [n, T', V] is never held whole).
         ``model`` defaults to the current policy. Runs under no_grad; returns the concatenation on CPU.
         """
-        from drox.models.forward import response_logits
-
         model = model if model is not None else self.policy
         if model is None:
             raise ValueError("this reward source needs a model, but the scoring context has none")
@@ -90,8 +95,6 @@ class ScoringContext:
 
     def logprobs(self, prompt_ids, prompt_mask, response_ids, response_mask, model=None, temperature: float = 1.0):
         """Log-probs [n, T'] of ``response_ids`` (0 on padding) under ``model`` (default: the policy)."""
-        from drox.trainers.algos import logprobs_from_logits
-
         def reduce(logits, ids, mask):
             return logprobs_from_logits(logits, ids, temperature) * mask
 
@@ -104,8 +107,6 @@ def frozen_copy(model, step: int) -> Dict[str, Any]:
     Entries of this shape are saved with checkpoints and restored on resume (``scoring_state_dict``),
     so a lagged reward policy continues exactly.
     """
-    import copy
-
     clone = copy.deepcopy(model)
     for p in clone.parameters():
         p.grad = None  # the copy never trains; do not carry the policy's last gradients
@@ -139,36 +140,25 @@ class RewardOutput:
     extras: Dict[str, torch.Tensor] = field(default_factory=dict)  # tensors for later stages, e.g. sigma_max [Q]
 
 
-@dataclass
-class SourceSpec:
-    fn: Callable[[ScoringContext, Any], RewardOutput]
-    config: type  # dataclass of the source's options (must have a float `weight`)
-    estimator: Optional[str] = None  # an advantage estimator the source's scores are meant for (e.g. "none")
+#: ``+reward=<name>``: ``fn(ctx: ScoringContext, opts) -> RewardOutput``; options dataclass with a float ``weight``.
+#: ``meta["check"]``: optional ``fn(opts, cfg)`` raising ValueError when the rest of the config contradicts the
+#: source (run once at config time), e.g. PSR/NSR/W-REINFORCE's scores are already advantages and need
+#: ``trainer.advantage.estimator=none``, which their option files set. ``meta["advantages"]``: True for such
+#: sources (``inverse`` refuses to flip them).
+REWARD_SOURCES = Registry("reward", "reward source", config_group="reward")
 
 
-REWARD_SOURCES: Dict[str, SourceSpec] = {}
-
-
-def register_reward(name: str, config: type, estimator: Optional[str] = None):
-    """Register ``fn(ctx, opts) -> RewardOutput`` as ``name``; ``config`` is its options dataclass.
-
-    ``estimator``: sources whose scores are already advantages (PSR/NSR/W-REINFORCE, NSR paper
-    §2.2) name the estimator they need ("none"); the trainer then uses it instead of
-    ``trainer.advantage.estimator`` and says so.
-    """
-
-    def deco(fn):
-        if name in REWARD_SOURCES:
-            raise ValueError(f"reward source '{name}' is registered twice")
-        REWARD_SOURCES[name] = SourceSpec(fn, config, estimator)
-        return fn
-
-    return deco
+def register_reward(name: str, options: type, **meta):
+    """Decorator: register ``fn(ctx, opts) -> RewardOutput`` as ``+reward=name``; ``options`` is its options
+    dataclass (it must have a float ``weight``, the source's weight in the combined reward)."""
+    if not any(f.name == "weight" for f in dataclasses.fields(options)):
+        raise TypeError(f"reward source {name!r}: its options dataclass {options.__name__} needs a float `weight`")
+    return REWARD_SOURCES.register(name, options, **meta)
 
 
 def parse_source_config(name: str, raw: Dict[str, Any] | None):
-    """Validate ``reward.<name>`` options against the source's dataclass (one-line errors)."""
-    return parse_options(REWARD_SOURCES, "reward", name, raw, what="reward source")
+    """Validate ``reward.<name>`` options against the source's dataclass (one-line ConfigError)."""
+    return REWARD_SOURCES.parse(name, raw)
 
 
 @dataclass
@@ -177,37 +167,26 @@ class Combined:
     token: Optional[torch.Tensor]  # [Q, G, T] weighted sum of dense scores, or None
     per_source: Dict[str, RewardOutput]
     metrics: Dict[str, float]
-    estimator: Optional[str] = None  # advantage estimator required by a source, if any
     token_mask: Optional[torch.Tensor] = None  # [Q, G, T] bool: union of the sources' dense-score positions
     table: Optional[torch.Tensor] = None  # [Q, G, K] each source's sequence scores (multi-objective combiners)
     weights: Optional[torch.Tensor] = None  # [K] the sources' weights, in the order of ``per_source``
 
 
-def score(ctx: ScoringContext, reward_cfg: Dict[str, Any]) -> Combined:
+def score(ctx: ScoringContext, sources: Dict[str, Any]) -> Combined:
     """Run every configured source and combine them by their weights.
 
-    ``reward_cfg`` maps source names to raw options; empty means the task's verifier
-    (``outcome``), i.e. plain RLVR.
+    ``sources`` maps source names to their parsed options (the pipeline's, built once before training);
+    the pipeline puts ``outcome`` there when none is configured (plain RLVR).
     """
-    import drox.rewards  # noqa: F401  (registers the built-in sources)
-
-    selected = dict(reward_cfg) if reward_cfg else {"outcome": {}}
     Q, G, T = ctx.batch.num_groups, ctx.batch.group_size, ctx.batch.response_ids.shape[1]
     seq = torch.zeros(Q, G)
     token: Optional[torch.Tensor] = None
     token_mask: Optional[torch.Tensor] = None
     per_source: Dict[str, RewardOutput] = {}
     metrics: Dict[str, float] = {}
-    estimator: Optional[str] = None
     weights: List[float] = []
-    for name, raw in selected.items():
-        required = REWARD_SOURCES[name].estimator if name in REWARD_SOURCES else None
-        if required is not None:
-            if estimator is not None and estimator != required:
-                raise ValueError(f"reward sources need different advantage estimators ({estimator} vs {required})")
-            estimator = required
-        opts = parse_source_config(name, raw)
-        out = REWARD_SOURCES[name].fn(ctx, opts)
+    for name, opts in sources.items():
+        out = REWARD_SOURCES.get(name).fn(ctx, opts)
         _check_output(name, out, Q, G, T, ctx.step)
         w = float(opts.weight)
         weights.append(w)
@@ -225,8 +204,8 @@ def score(ctx: ScoringContext, reward_cfg: Dict[str, Any]) -> Combined:
     for k, v in ctx.counters.items():
         metrics[f"scoring/{k}"] = float(v)
     table = torch.stack([out.seq.float() for out in per_source.values()], dim=-1)  # [Q, G, K]
-    return Combined(seq=seq, token=token, per_source=per_source, metrics=metrics, estimator=estimator,
-                    token_mask=token_mask, table=table, weights=torch.tensor(weights))  # weights [K]
+    return Combined(seq=seq, token=token, per_source=per_source, metrics=metrics, token_mask=token_mask,
+                    table=table, weights=torch.tensor(weights))  # weights [K]
 
 
 def _check_output(name: str, out: RewardOutput, Q: int, G: int, T: int, step: int) -> None:

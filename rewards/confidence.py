@@ -32,14 +32,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import List, Optional
+from typing import List, Literal, Optional
 
 import torch
 
 from drox.rewards._spans import TokenCharMap, response_ids
 from drox.rewards.base import RewardOutput, ScoringContext, register_reward
 from drox.tasks.verify import extract_answer
-from drox.trainers.algos import masked_mean
+from drox.masked_stats import masked_mean
 
 KINDS = ("self_certainty", "answer_span", "neg_entropy")
 DISPARITIES = ("top1", "token")
@@ -49,14 +49,18 @@ DISPARITIES = ("top1", "token")
 class ConfidenceConfig:
     weight: float = 1.0
     """Weight of this source in the combined reward."""
-    kind: str = "self_certainty"
+    kind: Literal[KINDS] = "self_certainty"
     """self_certainty (Intuitor Eq. 4) | answer_span (RLSF p_top1 - p_top2 over the answer) | neg_entropy."""
     temperature: float = 1.0
     """Logits are divided by this in the scoring pass (self_certainty, answer_span). [ENG]"""
-    disparity: str = "top1"
+    disparity: Literal[DISPARITIES] = "top1"
     """answer_span margin: top1 (p_top1 - p_top2, CoT-decoding Δ) | token (p_sampled - p_top2, RLSF code)."""
     threshold: Optional[float] = None
     """Scores below this become 0 (null = no gating). [ENG]"""
+
+    def __post_init__(self):
+        if self.temperature <= 0:
+            raise ValueError(f"reward.confidence.temperature must be > 0, got {self.temperature}")
 
 
 # ------------------------------------------------------------------------------------------------ pure math

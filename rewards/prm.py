@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Literal, Optional, Sequence, Tuple
 
 import torch
 
@@ -56,9 +56,9 @@ _STEP = re.compile(r"(?<![\d.])(-?\d+)\s*([-+*×])\s*(-?\d+)\s*=\s*(-?\d+)(?!\d|
 class PRMConfig:
     weight: float = 1.0
     """Weight of this source in the combined reward."""
-    kind: str = "oracle"
+    kind: Literal[KINDS] = "oracle"
     """oracle (arithmetic step checker) | hf (a HF PRM checkpoint at model_path)."""
-    aggregation: str = "min"
+    aggregation: Literal[AGGREGATIONS] = "min"
     """Step scores -> sequence score: min (Math-Shepherd) | last | prod (PRM800K) | mean."""
     dense: bool = False
     """Place step scores at step-end tokens (DeepSeekMath §4.1.3 reward-to-go) instead of aggregating."""
@@ -74,7 +74,7 @@ class PRMConfig:
     # --- hf
     model_path: str = ""
     """hf: PRM checkpoint (local folder or hub id)."""
-    head: str = "token_classification"
+    head: Literal[HEADS] = "token_classification"
     """hf: token_classification | sequence_classification | causal_lm."""
     step_separator: str = "\n"
     """hf: splits the response into steps; also joins the steps in the PRM input."""

@@ -1,10 +1,10 @@
 """Sign-selective objectives: PSR, NSR, W-REINFORCE (Zhu et al., "The Surprising Effectiveness of Negative
 Reinforcement in LLM Reasoning", arXiv 2506.01347, §2.2 Eqs. 2–4 and §5 Eq. 9; PAPERS.md §2).
 
-The scores these sources return are the advantages themselves: they register ``estimator="none"``, so the
-trainer skips the group baseline and std normalisation (no baseline, as in the paper) whatever
-``trainer.advantage.estimator`` says, and logs ``advantage/estimator_overridden`` = 1 when that differs.
-Combined with other sources, the weighted sum of all scores is used raw.
+The scores these sources return are the advantages themselves, so they need the advantage estimator
+``none`` (no group baseline, no std normalisation, as in the paper): their option files
+(``conf/reward/<name>.yaml``) set ``trainer.advantage.estimator: none``, and a config that contradicts it
+is rejected before anything loads. Combined with other sources, the weighted sum of all scores is used raw.
 
 Values follow the official code ``RLVR-Decomposed`` ``verl/trainer/ppo/core_algos.py::
 compute_psr_nsr_outcome_advantage`` (PAPERS.md §2.2), which uses 1/0 rewards:
@@ -56,24 +56,35 @@ def sign_advantages(correct: torch.Tensor, on_correct: float, on_incorrect: floa
     return torch.where(correct.bool(), torch.tensor(float(on_correct)), torch.tensor(float(on_incorrect)))
 
 
+def needs_no_baseline(opts, cfg) -> None:
+    """Config-time check: these scores are advantages; a group baseline would re-centre them."""
+    estimator = cfg.trainer.advantage.estimator
+    if estimator != "none":
+        raise ValueError(f"this reward's scores are advantages (no baseline) and need trainer.advantage.estimator"
+                         f"=none, got {estimator}; drop the estimator override")
+    if cfg.trainer.advantage.combine != "sum":
+        raise ValueError(f"this reward's scores are advantages (no baseline) and cannot be combined with "
+                         f"trainer.advantage.combine={cfg.trainer.advantage.combine}; use combine=sum")
+
+
 def _correct(ctx: ScoringContext) -> torch.Tensor:
     result = ctx.verify()
     return torch.tensor(result.correct, dtype=torch.bool).view(ctx.batch.num_groups, ctx.batch.group_size)
 
 
-@register_reward("positive_only", PositiveOnlyConfig, estimator="none")
+@register_reward("positive_only", PositiveOnlyConfig, check=needs_no_baseline, advantages=True)
 def positive_only(ctx: ScoringContext, cfg: PositiveOnlyConfig) -> RewardOutput:
     """PSR (Eq. 3): reinforce correct samples only; A = 1 correct, 0 incorrect."""
     return RewardOutput(seq=sign_advantages(_correct(ctx), 1.0, 0.0))
 
 
-@register_reward("negative_only", NegativeOnlyConfig, estimator="none")
+@register_reward("negative_only", NegativeOnlyConfig, check=needs_no_baseline, advantages=True)
 def negative_only(ctx: ScoringContext, cfg: NegativeOnlyConfig) -> RewardOutput:
     """NSR (Eq. 4): push down incorrect samples only; A = 0 correct, −1 incorrect."""
     return RewardOutput(seq=sign_advantages(_correct(ctx), 0.0, -1.0))
 
 
-@register_reward("w_reinforce", WReinforceConfig, estimator="none")
+@register_reward("w_reinforce", WReinforceConfig, check=needs_no_baseline, advantages=True)
 def w_reinforce(ctx: ScoringContext, cfg: WReinforceConfig) -> RewardOutput:
     """W-REINFORCE (§5 Eq. 9, λ·L_PSR + L_NSR): A = λ correct, −1 incorrect."""
     return RewardOutput(seq=sign_advantages(_correct(ctx), cfg.lam, -1.0))

@@ -12,11 +12,12 @@ from __future__ import annotations
 import random
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Literal, Optional
 
 import torch
 
-from drox.rewards.base import REWARD_SOURCES, RewardOutput, ScoringContext, parse_source_config, register_reward
+from drox.registry import parse_dataclass
+from drox.rewards.base import REWARD_SOURCES, RewardOutput, ScoringContext, register_reward
 from drox.tasks.verify import clean, parse_number
 
 # ------------------------------------------------------------------------------------------------ random
@@ -64,19 +65,26 @@ class InverseConfig:
     """The source whose score is flipped."""
     of_options: Dict[str, Any] = field(default_factory=dict)
     """Options of that source (its defaults when empty); independent of ``reward.<of>`` if that is also selected."""
+    of_parsed: Any = field(init=False, repr=False, default=None)
+    """``of_options`` parsed by the source's own options dataclass (set at config time)."""
+
+    def __post_init__(self):
+        if self.of == "inverse":
+            raise ValueError("reward.inverse.of cannot be 'inverse'")
+        if self.of not in REWARD_SOURCES:
+            raise ValueError(f"reward.inverse.of={self.of}: unknown reward source; available: "
+                             f"{', '.join(REWARD_SOURCES.names())}")
+        if REWARD_SOURCES.get(self.of).meta.get("advantages"):
+            # those scores are advantages for the estimator "none", not rewards; flipping them is meaningless
+            raise ValueError(f"reward.inverse.of: '{self.of}' produces advantages, not rewards")
+        self.of_parsed = parse_dataclass(REWARD_SOURCES.get(self.of).options, self.of_options,
+                                         "reward.inverse.of_options")
 
 
 @register_reward("inverse", InverseConfig)
 def inverse(ctx: ScoringContext, cfg: InverseConfig) -> RewardOutput:
     """Spurious Rewards ``inverse_*`` tasks: ``1 − r`` of the source ``of`` (1/0 rewards become 0/1)."""
-    if cfg.of == "inverse":
-        raise ValueError("reward.inverse.of cannot be 'inverse'")
-    inner_opts = parse_source_config(cfg.of, cfg.of_options)
-    spec = REWARD_SOURCES[cfg.of]
-    if spec.estimator is not None:
-        # those scores are advantages for a specific estimator, not rewards; flipping them is meaningless
-        raise ValueError(f"reward.inverse.of: '{cfg.of}' produces advantages, not rewards")
-    inner = spec.fn(ctx, inner_opts)
+    inner = REWARD_SOURCES.get(cfg.of).fn(ctx, cfg.of_parsed)
     if inner.token is not None:
         raise ValueError(f"reward.inverse.of: '{cfg.of}' has dense token scores, which inverse does not flip")
     diagnostics = {f"of_{k}": v for k, v in inner.diagnostics.items()}
@@ -93,7 +101,7 @@ LABELS = ("perturbed", "majority_wrong")
 class IncorrectLabelConfig:
     weight: float = 1.0
     """Weight of this source in the combined reward."""
-    label: str = "perturbed"
+    label: Literal[LABELS] = "perturbed"
     """[ours] perturbed: reference + a nonzero integer offset; majority_wrong: the group's most common wrong answer."""
     max_offset: int = 10
     """[ours] perturbed offsets are drawn uniformly from ±{1..max_offset}."""

@@ -38,14 +38,15 @@ distribution, 1 = argmax: DRO §4.2.2's hardness filter) so the query filter nee
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import List, Optional, Tuple
+from typing import List, Literal, Optional, Tuple
 
 import torch
 
 from drox.rewards._spans import encode, final_answer_start, pad_id, right_pad
+from drox.masked_stats import ceil_fraction, group_moments
+from drox.models.logprobs import logprobs_from_logits
 from drox.rewards.base import RewardOutput, ScoringContext, frozen_copy, register_reward
 from drox.tasks.verify import extract_answer
-from drox.trainers.algos import logprobs_from_logits
 
 WEIGHTINGS = ("sigma_norm", "softmax", "top_p", "uniform")
 REWARD_POLICIES = ("policy", "reference", "lagged")
@@ -55,7 +56,7 @@ REWARD_POLICIES = ("policy", "reference", "lagged")
 class VarianceConfig:
     weight: float = 1.0
     """Weight of this source in the combined reward."""
-    weighting: str = "sigma_norm"
+    weighting: Literal[WEIGHTINGS] = "sigma_norm"
     """w(σ): sigma_norm (σ/Σσ) | softmax (softmax(σ/tau)) | top_p (top mask) | uniform (DRO-Aggr). [ENG]"""
     tau: float = 1.0
     """Temperature of the softmax weighting, in nats of log-prob std. [ENG]"""
@@ -67,7 +68,7 @@ class VarianceConfig:
     """Dataset column holding the reference outcome y."""
     masked_baseline: bool = False
     """Subtract the reference log-probs given an empty reasoning (DRO v1 §4.1.3 (b); empty = [ENG])."""
-    reward_policy: str = "policy"
+    reward_policy: Literal[REWARD_POLICIES] = "policy"
     """policy (current) | reference (frozen initial copy) | lagged (copy refreshed every lag_steps)."""
     lag_steps: int = 10
     """Refresh period of the lagged reward policy, in training steps. [ENG]"""
@@ -76,11 +77,20 @@ class VarianceConfig:
     length_beta: float = 1.0
     """β of r_len = 1 - β·||y|-|ŷ||/|y| (the paper's values are [NF])."""
 
+    def __post_init__(self):
+        if self.tau <= 0:
+            raise ValueError(f"reward.variance.tau must be > 0, got {self.tau}")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"reward.variance.top_p must be in (0, 1], got {self.top_p}")
+        if self.lag_steps < 1:
+            raise ValueError(f"reward.variance.lag_steps must be >= 1, got {self.lag_steps}")
+        parse_template(self.template)
+
 
 # ------------------------------------------------------------------------------------------------ pure math
 
 
-def sigma_weights(sigma: torch.Tensor, mask: torch.Tensor, weighting: str = "sigma_norm", tau: float = 1.0,
+def sigma_weights(sigma: torch.Tensor, mask: torch.Tensor, weighting: Literal[WEIGHTINGS] = "sigma_norm", tau: float = 1.0,
                   top_p: float = 0.2) -> torch.Tensor:
     """Reasoning-reflective token weights ``w_Δ(σ_j)`` (DRO v1 §4.1.3; the map itself is [ENG], §12.1).
 
@@ -105,7 +115,7 @@ def sigma_weights(sigma: torch.Tensor, mask: torch.Tensor, weighting: str = "sig
         if not 0 < top_p <= 1:
             raise ValueError(f"reward.variance.top_p must be in (0, 1], got {top_p}")
         n = m.sum(-1)  # [Q]
-        k = torch.clamp(torch.ceil(top_p * n.float()), min=1).long()
+        k = torch.clamp(ceil_fraction(top_p, n), min=1)  # exact: 0.6·25 keeps 15
         # rank tokens by σ (padding last); stable sort keeps earlier positions first among ties
         order = torch.sort(torch.where(m, s, torch.full_like(s, -1.0)), dim=-1, descending=True, stable=True).indices
         rank = torch.empty_like(order)
@@ -123,14 +133,10 @@ def masked_sigma(logprobs: torch.Tensor, ref_mask: torch.Tensor, valid: torch.Te
     Equals the variance reward's ``sigma`` when every rollout is valid; a group with fewer than two
     valid rollouts has σ = 0.
     """
-    v = valid.to(logprobs.dtype)[:, :, None]  # [Q, G, 1]
-    n = v.sum(1).clamp_min(1.0)  # [Q, 1]
-    mean = (logprobs * v).sum(1) / n  # [Q, J]
-    var = (((logprobs - mean[:, None, :]) ** 2) * v).sum(1) / n
-    return var.clamp_min(0.0).sqrt() * ref_mask.to(logprobs.dtype)
+    return group_moments(logprobs, valid).std().squeeze(1) * ref_mask.to(logprobs.dtype)
 
 
-def r3_rewards(logprobs: torch.Tensor, mask: torch.Tensor, weighting: str = "sigma_norm", tau: float = 1.0,
+def r3_rewards(logprobs: torch.Tensor, mask: torch.Tensor, weighting: Literal[WEIGHTINGS] = "sigma_norm", tau: float = 1.0,
                top_p: float = 0.2, baseline: Optional[torch.Tensor] = None, valid: Optional[torch.Tensor] = None
                ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """R3 (DRO v1 §4.1.3; PAPERS.md §1.2 step 4-5, Appendix A3) for Q groups at once.
@@ -207,9 +213,10 @@ def splice(tokenizer, reasoning: str, ref_ids: List[int], template: str) -> Tupl
 # ------------------------------------------------------------------------------------------------ the source
 
 
-def _rank_and_logprob(logits: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+def rank_and_logprob(logits: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Per chunk: [b, T', 2] = (log-prob of the teacher-forced token, its rank in the distribution; 1 = argmax).
 
+    Shapes: logits [b, T', V], ids [b, T'], mask [b, T'] -> [b, T', 2]. Tied logits share the better rank.
     Reduced inside the chunk so the [n, T', V] logits are never held whole (ctx.forward).
     """
     lp = logprobs_from_logits(logits, ids)
@@ -238,8 +245,63 @@ def reward_policy_model(ctx: ScoringContext, mode: str, lag_steps: int):
     return held["model"]
 
 
-@register_reward("variance", VarianceConfig)
-def variance(ctx: ScoringContext, cfg: VarianceConfig) -> RewardOutput:
+@dataclass
+class VarianceStats:
+    """R3's per-query statistics of one step: the documented interface through which the query filter
+    (and anything else that ranks prompts by σ) reads them. J = the step's longest reference."""
+
+    sigma: torch.Tensor  # [Q, J] σ_j over the (valid) rollouts, 0 on padding
+    sigma_max: torch.Tensor  # [Q] max_j σ_j (DRO's query-filter statistic)
+    ref_mask: torch.Tensor  # [Q, J] 1 on real reference tokens
+    ref_logprobs: torch.Tensor  # [Q, G, J] ℓ_{i,j} = log π_rwd(y_j | q, ĉ_i, y_<j)
+    ref_ranks: torch.Tensor  # [Q, G, J] rank of y_j in π_rwd's distribution (1 = argmax)
+
+
+_STATS_KEY = "variance/stats"  # ctx.cache entry: this step's VarianceStats, whoever computed them first
+
+
+def variance_stats(ctx: ScoringContext, opts: VarianceConfig) -> VarianceStats:
+    """This step's :class:`VarianceStats`: reused when the ``variance`` reward (or an earlier call) already
+    computed them in this step, else computed with ``opts`` in one counted forward pass over the ``Q·G``
+    spliced rollouts (the masked baseline and the length penalty do not change σ and are skipped)."""
+    if _STATS_KEY not in ctx.cache:
+        refs = _score_references(ctx, opts, with_baseline=False)
+        _, sigma, _ = r3_rewards(refs.logprobs, refs.ref_mask, opts.weighting, opts.tau, opts.top_p, None,
+                                 valid=ctx.valid)
+        ctx.cache[_STATS_KEY] = _stats(refs, sigma)
+    return ctx.cache[_STATS_KEY]
+
+
+def cached_variance_stats(ctx: ScoringContext) -> Optional[VarianceStats]:
+    """This step's :class:`VarianceStats` if something already computed them (no model work), else None."""
+    return ctx.cache.get(_STATS_KEY)
+
+
+def remember_variance_stats(ctx: ScoringContext, stats: VarianceStats) -> None:
+    """Make ``stats`` this step's :class:`VarianceStats` (what :func:`variance_stats` then returns)."""
+    ctx.cache[_STATS_KEY] = stats
+
+
+def _stats(refs: "_References", sigma: torch.Tensor) -> VarianceStats:
+    J = refs.ref_mask.shape[1]
+    sigma_max = sigma.max(-1).values if J else torch.zeros(sigma.shape[0])
+    return VarianceStats(sigma=sigma, sigma_max=sigma_max, ref_mask=refs.ref_mask, ref_logprobs=refs.logprobs,
+                         ref_ranks=refs.ranks)
+
+
+@dataclass
+class _References:
+    logprobs: torch.Tensor  # [Q, G, J]
+    ranks: torch.Tensor  # [Q, G, J]
+    ref_mask: torch.Tensor  # [Q, J]
+    ref_len: torch.Tensor  # [Q]
+    baseline: Optional[torch.Tensor]  # [Q, J] or None
+    answers: List[str]  # N extracted final answers
+    no_container: int  # responses without a final-answer container
+
+
+def _score_references(ctx: ScoringContext, cfg: VarianceConfig, with_baseline: bool) -> _References:
+    """Steps 1-3 and 5 of the module docstring: splice, one teacher-forced pass, gather the reference tokens."""
     batch, tok = ctx.batch, ctx.tokenizer
     if tok is None:
         raise ValueError("reward.variance needs the tokenizer in the scoring context")
@@ -259,7 +321,7 @@ def variance(ctx: ScoringContext, cfg: VarianceConfig) -> RewardOutput:
         starts.append(start)
         answers.append(answer)
     prompt_rows = torch.arange(Q * G)
-    if cfg.masked_baseline:  # one extra row per query: the same prompt, empty reasoning
+    if with_baseline:  # one extra row per query: the same prompt, empty reasoning
         for q in range(Q):
             ids, start = splice(tok, "", ref_ids[q], cfg.template)
             rows.append(ids)
@@ -267,18 +329,30 @@ def variance(ctx: ScoringContext, cfg: VarianceConfig) -> RewardOutput:
         prompt_rows = torch.cat([prompt_rows, torch.arange(Q) * G])
     resp_ids, resp_mask = right_pad(rows, pad_id(tok))
     out = ctx.forward(batch.prompt_ids[prompt_rows], batch.prompt_mask[prompt_rows], resp_ids, resp_mask,
-                      reduce=_rank_and_logprob, model=model)  # [n, T', 2]
+                      reduce=rank_and_logprob, model=model)  # [n, T', 2]
 
     # gather the reference positions: row n's token j sits at column starts[n] + j
     J = max((len(r) for r in ref_ids), default=0)
     ref_len = torch.tensor([len(r) for r in ref_ids])
     ref_mask = (torch.arange(J)[None, :] < ref_len[:, None]).float()  # [Q, J]
-    row_q = torch.cat([torch.arange(Q * G) // G, torch.arange(Q)]) if cfg.masked_baseline else torch.arange(Q * G) // G
+    row_q = torch.cat([torch.arange(Q * G) // G, torch.arange(Q)]) if with_baseline else torch.arange(Q * G) // G
     cols = (torch.tensor(starts)[:, None] + torch.arange(J)[None, :]).clamp_max(max(resp_ids.shape[1] - 1, 0))
     picked = out.gather(1, cols[:, :, None].expand(-1, -1, 2)) * ref_mask[row_q][:, :, None]  # [n, J, 2]
-    L = picked[: Q * G, :, 0].view(Q, G, J)
-    ranks = picked[: Q * G, :, 1].view(Q, G, J)
-    baseline = picked[Q * G :, :, 0] if cfg.masked_baseline else None  # [Q, J]
+    return _References(logprobs=picked[: Q * G, :, 0].view(Q, G, J), ranks=picked[: Q * G, :, 1].view(Q, G, J),
+                       ref_mask=ref_mask, ref_len=ref_len,
+                       baseline=picked[Q * G :, :, 0] if with_baseline else None,
+                       answers=answers, no_container=no_container)
+
+
+@register_reward("variance", VarianceConfig)
+def variance(ctx: ScoringContext, cfg: VarianceConfig) -> RewardOutput:
+    """R3 per rollout: ``seq [Q, G]``; the step's :class:`VarianceStats` go to ``extras`` and to the
+    step's cache (so the query filter reuses them without a second pass)."""
+    Q, G = ctx.batch.num_groups, ctx.batch.group_size
+    tok = ctx.tokenizer
+    refs = _score_references(ctx, cfg, with_baseline=cfg.masked_baseline)
+    L, ref_mask, ref_len, baseline = refs.logprobs, refs.ref_mask, refs.ref_len, refs.baseline
+    J = ref_mask.shape[1]
 
     r3, sigma, _ = r3_rewards(L, ref_mask, cfg.weighting, cfg.tau, cfg.top_p, baseline, valid=ctx.valid)
     seq = r3
@@ -290,24 +364,21 @@ def variance(ctx: ScoringContext, cfg: VarianceConfig) -> RewardOutput:
         "ref_tokens_mean": ref_len.float().mean().item(),
         # DRO discards the rollout's outcome before splicing the reference (v1 §4.1 step 2); without a
         # \boxed{}/Answer: container nothing can be discarded, so watch this on open-ended tasks
-        "no_container_frac": no_container / max(1, Q * G),
+        "no_container_frac": refs.no_container / max(1, Q * G),
     }
     if cfg.length_weight != 0:
-        answer_len = torch.tensor([len(encode(tok, a)) if a else 0 for a in answers])
+        answer_len = torch.tensor([len(encode(tok, a)) if a else 0 for a in refs.answers])
         r_len = length_penalty(ref_len.repeat_interleave(G), answer_len, cfg.length_beta).view(Q, G)
         seq = seq + cfg.length_weight * r_len
         diagnostics["length_penalty_mean"] = r_len.mean().item()
     if baseline is not None:
         diagnostics["baseline_logprob_mean"] = (baseline.sum() / ref_mask.sum().clamp_min(1)).item()
-    extras = {
-        "sigma": sigma,
-        "sigma_max": sigma.max(-1).values if J else torch.zeros(Q),
-        "ref_mask": ref_mask,
-        "ref_logprobs": L,
-        "ref_ranks": ranks,
-    }
+    stats = _stats(refs, sigma)
+    remember_variance_stats(ctx, stats)
+    extras = {"sigma": stats.sigma, "sigma_max": stats.sigma_max, "ref_mask": stats.ref_mask,
+              "ref_logprobs": stats.ref_logprobs, "ref_ranks": stats.ref_ranks}
     return RewardOutput(seq=seq, diagnostics=diagnostics, extras=extras)
 
 
-__all__ = ["VarianceConfig", "length_penalty", "parse_template", "r3_rewards", "reward_policy_model", "sigma_weights",
-           "splice", "split_reasoning", "variance"]
+__all__ = ["VarianceConfig", "VarianceStats", "cached_variance_stats", "length_penalty", "parse_template", "r3_rewards", "rank_and_logprob",
+           "remember_variance_stats", "reward_policy_model", "sigma_weights", "splice", "split_reasoning", "variance", "variance_stats"]

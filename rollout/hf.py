@@ -13,6 +13,7 @@ the top-p truncation (the convention of verl and TRL, and what the trainer recom
 
 from __future__ import annotations
 
+import inspect
 from typing import List, Optional
 
 import torch
@@ -20,7 +21,7 @@ from transformers import DynamicCache
 
 from drox.models.loading import render_prompts
 from drox.rollout.base import RolloutBatch, concat_batches
-from drox.trainers.algos import entropy_from_logits, logprobs_from_logits
+from drox.models.logprobs import entropy_from_logits, logprobs_from_logits
 
 
 def _sample(logits: torch.Tensor, temperature: float, top_p: float, gen: torch.Generator) -> torch.Tensor:
@@ -36,6 +37,21 @@ def _sample(logits: torch.Tensor, temperature: float, top_p: float, gen: torch.G
         choice = torch.multinomial(sorted_p, 1, generator=gen)  # [B, 1]
         return order.gather(-1, choice).squeeze(-1)
     return torch.multinomial(probs, 1, generator=gen).squeeze(-1)
+
+
+def _cache_kwarg(model) -> str:
+    """The keyword under which ``model.forward`` takes the KV cache.
+
+    transformers releases after 5.10 (5.24 here) renamed the forward argument ``past_key_values``
+    to ``cache``: the old name still works but warns "`past_key_values` is deprecated and will be
+    removed in version 5.40.0". The verl-compatible releases 5.5-5.10 only know
+    ``past_key_values``. Detected from the model's own signature, not the version: a model that
+    swallows an unknown ``cache=`` into ``**kwargs`` would silently decode without a cache. A PEFT
+    wrapper's forward is ``(*args, **kwargs)`` and passes them through, so its base model is asked.
+    """
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    params = inspect.signature(base.forward).parameters
+    return "cache" if "cache" in params else "past_key_values"
 
 
 class HFRolloutEngine:
@@ -88,7 +104,8 @@ class HFRolloutEngine:
         if progress:
             from tqdm.auto import tqdm
 
-            bar = tqdm(total=len(prompts) * group_size, desc="sampling", unit="seq", leave=False)
+            # disable=None: drawn on a terminal, off in a pipe or log file (no carriage-return debris)
+            bar = tqdm(total=len(prompts) * group_size, desc="sampling", unit="seq", leave=False, disable=None)
         was_training = self.model.training
         self.model.eval()
         try:
@@ -113,13 +130,21 @@ class HFRolloutEngine:
         eos_ids = self.eos_ids.to(device)
         scale = temperature if temperature > 0 else 1.0
 
-        # Prefill each prompt once, then repeat its KV cache for the G samples.
-        cache = DynamicCache()
+        # Prefill each prompt once, then repeat its KV cache for the G samples. The model fills
+        # ``cache`` in place, so the loop keeps using this object and never reads it back from the
+        # output (``out.past_key_values`` is a deprecated alias of ``out.cache`` since the rename).
+        # config=: per-layer cache types (sliding-window, KV-shared layers), as the model's own default.
+        cache = DynamicCache(config=self.model.config)
+        cache_kw = _cache_kwarg(self.model)
+        with_cache = {cache_kw: cache, "use_cache": True}
         pos = (mask.cumsum(-1) - 1).clamp_min(0)
-        out = self.model(input_ids=ids, attention_mask=mask, position_ids=pos,
-                         past_key_values=cache, use_cache=True, logits_to_keep=1)
+        out = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, logits_to_keep=1, **with_cache)
+        if cache.get_seq_length() == 0:  # the model ignored the cache: decoding would silently go wrong
+            raise RuntimeError(
+                f"{type(self.model).__name__}.forward did not fill the KV cache passed as "
+                f"`{cache_kw}=`; this transformers version or model is not supported by rollout.backend=hf"
+            )
         logits = out.logits[:, -1, :].repeat_interleave(G, dim=0)  # [N, V]
-        cache = out.past_key_values
         cache.batch_repeat_interleave(G)
         prompt_ids, prompt_mask = ids.repeat_interleave(G, 0), mask.repeat_interleave(G, 0)
         N = prompt_ids.shape[0]
@@ -151,7 +176,7 @@ class HFRolloutEngine:
                 alive, tok, attn, next_pos = alive[keep], tok[keep], attn[keep], next_pos[keep]
             attn = torch.cat([attn, attn.new_ones(attn.shape[0], 1)], dim=1)
             out = self.model(input_ids=tok[:, None], attention_mask=attn, position_ids=next_pos[:, None],
-                             past_key_values=cache, use_cache=True)
+                             **with_cache)
             logits = out.logits[:, -1, :]
             next_pos = next_pos + 1
 

@@ -15,8 +15,12 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 
 import pytest
+
+# the shared test doubles (tests/doubles.py) import as `doubles` under pytest's importlib mode
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 if not os.environ.get("OMP_NUM_THREADS"):
     # before torch is imported (torch reads it once, at start-up); also reaches subprocesses

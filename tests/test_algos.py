@@ -1,29 +1,30 @@
-"""Hand-computed checks for drox.trainers.algos (advantages, aggregation, PPO clip, KL, shaping, guards)."""
+"""Hand-computed checks for drox.trainers.algos (advantages, aggregation, PPO clip, KL), the log-prob helpers,
+the overlong penalty and the finiteness guard."""
 
 import math
 
 import pytest
 import torch
 
+from drox.errors import NonFiniteError, check_finite
+from drox.models.logprobs import entropy_from_logits, logprobs_from_logits
+from drox.rewards.overlong import soft_overlong_penalty
 from drox.trainers import algos
 from drox.trainers.algos import (
     ADVANTAGE_ESTIMATORS,
-    AGG_MODES,
-    NonFiniteError,
+    LOSS_AGGREGATIONS,
     agg_loss,
     broadcast_to_tokens,
-    check_finite,
     combine_advantages,
     compute_advantages,
     dense_process_advantages,
-    entropy_from_logits,
     kl_penalty,
-    logprobs_from_logits,
     loss_normalisers,
     policy_loss,
-    soft_overlong_penalty,
     token_advantages,
 )
+
+AGG_MODES = LOSS_AGGREGATIONS.names()
 
 EPS = 1e-6
 GROUP = torch.tensor([[1.0, 0.0, 0.0, 1.0]])  # Q=1, G=4

@@ -7,7 +7,9 @@ import typer
 from typer.testing import CliRunner
 
 from drox.cli.main import app, compose
-from drox.config import CHOICES, ConfigError, validate
+from drox.config import CHOICES, ConfigError
+from drox.pipeline import build_pipeline
+from drox.trainers.algos import LOSS_AGGREGATIONS
 
 runner = CliRunner()
 
@@ -86,7 +88,7 @@ def test_unknown_group_option_lists_available(capsys):
 def test_choice_lists_allowed_values(capsys):
     err = _error(capsys, ["trainer.loss_agg=x"])
     assert "trainer.loss_agg=x" in err
-    for choice in CHOICES["trainer.loss_agg"]:
+    for choice in LOSS_AGGREGATIONS.names():  # the registry is the source of truth
         assert choice in err
 
 
@@ -116,7 +118,9 @@ def test_validate_raises_config_error_directly():
     cfg = compose([])
     cfg.trainer.kl_estimator = "k9"
     with pytest.raises(ConfigError, match="trainer.kl_estimator=k9"):
-        validate(cfg)
+        build_pipeline(cfg)
+    cfg.trainer.kl_estimator = "low_var_kl"  # verl's name for k3, registered as an alias
+    build_pipeline(cfg)
 
 
 # ------------------------------------------------------------------ through the CLI
@@ -172,7 +176,22 @@ def test_reward_filter_gate_options_are_checked_before_any_model_loads():
     for args, message in (
         (["+reward=outcome", "+reward.outcome.foo=1"], "reward.outcome: unknown option(s) foo; allowed: correct"),
         (["+filter=query", "+filter.query.bogus=1"], "filter.query: unknown option(s) bogus"),
-        (["+gate=rubric", "gate.rubric.on_fail=maybe"], "gate.rubric"),
+        (["+gate=rubric", "gate.rubric.on_fail=maybe"], "gate.rubric.on_fail=maybe is not allowed; choose one of: "
+                                                         "exclude, floor"),
+        # types, with the key named (these were a TypeError traceback, or a message naming no key, after the
+        # model had loaded)
+        (["+reward=random", "reward.random.p=abc"], "reward.random.p=abc: expected a float"),
+        (["+reward=confidence", "reward.confidence.threshold=abc"], "reward.confidence.threshold=abc: expected a float"),
+        (["+reward=format", "reward.format.weight=abc"], "reward.format.weight=abc: expected a float"),
+        (["+filter=entropy", "filter.entropy.rho=abc"], "filter.entropy.rho=abc: expected a float"),
+        (["+reward=confidence", "reward.confidence.kind=bogus"],
+         "reward.confidence.kind=bogus is not allowed; choose one of: self_certainty, answer_span, neg_entropy"),
+        (["+reward=variance", "reward.variance.top_p=0"], "reward.variance.top_p must be in (0, 1], got 0.0"),
+        (["+filter=query", "+filter.query.variance.tau=abc"], "filter.query.variance.tau=abc: expected a float"),
+        (["+reward=overlong", "reward.overlong.buffer=100"], "reward.overlong.buffer=100 exceeds "
+                                                              "rollout.max_new_tokens=64"),
+        (["trainer.advantage.combine=mean"], "trainer.advantage.combine=mean is not allowed; choose one of: sum, dvao"),
+        (["trainer.policy_loss=ppo"], "trainer.policy_loss=ppo is not allowed; choose one of: ppo_clip"),
     ):
         result = CliRunner().invoke(app, ["config", "model=tiny", *args])
         assert result.exit_code == 2, args
@@ -200,4 +219,5 @@ def test_sign_selective_reward_cannot_be_combined_by_objectives():
     result = CliRunner().invoke(app, ["config", "model=tiny", "+reward=[outcome,negative_only]",
                                       "trainer.advantage.combine=dvao"])
     assert result.exit_code == 2
-    assert "negative_only produces advantages itself" in " ".join(result.output.split())
+    assert "reward.negative_only: this reward's scores are advantages (no baseline) and cannot be combined with " \
+        "trainer.advantage.combine=dvao" in " ".join(result.output.split())

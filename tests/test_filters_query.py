@@ -12,11 +12,11 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from drox.filters import FILTERS, parse_options
+from drox.filters import FILTERS
 from drox.filters import query as qf
 from drox.rewards import variance as var_mod
-from drox.rewards.base import RewardOutput, ScoringContext, score
-from drox.testing import CharTok, PosLM, make_batch
+from drox.rewards.base import REWARD_SOURCES, RewardOutput, ScoringContext, score
+from doubles import CharTok, PosLM, make_batch
 
 V = 128
 
@@ -29,13 +29,19 @@ def make_ctx(batch=None, rows=None, policy=None, correct=None, verifier=None, **
     return ctx
 
 
-def combined_with(seq=None, **extras):
-    per_source = {"variance": RewardOutput(seq=torch.zeros(1), extras=extras)} if extras else {}
-    return SimpleNamespace(seq=seq, per_source=per_source)
+def with_stats(ctx, sigma_max, sigma=None, ref_logprobs=None, ref_mask=None):
+    """``ctx`` holding this step's variance statistics, as if the variance reward had run."""
+    Q = len(sigma_max)
+    var_mod.remember_variance_stats(ctx, var_mod.VarianceStats(
+        sigma=sigma if sigma is not None else sigma_max[:, None], sigma_max=sigma_max,
+        ref_mask=ref_mask if ref_mask is not None else torch.ones(Q, 1),
+        ref_logprobs=ref_logprobs if ref_logprobs is not None else torch.zeros(Q, 3, 1),
+        ref_ranks=torch.ones(Q, 3, 1)))
+    return ctx
 
 
 def opts(name, **raw):
-    return parse_options(FILTERS, "filter", name, raw)
+    return FILTERS.parse(name, raw)
 
 
 # ------------------------------------------------------------------------------------------------ query: online
@@ -45,8 +51,8 @@ SIGMA = torch.tensor([0.5, 0.1, 0.0, 0.3, 0.1])  # Q = 5; groups 1 and 4 tie
 
 def run_query(sigma_max=SIGMA, valid=None, **raw):
     valid = torch.ones(len(sigma_max), 3, dtype=torch.bool) if valid is None else valid
-    ctx = make_ctx()
-    return qf.query_filter(ctx, combined_with(sigma_max=sigma_max), valid, opts("query", **raw)), ctx
+    ctx = with_stats(make_ctx(), sigma_max)
+    return qf.query_filter(ctx, None, valid, opts("query", **raw)), ctx
 
 
 @pytest.mark.parametrize("raw, kept", [
@@ -88,9 +94,8 @@ def test_query_respects_valid_rollouts():
     mask = torch.ones(3, 2)
     _, sigma_all, _ = var_mod.r3_rewards(L, mask)
     valid = torch.tensor([[1, 1, 0], [1, 1, 0], [0, 0, 0]], dtype=torch.bool)
-    ctx = make_ctx()
-    comb = combined_with(sigma_max=sigma_all.max(-1).values, ref_logprobs=L, ref_mask=mask, sigma=sigma_all)
-    dec = qf.query_filter(ctx, comb, valid, opts("query", drop_fraction=0.0, threshold=0.5))
+    ctx = with_stats(make_ctx(), sigma_all.max(-1).values, sigma=sigma_all, ref_logprobs=L, ref_mask=mask)
+    dec = qf.query_filter(ctx, None, valid, opts("query", drop_fraction=0.0, threshold=0.5))
     assert dec.statistic.tolist() == pytest.approx([0.0, 1.0, 0.0])
     assert dec.keep.tolist() == [False, True, False]  # group 2 has no valid rollout: never kept
     assert dec.stats["eligible"] == 2
@@ -109,7 +114,7 @@ def _fake_lm_ctx(**kw):
 
 def test_query_online_reuses_the_variance_reward_without_a_forward_pass():
     ctx = _fake_lm_ctx()
-    combined = score(ctx, {"variance": {}})
+    combined = score(ctx, {"variance": REWARD_SOURCES.parse("variance", {})})
     passes = dict(ctx.counters)
     assert passes["forward_passes"] >= 1
     valid = torch.ones(2, 3, dtype=torch.bool)
@@ -148,7 +153,7 @@ def test_query_options_are_validated():
         opts("query", drop_fraction=1.0)
     with pytest.raises(ValueError, match="unknown option"):
         opts("query", thresold=0.1)
-    with pytest.raises(ValueError, match="reward.variance"):
+    with pytest.raises(ValueError, match="filter.query.variance: unknown option"):
         qf.OfflineScorer(None, None, opts("query", variance={"weighting": "bogus", "nope": 1}), max_new_tokens=4)
 
 
@@ -314,7 +319,7 @@ def test_dynamic_sampling_acc_keeps_mixed_groups_only():
     assert dec.stats["kept_frac"] == pytest.approx(2 / 6)
     assert dec.stats["all_correct_frac"] == pytest.approx(2 / 6) and dec.stats["all_wrong_frac"] == pytest.approx(1 / 6)
     assert dec.stats["statistic/min"] == 0.0 and dec.stats["statistic/max"] == 1.0
-    assert FILTERS["dynamic_sampling"].refill and opts("dynamic_sampling").max_gen_batches == 10
+    assert FILTERS["dynamic_sampling"].meta["refill"] and opts("dynamic_sampling").max_gen_batches == 10
 
 
 def test_dynamic_sampling_score_drops_zero_std_groups():
@@ -375,8 +380,8 @@ def test_option_files_nest_under_their_name_and_validate(name):
 
     raw = OmegaConf.to_container(OmegaConf.load(Path(drox.__file__).parent / "conf" / "filter" / f"{name}.yaml"))
     assert list(raw) == [name]
-    cfg = parse_options(FILTERS, "filter", name, raw[name])
-    assert cfg == FILTERS[name].config()  # the files hold the dataclass defaults
+    cfg = FILTERS.parse(name, raw[name])
+    assert cfg == FILTERS[name].options()  # the files hold the dataclass defaults
 
 
 def test_filters_compose_together_from_the_command_line():
@@ -386,6 +391,6 @@ def test_filters_compose_together_from_the_command_line():
                    "filter.dynamic_sampling.metric=score", "+filter.query.variance.reward_policy=reference"])
     raw = OmegaConf.to_container(cfg.filter, resolve=True)
     assert set(raw) == {"query", "dynamic_sampling", "mean_range"}
-    q = parse_options(FILTERS, "filter", "query", raw["query"])
+    q = FILTERS.parse("query", raw["query"])
     assert q.threshold == 0.2 and q.variance == {"reward_policy": "reference"}
-    assert parse_options(FILTERS, "filter", "dynamic_sampling", raw["dynamic_sampling"]).metric == "score"
+    assert FILTERS.parse("dynamic_sampling", raw["dynamic_sampling"]).metric == "score"

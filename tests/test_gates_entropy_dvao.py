@@ -8,7 +8,8 @@ import math
 import pytest
 import torch
 
-from drox.filters import FILTERS, GATES, parse_options
+from drox.filters import FILTERS
+from drox.gates import GATES
 from drox.filters.entropy import EntropyConfig, entropy_filter, top_k_count
 from drox.gates.rubric import RubricConfig, max_ngram_count, rubric_gate
 from drox.rewards.base import ScoringContext
@@ -27,11 +28,11 @@ def close(a, b, tol=1e-4):
 def test_registered_and_yaml_defaults_match():
     from drox.cli.main import compose
 
-    assert GATES["rubric"].kind == "gate" and FILTERS["entropy"].kind == "token"
+    assert "rubric" in GATES and FILTERS["entropy"].meta["kind"] == "token"
     assert {"dvao", "sum_then_normalize", "normalize_then_sum", "normalize_then_sum_no_batch"} <= set(COMBINERS)
     cfg = compose(["+gate=rubric", "+filter=entropy"])
-    assert parse_options(GATES, "gate", "rubric", dict(cfg.gate.rubric)) == RubricConfig()
-    assert parse_options(FILTERS, "filter", "entropy", dict(cfg.filter.entropy)) == EntropyConfig()
+    assert GATES.parse("rubric", dict(cfg.gate.rubric)) == RubricConfig()
+    assert FILTERS.parse("entropy", dict(cfg.filter.entropy)) == EntropyConfig()
     # a callable check by dotted path survives a Hydra override
     cfg = compose(["+gate=rubric", f"gate.rubric.checks=[answer_present,'{__name__}:ends_with_period']"])
     assert list(cfg.gate.rubric.checks) == ["answer_present", f"{__name__}:ends_with_period"]
@@ -66,7 +67,7 @@ def make_ctx(texts, group_size, token_ids=None):
 
 
 def gate(texts, G, token_ids=None, **opts):
-    return rubric_gate(make_ctx(texts, G, token_ids), parse_options(GATES, "gate", "rubric", opts))
+    return rubric_gate(make_ctx(texts, G, token_ids), GATES.parse("rubric", opts))
 
 
 def test_rubric_default_checks_mask_and_stats():
@@ -112,20 +113,20 @@ def test_rubric_callable_by_dotted_path():
 
 
 @pytest.mark.parametrize("path, fragment", [
-    ("no_such_module_xyz:check", "cannot import module 'no_such_module_xyz'"),
+    ("no_such_module_xyz:check", "no module named 'no_such_module_xyz'"),
     (f"{__name__}:no_such_function", "has no attribute 'no_such_function'"),
-    (f"{__name__}:", "is not a 'module:function' path"),
+    (f"{__name__}:", "give 'file.py:function' or 'module:function'"),
     (f"{__name__}:math", "is not callable"),
 ])
 def test_rubric_bad_dotted_path_is_one_line_error(path, fragment):
     with pytest.raises(ValueError) as e:
-        parse_options(GATES, "gate", "rubric", {"checks": [path]})
+        GATES.parse("rubric", {"checks": [path]})
     assert fragment in str(e.value) and "\n" not in str(e.value)
 
 
 @pytest.mark.parametrize("opts, fragment", [
     ({"checks": ["bogus"]}, "unknown check 'bogus'"),
-    ({"on_fail": "drop"}, "on_fail must be one of"),
+    ({"on_fail": "drop"}, "on_fail=drop is not allowed"),
     ({"checks": ["length"]}, "needs min_tokens and/or max_tokens"),
     ({"checks": ["regex"]}, "needs gate.rubric.regex"),
     ({"checks": ["regex"], "regex": "("}, "bad regex"),
@@ -133,7 +134,7 @@ def test_rubric_bad_dotted_path_is_one_line_error(path, fragment):
 ])
 def test_rubric_config_errors(opts, fragment):
     with pytest.raises(ValueError, match=None) as e:
-        parse_options(GATES, "gate", "rubric", opts)
+        GATES.parse("rubric", opts)
     assert fragment in str(e.value)
 
 
@@ -149,7 +150,7 @@ M = torch.tensor([[1, 1, 1, 1, 0],
 
 
 def ent(entropies, mask, **opts):
-    return entropy_filter(entropies, mask, parse_options(FILTERS, "filter", "entropy", opts))
+    return entropy_filter(entropies, mask, FILTERS.parse("entropy", opts))
 
 
 def test_entropy_keeps_exactly_ceil_rho_n_highest():
@@ -184,9 +185,9 @@ def test_entropy_invert_is_the_complement_and_edge_cases():
     new, stats = ent(H, torch.zeros_like(M))
     assert new.sum() == 0 and stats["n_valid"] == 0
     with pytest.raises(ValueError, match="rho must be in"):
-        parse_options(FILTERS, "filter", "entropy", {"rho": 0})
-    with pytest.raises(ValueError, match="scope must be one of"):
-        parse_options(FILTERS, "filter", "entropy", {"scope": "global"})
+        FILTERS.parse("entropy", {"rho": 0})
+    with pytest.raises(ValueError, match="scope=global is not allowed"):
+        FILTERS.parse("entropy", {"scope": "global"})
 
 
 # ------------------------------------------------------------------------------------------------ combiners

@@ -17,8 +17,8 @@ from drox.rewards import confidence as conf_mod
 from drox.rewards import prm as prm_mod
 from drox.rewards import variance as var_mod
 from drox.rewards._spans import final_answer_start
-from drox.rewards.base import ScoringContext, score
-from drox.testing import CharTok, PosLM, make_batch
+from drox.rewards.base import REWARD_SOURCES, ScoringContext, score
+from doubles import CharTok, PosLM, make_batch
 from drox.trainers import algos
 
 V = 128  # ASCII
@@ -271,7 +271,7 @@ def test_oracle_dense_scores_sit_at_step_end_tokens_and_zero_steps_count(tiny_po
     assert out.token_mask[0, 1].nonzero().flatten().tolist() == [6, 15]
     assert out.token[0, 1, [6, 15]].tolist() == [0.0, 0.0]  # 3+5=9 wrong, 9*2=16 wrong
     # through the combiner: the incorrect (0) steps keep their positions, so advantages are not all 0
-    combined = score(make_ctx(batch, ORACLE_ROWS, tok=tok), {"prm": {"dense": True}})
+    combined = score(make_ctx(batch, ORACLE_ROWS, tok=tok), {"prm": REWARD_SOURCES.parse("prm", {"dense": True})})
     assert torch.equal(combined.token_mask, out.token_mask)
     adv = algos.token_advantages(None, combined.token, batch.response_mask, group_size=2,
                                  reward_mask=combined.token_mask)

@@ -51,7 +51,7 @@ def test_yaml_defaults_match_the_dataclass(name):
     from drox.cli.main import compose
 
     cfg = compose([f"+reward={name}"])
-    assert parse_source_config(name, dict(cfg.reward[name])) == REWARD_SOURCES[name].config()
+    assert parse_source_config(name, dict(cfg.reward[name])) == REWARD_SOURCES[name].options()
 
 
 def test_sources_compose_and_override():
@@ -214,14 +214,24 @@ def test_sign_sources_hand_values_and_w_reinforce_advantages():
     assert run_source("negative_only", ctx).seq.tolist() == [[0, -1, 0, -1]]
     scores = run_source("w_reinforce", ctx).seq
     assert torch.allclose(scores, torch.tensor([[0.1, -1.0, 0.1, -1.0]]))
-    # end to end: the combiner asks for the "none" estimator, which passes the scores through as advantages
-    combined = score(ctx, {"w_reinforce": {}})
-    assert combined.estimator == "none"
-    adv = compute_advantages(combined.seq, combined.estimator)
+    # end to end: the "none" estimator (set by the option file) passes the scores through as advantages
+    combined = score(ctx, {"w_reinforce": parse_source_config("w_reinforce", {})})
+    adv = compute_advantages(combined.seq, "none")
     assert torch.allclose(adv, torch.tensor([[0.1, -1.0, 0.1, -1.0]]))
-    adv = compute_advantages(score(ctx, {"w_reinforce": {"lam": 0.5}}).seq, "none")
+    adv = compute_advantages(score(ctx, {"w_reinforce": parse_source_config("w_reinforce", {"lam": 0.5})}).seq, "none")
     assert torch.allclose(adv, torch.tensor([[0.5, -1.0, 0.5, -1.0]]))
-    assert score(ctx, {"outcome": {}}).estimator is None
+
+
+@pytest.mark.parametrize("name", ["positive_only", "negative_only", "w_reinforce"])
+def test_sign_sources_set_the_no_baseline_estimator_and_reject_another(compose_cfg, name):
+    from drox.errors import ConfigError
+    from drox.pipeline import build_pipeline
+
+    cfg = compose_cfg(f"+reward={name}")
+    assert cfg.trainer.advantage.estimator == "none"
+    cfg.trainer.advantage.estimator = "grpo"
+    with pytest.raises(ConfigError, match=rf"^reward.{name}: .* need trainer.advantage.estimator=none, got grpo"):
+        build_pipeline(cfg)
 
 
 # ------------------------------------------------------------------------------------------------ brier
@@ -315,16 +325,14 @@ def test_source_plugs_into_the_trainer(compose_cfg, tmp_path, name):
     from drox.trainers import loop
     from drox.trainers.metrics import read_metrics
 
-    cfg = compose_cfg()
-    assert cfg.trainer.advantage.estimator == "grpo"
-    cfg.reward = {name: {}}
+    cfg = compose_cfg(f"+reward={name}")  # sign-selective sources' option files set the estimator "none"
+    assert cfg.trainer.advantage.estimator == ("none" if name in SIGN_SOURCES else "grpo")
     loop.run_training(cfg, tmp_path / "run", progress=False)
     rows = read_metrics(tmp_path / "run" / "metrics.jsonl")
     assert [r["step"] for r in rows] == [1, 2]
     for r in rows:
         assert f"reward/{name}/mean" in r
-        # sign-selective sources replace grpo by "none": the advantages are the raw scores
-        assert r["advantage/estimator_overridden"] == float(name in SIGN_SOURCES)
+        # sign-selective sources train with the estimator "none": the advantages are the raw scores
         if name in SIGN_SOURCES:
             assert r["advantage/mean"] == pytest.approx(r["reward/mean"])
 

@@ -139,8 +139,8 @@ def test_offline_query_rounds_choose_the_prompts_sampled(compose_cfg, tmp_path):
 
 def test_combiners_see_the_overlong_penalty_as_an_objective(compose_cfg, tmp_path):
     # every tiny-model rollout is truncated at 8 tokens: the same penalty for all -> zero DVAO weight
-    m = run(compose_cfg, tmp_path, "trainer.advantage.combine=dvao", "trainer.overlong_buffer=4",
-            reward={"outcome": {}, "test_row_index": {}})
+    m = run(compose_cfg, tmp_path, "trainer.advantage.combine=dvao",
+            reward={"outcome": {}, "test_row_index": {}, "overlong": {"buffer": 4}})
     assert m["reward/overlong/mean"] == pytest.approx(-1.0)
     assert m["advantage/weight/overlong"] == 0.0
     assert m["advantage/weight/test_row_index"] == pytest.approx(1.0)

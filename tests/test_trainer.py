@@ -12,7 +12,7 @@ from omegaconf import OmegaConf
 
 from drox.rewards.base import REWARD_SOURCES, RewardOutput, register_reward
 from drox.trainers import loop
-from drox.trainers.algos import NonFiniteError
+from drox.errors import NonFiniteError
 from drox.trainers.checkpoint import latest_checkpoint, list_checkpoints
 from drox.trainers.metrics import read_metrics
 
@@ -67,10 +67,10 @@ def crash_at_step_3_then_resume(cfg, run_dir, monkeypatch):
     """Run ``cfg`` until a simulated kill at the start of step 3, then resume it to the end."""
     real_step = loop.train_step
 
-    def dies_at_3(step, *args, **kw):
+    def dies_at_3(trainer, step):
         if step == 3:
             raise KeyboardInterrupt("killed")
-        return real_step(step, *args, **kw)
+        return real_step(trainer, step)
 
     monkeypatch.setattr(loop, "train_step", dies_at_3)
     with pytest.raises(KeyboardInterrupt):

@@ -1,8 +1,9 @@
-"""Core RL algorithm math for drox: advantages, loss aggregation, PPO-clip loss, KL, entropy, shaping.
+"""Core RL algorithm math: advantage estimators, policy losses, KL estimators and loss aggregation.
 
-Every function here is a pure function over tensors with documented shapes and no dependence on drox's
-own training loop (DESIGN.md "Scale"), so the same functions can be registered into verl unchanged.
-Sources are cited as in ``/work/shared/PAPERS.md`` (section numbers refer to that file).
+Pure functions over tensors with documented shapes, registered by name (the style of verl's
+``trainer/ppo/core_algos.py``) and independent of drox's training loop, so that the same functions can be
+registered into verl unchanged. The formulas, their papers and equations, and the choices that are drox's
+own are written out in ``docs/algorithms.md``.
 
 Data layout
 -----------
@@ -11,48 +12,52 @@ rows ``q*G .. q*G + G - 1`` belong to prompt ``q`` (so ``x.view(Q, G, ...)`` rec
 Response tensors are ``[N, T]`` with a response mask ``[N, T]`` (1 on real completion tokens, 0 on
 padding). Sequence scores are ``[Q, G]``; dense (per-token) scores are ``[Q, G, T]`` or ``[N, T]``.
 
-Public API
-----------
-* advantages: :data:`ADVANTAGE_ESTIMATORS` (``grpo``, ``dr_grpo``, ``rloo``, ``none``) and
-  :func:`compute_advantages`; dense scores: :func:`broadcast_to_tokens`, :func:`dense_process_advantages`,
-  :func:`combine_advantages`, :func:`token_advantages`.
-* loss: :data:`AGG_MODES`, :func:`agg_loss`, :func:`loss_normalisers`, :func:`policy_loss`,
-  :data:`KL_ESTIMATORS`, :func:`kl_penalty`.
-* log-prob helpers: :func:`entropy_from_logits`, :func:`logprobs_from_logits`, :func:`masked_mean`.
-* shaping and guards: :func:`soft_overlong_penalty`, :class:`NonFiniteError`, :func:`check_finite`.
+Registries (``drox.registry.Registry``; the config's allowed values are their names)
+-------------------------------------------------------------------------------------
+* :data:`ADVANTAGE_ESTIMATORS` (``trainer.advantage.estimator``): ``fn(scores [Q, G], eps, valid [Q, G] bool)
+  -> [Q, G]``; :func:`compute_advantages` dispatches. Dense scores: :func:`token_advantages`.
+* :data:`POLICY_LOSSES` (``trainer.policy_loss``): ``fn(logprobs, old_logprobs, advantages, mask [N, T], *,
+  clip_low, clip_high, agg, max_len, num_seqs, num_tokens) -> (loss, stats)``.
+* :data:`LOSS_AGGREGATIONS` (``trainer.loss_agg``): ``fn(loss_mat, mask [N, T], max_len, num_seqs, num_tokens)
+  -> scalar``; :func:`agg_loss` dispatches.
+* :data:`KL_ESTIMATORS` (``trainer.kl_estimator``): ``fn(logprobs, ref_logprobs [N, T]) -> [N, T]``.
 """
 
 from __future__ import annotations
 
-from typing import Callable, Dict, Optional, Tuple
+from typing import Dict, Optional, Tuple
 
 import torch
 
+from drox.masked_stats import group_moments, masked_mean
+from drox.registry import Registry
+
 Tensor = torch.Tensor
+
+ADVANTAGE_ESTIMATORS = Registry("trainer.advantage.estimator", "advantage estimator")
+POLICY_LOSSES = Registry("trainer.policy_loss", "policy loss")
+LOSS_AGGREGATIONS = Registry("trainer.loss_agg", "loss aggregation")
+KL_ESTIMATORS = Registry("trainer.kl_estimator", "KL estimator")
 
 __all__ = [
     "ADVANTAGE_ESTIMATORS",
-    "AGG_MODES",
     "KL_ESTIMATORS",
-    "NonFiniteError",
+    "LOSS_AGGREGATIONS",
+    "POLICY_LOSSES",
     "agg_loss",
     "broadcast_to_tokens",
-    "check_finite",
     "combine_advantages",
     "compute_advantages",
     "dense_process_advantages",
     "dr_grpo_advantages",
-    "entropy_from_logits",
     "grpo_advantages",
     "kl_penalty",
-    "logprobs_from_logits",
     "loss_normalisers",
     "masked_mean",
     "no_baseline_advantages",
     "policy_loss",
     "register_advantage_estimator",
     "rloo_advantages",
-    "soft_overlong_penalty",
     "token_advantages",
 ]
 
@@ -74,59 +79,17 @@ def _check_same_shape(**tensors: Optional[Tensor]) -> None:
         raise ValueError(f"shape mismatch: {desc} (expected all equal)")
 
 
-def masked_mean(x: Tensor, mask: Tensor, dim: Optional[int] = None) -> Tensor:
-    """Mean of ``x`` over entries where ``mask`` is 1; 0 (not NaN) where the mask is empty.
-
-    Shapes: ``x`` and ``mask`` broadcastable to the same shape; ``dim=None`` -> scalar, else that dim reduced.
-    """
-    m = mask.to(x.dtype) if x.is_floating_point() else mask.float()
-    x = x if x.is_floating_point() else x.float()
-    num = (x * m).sum() if dim is None else (x * m).sum(dim)
-    den = m.sum() if dim is None else m.sum(dim)
-    return num / den.clamp_min(1.0)
-
-
 # ---------------------------------------------------------------------------------------------------------------
 # 1. sequence-level advantage estimators  (scores [Q, G] -> advantages [Q, G])
 # ---------------------------------------------------------------------------------------------------------------
 
-AdvantageFn = Callable[..., Tensor]
-
-#: name -> ``fn(scores [Q, G], eps: float, valid [Q, G] bool) -> [Q, G]``. Register more with
-#: :func:`register_advantage_estimator`; :func:`compute_advantages` dispatches by name.
-ADVANTAGE_ESTIMATORS: Dict[str, AdvantageFn] = {}
-
-
-def register_advantage_estimator(name: str) -> Callable[[AdvantageFn], AdvantageFn]:
+def register_advantage_estimator(name: str, **meta):
     """Decorator: register ``fn(scores [Q, G], eps, valid [Q, G] bool) -> [Q, G]`` under ``name``."""
-
-    def deco(fn: AdvantageFn) -> AdvantageFn:
-        if name in ADVANTAGE_ESTIMATORS:
-            raise ValueError(f"advantage estimator {name!r} is already registered")
-        ADVANTAGE_ESTIMATORS[name] = fn
-        return fn
-
-    return deco
-
-
-def _group_stats(scores: Tensor, valid: Tensor) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
-    """Per-group statistics over valid entries, in float64.
-
-    Args: ``scores [Q, G]`` (float64, invalid entries already zeroed), ``valid [Q, G]`` bool.
-    Returns ``(n [Q,1], total [Q,1], mean [Q,1], constant [Q,1] bool)`` where ``constant`` marks groups whose
-    valid entries are all identical (or that have fewer than 2 valid entries).
-    """
-    v = valid.to(scores.dtype)
-    n = v.sum(-1, keepdim=True)
-    total = (scores * v).sum(-1, keepdim=True)
-    mean = total / n.clamp_min(1.0)
-    hi = torch.where(valid, scores, torch.full_like(scores, -float("inf"))).amax(-1, keepdim=True)
-    lo = torch.where(valid, scores, torch.full_like(scores, float("inf"))).amin(-1, keepdim=True)
-    constant = (n < 2) | (hi == lo)
-    return n, total, mean, constant
+    return ADVANTAGE_ESTIMATORS.register(name, **meta)
 
 
 def _prepare(scores: Tensor, valid: Optional[Tensor]) -> Tuple[Tensor, Tensor]:
+    """(scores as float64 with invalid entries 0, valid [Q, G] bool); checks the shapes."""
     if scores.dim() != 2:
         raise ValueError(f"scores must be [Q, G], got shape {list(scores.shape)}")
     if valid is None:
@@ -137,6 +100,11 @@ def _prepare(scores: Tensor, valid: Optional[Tensor]) -> Tuple[Tensor, Tensor]:
     # invalid rows may hold anything (even NaN, e.g. a reward never computed for a gated rollout)
     s = torch.where(valid, scores.to(torch.float64), torch.zeros((), dtype=torch.float64, device=scores.device))
     return s, valid
+
+
+def _constant(m) -> Tensor:
+    """[Q, 1] bool: the group has fewer than 2 valid entries or they are all identical (no contrast)."""
+    return (m.n < 2) | m.all_equal
 
 
 @register_advantage_estimator("grpo")
@@ -150,11 +118,9 @@ def grpo_advantages(scores: Tensor, eps: float = 1e-6, valid: Optional[Tensor] =
     singleton group mean 0 / std 1 (advantage = raw score); drox deliberately gives 0 (no contrast, no signal).
     """
     s, valid = _prepare(scores, valid)
-    n, _, mean, constant = _group_stats(s, valid)
-    dev = torch.where(valid, s - mean, torch.zeros_like(s))
-    std = ((dev**2).sum(-1, keepdim=True) / (n - 1).clamp_min(1.0)).sqrt()
-    adv = dev / (std + eps)
-    adv = torch.where(valid & ~constant, adv, torch.zeros_like(adv))
+    m = group_moments(s, valid)
+    adv = m.centred / (m.std(unbiased=True) + eps)
+    adv = torch.where(valid & ~_constant(m), adv, torch.zeros_like(adv))
     return adv.to(_float_dtype(scores))
 
 
@@ -166,8 +132,8 @@ def dr_grpo_advantages(scores: Tensor, eps: float = 1e-6, valid: Optional[Tensor
     Invalid entries are excluded from the mean and get 0; constant groups get exactly 0.
     """
     s, valid = _prepare(scores, valid)
-    _, _, mean, constant = _group_stats(s, valid)
-    adv = torch.where(valid & ~constant, s - mean, torch.zeros_like(s))
+    m = group_moments(s, valid)
+    adv = torch.where(valid & ~_constant(m), s - m.mean, torch.zeros_like(s))
     return adv.to(_float_dtype(scores))
 
 
@@ -180,9 +146,10 @@ def rloo_advantages(scores: Tensor, eps: float = 1e-6, valid: Optional[Tensor] =
     groups get exactly 0; invalid entries get 0.
     """
     s, valid = _prepare(scores, valid)
-    n, total, _, constant = _group_stats(s, valid)
-    baseline = (total - s) / (n - 1).clamp_min(1.0)
-    adv = torch.where(valid & ~constant, s - baseline, torch.zeros_like(s))
+    m = group_moments(s, valid)
+    total = m.x.sum(-1, keepdim=True)
+    baseline = (total - s) / (m.n - 1).clamp_min(1.0)
+    adv = torch.where(valid & ~_constant(m), s - baseline, torch.zeros_like(s))
     return adv.to(_float_dtype(scores))
 
 
@@ -213,13 +180,7 @@ def compute_advantages(
     Raises:
         ValueError: unknown estimator (the message lists the registered ones) or bad shapes.
     """
-    try:
-        fn = ADVANTAGE_ESTIMATORS[estimator]
-    except KeyError:
-        raise ValueError(
-            f"unknown advantage estimator {estimator!r}; available: {', '.join(sorted(ADVANTAGE_ESTIMATORS))}"
-        ) from None
-    return fn(scores, eps=eps, valid=valid)
+    return ADVANTAGE_ESTIMATORS.get(estimator).fn(scores, eps=eps, valid=valid)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -365,10 +326,6 @@ def token_advantages(
 # 3. loss aggregation
 # ---------------------------------------------------------------------------------------------------------------
 
-#: aggregation modes accepted by :func:`agg_loss` (names as in verl's ``loss_agg_mode``).
-AGG_MODES: Tuple[str, ...] = ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm", "seq-mean-token-sum")
-
-
 def loss_normalisers(mask: Tensor) -> Dict[str, float]:
     """Global normalisers of a mini-batch, to pass to every micro-batch's :func:`agg_loss` / :func:`policy_loss`.
 
@@ -376,6 +333,48 @@ def loss_normalisers(mask: Tensor) -> Dict[str, float]:
     """
     m = mask.float()
     return {"num_tokens": float(m.sum().item()), "num_seqs": float((m.sum(-1) > 0).sum().item())}
+
+
+@LOSS_AGGREGATIONS.register("token-mean")
+def token_mean(loss_mat: Tensor, mask: Tensor, max_len=None, num_seqs=None, num_tokens=None) -> Tensor:
+    """``sum_{i,t} L m / sum_{i,t} m``: DAPO Eq. 12, the token-level loss (verl's default)."""
+    m = mask.to(loss_mat.dtype)
+    denom = m.sum() if num_tokens is None else torch.as_tensor(float(num_tokens), dtype=loss_mat.dtype)
+    return (loss_mat * m).sum() / denom.to(loss_mat.device).clamp_min(1.0)
+
+
+def _seq_mean(per_seq: Tensor, tok_count: Tensor, num_seqs: Optional[float]) -> Tensor:
+    """Mean of per-sequence values over the non-empty sequences (or over the global ``num_seqs``)."""
+    if num_seqs is None:
+        denom = (tok_count > 0).sum().to(per_seq.dtype)
+    else:
+        denom = torch.as_tensor(float(num_seqs), dtype=per_seq.dtype, device=per_seq.device)
+    return per_seq.sum() / denom.clamp_min(1.0)
+
+
+@LOSS_AGGREGATIONS.register("seq-mean-token-mean")
+def seq_mean_token_mean(loss_mat: Tensor, mask: Tensor, max_len=None, num_seqs=None, num_tokens=None) -> Tensor:
+    """``(1/|S|) sum_{i in S} (sum_t L m) / n_i``: GRPO Eq. 3 (1/G and 1/|o_i|)."""
+    m = mask.to(loss_mat.dtype)
+    tok_count = m.sum(-1)
+    return _seq_mean((loss_mat * m).sum(-1) / tok_count.clamp_min(1.0), tok_count, num_seqs)
+
+
+@LOSS_AGGREGATIONS.register("seq-mean-token-sum-norm")
+def seq_mean_token_sum_norm(loss_mat: Tensor, mask: Tensor, max_len=None, num_seqs=None, num_tokens=None) -> Tensor:
+    """``(1/|S|) sum_{i in S} (sum_t L m) / max_len``: Dr. GRPO as its authors coded it (per-sequence token
+    sum over the constant generation budget). verl's mode of this name omits the 1/|S| (a constant factor)."""
+    if max_len is None or max_len <= 0:
+        raise ValueError("seq-mean-token-sum-norm needs max_len > 0 (the max generation length, Dr. GRPO)")
+    m = mask.to(loss_mat.dtype)
+    return _seq_mean((loss_mat * m).sum(-1) / float(max_len), m.sum(-1), num_seqs)
+
+
+@LOSS_AGGREGATIONS.register("seq-mean-token-sum")
+def seq_mean_token_sum(loss_mat: Tensor, mask: Tensor, max_len=None, num_seqs=None, num_tokens=None) -> Tensor:
+    """``(1/|S|) sum_{i in S} sum_t L m``."""
+    m = mask.to(loss_mat.dtype)
+    return _seq_mean((loss_mat * m).sum(-1), m.sum(-1), num_seqs)
 
 
 def agg_loss(
@@ -386,57 +385,23 @@ def agg_loss(
     num_seqs: Optional[float] = None,
     num_tokens: Optional[float] = None,
 ) -> Tensor:
-    """Aggregate a per-token loss matrix into a scalar; PAPERS.md §6.5.
+    """Aggregate a per-token loss matrix into a scalar with the registered aggregation ``mode``.
 
-    Modes (``m`` = mask, ``n_i = sum_t m_it``, ``S`` = sequences with ``n_i > 0``):
-      * ``token-mean``: ``sum_{i,t} L m / sum_{i,t} m`` — DAPO Eq. 12 (token-level loss; verl default).
-      * ``seq-mean-token-mean``: ``(1/|S|) sum_{i in S} (sum_t L m) / n_i`` — GRPO Eq. 3 (1/G · 1/|o_i|).
-      * ``seq-mean-token-sum-norm``: ``(1/|S|) sum_{i in S} (sum_t L m) / max_len`` — Dr. GRPO as coded in oat
-        (per-sequence token sum over the constant max generation length, then mean over sequences; PAPERS.md
-        §6.6). verl's mode of the same name omits the 1/|S| (a constant learning-rate factor).
-      * ``seq-mean-token-sum``: ``(1/|S|) sum_{i in S} sum_t L m``.
+    Modes (``m`` = mask, ``n_i = sum_t m_it``, ``S`` = sequences with ``n_i > 0``): ``token-mean``,
+    ``seq-mean-token-mean``, ``seq-mean-token-sum-norm``, ``seq-mean-token-sum`` (see each function and
+    docs/algorithms.md "Loss aggregation"). Empty sequences contribute 0 and are excluded from ``|S|``; an
+    all-empty batch gives 0 (never NaN), still attached to the graph.
 
-    Empty sequences (``n_i = 0``) contribute 0 and are *excluded* from the sequence count ``|S|``; an all-empty
-    batch gives 0 (never NaN), still attached to the graph.
+    Gradient accumulation: pass the *global* normalisers of the whole mini-batch (:func:`loss_normalisers`)
+    to each micro-batch call; then the sum of the micro-batch losses equals the loss of the full mini-batch
+    in every mode. Without them each micro-batch is normalised by its own counts.
 
-    Gradient accumulation: pass the *global* normalisers of the whole mini-batch (``num_tokens`` = its total
-    valid tokens, ``num_seqs`` = its number of non-empty sequences; :func:`loss_normalisers`) to each
-    micro-batch call; then the sum of the micro-batch losses equals the loss of the full mini-batch in every
-    mode. Without them each micro-batch is normalised by its own counts (only right for one micro-batch).
-
-    Args:
-        loss_mat: ``[N, T]`` per-token loss. mask: ``[N, T]`` (0/1, any dtype).
-        mode: one of :data:`AGG_MODES`. max_len: the constant normaliser of ``seq-mean-token-sum-norm``
-            (required there: the max generation length, not a micro-batch's padded T).
-        num_seqs, num_tokens: optional global normalisers (counts; clamped at >= 1).
-    Returns:
-        scalar tensor.
+    Shapes: ``loss_mat [N, T]``, ``mask [N, T]`` (0/1, any dtype) -> scalar. ``max_len``: the constant
+    normaliser of ``seq-mean-token-sum-norm`` (the max generation length, not a micro-batch's padded T).
     """
-    if mode not in AGG_MODES:
-        raise ValueError(f"unknown loss aggregation mode {mode!r}; available: {', '.join(AGG_MODES)}")
+    fn = LOSS_AGGREGATIONS.get(mode).fn
     _check_same_shape(loss_mat=loss_mat, mask=mask)
-    m = mask.to(loss_mat.dtype)
-    masked = loss_mat * m
-
-    if mode == "token-mean":
-        denom = m.sum() if num_tokens is None else torch.as_tensor(float(num_tokens), dtype=loss_mat.dtype)
-        return masked.sum() / denom.to(loss_mat.device).clamp_min(1.0)
-
-    tok_count = m.sum(-1)  # [N]
-    seq_sum = masked.sum(-1)  # [N]
-    if mode == "seq-mean-token-mean":
-        per_seq = seq_sum / tok_count.clamp_min(1.0)
-    elif mode == "seq-mean-token-sum-norm":
-        if max_len is None or max_len <= 0:
-            raise ValueError("seq-mean-token-sum-norm needs max_len > 0 (the max generation length, Dr. GRPO)")
-        per_seq = seq_sum / float(max_len)
-    else:  # seq-mean-token-sum
-        per_seq = seq_sum
-    if num_seqs is None:
-        denom = (tok_count > 0).sum().to(loss_mat.dtype)
-    else:
-        denom = torch.as_tensor(float(num_seqs), dtype=loss_mat.dtype, device=loss_mat.device)
-    return per_seq.sum() / denom.clamp_min(1.0)
+    return fn(loss_mat, mask, max_len=max_len, num_seqs=num_seqs, num_tokens=num_tokens)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -444,6 +409,7 @@ def agg_loss(
 # ---------------------------------------------------------------------------------------------------------------
 
 
+@POLICY_LOSSES.register("ppo_clip")
 def policy_loss(
     logprobs: Tensor,
     old_logprobs: Tensor,
@@ -530,16 +496,10 @@ def _kl_k3(logprobs: Tensor, ref_logprobs: Tensor) -> Tensor:
     return (torch.exp(d) - d - 1.0).clamp(-10.0, 10.0)
 
 
-#: name -> ``fn(logprobs [N, T], ref_logprobs [N, T]) -> [N, T]``; ``low_var_kl`` / ``mse`` / ``kl`` are verl's
-#: names for k3 / k2 / k1.
-KL_ESTIMATORS: Dict[str, Callable[[Tensor, Tensor], Tensor]] = {
-    "k1": _kl_k1,
-    "k2": _kl_k2,
-    "k3": _kl_k3,
-    "kl": _kl_k1,
-    "mse": _kl_k2,
-    "low_var_kl": _kl_k3,
-}
+# verl's names for the same estimators: kl = k1, mse = k2, low_var_kl = k3
+for _name, _fn in (("k1", _kl_k1), ("k2", _kl_k2), ("k3", _kl_k3), ("kl", _kl_k1), ("mse", _kl_k2),
+                   ("low_var_kl", _kl_k3)):
+    KL_ESTIMATORS.register(_name)(_fn)
 
 
 def kl_penalty(logprobs: Tensor, ref_logprobs: Tensor, estimator: str = "k3") -> Tensor:
@@ -553,133 +513,6 @@ def kl_penalty(logprobs: Tensor, ref_logprobs: Tensor, estimator: str = "k3") ->
     Shapes: ``logprobs [N, T]``, ``ref_logprobs [N, T]`` -> ``[N, T]`` (unmasked; aggregate with
     :func:`agg_loss`). Unknown estimator -> ValueError listing :data:`KL_ESTIMATORS`.
     """
-    try:
-        fn = KL_ESTIMATORS[estimator]
-    except KeyError:
-        raise ValueError(f"unknown KL estimator {estimator!r}; available: {', '.join(KL_ESTIMATORS)}") from None
+    fn = KL_ESTIMATORS.get(estimator).fn
     _check_same_shape(logprobs=logprobs, ref_logprobs=ref_logprobs)
     return fn(logprobs, ref_logprobs)
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# 6. log-probs and entropy from logits
-# ---------------------------------------------------------------------------------------------------------------
-
-
-def _row_chunks(n: int, chunk_size: Optional[int]):
-    step = n if not chunk_size or chunk_size <= 0 else int(chunk_size)
-    for start in range(0, n, max(step, 1)):
-        yield slice(start, min(start + step, n))
-
-
-def _check_temperature(temperature: float) -> None:
-    if not temperature > 0:
-        raise ValueError(f"temperature must be > 0, got {temperature}")
-
-
-def entropy_from_logits(logits: Tensor, temperature: float = 1.0, chunk_size: Optional[int] = None) -> Tensor:
-    """Per-token entropy ``H = -sum_v p_v log p_v`` of ``softmax(logits / temperature)`` (PAPERS.md A1).
-
-    Math in float32 whatever the logits dtype; ``chunk_size`` rows of N at a time bound the float32
-    temporaries to ``chunk_size * T * V``. Differentiable. Shapes: ``logits [N, T, V]`` -> ``[N, T]`` float32.
-    """
-    _check_temperature(temperature)
-    outs = []
-    for sl in _row_chunks(logits.shape[0], chunk_size):
-        z = logits[sl].float() / temperature
-        logp = torch.log_softmax(z, dim=-1)
-        outs.append(-(logp.exp() * logp).sum(-1))
-    return torch.cat(outs, 0) if len(outs) != 1 else outs[0]
-
-
-def logprobs_from_logits(
-    logits: Tensor, tokens: Tensor, temperature: float = 1.0, chunk_size: Optional[int] = None
-) -> Tensor:
-    """Log-probability of ``tokens`` under ``softmax(logits / temperature)``, in float32.
-
-    Computed as ``z[token] - logsumexp(z)`` with ``z = logits.float() / temperature`` — the same value as a
-    gather after ``log_softmax`` without materialising the ``[N, T, V]`` log-softmax; ``chunk_size`` rows of N
-    at a time bound the float32 copy. Use the rollout's sampling temperature so the values match the behaviour
-    policy. Differentiable. Shapes: ``logits [N, T, V]``, ``tokens [N, T]`` long -> ``[N, T]`` float32.
-    """
-    _check_temperature(temperature)
-    if tokens.shape != logits.shape[:-1]:
-        raise ValueError(f"tokens {list(tokens.shape)} do not match logits {list(logits.shape)}")
-    outs = []
-    for sl in _row_chunks(logits.shape[0], chunk_size):
-        z = logits[sl].float() / temperature
-        picked = z.gather(-1, tokens[sl].long().unsqueeze(-1)).squeeze(-1)
-        outs.append(picked - torch.logsumexp(z, dim=-1))
-    return torch.cat(outs, 0) if len(outs) != 1 else outs[0]
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# 7. DAPO soft overlong punishment
-# ---------------------------------------------------------------------------------------------------------------
-
-
-def soft_overlong_penalty(lengths: Tensor, max_len: int, buffer: int, factor: float = 1.0) -> Tensor:
-    """DAPO soft overlong punishment, Eq. 13 (arXiv 2503.14476 §3.4; PAPERS.md §6.3, A7), added to the reward.
-
-    With ``L_max = max_len``, ``L_cache = buffer``::
-
-        0                                     if len <= L_max - L_cache
-        ((L_max - L_cache) - len) / L_cache * factor   if L_max - L_cache < len <= L_max
-        -factor                               if len > L_max
-
-    ``buffer = 0`` is the limit of the formula: 0 up to ``max_len``, ``-factor`` beyond (so with lengths capped
-    at ``max_len`` by generation it disables the penalty). Shapes: ``lengths [N]`` integer -> ``[N]`` float32.
-    """
-    if buffer < 0 or buffer > max_len:
-        raise ValueError(f"need 0 <= buffer <= max_len, got buffer={buffer}, max_len={max_len}")
-    length = lengths.to(torch.float64)
-    start = float(max_len - buffer)
-    zero = torch.zeros_like(length)
-    over = torch.full_like(length, -float(factor))
-    if buffer == 0:
-        out = torch.where(length <= max_len, zero, over)
-    else:
-        ramp = (start - length) / float(buffer) * float(factor)
-        out = torch.where(length <= start, zero, torch.where(length <= max_len, ramp, over))
-    return out.to(torch.float32)
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# 8. finiteness guard
-# ---------------------------------------------------------------------------------------------------------------
-
-
-class NonFiniteError(RuntimeError):
-    """A tensor that must be finite holds NaN or inf. Attributes: ``name``, ``step``, ``source``,
-    ``num_nan``, ``num_inf``, ``numel``."""
-
-    def __init__(
-        self, message: str, name: str, step: int, source: Optional[str], num_nan: int, num_inf: int, numel: int
-    ):
-        super().__init__(message)
-        self.name, self.step, self.source = name, step, source
-        self.num_nan, self.num_inf, self.numel = num_nan, num_inf, numel
-
-
-def check_finite(name: str, t: Tensor, step: int, source: Optional[str] = None) -> Tensor:
-    """Raise :class:`NonFiniteError` if ``t`` has NaN or inf entries; return ``t`` unchanged otherwise.
-
-    The message is one line, e.g.
-    ``step 3: NaN in rewards (source 'outcome'): 2 NaN, 0 inf of 8 entries; first at index (1, 0)``.
-    Integer/bool tensors are always finite. Costs one device sync.
-    """
-    if not isinstance(t, torch.Tensor) or not (t.is_floating_point() or t.is_complex()):
-        return t
-    with torch.no_grad():
-        nan = torch.isnan(t)
-        inf = torch.isinf(t)
-        num_nan = int(nan.sum().item())
-        num_inf = int(inf.sum().item())
-    if num_nan == 0 and num_inf == 0:
-        return t
-    kind = "NaN/inf" if num_nan and num_inf else ("NaN" if num_nan else "inf")
-    src = f" (source {source!r})" if source is not None else ""
-    first = torch.nonzero(nan | inf)[0].tolist()
-    where = f"; first at index {tuple(first)}" if first else ""
-    msg = f"step {step}: {kind} in {name}{src}: {num_nan} NaN, {num_inf} inf of {t.numel()} entries{where}"
-    raise NonFiniteError(msg, name, step, source, num_nan, num_inf, t.numel())

@@ -18,6 +18,8 @@ from typing import Any, Dict, Optional
 import numpy as np
 import torch
 
+from drox.models.loading import terminal_progress_bars
+
 STATE_FILE = "trainer_state.pt"
 _NAME = re.compile(r"^step-(\d+)$")
 
@@ -42,8 +44,9 @@ def save_checkpoint(ckpt_root: Path, step: int, model, tokenizer, trainer_state:
     final = ckpt_root / f"step-{step:06d}"
     tmp = Path(tempfile.mkdtemp(prefix=f".tmp-step-{step:06d}-", dir=ckpt_root))
     try:
-        model.save_pretrained(str(tmp))
-        tokenizer.save_pretrained(str(tmp))
+        with terminal_progress_bars():  # no "Writing model shards" bar debris in a log file
+            model.save_pretrained(str(tmp))
+            tokenizer.save_pretrained(str(tmp))
         torch.save(trainer_state, tmp / STATE_FILE)
         if final.exists():  # re-saving the same step (e.g. after a resume): replace it whole
             shutil.rmtree(final)

@@ -64,7 +64,7 @@ def _truncate_after(path: Path, step: int) -> None:
     """Keep only lines with ``step <= step`` (atomic rewrite)."""
     if not path.is_file():
         return
-    from drox.utils import atomic_write_text
+    from drox.atomic import atomic_write_text
 
     keep = [ln for ln in path.read_text().splitlines(keepends=True) if ln.strip() and json.loads(ln).get("step", 0) <= step]
     atomic_write_text(path, "".join(keep))

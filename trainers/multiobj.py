@@ -3,7 +3,8 @@
 Pure tensor functions in the style of :mod:`drox.trainers.algos`. Layout: ``table [Q, G, K]`` holds objective
 ``k``'s score of rollout ``g`` of prompt ``q`` (group-major, as everywhere in drox); ``weights [K]`` are the
 base/static weights; ``valid [Q, G]`` bool (None = all) marks rollouts that enter the statistics (gated-out
-rows get advantage 0 and may hold anything, NaN included). Section numbers refer to ``/work/shared/PAPERS.md``.
+rows get advantage 0 and may hold anything, NaN included). Formulas and papers: docs/algorithms.md
+"Multi-objective advantages".
 
 * ``dvao`` — DVAO (arXiv 2605.25604), §5.2 [S] / Appendix A5: ``A_i = Σ_k b_k (r_ik − μ_k) / Σ_k b_k σ_k``.
 * ``sum_then_normalize`` — reward combination (RC; TRL ``multi_objective_aggregation="sum_then_normalize"``).
@@ -17,40 +18,39 @@ population std of objective k), ``adv/abs_max`` and ``adv/mean_sq`` (DVAO's argu
 
 from __future__ import annotations
 
-from typing import Callable, Dict, Optional, Sequence, Tuple
+from typing import Dict, Optional, Sequence, Tuple
 
 import torch
 
+from drox.masked_stats import group_moments
+from drox.registry import Registry
 from drox.trainers.algos import _float_dtype, grpo_advantages
 
 Tensor = torch.Tensor
 
-#: name -> ``fn(table [Q, G, K] float64, weights [K] float64, valid [Q, G] bool, eps) -> (adv [Q, G] float64,
-#: {"weight": [K] float64 | None, ...})``. Inputs are already checked and invalid entries zeroed.
-COMBINERS: Dict[str, Callable] = {}
+#: ``trainer.advantage.combine``: name -> ``fn(table [Q, G, K] float64, weights [K] float64, valid [Q, G] bool,
+#: eps) -> (adv [Q, G] float64, {"weight": [K] float64 | None, ...})``. Inputs are already checked and invalid
+#: entries zeroed. ``sum`` (:data:`SUM`) is not a combiner: it means "weighted sum of the sources' scores, then
+#: the advantage estimator", which the trainer does without this module.
+COMBINERS = Registry("trainer.advantage.combine", "multi-objective combiner")
+SUM = "sum"
 
 
-def register_combiner(name: str):
+def register_combiner(name: str, **meta):
     """Decorator: register a combiner under ``name`` in :data:`COMBINERS`."""
+    return COMBINERS.register(name, **meta)
 
-    def deco(fn):
-        if name in COMBINERS:
-            raise ValueError(f"combiner {name!r} is already registered")
-        COMBINERS[name] = fn
-        return fn
 
-    return deco
+def combine_choices() -> Tuple[str, ...]:
+    """The allowed values of ``trainer.advantage.combine``: ``sum`` and every registered combiner."""
+    return (SUM, *COMBINERS.names())
 
 
 def _population_stats(table: Tensor, valid: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
     """Per group and objective over the valid rows: ``(n [Q,1,1], centred x [Q,G,K] (0 on invalid),
     population std σ [Q,1,K])``. ``table`` float64 with invalid entries zeroed."""
-    v = valid.to(table.dtype).unsqueeze(-1)  # [Q, G, 1]
-    n = v.sum(1, keepdim=True)  # [Q, 1, 1]
-    mu = (table * v).sum(1, keepdim=True) / n.clamp_min(1.0)
-    x = (table - mu) * v
-    sigma = ((x**2).sum(1, keepdim=True) / n.clamp_min(1.0)).sqrt()  # population std (correction 0), §5.2
-    return n, x, sigma
+    m = group_moments(table, valid)
+    return m.n, m.centred, m.std()  # population std (correction 0), as DVAO defines it
 
 
 @register_combiner("dvao")
@@ -140,8 +140,7 @@ def combine_objectives(
     Raises:
         ValueError: unknown mode, bad shapes, or NaN/inf in a valid entry.
     """
-    if mode not in COMBINERS:
-        raise ValueError(f"unknown multi-objective combiner {mode!r}; available: {', '.join(sorted(COMBINERS))}")
+    combiner = COMBINERS.get(mode).fn
     if table.dim() != 3:
         raise ValueError(f"table must be [Q, G, K], got shape {list(table.shape)}")
     Q, G, K = table.shape
@@ -164,7 +163,7 @@ def combine_objectives(
     # invalid rows may hold anything (a reward never computed for a gated rollout): zero them first
     t = torch.where(valid.unsqueeze(-1), t, torch.zeros((), dtype=t.dtype, device=t.device))
 
-    adv, extra = COMBINERS[mode](t, w, valid, eps)
+    adv, extra = combiner(t, w, valid, eps)
 
     stats: Dict[str, float] = {}
     weight = extra.pop("weight", None)

@@ -1,4 +1,4 @@
-"""Small shared helpers: atomic file writes (a crash never leaves a half-written result)."""
+"""Atomic file writes: a crash never leaves a half-written result (temp file beside the target + rename)."""
 
 from __future__ import annotations
 

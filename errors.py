@@ -1,0 +1,56 @@
+"""The errors drox reports to its user as one line (exit code 2), never as a traceback.
+
+* :class:`ConfigError`: a config value, option or name is wrong; the message names the key and the fix.
+* :class:`NonFiniteError`: a tensor that must be finite (rewards, advantages, loss) holds NaN or inf.
+
+``drox.tasks.TaskError`` (data) and ``drox.models.loading.ModelError`` (weights) live with their loaders.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+
+Tensor = torch.Tensor
+
+
+class ConfigError(ValueError):
+    """A config value is out of range; the message names the key and the allowed values."""
+
+
+
+class NonFiniteError(RuntimeError):
+    """A tensor that must be finite holds NaN or inf. Attributes: ``name``, ``step``, ``source``,
+    ``num_nan``, ``num_inf``, ``numel``."""
+
+    def __init__(
+        self, message: str, name: str, step: int, source: Optional[str], num_nan: int, num_inf: int, numel: int
+    ):
+        super().__init__(message)
+        self.name, self.step, self.source = name, step, source
+        self.num_nan, self.num_inf, self.numel = num_nan, num_inf, numel
+
+
+def check_finite(name: str, t: Tensor, step: int, source: Optional[str] = None) -> Tensor:
+    """Raise :class:`NonFiniteError` if ``t`` has NaN or inf entries; return ``t`` unchanged otherwise.
+
+    The message is one line, e.g.
+    ``step 3: NaN in rewards (source 'outcome'): 2 NaN, 0 inf of 8 entries; first at index (1, 0)``.
+    Integer/bool tensors are always finite. Costs one device sync.
+    """
+    if not isinstance(t, torch.Tensor) or not (t.is_floating_point() or t.is_complex()):
+        return t
+    with torch.no_grad():
+        nan = torch.isnan(t)
+        inf = torch.isinf(t)
+        num_nan = int(nan.sum().item())
+        num_inf = int(inf.sum().item())
+    if num_nan == 0 and num_inf == 0:
+        return t
+    kind = "NaN/inf" if num_nan and num_inf else ("NaN" if num_nan else "inf")
+    src = f" (source {source!r})" if source is not None else ""
+    first = torch.nonzero(nan | inf)[0].tolist()
+    where = f"; first at index {tuple(first)}" if first else ""
+    msg = f"step {step}: {kind} in {name}{src}: {num_nan} NaN, {num_inf} inf of {t.numel()} entries{where}"
+    raise NonFiniteError(msg, name, step, source, num_nan, num_inf, t.numel())
