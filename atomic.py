@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from pathlib import Path
@@ -38,6 +39,4 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
 
 def atomic_write_jsonl(path: str | Path, records: Iterable[Any]) -> Path:
     """One JSON object per line, written atomically."""
-    import json
-
     return atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in records))

@@ -148,7 +148,7 @@ def show_config(ctx: typer.Context) -> None:
     from omegaconf import OmegaConf
 
     cfg = compose(ctx.args)
-    console.print(OmegaConf.to_yaml(cfg), highlight=False, markup=False)
+    typer.echo(OmegaConf.to_yaml(cfg), nl=False)  # plain: rich would wrap long values into invalid YAML
 
 
 @app.command("eval", context_settings=EXTRA)

@@ -1,4 +1,5 @@
-"""Calibration metrics for verbalized confidence (RLCR, Damani et al., arXiv 2507.16806; PAPERS.md §8, App. A6).
+"""Calibration metrics for verbalized confidence (RLCR, Damani et al., arXiv 2507.16806;
+docs/algorithms.md "Calibration metrics: Brier, ECE, AUROC").
 
 As in the official ``damanimehul/RLCR`` ``eval/eval_utils.py``: Brier = mean((q − c)²); ECE over 10 equal-width
 bins whose first/last edges are ±inf; AUROC of confidence as a score for correctness (there via sklearn's
@@ -29,7 +30,7 @@ def brier_score(correct: Sequence[float], q: Sequence[float]) -> float:
 
 
 def ece(correct: Sequence[float], q: Sequence[float], n_bins: int = 10) -> float:
-    """Expected calibration error ``Σ_b (|B_b|/N)·|mean_conf_b − acc_b|`` (PAPERS.md App. A6).
+    """Expected calibration error ``Σ_b (|B_b|/N)·|mean_conf_b − acc_b|`` (docs/algorithms.md).
 
     Bins are ``np.linspace(0, 1, n_bins + 1)`` with the first/last edges set to −inf/+inf, assigned by
     ``np.digitize`` (left-closed: q = 0.1 falls in the second bin, 1.0 in the last). As in the reference,

@@ -1,7 +1,8 @@
 """``entropy``: train only on the highest-entropy ("forking") response tokens.
 
 Wang et al., "Beyond the 80/20 Rule: High-Entropy Minority Tokens Drive Effective RL for LLM Reasoning"
-(arXiv 2506.01939; PAPERS.md §7, Appendix A1). Of the valid response tokens passed in, keep the top-ρ by entropy
+(arXiv 2506.01939; docs/algorithms.md "80/20 high-entropy token mask").
+Of the valid response tokens passed in, keep the top-ρ by entropy
 ``H_t = -Σ_v p_{t,v} log p_{t,v}`` (ρ = 0.2 in the paper); the policy loss then uses ``mask * keep`` (with
 token-mean the normaliser becomes the number of kept tokens). ``invert: true`` keeps the complement (the bottom
 1-ρ), the paper's ablation.
@@ -52,7 +53,7 @@ def top_k_count(rho: float, n_valid: int) -> int:
 
 @register_token_filter("entropy", EntropyConfig)
 def entropy_filter(entropies: torch.Tensor, mask: torch.Tensor, opts: EntropyConfig) -> Tuple[torch.Tensor, Dict]:
-    """Top-ρ entropy token mask (80/20 paper §4; PAPERS.md A1 ``top_entropy_mask``, without its tie widening).
+    """Top-ρ entropy token mask (80/20 paper §4; docs/algorithms.md), without the authors' tie widening.
 
     Shapes: ``entropies [N, T]`` float, ``mask [N, T]`` (1 on valid response tokens) -> ``(mask [N, T], stats)``,
     the new mask in ``mask``'s dtype, a subset of ``mask``. Stats: ``kept_frac`` (kept / valid), ``threshold``

@@ -1,7 +1,7 @@
 """Group filters on the group's scores: ``dynamic_sampling`` (DAPO) and ``mean_range`` (OpenRLHF).
 
 * ``dynamic_sampling`` (Yu et al., DAPO, arXiv 2503.14476, "Dynamic Sampling", Eq. 11 constraint
-  ``0 < |{o_i : is_equivalent(a, o_i)}| < G``; PAPERS.md §6.3, Appendix A8): drop the groups whose
+  ``0 < |{o_i : is_equivalent(a, o_i)}| < G``; docs/algorithms.md "DAPO dynamic sampling"): drop the groups whose
   rollouts are all correct or all wrong (``metric: acc``, the task verifier via ``ctx.verify()``),
   or whose combined scores are all equal (``metric: score``, std 0, OpenRLHF issue #1270). Such a
   group has zero advantage everywhere under group normalisation, so it only dilutes the batch.

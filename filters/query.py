@@ -1,4 +1,4 @@
-"""``query``: DRO's query-level filter (Xu et al., arXiv 2506.13351 v1 §4.2.2; PAPERS.md §1.3, §1.7).
+"""``query``: DRO's query-level filter (Xu et al., arXiv 2506.13351 v1 §4.2.2; docs/algorithms.md "DRO query filter").
 
 The statistic is ``sigma_max = max_j σ_j``, the largest cross-rollout std of a reference token's
 log-prob (the same σ_j the ``variance`` reward R3 weights tokens by). A prompt whose rollouts all

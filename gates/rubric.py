@@ -1,8 +1,8 @@
 """``rubric``: boolean checks on each rollout's final answer / response, used as a gate (DRO rubric gating).
 
-DRO v3 abstract (arXiv 2506.13351; PAPERS.md §1.4 [P-abstract]): "rubric-gating ... hard accept/reject checks on
+DRO v3 abstract (arXiv 2506.13351; docs/algorithms.md "Rubric gate"): "rubric-gating ... hard accept/reject checks on
 final answers". How a failed gate changes the advantage, and what the rubric contains, are [NF]; the mechanics
-here follow the PAPERS.md §1.4 [ENG] suggestion: a rollout passes when it passes *every* configured check; the
+here are drox's own (**ours** in docs/algorithms.md): a rollout passes when it passes *every* configured check; the
 trainer excludes failing rollouts from the advantage (``on_fail: exclude``) or gives them their group's floor
 score (``on_fail: floor``), and drops a group where all fail (``drox.filters.base``). The checks never add to the
 reward: that is the point of gating.

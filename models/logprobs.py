@@ -30,7 +30,8 @@ def _check_temperature(temperature: float) -> None:
 
 
 def entropy_from_logits(logits: Tensor, temperature: float = 1.0, chunk_size: Optional[int] = None) -> Tensor:
-    """Per-token entropy ``H = -sum_v p_v log p_v`` of ``softmax(logits / temperature)`` (PAPERS.md A1).
+    """Per-token entropy ``H = -sum_v p_v log p_v`` of ``softmax(logits / temperature)``
+    (docs/algorithms.md "Entropy bonus").
 
     Math in float32 whatever the logits dtype; ``chunk_size`` rows of N at a time bound the float32
     temporaries to ``chunk_size * T * V``. Differentiable. Shapes: ``logits [N, T, V]`` -> ``[N, T]`` float32.

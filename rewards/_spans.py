@@ -23,7 +23,8 @@ def final_answer_start(text: str) -> int:
 
     The start of the last ``\\boxed{`` (closed or not: a truncated box is still the answer attempt),
     else the start of the last line with a non-empty ``Answer: ...``, else ``len(text)``.
-    The text before this index is the reasoning (DRO's CoT ``ĉ_i``, PAPERS.md §1.2 step 1).
+    The text before this index is the reasoning (DRO's CoT ``ĉ_i``, step 1 of
+    docs/algorithms.md "R3: DRO's reasoning reflection reward").
     """
     boxes = list(_BOXED.finditer(text))
     if boxes:

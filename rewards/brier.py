@@ -1,5 +1,6 @@
 """``brier``: RLCR's correctness + Brier reward on a verbalized confidence (Damani et al., "Beyond Binary
-Rewards: Training LMs to Reason about Their Uncertainty", arXiv 2507.16806; PAPERS.md §8).
+Rewards: Training LMs to Reason about Their Uncertainty", arXiv 2507.16806; docs/algorithms.md
+"RLCR: correctness plus Brier reward").
 
 Paper: ``R_RLCR(y, q, y*) = 1[y ≡ y*] − (q − 1[y ≡ y*])²`` with q ∈ [0,1] stated by the model. Official code
 (``damanimehul/RLCR`` ``reward_fns.py``) parses q from ``<confidence>…</confidence>`` and fails the format when it
@@ -46,7 +47,7 @@ def parse_confidence(text: str, tag_regex: str = DEFAULT_TAG) -> Optional[float]
 
 
 def rlcr_reward(correct: bool, q: float) -> float:
-    """RLCR reward ``c − (q − c)²`` (PAPERS.md §8, App. A6), in [−1, 1]."""
+    """RLCR reward ``c − (q − c)²`` (docs/algorithms.md), in [−1, 1]."""
     c = float(correct)
     return c - (q - c) ** 2
 
@@ -61,7 +62,7 @@ def brier(ctx: ScoringContext, cfg: BrierConfig) -> RewardOutput:
     seq = torch.tensor(scores, dtype=torch.float32).view(ctx.batch.num_groups, ctx.batch.group_size)
     ok = [i for i, q in enumerate(qs) if q is not None]
     diagnostics = {"format_fail_frac": 1.0 - len(ok) / max(len(qs), 1)}
-    if ok:  # calibration of the rollouts that stated a confidence (training-time view of §8's eval metrics)
+    if ok:  # calibration of the rollouts that stated a confidence (training-time view of RLCR's eval metrics)
         c_ok, q_ok = [float(correct[i]) for i in ok], [qs[i] for i in ok]
         diagnostics.update({"confidence_mean": sum(q_ok) / len(q_ok), "brier_score": brier_score(c_ok, q_ok),
                             "ece": ece(c_ok, q_ok), "auroc": auroc(c_ok, q_ok)})

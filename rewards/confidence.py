@@ -1,8 +1,9 @@
-"""``confidence``: the policy's own confidence as the reward (PAPERS.md §4.1-4.3).
+"""``confidence``: the policy's own confidence as the reward (docs/algorithms.md
+"Confidence rewards: self-certainty, answer span, negative entropy").
 
 ``kind``:
 
-* ``self_certainty`` — Intuitor (Zhao et al., arXiv 2505.19590, Eq. 4; PAPERS.md §4.2, Appendix A2):
+* ``self_certainty`` — Intuitor (Zhao et al., arXiv 2505.19590, Eq. 4):
   ``SC(o|q) = (1/|o|) Σ_t KL(U ‖ p_θ(·|q, o_<t))`` with
   ``KL(U‖p_t) = logsumexp(z_t) − mean_v z_{t,v} − log|V|``
   (the paper's exact value, including the ``−log|V|`` that Intuitor's code drops; a constant, so the
@@ -10,22 +11,22 @@
   hacked) in teacher-forced passes over the sampled responses; the reduction over V happens inside
   each chunk. ``|V|`` is the width of the model's logits (its padded vocabulary).
 * ``answer_span`` — RLSF (van Niekerk et al., arXiv 2507.21931; code ``ConfidentLLM``
-  ``ProbabilityDisparity`` + ``AnswerProcessor``; CoT-decoding Δ of Wang & Zhou 2024; PAPERS.md §4.1
-  step 2-3): mean over the final-answer span of ``p(top1) − p(top2)`` (``disparity: top1``, default) or
+  ``ProbabilityDisparity`` + ``AnswerProcessor``; CoT-decoding Δ of Wang & Zhou 2024):
+  mean over the final-answer span of ``p(top1) − p(top2)`` (``disparity: top1``, default) or
   ``p(sampled token) − p(top2)`` (``disparity: token``, the RLSF code's ProbabilityDisparity).
   The span [ENG, differs from RLSF]: RLSF generates an answer after "So the answer is" and matches
   it into the trace with difflib; here the answer is :func:`drox.tasks.verify.extract_answer` of the
   response, its LAST occurrence in the response text is the span, and the sampled tokens that overlap
   it are found by decoding prefixes (:class:`drox.rewards._spans.TokenCharMap`). No answer, or a
   span that maps to no token: 0 (as RLSF's "no overlap").
-* ``neg_entropy`` — entropy minimisation (RENT/EM; Intuitor App. B.4; PAPERS.md §4.3):
+* ``neg_entropy`` — entropy minimisation (RENT/EM; Intuitor App. B.4):
   ``−(1/|o|) Σ_t H(p_t)``, read from the rollout's own per-token entropies (no extra pass: the
   sampling policy is the current policy at scoring time). They refer to the sampling
   distribution softmax(z / T_rollout) [ENG].
 
 ``temperature`` divides the logits of the scoring pass (self_certainty, answer_span) [ENG, default 1:
 the model's own distribution]. Optional gating [ENG; RLSF uses a 0.9 threshold only to choose
-preference pairs, §4.1 step 4]: a score below ``threshold`` becomes 0 (``null`` = off).
+preference pairs]: a score below ``threshold`` becomes 0 (``null`` = off).
 """
 
 from __future__ import annotations
@@ -67,7 +68,7 @@ class ConfidenceConfig:
 
 
 def self_certainty_tokens(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
-    """Per-token ``KL(U ‖ p_t) = logsumexp(z_t) − mean_v z_{t,v} − log|V|`` (Intuitor Eq. 4; PAPERS.md A2).
+    """Per-token ``KL(U ‖ p_t) = logsumexp(z_t) − mean_v z_{t,v} − log|V|`` (Intuitor Eq. 4; docs/algorithms.md).
 
     logits  # [b, T, V] -> [b, T] float32, ``z = logits / temperature``; >= 0, 0 iff p_t is uniform.
     """
@@ -77,7 +78,7 @@ def self_certainty_tokens(logits: torch.Tensor, temperature: float = 1.0) -> tor
 
 def disparity_tokens(logits: torch.Tensor, tokens: torch.Tensor, mode: str = "top1",
                      temperature: float = 1.0) -> torch.Tensor:
-    """Per-token confidence margin (RLSF ``ProbabilityDisparity``; PAPERS.md §4.1 step 2, A4).
+    """Per-token confidence margin (RLSF ``ProbabilityDisparity``; docs/algorithms.md).
 
     logits  # [b, T, V], tokens  # [b, T] -> [b, T]:
     ``top1``: p_(1) − p_(2) (the two largest probabilities); ``token``: p(tokens_t) − p_(2).

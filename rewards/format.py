@@ -1,7 +1,7 @@
 """``format``: 1 if the response has a non-empty final-answer container, correctness ignored.
 
 Spurious Rewards (arXiv 2506.10947) §3 / code ``ttrl/verifier/auto_verify.py`` task ``box_only_format``:
-reward = 1 if ``extract_answer_box_only(response)`` is a non-empty string, else 0 (PAPERS.md §3.1).
+reward = 1 if ``extract_answer_box_only(response)`` is a non-empty string, else 0 (docs/algorithms.md "Format reward").
 """
 
 from __future__ import annotations

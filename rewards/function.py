@@ -22,9 +22,11 @@ from __future__ import annotations
 
 import inspect
 import math
+import numbers
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List
 
+import numpy as np
 import torch
 
 from drox.plugins import load_callable
@@ -35,10 +37,12 @@ from drox.rewards.base import RewardOutput, ScoringContext, register_reward
 class FunctionConfig:
     weight: float = 1.0
     """Weight of this source in the combined reward."""
-    path: str = "???"
+    path: str = ""
     """``file.py:function`` or ``module:function``: f(prompts, completions, **dataset_columns) -> list[float|None]."""
 
     def __post_init__(self):
+        if not self.path:
+            raise ValueError("reward.function.path is required; set it, e.g. reward.function.path=my_rewards.py:f")
         load_callable(self.path, "reward.function.path")  # fail at config time, not at the first step
 
 
@@ -50,16 +54,19 @@ def call_reward_function(fn: Callable, prompts: List[str], completions: List[str
     kwargs = {k: v for k, v in columns.items() if takes_all or k in params}
     out = fn(prompts=prompts, completions=completions, **kwargs)
     n = len(completions)
-    if not isinstance(out, (list, tuple)) and not (isinstance(out, torch.Tensor) and out.dim() == 1):
+    if hasattr(out, "tolist") and getattr(out, "ndim", None) == 1:  # a 1-D torch tensor or numpy array
+        out = out.tolist()
+    if not isinstance(out, (list, tuple)):
         raise ValueError(f"reward function {name} returned {type(out).__name__}; expected a list of {n} floats")
     if len(out) != n:
         raise ValueError(f"reward function {name} returned {len(out)} scores for {n} completions")
     scores = []
-    for i, v in enumerate(out.tolist() if isinstance(out, torch.Tensor) else out):
+    for i, v in enumerate(out):
         if v is None:
             scores.append(math.nan)
             continue
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+        # numbers.Real covers numpy scalars (np.float32, np.int64) as TRL accepts them; bools are not scores
+        if isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Real) or not math.isfinite(v):
             raise ValueError(f"reward function {name} returned {v!r} for completion {i}; expected a finite "
                              "number or None")
         scores.append(float(v))

@@ -36,7 +36,7 @@ class OverlongConfig:
 
 
 def soft_overlong_penalty(lengths: Tensor, max_len: int, buffer: int, factor: float = 1.0) -> Tensor:
-    """DAPO soft overlong punishment, Eq. 13 (arXiv 2503.14476 §3.4; PAPERS.md §6.3, A7), added to the reward.
+    """DAPO soft overlong punishment, Eq. 13 (arXiv 2503.14476 §3.4; docs/algorithms.md), added to the reward.
 
     With ``L_max = max_len``, ``L_cache = buffer``::
 

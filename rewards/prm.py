@@ -1,4 +1,4 @@
-"""``prm``: step-level process rewards (PAPERS.md §10.1, §6.1).
+"""``prm``: step-level process rewards (docs/algorithms.md "PRM rewards and step aggregation").
 
 ``kind``:
 
@@ -8,7 +8,7 @@
   arithmetic holds and, with ``match_reference``, ``c`` also equals the result of the reference step
   at the same index (steps beyond the reference's count are then incorrect). Step score
   ``correct`` / ``incorrect`` (1 / 0). [ENG: our checker; the papers' PRMs are learned.]
-* ``hf`` — a HF PRM checkpoint at ``model_path`` (Math-Shepherd / Qwen-PRM style, §10.1). The
+* ``hf`` — a HF PRM checkpoint at ``model_path`` (Math-Shepherd / Qwen-PRM style). The
   response is split into steps at ``step_separator`` (empty pieces dropped); the PRM input is
   ``input_template`` with ``{question}`` = the prompt and ``{steps}`` = the steps, each followed by
   ``step_tag``, joined by ``step_separator``. Step score = P(positive) at the step-end token (the last
@@ -20,11 +20,12 @@
   pooled output. Token positions come from the PRM tokenizer's offset mapping (re-tokenising the
   text prefix when the tokenizer has no offsets).
 
-Aggregation to a sequence score (``aggregation``; PAPERS.md §10.1, §12.14): ``min`` (Math-Shepherd
+Aggregation to a sequence score (``aggregation``; docs/algorithms.md): ``min`` (Math-Shepherd
 §3.4, default), ``last`` (Snell et al.), ``prod`` (PRM800K / Lightman et al.), ``mean`` (GenPRM
 App. A.1 PRM-Avg). A response with no step scores ``empty_score`` [ENG].
 
-``dense: true`` (DeepSeekMath §4.1.3 process supervision, PAPERS.md §6.1): step scores are placed at
+``dense: true`` (DeepSeekMath §4.1.3 process supervision; docs/algorithms.md
+"Process supervision: dense step rewards and reward-to-go"): step scores are placed at
 the response token where each step ends, as ``token [Q, G, T]`` with ``token_mask`` marking them
 (so a step score of exactly 0 still counts); the trainer turns them into group-normalised
 reward-to-go advantages (:func:`drox.trainers.algos.dense_process_advantages`). The sequence score is
@@ -100,7 +101,7 @@ class PRMConfig:
 
 
 def aggregate_steps(scores: torch.Tensor, mask: torch.Tensor, how: str = "min", empty: float = 0.0) -> torch.Tensor:
-    """Step scores -> one score per response (PAPERS.md §10.1 aggregation variants).
+    """Step scores -> one score per response (docs/algorithms.md "PRM rewards and step aggregation").
 
     scores  # [N, S] step scores (anything on padding)
     mask    # [N, S] 1 on real steps (the first n_i entries of row i)

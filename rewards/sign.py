@@ -1,5 +1,6 @@
 """Sign-selective objectives: PSR, NSR, W-REINFORCE (Zhu et al., "The Surprising Effectiveness of Negative
-Reinforcement in LLM Reasoning", arXiv 2506.01347, §2.2 Eqs. 2–4 and §5 Eq. 9; PAPERS.md §2).
+Reinforcement in LLM Reasoning", arXiv 2506.01347, §2.2 Eqs. 2–4 and §5 Eq. 9;
+docs/algorithms.md "PSR, NSR and W-REINFORCE").
 
 The scores these sources return are the advantages themselves, so they need the advantage estimator
 ``none`` (no group baseline, no std normalisation, as in the paper): their option files
@@ -7,7 +8,7 @@ The scores these sources return are the advantages themselves, so they need the 
 is rejected before anything loads. Combined with other sources, the weighted sum of all scores is used raw.
 
 Values follow the official code ``RLVR-Decomposed`` ``verl/trainer/ppo/core_algos.py::
-compute_psr_nsr_outcome_advantage`` (PAPERS.md §2.2), which uses 1/0 rewards:
+compute_psr_nsr_outcome_advantage``, which uses 1/0 rewards:
 
 ==============  ===========  =============
 source          correct      incorrect
@@ -17,7 +18,7 @@ negative_only   0            −1             (NSR: ``A = R − 1``)
 w_reinforce     λ (0.1)      −1             (W-REINFORCE, Eq. 9: ``λ·L_PSR + L_NSR``)
 ==============  ===========  =============
 
-The paper writes the reward as r ∈ {−1, +1} (PAPERS.md §12.5) while the code scores 1/0 and shifts by −1 for
+The paper writes the reward as r ∈ {−1, +1} while the code scores 1/0 and shifts by −1 for
 NSR. Both give the table above: PSR keeps the correct samples with weight 1, NSR the incorrect ones with −1, and
 W-REINFORCE is λ / −1 (λ = 1 recovers REINFORCE with ±1 rewards).
 """

@@ -1,6 +1,7 @@
 """Spurious rewards (Shao et al., "Spurious Rewards: Rethinking Training Signals in RLVR", arXiv 2506.10947).
 
-Three controls, PAPERS.md §3.1 (code: ``ruixin31/Spurious_Rewards``, ``code/ttrl/verifier/auto_verify.py``):
+Three controls (docs/algorithms.md "Spurious rewards: random, inverse, incorrect label"; code:
+``ruixin31/Spurious_Rewards``, ``code/ttrl/verifier/auto_verify.py``):
 
 * ``random``: ``random_reward_fn`` = ``int(random.random() < rate)``, γ = 0.5 by default; ignores the output.
 * ``inverse``: the ``inverse_*`` tasks, ``1 − r`` of another reward.

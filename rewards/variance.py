@@ -1,4 +1,5 @@
-"""``variance``: DRO's Reasoning Reflection Reward R3 (Xu et al., arXiv 2506.13351 v1 §4.1; PAPERS.md §1.2, §1.7).
+"""``variance``: DRO's Reasoning Reflection Reward R3 (Xu et al., arXiv 2506.13351 v1 §4.1;
+docs/algorithms.md "R3: DRO's reasoning reflection reward").
 
 For each query with reference outcome ``y`` (``row[reference_field]``, the ``answer`` column; no
 verifier is needed, so it works on ``task=revise``) and each rollout ``i`` of its group:
@@ -10,12 +11,12 @@ verifier is needed, so it works on ``task=revise``) and each rollout ``i`` of it
    because in a causal LM later tokens cannot change the log-probs of earlier ones;
 3. teacher-force ``[prompt ; ĉ_i + template head ; y]`` through the reward policy (one batch of all
    ``Q·G`` rows, chunked and counted by :meth:`ScoringContext.forward`):
-   ``ℓ_{i,j} = log π_rwd(y_j | q, ĉ_i, y_<j)`` (§1.2 step 2), a ``[G, |y|]`` matrix per query;
-4. ``σ_j = std_i ℓ_{i,j}`` (population std, [ENG]; §1.2 step 4), ``R3_i = Σ_j w(σ)_j ℓ_{i,j}``
+   ``ℓ_{i,j} = log π_rwd(y_j | q, ĉ_i, y_<j)``, a ``[G, |y|]`` matrix per query;
+4. ``σ_j = std_i ℓ_{i,j}`` (population std, [ENG]), ``R3_i = Σ_j w(σ)_j ℓ_{i,j}``
    (v1 §4.1.3, first display) with ``w`` from ``weighting`` (the paper's ``w_Δ`` is [NF]; all maps
-   here are [ENG]): ``sigma_norm`` σ/Σσ (default, PAPERS.md §1.7), ``softmax`` softmax(σ/τ),
+   here are [ENG]): ``sigma_norm`` σ/Σσ (default), ``softmax`` softmax(σ/τ),
    ``top_p`` a uniform mask over the ``top_p`` fraction of tokens with the largest σ, ``uniform``
-   weight 1 per token = DRO-Aggr ``Σ_j ℓ_{i,j}`` (§1.2 step 3);
+   weight 1 per token = DRO-Aggr ``Σ_j ℓ_{i,j}`` (v1 §4.1);
 5. optional masked-CoT baseline (v1 §4.1.3 (b)): subtract ``ℓ^mask_j = log π_rwd(y_j | q, c_mask, y_<j)``
    with ``c_mask`` the EMPTY reasoning ([ENG]: how the paper masks is [NF]). It does not depend on
    ``i``: a per-query constant ``Σ_j w_j ℓ^mask_j`` that GRPO's group normalisation removes; it
@@ -92,7 +93,7 @@ class VarianceConfig:
 
 def sigma_weights(sigma: torch.Tensor, mask: torch.Tensor, weighting: Literal[WEIGHTINGS] = "sigma_norm", tau: float = 1.0,
                   top_p: float = 0.2) -> torch.Tensor:
-    """Reasoning-reflective token weights ``w_Δ(σ_j)`` (DRO v1 §4.1.3; the map itself is [ENG], §12.1).
+    """Reasoning-reflective token weights ``w_Δ(σ_j)`` (DRO v1 §4.1.3; the map itself is [ENG], docs/algorithms.md).
 
     sigma  # [Q, J] cross-rollout std of each reference token's log-prob (0 on padding)
     mask   # [Q, J] 1 on real reference tokens
@@ -139,7 +140,7 @@ def masked_sigma(logprobs: torch.Tensor, ref_mask: torch.Tensor, valid: torch.Te
 def r3_rewards(logprobs: torch.Tensor, mask: torch.Tensor, weighting: Literal[WEIGHTINGS] = "sigma_norm", tau: float = 1.0,
                top_p: float = 0.2, baseline: Optional[torch.Tensor] = None, valid: Optional[torch.Tensor] = None
                ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """R3 (DRO v1 §4.1.3; PAPERS.md §1.2 step 4-5, Appendix A3) for Q groups at once.
+    """R3 (DRO v1 §4.1.3; docs/algorithms.md) for Q groups at once.
 
     logprobs  # [Q, G, J] ℓ_{i,j} = log π_rwd(y_j | q, ĉ_i, y_<j) (anything on padding)
     mask      # [Q, J] 1 on real reference tokens

@@ -1,5 +1,5 @@
 """Rubric gate, 80/20 entropy token filter and multi-objective advantage combiners (DVAO, RC, GDPO, AC):
-hand-computed cases (docs/gates-entropy-dvao.md)."""
+hand-computed cases (docs/gates.md, docs/token-masks.md and docs/multi-objective.md)."""
 
 from __future__ import annotations
 

@@ -109,7 +109,7 @@ def _constant(m) -> Tensor:
 
 @register_advantage_estimator("grpo")
 def grpo_advantages(scores: Tensor, eps: float = 1e-6, valid: Optional[Tensor] = None) -> Tensor:
-    """GRPO outcome supervision, DeepSeekMath (arXiv 2402.03300) §4.1.2 / Eq. 3; PAPERS.md §6.1.
+    """GRPO outcome supervision, DeepSeekMath (arXiv 2402.03300) §4.1.2 / Eq. 3; docs/algorithms.md.
 
     ``A_i = (r_i - mean_g r) / (std_g r + eps)`` with the *unbiased* std (torch default, as verl and TRL).
     Shapes: ``scores [Q, G]``, ``valid [Q, G] bool | None`` -> ``[Q, G]``.
@@ -126,7 +126,7 @@ def grpo_advantages(scores: Tensor, eps: float = 1e-6, valid: Optional[Tensor] =
 
 @register_advantage_estimator("dr_grpo")
 def dr_grpo_advantages(scores: Tensor, eps: float = 1e-6, valid: Optional[Tensor] = None) -> Tensor:
-    """Dr. GRPO (Liu et al. 2025, arXiv 2503.20783) mean-centred advantage; PAPERS.md §6.2.
+    """Dr. GRPO (Liu et al. 2025, arXiv 2503.20783) mean-centred advantage; docs/algorithms.md.
 
     ``A_i = r_i - mean_g r`` (no std division; ``eps`` unused). Shapes: ``scores [Q, G]`` -> ``[Q, G]``.
     Invalid entries are excluded from the mean and get 0; constant groups get exactly 0.
@@ -139,7 +139,7 @@ def dr_grpo_advantages(scores: Tensor, eps: float = 1e-6, valid: Optional[Tensor
 
 @register_advantage_estimator("rloo")
 def rloo_advantages(scores: Tensor, eps: float = 1e-6, valid: Optional[Tensor] = None) -> Tensor:
-    """RLOO leave-one-out baseline (Ahmadian et al. 2024, arXiv 2402.14740); PAPERS.md §6.4.
+    """RLOO leave-one-out baseline (Ahmadian et al. 2024, arXiv 2402.14740); docs/algorithms.md.
 
     ``A_i = r_i - (sum_{j != i} r_j) / (n - 1)`` over the ``n`` valid members of the group (``eps`` unused).
     Shapes: ``scores [Q, G]`` -> ``[Q, G]``. Groups with fewer than 2 valid entries (G = 1) and constant
@@ -158,7 +158,8 @@ def no_baseline_advantages(scores: Tensor, eps: float = 1e-6, valid: Optional[Te
     """No baseline: ``A_i = r_i`` (REINFORCE; PSR / NSR / W-REINFORCE, Zhu et al. arXiv 2506.01347 §2.2).
 
     Shapes: ``scores [Q, G]`` -> ``[Q, G]``; invalid entries get 0. The PSR/NSR/W-REINFORCE sample weighting
-    (e.g. ``A = R - 1`` for NSR with 0/1 rewards, PAPERS.md §2.2) is applied to the scores by the caller.
+    (e.g. ``A = R - 1`` for NSR with 0/1 rewards) is applied to the scores by the caller. See docs/algorithms.md
+    "No baseline: the none estimator".
     """
     s, valid = _prepare(scores, valid)
     return torch.where(valid, s, torch.zeros_like(s)).to(_float_dtype(scores))
@@ -217,7 +218,7 @@ def dense_process_advantages(
     reward_mask: Optional[Tensor] = None,
     valid: Optional[Tensor] = None,
 ) -> Tensor:
-    """GRPO process supervision, DeepSeekMath (arXiv 2402.03300) §4.1.3; PAPERS.md §6.1.
+    """GRPO process supervision, DeepSeekMath (arXiv 2402.03300) §4.1.3; docs/algorithms.md.
 
     Step rewards sit at the end token of each step. They are normalised over *all* step rewards of *all* G
     outputs of the group, ``r̃ = (r - mean(R)) / (std(R) + eps)`` (unbiased std, as in :func:`grpo_advantages`;
@@ -427,7 +428,7 @@ def policy_loss(
 
     ``ratio = exp(logprobs - old_logprobs)``,
     ``L = -min(ratio * A, clip(ratio, 1 - clip_low, 1 + clip_high) * A)`` per token, aggregated by
-    :func:`agg_loss` (``agg``, ``max_len``, ``num_seqs``, ``num_tokens``). No dual clip (PAPERS.md §6.5, §12.12).
+    :func:`agg_loss` (``agg``, ``max_len``, ``num_seqs``, ``num_tokens``). No dual clip (docs/algorithms.md).
 
     The per-token loss is computed as ``where(clipped, clipped_branch, unclipped_branch)`` with
     ``clipped = clipped_branch > unclipped_branch`` (strict), so the gradient w.r.t. ``logprobs`` is exactly

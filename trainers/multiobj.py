@@ -6,7 +6,7 @@ base/static weights; ``valid [Q, G]`` bool (None = all) marks rollouts that ente
 rows get advantage 0 and may hold anything, NaN included). Formulas and papers: docs/algorithms.md
 "Multi-objective advantages".
 
-* ``dvao`` — DVAO (arXiv 2605.25604), §5.2 [S] / Appendix A5: ``A_i = Σ_k b_k (r_ik − μ_k) / Σ_k b_k σ_k``.
+* ``dvao`` — DVAO (arXiv 2605.25604; third-party formula): ``A_i = Σ_k b_k (r_ik − μ_k) / Σ_k b_k σ_k``.
 * ``sum_then_normalize`` — reward combination (RC; TRL ``multi_objective_aggregation="sum_then_normalize"``).
 * ``normalize_then_sum`` — GDPO (arXiv 2601.05242; TRL ``"normalize_then_sum"``): per-objective group z-scores,
   weighted sum, then batch normalisation.
@@ -55,7 +55,7 @@ def _population_stats(table: Tensor, valid: Tensor) -> Tuple[Tensor, Tensor, Ten
 
 @register_combiner("dvao")
 def dvao(table: Tensor, weights: Tensor, valid: Tensor, eps: float):
-    """DVAO, PAPERS.md §5.2 [S] (two independent third-party readings of the paper's Eq. 8) / A5 ``dvao_adv``.
+    """DVAO (docs/algorithms.md; two independent third-party readings of the paper's Eq. 8).
 
     Per group: ``x_ik = r_ik − μ_k``, ``σ_k`` the population std, ``A_i = Σ_k b_k x_ik / Σ_k b_k σ_k``; the
     dynamic weights ``v_k = b_k σ_k / Σ_l b_l σ_l`` (so ``A_i = Σ_k v_k x_ik / σ_k``). ``A = 0`` when the group has
@@ -78,7 +78,7 @@ def dvao(table: Tensor, weights: Tensor, valid: Tensor, eps: float):
 
 @register_combiner("sum_then_normalize")
 def sum_then_normalize(table: Tensor, weights: Tensor, valid: Tensor, eps: float):
-    """Reward combination (RC), PAPERS.md §5.3: ``R_i = Σ_k w_k r_ik``, then GRPO per group,
+    """Reward combination (RC; docs/algorithms.md): ``R_i = Σ_k w_k r_ik``, then GRPO per group,
     ``A_i = (R_i − mean_g R) / (std_g R + eps)`` with the unbiased std (TRL, and :func:`algos.grpo_advantages`,
     which also gives constant groups and groups with < 2 valid rows exactly 0). TRL's eps is 1e-4.
     Shapes: ``table [Q, G, K]``, ``weights [K]``, ``valid [Q, G]`` -> ``[Q, G]``."""
@@ -93,8 +93,8 @@ def _objective_zscores(table: Tensor, valid: Tensor, eps: float) -> Tensor:
 
 @register_combiner("normalize_then_sum_no_batch")
 def normalize_then_sum_no_batch(table: Tensor, weights: Tensor, valid: Tensor, eps: float):
-    """Advantage combination (AC), PAPERS.md §5.3: ``A_i = Σ_k w_k z_ik`` with ``z`` the per-objective group
-    z-scores (GDPO before its batch normalisation; A5 ``gdpo_adv_group``). Grows with K (DVAO's criticism).
+    """Advantage combination (AC; docs/algorithms.md): ``A_i = Σ_k w_k z_ik`` with ``z`` the per-objective group
+    z-scores (GDPO before its batch normalisation). Grows with K (DVAO's criticism).
     Shapes: ``table [Q, G, K]``, ``weights [K]``, ``valid [Q, G]`` -> ``[Q, G]``."""
     adv = (_objective_zscores(table, valid, eps) * weights).sum(-1)
     return torch.where(valid, adv, torch.zeros_like(adv)), {}
@@ -102,7 +102,7 @@ def normalize_then_sum_no_batch(table: Tensor, weights: Tensor, valid: Tensor, e
 
 @register_combiner("normalize_then_sum")
 def normalize_then_sum(table: Tensor, weights: Tensor, valid: Tensor, eps: float):
-    """GDPO (arXiv 2601.05242), PAPERS.md §5.3: AC's ``A = Σ_k w_k z_k``, then batch-wise
+    """GDPO (arXiv 2601.05242; docs/algorithms.md): AC's ``A = Σ_k w_k z_k``, then batch-wise
     ``Â = (A − mean_batch A) / (std_batch A + eps)`` over all valid rows of the batch (unbiased std, as TRL).
     As in TRL, rows of groups with no signal (A = 0) enter the batch statistics and so get ``−mean/std``.
     Fewer than 2 valid rows -> all 0. Shapes: ``table [Q, G, K]``, ``weights [K]``, ``valid [Q, G]`` -> ``[Q, G]``."""
