@@ -43,7 +43,6 @@ from typing import Any, Dict, List, Optional
 import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
-from peft import LoraConfig, PeftModel, get_peft_model
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -107,6 +106,8 @@ def build_scheduler(optimizer, tcfg, total_optimizer_steps: int):
 
 
 def apply_lora(model, tcfg):
+    from peft import LoraConfig, get_peft_model  # optional dependency (drox[peft]): imported only for LoRA runs
+
     lora = LoraConfig(r=tcfg.lora_r, lora_alpha=tcfg.lora_alpha, target_modules="all-linear", task_type="CAUSAL_LM")
     return get_peft_model(model, lora)
 
@@ -134,6 +135,8 @@ def load_for_training(cfg, device, resume_from: Optional[Path]):
     model, tokenizer = load_policy(model_cfg, device)
     if cfg.trainer.lora_r > 0:
         if resume_from is not None:
+            from peft import PeftModel  # optional dependency (drox[peft])
+
             model = PeftModel.from_pretrained(model, str(resume_from), is_trainable=True)
         else:
             model = apply_lora(model, cfg.trainer)
