@@ -21,6 +21,7 @@ so several filters combine: ``'+filter=[query,entropy]'``.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, Callable, Dict, List, Optional
 
 import torch
@@ -46,12 +47,17 @@ class RoundEnv:
 
     engine: Any  # the rollout engine (``generate(prompts, G, max_new_tokens=..., temperature=..., top_p=..., seed=...)``)
     make_ctx: Callable[[Any, List[Dict[str, Any]]], Any]  # (batch, rows) -> ScoringContext with the current policy
-    rows: List[Dict[str, Any]]  # every training row
+    dataset: Any  # the training split (a datasets.Dataset); ``rows`` lists it on first use
     max_new_tokens: int
     temperature: float
     top_p: float
     seed: int  # the round's own sampling seed
     previous_keep: Optional[List[int]] = None  # the prompts the previous round kept (None: no round yet)
+
+    @cached_property
+    def rows(self) -> List[Dict[str, Any]]:
+        """Every training row, as dicts: built only by a hook that runs a round, not on every step."""
+        return self.dataset.to_list()
 
 
 def register_filter(name: str, options: type, kind: str = "group", refill: bool = False,

@@ -156,11 +156,6 @@ def register_reward(name: str, options: type, **meta):
     return REWARD_SOURCES.register(name, options, **meta)
 
 
-def parse_source_config(name: str, raw: Dict[str, Any] | None):
-    """Validate ``reward.<name>`` options against the source's dataclass (one-line ConfigError)."""
-    return REWARD_SOURCES.parse(name, raw)
-
-
 @dataclass
 class Combined:
     seq: torch.Tensor  # [Q, G] weighted sum of sequence scores

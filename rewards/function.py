@@ -23,7 +23,7 @@ from __future__ import annotations
 import inspect
 import math
 import numbers
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List
 
 import numpy as np
@@ -40,10 +40,13 @@ class FunctionConfig:
     path: str = ""
     """``file.py:function`` or ``module:function``: f(prompts, completions, **dataset_columns) -> list[float|None]."""
 
+    fn: Any = field(init=False, repr=False, compare=False, default=None)
+    """The function ``path`` names, resolved at config time (a bad path fails before anything loads)."""
+
     def __post_init__(self):
         if not self.path:
             raise ValueError("reward.function.path is required; set it, e.g. reward.function.path=my_rewards.py:f")
-        load_callable(self.path, "reward.function.path")  # fail at config time, not at the first step
+        self.fn = load_callable(self.path, "reward.function.path")
 
 
 def call_reward_function(fn: Callable, prompts: List[str], completions: List[str], columns: Dict[str, List[Any]],
@@ -84,8 +87,7 @@ def function_reward(ctx: ScoringContext, opts: FunctionConfig) -> RewardOutput:
             columns[key] = [row.get(key) for row in rows]
     mask = batch.response_mask.bool()
     columns["completion_ids"] = [batch.response_ids[i][mask[i]].tolist() for i in range(batch.num_rows)]
-    fn = load_callable(opts.path, "reward.function.path")
-    raw = call_reward_function(fn, [row["prompt"] for row in rows], list(batch.texts), columns, opts.path)
+    raw = call_reward_function(opts.fn, [row["prompt"] for row in rows], list(batch.texts), columns, opts.path)
     none = torch.isnan(raw)
     seq = torch.where(none, torch.zeros_like(raw), raw).view(batch.num_groups, batch.group_size)
     return RewardOutput(seq=seq, diagnostics={"none_frac": none.float().mean().item()})

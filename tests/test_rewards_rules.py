@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from drox.evaluation.calibration import auroc, brier_score, ece
-from drox.rewards.base import REWARD_SOURCES, ScoringContext, parse_source_config, score
+from drox.rewards.base import REWARD_SOURCES, ScoringContext, score
 from drox.rewards.brier import parse_confidence, rlcr_reward
 from drox.rewards.format import has_container
 from drox.rewards.spurious import majority_wrong_answer, perturbed_label, random_draws
@@ -36,7 +36,7 @@ def make_ctx(texts, answers, group_size, *, step=1, seed=0, verifier=None, rows=
 
 
 def run_source(name, ctx, **opts):
-    return REWARD_SOURCES[name].fn(ctx, parse_source_config(name, opts))
+    return REWARD_SOURCES[name].fn(ctx, REWARD_SOURCES.parse(name, opts))
 
 
 def boxed(*answers):
@@ -51,7 +51,7 @@ def test_yaml_defaults_match_the_dataclass(name):
     from drox.cli.main import compose
 
     cfg = compose([f"+reward={name}"])
-    assert parse_source_config(name, dict(cfg.reward[name])) == REWARD_SOURCES[name].options()
+    assert REWARD_SOURCES.parse(name, dict(cfg.reward[name])) == REWARD_SOURCES[name].options()
 
 
 def test_sources_compose_and_override():
@@ -215,10 +215,10 @@ def test_sign_sources_hand_values_and_w_reinforce_advantages():
     scores = run_source("w_reinforce", ctx).seq
     assert torch.allclose(scores, torch.tensor([[0.1, -1.0, 0.1, -1.0]]))
     # end to end: the "none" estimator (set by the option file) passes the scores through as advantages
-    combined = score(ctx, {"w_reinforce": parse_source_config("w_reinforce", {})})
+    combined = score(ctx, {"w_reinforce": REWARD_SOURCES.parse("w_reinforce", {})})
     adv = compute_advantages(combined.seq, "none")
     assert torch.allclose(adv, torch.tensor([[0.1, -1.0, 0.1, -1.0]]))
-    adv = compute_advantages(score(ctx, {"w_reinforce": parse_source_config("w_reinforce", {"lam": 0.5})}).seq, "none")
+    adv = compute_advantages(score(ctx, {"w_reinforce": REWARD_SOURCES.parse("w_reinforce", {"lam": 0.5})}).seq, "none")
     assert torch.allclose(adv, torch.tensor([[0.5, -1.0, 0.5, -1.0]]))
 
 

@@ -274,7 +274,7 @@ def before_step(trainer: Trainer, steps_done: int) -> None:
         seed = rollout_seed(cfg.seed, steps_done, 999)  # the round's own sampling seed
         env = RoundEnv(engine=trainer.engine,
                        make_ctx=lambda batch, rows: trainer.scoring_context(batch, rows, steps_done),
-                       rows=trainer.task.dataset.to_list(), max_new_tokens=cfg.rollout.max_new_tokens,
+                       dataset=trainer.task.dataset, max_new_tokens=cfg.rollout.max_new_tokens,
                        temperature=cfg.rollout.temperature, top_p=cfg.rollout.top_p, seed=seed,
                        previous_keep=trainer.sampler.indices)
         result = stage.meta["before_step"](env, stage.opts, steps_done)
