@@ -5,7 +5,7 @@ BIN     := $(VENV)/bin
 # A CPU build of torch lies on this machine's disk; an unpinned torch would pull a multi-GB CUDA build.
 TORCH   ?= torch==2.13.0
 
-.PHONY: install demo test bench bench-step clean
+.PHONY: install demo test bench bench-step clean base-policy tables table-nsr table-spurious table-passk_limits table-one_shot table-dro
 
 $(BIN)/drox: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -31,6 +31,21 @@ bench: install
 bench-step: install
 	$(BIN)/pip install -q --no-deps trl==1.16.0
 	$(BIN)/python benchmarks/bench_step.py
+
+# The paper comparisons (experiments/README.md). Each table trains every arm from the SFT'd base policy,
+# evaluates, and writes experiments/<name>/results.md, table.csv and plots (at most an hour each on 2 cores).
+EXPERIMENTS := nsr spurious passk_limits one_shot dro
+BASE_POLICY := experiments/base_policy/model/model.safetensors
+
+$(BASE_POLICY): conf/experiment/base_policy.yaml | install
+	$(BIN)/drox sft experiment=base_policy run_dir=experiments/base_policy logger.wandb_mode=disabled
+
+base-policy: $(BASE_POLICY)
+
+table-%: $(BASE_POLICY)
+	$(BIN)/python experiments/driver.py $*
+
+tables: $(addprefix table-,$(EXPERIMENTS))
 
 clean:
 	rm -rf $(VENV) runs outputs wandb .pytest_cache

@@ -61,6 +61,8 @@ class TaskConfig:
     """Synthetic tasks: number of training problems."""
     n_test: int = 32
     """Synthetic tasks: number of held-out problems (the eval split)."""
+    train_ids: Optional[List[str]] = None
+    """Train only on these problem ids of the training split (e.g. 1-shot RLVR's single example); None = all."""
     # arithmetic
     digits: int = 1
     """arithmetic: digits per operand (1 -> 0..9, 2 -> 10..99)."""
@@ -77,7 +79,8 @@ class TaskConfig:
     path: Optional[str] = None
     """jsonl/parquet: training file."""
     test_path: Optional[str] = None
-    """jsonl/parquet: eval file (default: the training file)."""
+    """jsonl/parquet: held-out eval file; without it the task has no test split (evaluating on training rows
+    needs an explicit ``eval.split=train``)."""
     prompt_field: str = "prompt"
     """jsonl/parquet/hub: column holding the question."""
     answer_field: str = "answer"
@@ -110,6 +113,15 @@ class RolloutConfig:
 
 
 @dataclass
+class JudgeConfig:
+    model: Optional[str] = None
+    """A local HF causal LM folder (or hub id) that judges open-ended answers against the reference; ``embedded``
+    = the embedded SmolLM2-135M (weak: results say so); None = no win rate."""
+    batch_size: int = 8
+    """Judge prompts scored together."""
+
+
+@dataclass
 class EvalConfig:
     pass_at_k: List[int] = field(default_factory=lambda: [1, 4, 16])
     """k values for pass@k (unbiased estimator, Chen et al. 2021 Eq. 1)."""
@@ -121,12 +133,20 @@ class EvalConfig:
     """Eval sampling temperature."""
     top_p: float = 1.0
     """Eval nucleus sampling mass."""
-    max_new_tokens: int = 64
-    """Eval completion length cap."""
+    max_new_tokens: Optional[int] = None
+    """Eval completion length cap (default: the training cap, ``rollout.max_new_tokens``)."""
     split: str = "test"
-    """Which split to evaluate: test | train."""
+    """Which split to evaluate: test (held-out; a task without one is an error) | train (labelled train)."""
     seed: int = 1234
     """Eval sampling seed (fixed, so before/after comparisons see the same noise)."""
+    checkpoint: Optional[str] = None
+    """A checkpoint folder written by drox train to evaluate (set by ``drox eval --checkpoint/--run``): a full
+    model is loaded as ``model.path``; a LoRA adapter is merged into ``model``."""
+    before_training: bool = True
+    """With ``trainer.eval_every > 0``: also evaluate the base policy at step 0 (off in experiments whose
+    arms share one base evaluation)."""
+    judge: JudgeConfig = field(default_factory=lambda: JudgeConfig())
+    """Judge model for tasks without a verifier (pairwise win rate against the reference)."""
 
 
 @dataclass
@@ -138,7 +158,10 @@ class LoggerConfig:
     run_name: Optional[str] = None
     """W&B run name (default: the run directory's name)."""
     tags: List[str] = field(default_factory=list)
-    """W&B tags."""
+    """W&B tags (a Hydra multirun adds the job's swept overrides, e.g. seed=1)."""
+    group: Optional[str] = None
+    """W&B group that shows runs together (set by a Hydra multirun to its sweep folder, e.g.
+    multirun/2026-11-30/05-12-00; default: none)."""
     completions_per_step: int = 4
     """How many sampled completions per step go to completions.jsonl."""
 
@@ -219,6 +242,44 @@ class TrainerConfig:
 
 
 @dataclass
+class SFTConfig:
+    """``drox sft``: supervised fine-tuning on (prompt, response) pairs (docs/sft.md)."""
+
+    data: Optional[str] = None
+    """A JSONL file of ``{"prompt": ..., "response": ...}`` per line (distillation: responses written by a
+    stronger model); None = the task's training split, with the response from the column ``response_field``."""
+    prompt_field: str = "prompt"
+    """Field (JSONL) or column (task) holding the prompt, used verbatim as the user message."""
+    response_field: Optional[str] = None
+    """Field (JSONL) or column (task) holding the response; None = ``response`` for ``data``, ``solution`` for a
+    task (arithmetic's worked steps ending in ``The answer is \\boxed{N}``)."""
+    steps: int = 100
+    """Optimizer steps; each draws ``batch_size`` examples from seeded epochs of permutations (``seed``), so
+    ``steps * batch_size / examples`` is the number of epochs."""
+    batch_size: int = 8
+    """Examples per optimizer step."""
+    grad_accum: int = 1
+    """Micro-batches each batch is split into for the forward/backward pass (same loss, less memory)."""
+    lr: float = 1.0e-5
+    """AdamW learning rate."""
+    weight_decay: float = 0.0
+    """AdamW weight decay."""
+    betas: List[float] = field(default_factory=lambda: [0.9, 0.999])
+    """AdamW betas."""
+    warmup_steps: int = 0
+    """Linear warm-up steps (0 = none)."""
+    schedule: str = "constant"
+    """constant | cosine (to 0 at ``steps``, after warm-up)."""
+    max_grad_norm: float = 1.0
+    """Gradient clipping norm (0 disables)."""
+    max_length: int = 1024
+    """Tokens per example (prompt + response + end token); longer responses are cut at the end (and then have no
+    end token); examples whose prompt alone reaches it are dropped. Both are counted in the log."""
+    log_every: int = 10
+    """Progress line every N steps when the output is not a terminal (metrics.jsonl gets every step)."""
+
+
+@dataclass
 class DroxConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     """The policy."""
@@ -228,6 +289,8 @@ class DroxConfig:
     """How completions are sampled during training."""
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     """The RL loop."""
+    sft: SFTConfig = field(default_factory=SFTConfig)
+    """Supervised fine-tuning (``drox sft``)."""
     eval: EvalConfig = field(default_factory=EvalConfig)
     """pass@k evaluation."""
     logger: LoggerConfig = field(default_factory=LoggerConfig)
@@ -243,6 +306,9 @@ class DroxConfig:
     validated, so the components they register are selectable by name (docs/plugins.md)."""
     seed: int = 0
     """Run seed: data order, sampling, initialisation of anything random."""
+    scale: str = "cpu"
+    """Set by the ``scale`` group: cpu (an experiment's CPU-sized protocol) | paper (the paper's model, data and
+    hyper-parameters, for GPUs); selects ``experiment_scale/<experiment>_<scale>.yaml``."""
     device: str = "auto"
     """auto | cpu | cuda | cuda:N."""
     run_dir: Optional[str] = None
@@ -267,13 +333,14 @@ CHOICES = {
     "trainer.schedule": ("constant", "cosine"),
     "logger.wandb_mode": ("offline", "online", "disabled"),
     "eval.split": ("train", "test"),
+    "scale": ("cpu", "paper"),
     "task.verifier": ("auto", "math", "none"),
 }
 
 POSITIVE = (
     "trainer.steps", "trainer.prompts_per_step", "trainer.samples_per_prompt", "trainer.mu",
     "trainer.mini_batches", "trainer.grad_accum", "rollout.max_new_tokens", "rollout.batch_size",
-    "eval.max_new_tokens",
+    "eval.judge.batch_size",
 )
 
 
@@ -300,6 +367,9 @@ def validate(cfg) -> None:
         raise ConfigError("rollout.top_p and eval.top_p must be in (0, 1]")
     if get("rollout.temperature") < 0 or get("eval.temperature") < 0:
         raise ConfigError("rollout.temperature and eval.temperature must be >= 0 (0 = greedy)")
+    if get("eval.max_new_tokens") is not None and get("eval.max_new_tokens") < 1:
+        raise ConfigError(f"eval.max_new_tokens={get('eval.max_new_tokens')} must be a positive integer (or null "
+                          "for the training cap rollout.max_new_tokens)")
     ks = list(get("eval.pass_at_k"))
     if not ks or min(ks) < 1:
         raise ConfigError(f"eval.pass_at_k={ks} must be a non-empty list of k >= 1")

@@ -134,11 +134,20 @@ def _resume(run_dir: Path, overrides: List[str]) -> None:
 
 
 @app.command(context_settings=EXTRA)
+def sft(ctx: typer.Context) -> None:
+    """Supervised fine-tuning: drox sft [HYDRA OVERRIDES] (e.g. model=smollm2-135m sft.steps=200 sft.lr=5e-5)."""
+    from drox.cli.hydra_entry import hydra_sft
+
+    sys.argv = ["drox sft", *ctx.args]
+    hydra_sft()
+
+
+@app.command(context_settings=EXTRA)
 def demo(ctx: typer.Context) -> None:
     """The README demo: short GRPO run of SmolLM2-135M on 1-digit addition, pass@k before/after."""
     from drox.cli.hydra_entry import hydra_train
 
-    sys.argv = ["drox demo", "+experiment=demo", *ctx.args]
+    sys.argv = ["drox demo", "experiment=demo", *ctx.args]
     hydra_train()
 
 
@@ -154,91 +163,186 @@ def show_config(ctx: typer.Context) -> None:
 @app.command("eval", context_settings=EXTRA)
 def eval_cmd(
     ctx: typer.Context,
-    pass_at_k: str = typer.Option("1,4,16", "--pass-at-k", help="Comma-separated k values, e.g. 1,8,64."),
+    pass_at_k: Optional[str] = typer.Option(None, "--pass-at-k", help="Comma-separated k values, e.g. 1,8,64 "
+                                            "(default: eval.pass_at_k)."),
     n: Optional[int] = typer.Option(None, "--n", help="Samples per problem (default: max k)."),
-    checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="A checkpoint folder written by drox train."),
+    run: Optional[Path] = typer.Option(None, "--run", help="A drox train run folder: evaluate its checkpoints with "
+                                       "the run's own model, task and chat template; results go into "
+                                       "RUN/evals/<label>/step-N/."),
+    steps: Optional[str] = typer.Option(None, "--steps", help="With --run: comma-separated steps (0 = the base "
+                                        "policy before training; default: every saved checkpoint)."),
+    label: Optional[str] = typer.Option(None, "--label", help="With --run: the name of this evaluation under "
+                                        "RUN/evals/ (default: the overrides, or 'default')."),
+    checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="A checkpoint folder written by drox train "
+                                              "(its run's model, task and template are used when the run's "
+                                              "config.yaml is beside it) or any HF model folder."),
     samples: Optional[Path] = typer.Option(None, "--samples", help="Score a JSONL of samples {problem_id, correct} (no model)."),
     num_problems: Optional[int] = typer.Option(None, "--num-problems", help="Only the first N eval problems."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Output folder (default runs/eval-<time>)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Output folder (default runs/eval-<time>; with -m the "
+                                       "sweep folder)."),
 ) -> None:
-    """pass@k (unbiased, Chen et al. 2021) and maj@k of a model on a task, or of given samples."""
-    from omegaconf import OmegaConf
+    """pass@k (unbiased, Chen et al. 2021) and maj@k of a model, a checkpoint or a run's checkpoints on a task
+    (open-ended metrics for tasks without a verifier), or of given samples; -m sweeps like drox train -m."""
+    args = list(ctx.args)
+    multirun = any(a in ("-m", "--multirun") for a in args)
+    ks = _parse_ks(pass_at_k) if pass_at_k is not None else None
+    if n is not None and ks is not None and n < max(ks):
+        fail(f"--n {n} is smaller than the largest k={max(ks)}; pass@k needs n >= k samples per problem")
+    if samples is not None:
+        return _eval_samples(samples, ks or [1, 4, 16], args, out)
+    options = []
+    if ks is not None:
+        options.append(f"eval.pass_at_k=[{','.join(map(str, ks))}]")
+    if n is not None:
+        options.append(f"eval.n={n}")
+    if num_problems is not None:
+        options.append(f"eval.num_problems={num_problems}")
+    if run is not None:
+        if checkpoint is not None or multirun:
+            fail("--run evaluates the run's own checkpoints (choose them with --steps); it does not combine with "
+                 "--checkpoint or -m")
+        return _eval_run(run, steps, label, [*args, *options], out)
+    if steps is not None or label is not None:
+        fail("--steps and --label select checkpoints of a run: add --run RUN_DIR")
+    overrides = [*args, *options]
+    if multirun:
+        if checkpoint is not None:
+            overrides = ["model=hf", f"model.path={_full_model_folder(checkpoint)}", *overrides]
+        if out is not None:
+            overrides.append(f"hydra.sweep.dir={out}")
+        load_plugins(overrides)
+        from drox.cli.hydra_entry import hydra_eval
 
+        sys.argv = ["drox eval", *overrides]
+        return hydra_eval()
+    out = out or Path("runs") / time.strftime("eval-%Y-%m-%d_%H-%M-%S")
+    run_of_checkpoint = checkpoint.parent.parent if checkpoint is not None else None
+    if checkpoint is not None and (run_of_checkpoint / "config.yaml").is_file():
+        cfg = _checkpoint_config(_run_config(run_of_checkpoint, overrides), checkpoint)
+    else:
+        if checkpoint is not None:
+            overrides = ["model=hf", f"model.path={_full_model_folder(checkpoint)}", *overrides]
+        cfg = compose(overrides)
+    title = f"{cfg.model.name} on {cfg.task.name}" + (f" ({checkpoint})" if checkpoint else "")
+    summary = _evaluate_to(cfg, out, title)
+    _print_summary(summary, cfg, out)
+
+
+def _eval_samples(samples: Path, ks: List[int], args: List[str], out: Optional[Path]) -> None:
     from drox.evaluation.passk import summarize
     from drox.evaluation.report import format_table, load_samples_jsonl, write_eval_outputs
 
-    ks = _parse_ks(pass_at_k)
+    if args:
+        fail(f"--samples scores a file; model/task overrides make no sense with it: {' '.join(args)}")
     out = out or Path("runs") / time.strftime("eval-%Y-%m-%d_%H-%M-%S")
-    if n is not None and n < max(ks):
-        fail(f"--n {n} is smaller than the largest k={max(ks)}; pass@k needs n >= k samples per problem")
-    if samples is not None:
-        if ctx.args:
-            fail(f"--samples scores a file; model/task overrides make no sense with it: {' '.join(ctx.args)}")
-        try:
-            records = load_samples_jsonl(samples)
-            summary, per_problem = summarize(records, ks)
-        except ValueError as e:
-            fail(str(e))
-        title = f"pass@k of {samples.name}"
-    else:
-        overrides = list(ctx.args)
-        adapter = None
-        if checkpoint is not None:
-            if (checkpoint / "adapter_config.json").is_file():  # a LoRA run: base model of the run + adapter
-                adapter = checkpoint
-            elif not (checkpoint / "config.json").is_file():
-                fail(f"--checkpoint {checkpoint}: not a model folder (no config.json); pass a checkpoint-N folder")
-            else:
-                overrides += ["model=hf", f"model.path={checkpoint}"]
-        overrides += [f"eval.pass_at_k=[{','.join(map(str, ks))}]"]
-        if n is not None:
-            overrides.append(f"eval.n={n}")
-        if num_problems is not None:
-            overrides.append(f"eval.num_problems={num_problems}")
-        cfg = compose(overrides)
-        if adapter is not None:
-            cfg.model = OmegaConf.merge(cfg.model, _run_model_config(adapter))
-        summary, per_problem, records = _eval_model(cfg, ks, n, adapter)
-        title = f"{cfg.model.name} on {cfg.task.name}" + (f" ({checkpoint})" if checkpoint else "")
-        from drox.atomic import atomic_write_jsonl
-
-        atomic_write_jsonl(out / "samples.jsonl", records)
-    paths = write_eval_outputs(out, summary, per_problem, ks, title=title)
+    try:
+        records = load_samples_jsonl(samples)
+        summary, per_problem = summarize(records, ks)
+    except ValueError as e:
+        fail(str(e))
+    paths = write_eval_outputs(out, summary, per_problem, ks, title=f"pass@k of {samples.name}")
     console.print(format_table(summary, ks))
     console.print(f"n={summary['n']} samples x {summary['num_problems']} problems -> {paths['summary']}")
 
 
-def _run_model_config(adapter: Path):
-    """The base model section of the run that wrote the LoRA checkpoint ``adapter`` (run/checkpoints/step-N)."""
-    from omegaconf import OmegaConf
+def _print_summary(summary, cfg, out: Path) -> None:
+    from drox.evaluation.report import format_table
 
-    run_config = adapter.parent.parent / "config.yaml"
-    if not run_config.is_file():
-        fail(f"--checkpoint {adapter} holds a LoRA adapter, but {run_config} (its run's config, naming the base "
-             "model) is missing")
-    return OmegaConf.load(run_config).model
+    if any(key.startswith("pass@") for key in summary):
+        console.print(format_table(summary, sorted(int(k) for k in cfg.eval.pass_at_k)))
+    else:
+        console.print(", ".join(f"{k} {v:.4g}" for k, v in summary.items() if isinstance(v, float)))
+    console.print(f"n={summary['n']} samples x {summary['num_problems']} problems -> {out / 'summary.json'}")
 
 
-def _eval_model(cfg, ks, n, adapter: Optional[Path] = None):
-    from drox.evaluation.sampling import evaluate
-    from drox.models.loading import ModelError, load_policy
-    from drox.rollout.hf import build_engine
-    from drox.tasks import TaskError, build_task
+def _evaluate_to(cfg, out: Path, title: str, step: Optional[int] = None):
+    from drox.evaluation.runner import evaluate_to
+    from drox.models.loading import ModelError
+    from drox.tasks import TaskError
 
     try:
-        task = build_task(cfg.task, split=cfg.eval.split)
-        if task.verifier is None:  # before loading a model: pass@k needs a verifier
-            fail(f"task '{task.name}' has no verifier, so pass@k is undefined; evaluate a verifiable task or score "
-                 "samples generated elsewhere with `drox eval --samples FILE.jsonl`")
-        model, tokenizer = load_policy(cfg.model, cfg.device)
-        if adapter is not None:  # merge the LoRA weights into the base for sampling
-            from peft import PeftModel
-
-            model = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload().eval()
-        engine = build_engine(cfg.rollout, model, tokenizer, cfg.model)
-        return evaluate(engine, task, ks, n, eval_cfg=cfg.eval)
+        return evaluate_to(cfg, out, title=title, step=step)
     except (TaskError, ModelError, ValueError) as e:
         fail(str(e))
+
+
+def _full_model_folder(checkpoint: Path) -> Path:
+    if not (checkpoint / "config.json").is_file():
+        fail(f"--checkpoint {checkpoint}: not a model folder (no config.json); pass a checkpoint-N folder")
+    return checkpoint
+
+
+def _run_config(run_dir: Path, overrides: List[str]):
+    """The run's own resolved config.yaml with ``overrides`` (key=value) on top, validated."""
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    from drox.config import DroxConfig
+    from drox.errors import ConfigError
+    from drox.pipeline import build_pipeline
+
+    saved = run_dir / "config.yaml"
+    if not saved.is_file():
+        fail(f"{run_dir}: no config.yaml there; pass the folder of a drox train run")
+    bad = [o for o in overrides if "=" not in o or o.startswith(("+", "~", "-"))]
+    if bad:
+        fail(f"{' '.join(bad)}: a run's config takes plain key=value overrides (e.g. eval.n=64)")
+    try:
+        cfg = OmegaConf.merge(OmegaConf.structured(DroxConfig), OmegaConf.load(saved), OmegaConf.from_dotlist(overrides))
+        cfg.resume = False
+        build_pipeline(cfg)
+    except (OmegaConfBaseException, ConfigError) as e:
+        fail(_first_line(e))
+    return cfg
+
+
+def _checkpoint_config(cfg, checkpoint: Path):
+    """``cfg`` (a run's) pointed at one of its checkpoints: a full model becomes ``model.name=hf`` with the
+    run's chat-template settings kept; a LoRA adapter stays on the run's base model (``eval.checkpoint``)."""
+    cfg = cfg.copy()
+    cfg.eval.checkpoint = str(checkpoint)
+    if not (checkpoint / "adapter_config.json").is_file():
+        cfg.model.name, cfg.model.path = "hf", str(_full_model_folder(checkpoint))
+    return cfg
+
+
+def _eval_run(run_dir: Path, steps_text: Optional[str], label: Optional[str], overrides: List[str],
+              out: Optional[Path]) -> None:
+    """Evaluate steps of a run into RUN/evals/<label>/step-N/ and overlay their pass@k curves."""
+    base = _run_config(run_dir, overrides)
+    available = {int(p.name.split("-")[1]): p for p in sorted((run_dir / "checkpoints").glob("step-*"))
+                 if p.name.split("-")[1].isdigit() and (p / "trainer_state.pt").is_file()}
+    if steps_text is None:
+        chosen = sorted(available)
+        if not chosen:
+            fail(f"--run {run_dir}: no checkpoints saved; pass --steps 0 for the base policy or train with "
+                 "trainer.save_every")
+    else:
+        try:
+            chosen = sorted({int(x) for x in steps_text.split(",") if x.strip()})
+        except ValueError:
+            fail(f"--steps '{steps_text}': give comma-separated step numbers, e.g. 0,20")
+        missing = [s for s in chosen if s != 0 and s not in available]
+        if missing:
+            fail(f"--run {run_dir}: no checkpoint for step(s) {missing}; saved: {sorted(available) or 'none'}")
+    label = label or (",".join(overrides).replace("/", "_") if overrides else "default")
+    root = out or run_dir / "evals" / label
+    results = {}
+    for step in chosen:
+        cfg = base if step == 0 else _checkpoint_config(base, available[step])
+        console.print(f"step {step}: {'base policy' if step == 0 else available[step]}")
+        results[step] = _evaluate_to(cfg, root / f"step-{step:06d}", f"{run_dir.name} step {step}", step)
+        _print_summary(results[step], cfg, root / f"step-{step:06d}")
+    if len(results) > 1 and any(k.startswith("pass@") for k in results[chosen[-1]]):
+        from drox.evaluation.curves import write_step_comparison
+
+        text = write_step_comparison(root, results)
+        console.print(text, highlight=False)
+
+
+from drox.cli.report_cmd import report  # noqa: E402  (cheap: its heavy imports are inside the command)
+
+app.command("report")(report)
 
 
 def main() -> None:

@@ -22,7 +22,7 @@ import math
 import numpy as np
 import pandas as pd
 
-__all__ = ["pass_at_k", "majority_at_k", "summarize"]
+__all__ = ["pass_at_k", "majority_at_k", "summarize", "crossover_k"]
 
 
 def _as_int(value, name: str) -> int:
@@ -211,3 +211,24 @@ def summarize(
     summary["num_problems"] = len(groups)
     return summary, per_problem
 
+
+
+def crossover_k(base: Mapping[int, float], trained: Mapping[int, float]) -> int | None:
+    """The k from which the base policy's pass@k stays at or above the trained policy's (Yue et al. 2025,
+    arXiv 2504.13837 §3: RL wins at small k, the base catches up and overtakes as k grows).
+
+    ``base`` and ``trained`` map k -> pass@k on the same problems. Returns the smallest evaluated k such that
+    ``base[j] >= trained[j]`` for every evaluated j >= k, or None when the trained curve is above the base at
+    the largest k (no crossover up to k = n). When the base is never below the trained policy, this is the
+    smallest k (the trained policy never led).
+    """
+    ks = sorted(set(base) & set(trained))
+    if not ks:
+        raise ValueError("crossover_k needs pass@k of both policies at some common k")
+    crossing = None
+    for k in reversed(ks):
+        if base[k] >= trained[k]:
+            crossing = k
+        else:
+            break
+    return crossing

@@ -100,7 +100,10 @@ def write_eval_outputs(
     text = json.dumps(dict(summary), indent=2, sort_keys=False, default=_json_default) + "\n"
     atomic_write(paths["summary"], lambda fh: fh.write(text))
     atomic_write(paths["per_problem"], lambda fh: per_problem.to_csv(fh, index=False))
-    _plot(paths["plot"], summary, list(ks), title)
+    if any(f"pass@{k}" in summary for k in ks):  # a task without a verifier has no pass@k to draw
+        _plot(paths["plot"], summary, list(ks), title)
+    else:
+        del paths["plot"]
     return paths
 
 

@@ -2,11 +2,62 @@
 
 from __future__ import annotations
 
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, Iterator, List, Sequence, Tuple
 
 import pandas as pd
 
 from drox.evaluation.passk import summarize
+
+
+def eval_rows(task, num_problems: int | None) -> List[Dict]:
+    """The evaluated rows of ``task.dataset`` as dicts: the first ``num_problems`` (all when None)."""
+    rows = task.dataset
+    if num_problems is not None:
+        rows = rows.select(range(min(num_problems, len(rows))))
+    return rows.to_list()
+
+
+def sample_batches(
+    engine,
+    rows: Sequence[Dict],
+    *,
+    n: int,
+    max_new_tokens: int,
+    temperature: float,
+    top_p: float,
+    seed: int,
+    prompts_per_batch: int | None = None,
+    progress: bool = True,
+) -> Iterator[Tuple[List[Dict], object]]:
+    """Sample ``n`` completions of every row's ``prompt``; yields ``(expanded_rows, batch)`` per batch.
+
+    The one sampling/seeding scheme of every evaluation (pass@k and open-ended): rows are taken in
+    batches of ``prompts_per_batch`` (default: as many as fill the engine's batch,
+    ``engine.batch_size // n``) and batch ``b`` is sampled with seed ``seed + b``, so the samples depend
+    on nothing but the config. ``expanded_rows`` repeats each row ``n`` times (group-major, matching
+    the batch's rows: ``len(expanded_rows) == batch.num_rows``).
+    """
+    per_batch = prompts_per_batch or max(1, getattr(engine, "batch_size", 64) // n)
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        # disable=None: drawn on a terminal, off in a pipe or log file (no carriage-return debris)
+        bar = tqdm(total=len(rows) * n, desc="eval samples", unit="seq", disable=None)
+    try:
+        for b, start in enumerate(range(0, len(rows), per_batch)):
+            batch_rows = rows[start : start + per_batch]
+            batch = engine.generate(
+                [r["prompt"] for r in batch_rows], n, max_new_tokens=max_new_tokens,
+                temperature=temperature, top_p=top_p, seed=seed + b,
+            )
+            expanded = [r for r in batch_rows for _ in range(n)]
+            yield expanded, batch
+            if bar is not None:
+                bar.update(len(expanded))
+    finally:
+        if bar is not None:
+            bar.close()
 
 
 def sample_and_verify(
@@ -33,44 +84,25 @@ def sample_and_verify(
             f"task '{task.name}' has no verifier, so pass@k is undefined; evaluate a verifiable task "
             "or score samples generated elsewhere with `drox eval --samples FILE.jsonl`"
         )
-    rows = task.dataset
-    if num_problems is not None:
-        rows = rows.select(range(min(num_problems, len(rows))))
-    rows = rows.to_list()
-    per_batch = prompts_per_batch or max(1, getattr(engine, "batch_size", 64) // n)
+    rows = eval_rows(task, num_problems)
     records: List[Dict] = []
     timeouts = 0
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        # disable=None: drawn on a terminal, off in a pipe or log file (no carriage-return debris)
-        bar = tqdm(total=len(rows) * n, desc="eval samples", unit="seq", disable=None)
-    try:
-        for b, start in enumerate(range(0, len(rows), per_batch)):
-            batch_rows = rows[start : start + per_batch]
-            batch = engine.generate(
-                [r["prompt"] for r in batch_rows], n, max_new_tokens=max_new_tokens,
-                temperature=temperature, top_p=top_p, seed=seed + b,
-            )
-            expanded = [r for r in batch_rows for _ in range(n)]
-            result = task.verifier(batch.texts, expanded)
-            timeouts += result.timeouts
-            for i, row in enumerate(expanded):
-                records.append({
-                    "problem_id": str(row["problem_id"]),
-                    "correct": bool(result.correct[i]),
-                    "answer": result.extracted[i],
-                    "reference": row["answer"],
-                    "completion": batch.texts[i],
-                    "finish_reason": batch.finish_reason[i],
-                    "length": int(batch.lengths[i]),
-                })
-            if bar is not None:
-                bar.update(len(expanded))
-    finally:
-        if bar is not None:
-            bar.close()
+    for expanded, batch in sample_batches(
+        engine, rows, n=n, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed,
+        prompts_per_batch=prompts_per_batch, progress=progress,
+    ):
+        result = task.verifier(batch.texts, expanded)
+        timeouts += result.timeouts
+        for i, row in enumerate(expanded):
+            records.append({
+                "problem_id": str(row["problem_id"]),
+                "correct": bool(result.correct[i]),
+                "answer": result.extracted[i],
+                "reference": row["answer"],
+                "completion": batch.texts[i],
+                "finish_reason": batch.finish_reason[i],
+                "length": int(batch.lengths[i]),
+            })
     return records, timeouts
 
 
@@ -88,4 +120,7 @@ def evaluate(engine, task, ks: Sequence[int], n: int | None = None, *, eval_cfg,
     summary["verifier_timeouts"] = timeouts
     summary["mean_length"] = float(pd.Series([r["length"] for r in records]).mean())
     summary["truncated_frac"] = float(pd.Series([r["finish_reason"] == "length" for r in records]).mean())
+    # the answer style a reward can reinforce without correctness (Spurious Rewards' format reward): the share
+    # of samples from which the verifier extracted an answer at all
+    summary["answered_frac"] = float(pd.Series([r["answer"] is not None for r in records]).mean())
     return summary, per_problem, records

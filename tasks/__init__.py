@@ -37,11 +37,24 @@ def build_task(cfg: Any, split: str = "train") -> Task:
     if choice not in VERIFIER_CHOICES:
         raise TaskError(f"unknown task.verifier '{choice}'; choose one of: {', '.join(VERIFIER_CHOICES)}")
     task = builder(cfg, split)
+    ids = getattr(cfg, "train_ids", None)
+    if split == "train" and ids:
+        task.dataset = _select_ids(task, [str(i) for i in ids])
     if choice == "math":
         task.verifier = MathVerifier(float(cfg.verify_timeout))
     elif choice == "none":
         task.verifier = None
     return task
+
+
+def _select_ids(task: Task, ids: list[str]):
+    """The training rows whose problem_id is in ``ids``, in the order of ``ids`` (task.train_ids)."""
+    position = {pid: i for i, pid in enumerate(task.dataset["problem_id"])}
+    missing = [pid for pid in ids if pid not in position]
+    if missing:
+        raise TaskError(f"task.train_ids: no training problem with id {missing[0]!r} (ids look like "
+                        f"{task.dataset['problem_id'][0]!r})")
+    return task.dataset.select([position[pid] for pid in ids])
 
 
 __all__ = [

@@ -19,7 +19,10 @@ from .verify import MathVerifier
 def _path(cfg: Any, split: str) -> tuple[str, str]:
     """(file, the option it came from) for this split."""
     check_split(split)
-    if split == "test" and cfg.test_path:
+    if split == "test":
+        if not cfg.test_path:  # training rows are not a held-out split, whatever the folder is called
+            raise TaskError(f"task={cfg.name} has no held-out split: give task.test_path=<file> for evaluation, "
+                            "or set eval.split=train to evaluate on the training rows (reported as train)")
         path, option = str(cfg.test_path), "task.test_path"
     else:
         path, option = cfg.path, "task.path"
@@ -109,7 +112,7 @@ def _first_line(e: BaseException) -> str:
 
 
 def build_jsonl(cfg: Any, split: str) -> Task:
-    """``task=jsonl``: task.path (train) / task.test_path (test, default task.path)."""
+    """``task=jsonl``: task.path (train) / task.test_path (test; no test split without it)."""
     path, _ = _path(cfg, split)
     return Task("jsonl", records_to_dataset(read_jsonl(path), path, cfg), MathVerifier(float(cfg.verify_timeout)))
 

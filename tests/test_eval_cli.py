@@ -180,13 +180,114 @@ def test_eval_checkpoint_without_config(tmp_path):
 
 
 def test_eval_task_without_verifier(tmp_path):
+    """DRO's regime: no verifier, so the open-ended metrics instead of pass@k."""
     out = tmp_path / "out"
-    err = _one_error_line(_invoke(["eval", "--pass-at-k", "1", "--num-problems", "1", *TINY, "task=revise",
-                                   "--out", out]))
-    assert "revise" in err and "verifier" in err
-    assert not (out / "summary.json").exists()
+    result = _invoke(["eval", "--pass-at-k", "2", "--num-problems", "2", *TINY, "task=revise", "--out", out])
+    assert result.exit_code == 0, result.output
+    summary = json.loads((out / "summary.json").read_text())
+    assert not any(key.startswith("pass@") for key in summary)
+    assert 0.0 <= summary["rouge_l_f1"] <= 1.0 and summary["ref_logprob_per_token"] < 0
+    assert summary["n"] == 2 and summary["num_problems"] == 2 and "win_rate" not in summary
 
 
 def test_eval_bad_override(tmp_path):
     err = _one_error_line(_invoke(["eval", "--pass-at-k", "1", "model=tiny", "trainer.foo=1"]))
     assert "trainer.foo" in err
+
+
+# ------------------------------------------------------------------ --run, sweeps, the recorded protocol
+
+
+def test_eval_records_protocol_and_training_length_cap(tiny_eval):
+    """summary.json says what produced it; eval.max_new_tokens unset = the training cap rollout.max_new_tokens."""
+    _, out = tiny_eval
+    record = json.loads((out / "summary.json").read_text())["eval_config"]
+    assert record["model"] == "tiny" and record["task"]["name"] == "arithmetic" and record["split"] == "test"
+    assert (record["n"], record["temperature"], record["seed"], record["max_new_tokens"]) == (2, 1.0, 1234, 8)
+    from drox.cli.main import compose
+    from drox.evaluation.runner import eval_settings
+
+    assert eval_settings(compose(["model=tiny", "rollout.max_new_tokens=24"])).max_new_tokens == 24
+    assert eval_settings(compose(["model=tiny", "rollout.max_new_tokens=24", "eval.max_new_tokens=5"])).max_new_tokens == 5
+
+
+def test_eval_summary_has_bootstrap_interval(tiny_eval):
+    _, out = tiny_eval
+    summary = json.loads((out / "summary.json").read_text())
+    for k in (1, 2):
+        assert summary[f"pass@{k}_ci95_low"] <= summary[f"pass@{k}"] <= summary[f"pass@{k}_ci95_high"]
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """A 2-step tiny training run with checkpoints at steps 1 and 2."""
+    run_dir = tmp_path_factory.mktemp("run")
+    no_eval_cap = [o for o in TINY if not o.startswith("eval.max_new_tokens")]
+    result = _invoke(["train", *no_eval_cap, "trainer.steps=2", "trainer.save_every=1", "trainer.prompts_per_step=2",
+                      "trainer.samples_per_prompt=2", "rollout.max_new_tokens=6", f"run_dir={run_dir}",
+                      "task.prompt_suffix=Answer:"])
+    assert result.exit_code == 0, result.output
+    return run_dir
+
+
+def test_eval_run_uses_the_runs_task_and_writes_into_it(tiny_run):
+    result = _invoke(["eval", "--run", tiny_run, "--steps", "0,2", "--pass-at-k", "1,2", "--num-problems", "2",
+                      "--label", "probe"])
+    assert result.exit_code == 0, result.output
+    root = tiny_run / "evals" / "probe"
+    for step in (0, 2):
+        summary = json.loads((root / f"step-{step:06d}" / "summary.json").read_text())
+        record = summary["eval_config"]
+        assert record["step"] == step
+        assert record["task"]["prompt_suffix"] == "Answer:"  # the run's task, not the default one
+        assert record["max_new_tokens"] == 6  # the run's training cap
+        samples = _records(root / f"step-{step:06d}" / "samples.jsonl")
+        assert len(samples) == 4
+    assert json.loads((root / "step-000000" / "summary.json").read_text())["eval_config"]["checkpoint"] is None
+    assert json.loads((root / "step-000002" / "summary.json").read_text())["eval_config"]["checkpoint"].endswith(
+        "step-000002")
+    text = (root / "comparison.md").read_text()
+    assert "| 0 |" in text and "| 2 |" in text and "Crossover, step 0 vs step 2" in text
+    assert (root / "passk.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_eval_run_errors(tiny_run, tmp_path):
+    err = _one_error_line(_invoke(["eval", "--run", tiny_run, "--steps", "7"]))
+    assert "no checkpoint for step(s) [7]" in err and "saved: [1, 2]" in err
+    err = _one_error_line(_invoke(["eval", "--run", tmp_path]))
+    assert "no config.yaml" in err
+    err = _one_error_line(_invoke(["eval", "--steps", "1", *TINY]))
+    assert "--run" in err
+
+
+def test_eval_checkpoint_of_a_run_keeps_the_runs_task(tiny_run, tmp_path):
+    """--checkpoint inside a run folder evaluates with that run's task (no silent fall-back to the default)."""
+    out = tmp_path / "o"
+    result = _invoke(["eval", "--checkpoint", tiny_run / "checkpoints" / "step-000001", "--pass-at-k", "1",
+                      "--num-problems", "1", "--out", out])
+    assert result.exit_code == 0, result.output
+    record = json.loads((out / "summary.json").read_text())["eval_config"]
+    assert record["task"]["prompt_suffix"] == "Answer:" and record["max_new_tokens"] == 6
+
+
+def test_eval_sweep_one_folder_per_point(tmp_path):
+    """`drox eval -m` behaves like `drox train -m`: one folder per point, each readable by drox report."""
+    sweep = tmp_path / "sweep"
+    result = _invoke(["eval", "-m", *TINY, "eval.temperature=0.5,1.0", "--pass-at-k", "1", "--num-problems", "1",
+                      "--out", sweep])
+    assert result.exit_code == 0, result.output
+    temps = sorted(json.loads((sweep / str(i) / "summary.json").read_text())["eval_config"]["temperature"]
+                   for i in (0, 1))
+    assert temps == [0.5, 1.0]
+    from drox.evaluation.aggregate import build_report
+
+    report = build_report([sweep], metrics=["eval/pass@1"])
+    assert report.group_keys == ["eval.temperature"] and len(report.groups) == 2
+
+
+def test_eval_jsonl_without_test_split_is_an_error(tmp_path):
+    data = tmp_path / "train.jsonl"
+    data.write_text(json.dumps({"prompt": "1+1?", "answer": "2"}) + "\n")
+    err = _one_error_line(_invoke(["eval", "--pass-at-k", "1", *TINY, "task=jsonl", f"task.path={data}",
+                                   "--out", tmp_path / "o"]))
+    assert "no held-out split" in err and "task.test_path" in err

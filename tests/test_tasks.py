@@ -305,9 +305,12 @@ def test_jsonl_loads_and_maps_fields(tmp_path):
     ]
     assert isinstance(task.verifier, MathVerifier)
     assert build_task(c, "test").dataset["problem_id"] == ["c"]
-    # test_path defaults to path; problem_id defaults to the row index
+    # problem_id defaults to the row index
     c2 = replace(c, test_path=None, id_field=None)
-    assert build_task(c2, "test").dataset["problem_id"] == ["0", "1"]
+    assert build_task(c2, "train").dataset["problem_id"] == ["0", "1"]
+    # without test_path there is no held-out split: evaluating "test" on the training rows is refused
+    with pytest.raises(TaskError, match=r"^task=jsonl has no held-out split: give task.test_path=<file>"):
+        build_task(c2, "test")
 
 
 def test_jsonl_errors_name_file_line_and_field(tmp_path):
@@ -342,7 +345,7 @@ def test_parquet_round_trip(tmp_path):
     pytest.importorskip("pyarrow")
     path = tmp_path / "data.parquet"
     pd.DataFrame({"problem": ["What is 2+3?", "What is 7*6?"], "answer": ["5", "42"], "level": [1, 2]}).to_parquet(path)
-    task = build_task(cfg(name="parquet", path=str(path), prompt_field="problem", prompt_suffix=""), "test")
+    task = build_task(cfg(name="parquet", path=str(path), prompt_field="problem", prompt_suffix=""), "train")
     assert task.dataset.to_list() == [
         {"problem_id": "0", "prompt": "What is 2+3?", "answer": "5", "level": 1},
         {"problem_id": "1", "prompt": "What is 7*6?", "answer": "42", "level": 2},

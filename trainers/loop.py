@@ -48,8 +48,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from drox.errors import check_finite
-from drox.evaluation.report import format_table, write_eval_outputs
-from drox.evaluation.sampling import evaluate
+from drox.evaluation.report import format_table
+from drox.evaluation.runner import evaluate_policy, load_judge, write_eval_folder
 from drox.filters.base import RoundEnv
 from drox.gates.base import accepted, apply_gates
 from drox.masked_stats import masked_mean
@@ -66,7 +66,7 @@ from drox.trainers.checkpoint import latest_checkpoint, load_trainer_state, rng_
 from drox.trainers.metrics import MetricsLogger
 from drox.trainers.multiobj import SUM, combine_objectives
 from drox.trainers.sampler import PromptSampler
-from drox.atomic import atomic_write_jsonl, atomic_write_text
+from drox.atomic import atomic_write_text
 
 # ------------------------------------------------------------------------------------------------ set-up
 
@@ -233,8 +233,13 @@ def run_training(cfg: DictConfig, run_dir: str | Path, progress: bool = True,
                       totals=totals)
     metrics: Dict[str, Any] = {}
     evals: Dict[int, Dict[str, Any]] = {}
-    if eval_task is not None and start_step == 0:
-        evals[0] = run_eval(engine, eval_task, cfg, run_dir, 0, logger, console)
+    judge = load_judge(cfg, device) if eval_task is not None and eval_task.verifier is None else None
+
+    def evaluate_now(step: int) -> Dict[str, Any]:
+        return run_eval(trainer, eval_task, run_dir, step, judge)
+
+    if eval_task is not None and start_step == 0 and cfg.eval.before_training:
+        evals[0] = evaluate_now(0)
 
     columns = [TextColumn("train"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                TextColumn("{task.fields[info]}")]
@@ -251,11 +256,11 @@ def run_training(cfg: DictConfig, run_dir: str | Path, progress: bool = True,
                     save_checkpoint(ckpt_root, step, model, tokenizer, trainer.checkpoint_state(step),
                                     t.keep_checkpoints)
                 if eval_task is not None and (step % t.eval_every == 0 or step == t.steps):
-                    evals[step] = run_eval(engine, eval_task, cfg, run_dir, step, logger, console)
+                    evals[step] = evaluate_now(step)
     finally:
         logger.close()
     if 0 in evals and t.steps in evals:
-        console.print(compare_table(evals[0], evals[t.steps], list(cfg.eval.pass_at_k), t.steps))
+        console.print(compare_table(evals[0], evals[t.steps], list(cfg.eval.pass_at_k), t.steps, cfg.eval.split))
     console.print(f"run directory: {run_dir}")
     return metrics
 
@@ -638,22 +643,27 @@ def log_step(trainer: Trainer, step: int, data: Collected, seq_adv: torch.Tensor
 # ------------------------------------------------------------------------------------------------ eval
 
 
-def run_eval(engine, eval_task, cfg, run_dir: Path, step: int, logger: MetricsLogger, console) -> Dict[str, Any]:
-    """pass@k on the eval split with the current policy; outputs under eval/step-N/."""
-    ks = list(cfg.eval.pass_at_k)
-    summary, per_problem, records = evaluate(engine, eval_task, ks, cfg.eval.n, eval_cfg=cfg.eval, progress=False)
-    out = run_dir / "eval" / f"step-{step:06d}"
-    write_eval_outputs(out, summary, per_problem, ks, title=f"step {step}")
-    atomic_write_jsonl(out / "samples.jsonl", records)
-    logger.log(step, {k: v for k, v in summary.items() if isinstance(v, (int, float))}, prefix="eval")
-    console.print(f"eval at step {step}:")
-    console.print(format_table(summary, ks))
+def run_eval(trainer: Trainer, eval_task, run_dir: Path, step: int, judge=None) -> Dict[str, Any]:
+    """Evaluate the current policy on the eval split (pass@k, or the open-ended metrics for a task without a
+    verifier); outputs under eval/step-N/, numbers logged under eval/."""
+    cfg = trainer.cfg
+    summary, per_problem, records = evaluate_policy(cfg, trainer.engine, eval_task, model=trainer.model,
+                                                    tokenizer=trainer.tokenizer, judge=judge, progress=False)
+    write_eval_folder(run_dir / "eval" / f"step-{step:06d}", cfg, summary, per_problem, records,
+                      title=f"step {step}", step=step, with_config=False)
+    trainer.logger.log(step, {k: v for k, v in summary.items() if isinstance(v, (int, float))}, prefix="eval")
+    trainer.console.print(f"eval at step {step}:")
+    if eval_task.verifier is not None:
+        trainer.console.print(format_table(summary, list(cfg.eval.pass_at_k)))
+    else:
+        trainer.console.print(", ".join(f"{k} {v:.4g}" for k, v in summary.items() if isinstance(v, float)))
     return summary
 
 
-def compare_table(before: Dict[str, Any], after: Dict[str, Any], ks: List[int], steps: int):
-    """pass@k / maj@k on held-out problems before and after training."""
-    table = Table(title=f"held-out eval: before vs after {steps} steps "
+def compare_table(before: Dict[str, Any], after: Dict[str, Any], ks: List[int], steps: int, split: str = "test"):
+    """pass@k / maj@k (or the open-ended metrics) on the eval split before and after training."""
+    where = "held-out" if split == "test" else f"{split}-split"
+    table = Table(title=f"{where} eval: before vs after {steps} steps "
                         f"(n={after['n']} samples x {after['num_problems']} problems)")
     for col in ("metric", "before", "after", "change"):
         table.add_column(col, justify="right")
@@ -662,6 +672,9 @@ def compare_table(before: Dict[str, Any], after: Dict[str, Any], ks: List[int], 
             key = f"{prefix}@{k}"
             if key in before and key in after:
                 table.add_row(key, f"{before[key]:.3f}", f"{after[key]:.3f}", f"{after[key] - before[key]:+.3f}")
+    for key in ("rouge_l_f1", "ref_logprob_per_token", "win_rate"):  # tasks without a verifier
+        if key in before and key in after:
+            table.add_row(key, f"{before[key]:.3f}", f"{after[key]:.3f}", f"{after[key] - before[key]:+.3f}")
     table.add_row("mean length", f"{before['mean_length']:.1f}", f"{after['mean_length']:.1f}",
                   f"{after['mean_length'] - before['mean_length']:+.1f}")
     return table

@@ -31,6 +31,7 @@ class MetricsLogger:
             os.environ.setdefault("WANDB_SILENT", "true")
             self.wandb = wandb.init(
                 project=logger_cfg.project, name=logger_cfg.run_name or self.run_dir.name,
+                group=getattr(logger_cfg, "group", None),
                 tags=list(logger_cfg.tags), mode=logger_cfg.wandb_mode, dir=str(self.run_dir),
                 config=config_dict, resume="allow" if resume_step else None,
             )

@@ -1,0 +1,162 @@
+"""Evaluate one policy as a composed config says, and write the result folder.
+
+Used by `drox eval` (a model, a checkpoint, a run's checkpoints, or a ``-m`` sweep of any of them) and by
+the training loop's in-run evaluations, so every ``summary.json`` has the same keys:
+
+* the scores: pass@k / maj@k (unbiased estimator, Chen et al. 2021 Eq. 1) with a 95% bootstrap interval over
+  problems (``pass@k_ci95_low`` / ``pass@k_ci95_high``) for verifiable tasks; for tasks without a verifier
+  (DRO's regime) the open-ended metrics of :mod:`drox.evaluation.open_ended`;
+* ``eval_config``: what produced them (model, checkpoint, task, split, n, temperature, top_p, max new tokens,
+  seed, number of problems), so a result is never separated from its protocol.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence
+
+import pandas as pd
+from omegaconf import DictConfig, OmegaConf
+
+from drox.atomic import atomic_write_jsonl, atomic_write_text
+from drox.evaluation.report import write_eval_outputs
+
+__all__ = ["eval_settings", "eval_config_record", "add_passk_intervals", "evaluate_policy", "load_eval_policy",
+           "write_eval_folder", "TRAINING_CAP"]
+
+TRAINING_CAP = "rollout.max_new_tokens"
+
+
+def eval_settings(cfg: DictConfig) -> DictConfig:
+    """``cfg.eval`` with ``max_new_tokens`` resolved: unset means the training cap (``rollout.max_new_tokens``),
+    so a policy is judged at the length it was trained to use."""
+    settings = OmegaConf.create(OmegaConf.to_container(cfg.eval, resolve=True))
+    if settings.max_new_tokens is None:
+        settings.max_new_tokens = int(cfg.rollout.max_new_tokens)
+    return settings
+
+
+def eval_config_record(cfg: DictConfig, *, checkpoint: Optional[str] = None, step: Optional[int] = None,
+                       n: Optional[int] = None) -> Dict[str, Any]:
+    """The protocol behind a summary: model, checkpoint, task, split, n, sampling settings, seed."""
+    settings = eval_settings(cfg)
+    task = OmegaConf.to_container(cfg.task, resolve=True)
+    return {
+        "model": str(cfg.model.path or cfg.model.name),
+        "checkpoint": None if checkpoint is None else str(checkpoint),
+        "step": step,
+        "task": task,
+        "split": str(settings.split),
+        "n": int(n or settings.n or max(settings.pass_at_k)),
+        "pass_at_k": [int(k) for k in settings.pass_at_k],
+        "temperature": float(settings.temperature),
+        "top_p": float(settings.top_p),
+        "max_new_tokens": int(settings.max_new_tokens),
+        "seed": int(settings.seed),
+        "num_problems": settings.num_problems,
+        "chat_template": bool(cfg.model.chat_template),
+    }
+
+
+def add_passk_intervals(summary: Dict[str, Any], per_problem: pd.DataFrame, ks: Sequence[int],
+                        seed: int) -> None:
+    """``pass@k_ci95_low`` / ``_high`` (and maj@k's) in ``summary``: a percentile bootstrap over problems
+    (problems resampled with replacement, 1000 times; docs/evaluation.md). The interval describes the
+    uncertainty from which problems were drawn, not from the n samples per problem."""
+    from drox.evaluation.bootstrap import bootstrap_ci
+
+    for prefix in ("pass", "maj"):
+        for k in ks:
+            column = f"{prefix}@{k}"
+            if column in per_problem:
+                low, high = bootstrap_ci(per_problem[column].to_numpy(dtype=float), seed=seed)
+                summary[f"{column}_ci95_low"], summary[f"{column}_ci95_high"] = float(low), float(high)
+
+
+def load_eval_policy(cfg: DictConfig, device: str = "cpu"):
+    """(model, tokenizer) for ``cfg.model``, with the LoRA adapter at ``eval.checkpoint`` merged in when that
+    folder holds one (a full-model checkpoint is loaded through ``model=hf model.path=...`` instead)."""
+    from drox.models.loading import load_policy
+
+    model, tokenizer = load_policy(cfg.model, device)
+    checkpoint = cfg.eval.get("checkpoint")
+    if checkpoint and (Path(checkpoint) / "adapter_config.json").is_file():
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, str(checkpoint)).merge_and_unload().eval()
+    return model, tokenizer
+
+
+def evaluate_policy(cfg: DictConfig, engine, task, *, model=None, tokenizer=None, judge=None,
+                    progress: bool = True):
+    """Score ``engine``'s policy on ``task`` per ``cfg.eval``: (summary, per_problem, records).
+
+    Verifiable tasks get pass@k/maj@k with bootstrap intervals; tasks without a verifier get the open-ended
+    metrics (reference log-likelihood per token, ROUGE-L F1, length, and the judge's win rate when a judge is
+    given), which need the policy's ``model``/``tokenizer`` for the teacher-forced reference likelihood.
+    """
+    from drox.evaluation.sampling import evaluate
+
+    settings = eval_settings(cfg)
+    ks = sorted({int(k) for k in settings.pass_at_k})
+    if task.verifier is None:
+        from drox.evaluation.open_ended import evaluate_open_ended
+
+        return evaluate_open_ended(
+            engine, task, n=int(settings.n or max(ks)), num_problems=settings.num_problems,
+            max_new_tokens=int(settings.max_new_tokens), temperature=float(settings.temperature),
+            top_p=float(settings.top_p), seed=int(settings.seed), model=model, tokenizer=tokenizer,
+            model_cfg=cfg.model, judge=judge, progress=progress)
+    summary, per_problem, records = evaluate(engine, task, ks, settings.n, eval_cfg=settings, progress=progress)
+    add_passk_intervals(summary, per_problem, ks, seed=int(settings.seed))
+    return summary, per_problem, records
+
+
+def write_eval_folder(out: Path, cfg: DictConfig, summary: Dict[str, Any], per_problem: pd.DataFrame,
+                      records: List[Dict[str, Any]], *, title: str, checkpoint: Optional[str] = None,
+                      step: Optional[int] = None, with_config: bool = True) -> Dict[str, Path]:
+    """summary.json (scores + ``eval_config``), per_problem.csv, passk.png, samples.jsonl and (``with_config``;
+    off inside a training run, whose own config.yaml holds it) config.yaml."""
+    summary = dict(summary)
+    summary["eval_config"] = eval_config_record(cfg, checkpoint=checkpoint, step=step, n=summary.get("n"))
+    ks = sorted({int(k) for k in cfg.eval.pass_at_k})
+    paths = write_eval_outputs(out, summary, per_problem, ks, title=title)
+    atomic_write_jsonl(out / "samples.jsonl", records)
+    if with_config:
+        atomic_write_text(out / "config.yaml", OmegaConf.to_yaml(cfg))
+    return paths
+
+
+def load_judge(cfg: DictConfig, device: str = "cpu"):
+    """(model, tokenizer) of ``eval.judge.model`` (``embedded`` = the embedded SmolLM2-135M), or None."""
+    name = cfg.eval.judge.model
+    if not name:
+        return None
+    from drox.config import ModelConfig
+    from drox.models.loading import load_policy
+
+    judge_cfg = OmegaConf.structured(ModelConfig(name="smollm2-135m") if str(name) == "embedded"
+                                     else ModelConfig(name="hf", path=str(name)))
+    return load_policy(judge_cfg, device)
+
+
+def evaluate_to(cfg: DictConfig, out: Path, *, title: str, step: Optional[int] = None,
+                progress: bool = True) -> Dict[str, Any]:
+    """Build the eval split, load the policy (and judge), evaluate, write ``out``; returns the summary.
+
+    Raises the task/model loaders' one-line errors (TaskError, ModelError, ValueError) for the caller to show.
+    """
+    from drox.rollout.hf import build_engine
+    from drox.tasks import build_task
+
+    task = build_task(cfg.task, split=cfg.eval.split)  # before any model loads: a missing split fails fast
+    model, tokenizer = load_eval_policy(cfg, cfg.device)
+    engine = build_engine(cfg.rollout, model, tokenizer, cfg.model)
+    judge = load_judge(cfg, cfg.device) if task.verifier is None else None
+    summary, per_problem, records = evaluate_policy(cfg, engine, task, model=model, tokenizer=tokenizer,
+                                                    judge=judge, progress=progress)
+    write_eval_folder(Path(out), cfg, summary, per_problem, records, title=title,
+                      checkpoint=cfg.eval.get("checkpoint"), step=step)
+    summary["eval_config"] = eval_config_record(cfg, checkpoint=cfg.eval.get("checkpoint"), step=step,
+                                                n=summary.get("n"))
+    return summary

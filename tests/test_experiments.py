@@ -1,0 +1,71 @@
+"""Every paper comparison runs end to end at smoke size: 1 step of every arm on model=tiny, the base evaluated,
+results.md written with a row per arm and a verdict per claim (experiments/driver.py; the full tables are
+`make table-<name>`, not CI). Both scales of every experiment compose and validate (`drox config`)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from drox.cli.main import app
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "experiments"))
+
+import driver  # noqa: E402
+
+NAMES = ["nsr", "spurious", "passk_limits", "one_shot", "dro"]
+
+
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("scale", ["cpu", "paper"])
+def test_both_scales_compose(name, scale):
+    result = CliRunner().invoke(app, ["config", f"experiment={name}", f"scale={scale}"])
+    assert result.exit_code == 0, result.output
+    assert f"scale: {scale}" in result.output
+
+
+def test_cpu_and_paper_differ_where_the_paper_says():
+    from drox.cli.main import compose
+
+    cpu, paper = compose(["experiment=nsr"]), compose(["experiment=nsr", "scale=paper"])
+    assert cpu.model.path == "experiments/base_policy/model" and paper.model.path == "Qwen/Qwen2.5-Math-7B"
+    assert (paper.trainer.lr, paper.trainer.samples_per_prompt, paper.eval.n) == (1e-6, 8, 256)
+    assert cpu.eval.before_training is False and cpu.trainer.eval_every == cpu.trainer.steps
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_smoke(name, tmp_path):
+    exp = driver.load_spec(name)
+    out = driver.run(name, tmp_path, smoke=True, log=lambda line: None)
+    text = (out / "results.md").read_text()
+    for arm in exp.arms:
+        assert (tmp_path / "runs" / arm.name / "seed-0" / "eval").is_dir()
+        assert f"| {arm.name} |" in text
+    assert "| base |" in text
+    for claim in exp.claims:
+        assert claim.text in text
+    assert text.count("| reproduced |") + text.count("| inconclusive") + text.count("| not reproduced") \
+        == len(exp.claims)
+    assert (out / "table.csv").read_text().startswith("arm,metric,mean,std,ci95_low,ci95_high,n")
+    assert (out / "passk.png").is_file()
+
+
+def test_welch_difference_by_hand():
+    # a = 1, 2, 3 (mean 2, var 1); b = 4, 6 (mean 5, var 2): se^2 = 1/3 + 2/2 = 4/3,
+    # df = (4/3)^2 / ((1/3)^2/2 + 1^2/1) = (16/9) / (1/18 + 1) = 32/19
+    d, low, high = driver.welch_difference([1, 2, 3], [4, 6])
+    from drox.evaluation.aggregate import student_t_quantile
+
+    half = student_t_quantile(0.975, 32 / 19) * (4 / 3) ** 0.5
+    assert d == -3 and low == pytest.approx(-3 - half) and high == pytest.approx(-3 + half)
+    assert driver.verdict(-1, low, high) == ("reproduced" if high < 0 else "inconclusive")
+    # one side a single value (the base): the other side's t-interval, shifted
+    d, low, high = driver.welch_difference([1, 2, 3], [0.5])
+    assert d == 1.5 and high - low == pytest.approx(2 * 4.30265273 / 3 ** 0.5)
+    assert driver.verdict(+1, 0.1, 0.3) == "reproduced"
+    assert driver.verdict(+1, -0.3, -0.1).startswith("not reproduced")
+    assert driver.verdict(+1, -0.1, 0.3) == "inconclusive"
