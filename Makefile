@@ -42,7 +42,7 @@ $(BASE_POLICY): conf/experiment/base_policy.yaml | install
 
 base-policy: $(BASE_POLICY)
 
-table-%: $(BASE_POLICY)
+$(addprefix table-,$(EXPERIMENTS)): table-%: $(BASE_POLICY)
 	$(BIN)/python experiments/driver.py $*
 
 tables: $(addprefix table-,$(EXPERIMENTS))

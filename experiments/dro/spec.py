@@ -10,7 +10,7 @@ SPEC = Experiment(
         Arm("r3", ["+reward=variance"]),
         Arm("r3_filter", ["+reward=variance", "+filter=query"]),
     ],
-    seeds=[0, 1, 2],
+    seeds=[0, 1],
     metrics=["eval/pass@1", "eval/pass@16", "eval/pass@64", "reward/variance/no_container_frac",
              "time/elapsed", "samples_seen"],
     claims=[
