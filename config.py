@@ -331,6 +331,7 @@ CHOICES = {
     "model.dtype": ("float32", "bfloat16", "float16"),
     "rollout.backend": ("hf", "vllm"),
     "trainer.schedule": ("constant", "cosine"),
+    "sft.schedule": ("constant", "cosine"),
     "logger.wandb_mode": ("offline", "online", "disabled"),
     "eval.split": ("train", "test"),
     "scale": ("cpu", "paper"),
@@ -381,3 +382,26 @@ def validate(cfg) -> None:
         raise ConfigError(
             f"trainer.mini_batches={mb} must divide trainer.prompts_per_step={q} (mini-batches hold whole groups)"
         )
+    validate_sft(cfg)
+
+
+def validate_sft(cfg) -> None:
+    """Check ``cfg.sft``; raise ConfigError naming the key and the fix."""
+    s = cfg.sft
+    for key in ("steps", "batch_size", "grad_accum", "max_length", "log_every"):
+        value = s[key]
+        if value is None or value < 1:
+            raise ConfigError(f"sft.{key}={value} must be a positive integer")
+    if s.grad_accum > s.batch_size:
+        raise ConfigError(f"sft.grad_accum={s.grad_accum} must be <= sft.batch_size={s.batch_size} "
+                          "(each micro-batch needs at least one example)")
+    if not s.lr > 0:
+        raise ConfigError(f"sft.lr={s.lr} must be > 0")
+    for key in ("weight_decay", "warmup_steps", "max_grad_norm"):
+        if s[key] < 0:
+            raise ConfigError(f"sft.{key}={s[key]} must be >= 0")
+    betas = list(s.betas)
+    if len(betas) != 2 or not all(0 <= b < 1 for b in betas):
+        raise ConfigError(f"sft.betas={betas} must be two numbers in [0, 1)")
+    if s.data is not None and not str(s.data).strip():
+        raise ConfigError("sft.data is empty; give a JSONL file or leave it unset for the task's training split")

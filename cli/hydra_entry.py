@@ -80,11 +80,10 @@ def hydra_eval(cfg: DictConfig) -> None:
 def hydra_sft(cfg: DictConfig) -> None:
     """`drox sft`: supervised fine-tuning (drox.trainers.sft), with Hydra's overrides and ``-m`` sweeps."""
     from drox.config import validate
-    from drox.trainers.sft import run_sft, validate_sft
+    from drox.trainers.sft import run_sft
 
     with user_errors():
-        validate(cfg)  # the plain values (model.name, dtype, ...), then the sft section, before anything loads
-        validate_sft(cfg)
+        validate(cfg)  # the plain values, the sft section included, before anything loads
     run_dir = cfg.run_dir or HydraConfig.get().runtime.output_dir
     with user_errors():
         run_sft(cfg, run_dir)

@@ -26,6 +26,9 @@ def report(
     at_step: Optional[int] = typer.Option(
         None, "--at-step", help="Use the values logged at this step instead of each run's last ones."),
     out: Optional[Path] = typer.Option(None, "--out", help="Output folder (default: report/ in the first PATH)."),
+    eval_label: Optional[str] = typer.Option(
+        None, "--eval", help="Read the evaluations `drox eval --run RUN --label LABEL` wrote (RUN/evals/LABEL/) "
+        "instead of those made during training (RUN/eval/)."),
 ) -> None:
     """Aggregate runs over seeds: table.csv, table.md (mean, std, Student-t 95% CI, n) and PNG curves."""
     from drox.cli.main import fail  # here: cli/main.py imports this module
@@ -34,7 +37,8 @@ def report(
 
     group_keys = None if group_by is None else parse_list_option([group_by])
     try:
-        result = build_report(paths, group_by=group_keys, metrics=parse_list_option(metric), at_step=at_step)
+        result = build_report(paths, group_by=group_keys, metrics=parse_list_option(metric), at_step=at_step,
+                              eval_label=eval_label)
     except ReportError as e:
         fail(str(e))
     out_dir = out if out is not None else Path(paths[0]) / "report"

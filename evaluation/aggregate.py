@@ -187,15 +187,19 @@ def _natural_key(path: Path) -> List[Any]:
 # ------------------------------------------------------------------------------------------------ reading
 
 
-def load_run(path: Path) -> Run:
-    """Read one run folder (:func:`is_run_folder`); a malformed file raises :class:`ReportError` naming it."""
+def load_run(path: Path, eval_label: Optional[str] = None) -> Run:
+    """Read one run folder (:func:`is_run_folder`); a malformed file raises :class:`ReportError` naming it.
+
+    ``eval_label``: read the evaluations ``drox eval --run RUN --label LABEL`` wrote (``evals/LABEL/step-N/``)
+    instead of the ones made during training (``eval/step-N/``).
+    """
     path = Path(path)
     config_path = path / "config.yaml"
     config = flatten_config(_read_yaml(config_path)) if config_path.is_file() else {}
     metrics_path = path / "metrics.jsonl"
     train = _read_jsonl(metrics_path) if metrics_path.is_file() else []
     run = Run(path=path, config=config, train=train)
-    eval_root = path / "eval"
+    eval_root = path / "eval" if eval_label is None else path / "evals" / eval_label
     if eval_root.is_dir():
         for step_dir in eval_root.iterdir():
             match = _EVAL_STEP_DIR.match(step_dir.name)
@@ -529,13 +533,14 @@ def aggregate(groups: Sequence[Group], metrics: Sequence[str], at_step: Optional
 
 
 def build_report(paths: Sequence[Path], group_by: Optional[Sequence[str]] = None,
-                 metrics: Optional[Sequence[str]] = None, at_step: Optional[int] = None) -> Report:
+                 metrics: Optional[Sequence[str]] = None, at_step: Optional[int] = None,
+                 eval_label: Optional[str] = None) -> Report:
     """Discover, read, group and aggregate: the whole report but its files.
 
     ``group_by`` None: :func:`default_group_keys`; an empty list: one group of all runs. ``metrics`` None:
     :func:`default_metrics`. Raises :class:`ReportError` for bad input or when nothing can be reported.
     """
-    runs = [load_run(path) for path in discover_runs(paths)]
+    runs = [load_run(path, eval_label) for path in discover_runs(paths)]
     if group_by is None:
         keys = default_group_keys(runs)
     else:

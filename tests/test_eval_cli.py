@@ -249,6 +249,15 @@ def test_eval_run_uses_the_runs_task_and_writes_into_it(tiny_run):
     text = (root / "comparison.md").read_text()
     assert "| 0 |" in text and "| 2 |" in text and "Crossover, step 0 vs step 2" in text
     assert (root / "passk.png").read_bytes()[:4] == b"\x89PNG"
+    # drox report reads these evaluations with --eval LABEL (the last step's, by default)
+    from drox.evaluation.aggregate import build_report
+
+    report = build_report([tiny_run], metrics=["eval/pass@1"], eval_label="probe", group_by=[])
+    last = json.loads((root / "step-000002" / "summary.json").read_text())["pass@1"]
+    assert report.rows[0].stats.mean == pytest.approx(last) and report.rows[0].stats.n == 1
+    step0 = build_report([tiny_run], metrics=["eval/pass@1"], eval_label="probe", group_by=[], at_step=0)
+    assert step0.rows[0].stats.mean == pytest.approx(
+        json.loads((root / "step-000000" / "summary.json").read_text())["pass@1"])
 
 
 def test_eval_run_errors(tiny_run, tmp_path):

@@ -235,9 +235,21 @@ def test_a_task_without_the_response_column_names_the_task_and_its_columns(compo
     ("sft.max_grad_norm=-1", "sft.max_grad_norm=-1.0 must be >= 0"),
 ])
 def test_bad_values_are_config_errors(compose_cfg, override, message):
+    """Checked by drox.config.validate with every other plain value, so `drox config` catches them too."""
+    from omegaconf import OmegaConf
+    from typer.testing import CliRunner
+
+    from drox.cli.main import app
+    from drox.config import validate
+
+    cfg = compose_cfg()
+    key, value = override.split("=")
+    OmegaConf.update(cfg, key, value)
     with pytest.raises(ConfigError) as e:
-        sft.validate_sft(compose_cfg(override))
+        validate(cfg)
     assert str(e.value).startswith(message) and "\n" not in str(e.value)
+    result = CliRunner().invoke(app, ["config", "model=tiny", override])
+    assert result.exit_code == 2 and message in result.output
 
 
 def _drox(args, cwd):

@@ -45,6 +45,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from drox.atomic import atomic_write_text
+from drox.config import validate_sft
 from drox.errors import ConfigError, check_finite
 from drox.models.loading import load_policy, resolve_device, terminal_progress_bars
 from drox.rollout.hf import HFRolloutEngine
@@ -55,35 +56,12 @@ from drox.trainers.metrics import MetricsLogger
 from drox.trainers.sampler import PromptSampler
 
 IGNORE = -100  # label of a position the loss skips (the prompt, padding): torch's cross_entropy default
-SCHEDULES = ("constant", "cosine")
 TASK_RESPONSE_FIELD, DATA_RESPONSE_FIELD = "solution", "response"
 ENCODE_CHUNK = 256  # prompts encoded together (the engine pads a chunk to its longest prompt)
 
 # ------------------------------------------------------------------------------------------------ 1. validate
+# validate_sft lives in drox.config, with every other check of plain values (`drox config` runs it too)
 
-
-def validate_sft(cfg) -> None:
-    """Check ``cfg.sft``; raise ConfigError naming the key and the fix."""
-    s = cfg.sft
-    for key in ("steps", "batch_size", "grad_accum", "max_length", "log_every"):
-        value = s[key]
-        if value is None or value < 1:
-            raise ConfigError(f"sft.{key}={value} must be a positive integer")
-    if s.grad_accum > s.batch_size:
-        raise ConfigError(f"sft.grad_accum={s.grad_accum} must be <= sft.batch_size={s.batch_size} "
-                          "(each micro-batch needs at least one example)")
-    if not s.lr > 0:
-        raise ConfigError(f"sft.lr={s.lr} must be > 0")
-    for key in ("weight_decay", "warmup_steps", "max_grad_norm"):
-        if s[key] < 0:
-            raise ConfigError(f"sft.{key}={s[key]} must be >= 0")
-    if s.schedule not in SCHEDULES:
-        raise ConfigError(f"sft.schedule={s.schedule} is not allowed; choose one of: {', '.join(SCHEDULES)}")
-    betas = list(s.betas)
-    if len(betas) != 2 or not all(0 <= b < 1 for b in betas):
-        raise ConfigError(f"sft.betas={betas} must be two numbers in [0, 1)")
-    if s.data is not None and not str(s.data).strip():
-        raise ConfigError("sft.data is empty; give a JSONL file or leave it unset for the task's training split")
 
 
 # ------------------------------------------------------------------------------------------------ 2. data
