@@ -281,7 +281,8 @@ def judge_win_rate(
 
 # ------------------------------------------------------------------------------------------------ the evaluation
 
-# summary key -> per-problem column; each gets a "<key>_ci95" bootstrap half-width
+# summary key -> per-problem column; each gets "<key>_ci95_low" / "<key>_ci95_high" (bootstrap over problems,
+# the same keys pass@k's intervals have)
 _METRICS = {
     "rouge_l_f1": "rouge_l_f1",
     "ref_logprob_per_token": "ref_logprob_per_token",
@@ -289,11 +290,6 @@ _METRICS = {
     "truncated_frac": "truncated_frac",
     "win_rate": "win_rate",
 }
-
-
-def _half_width(values, seed: int) -> float:
-    low, high = bootstrap_ci(values, seed)
-    return (high - low) / 2
 
 
 def evaluate_open_ended(
@@ -331,7 +327,7 @@ def evaluate_open_ended(
 
     summary: ``rouge_l_f1``, ``ref_logprob_per_token``, ``mean_length``, ``truncated_frac``, ``win_rate``
     (with a judge) = the mean over problems of the per-problem column (every problem has n samples, so
-    this is also the mean over completions), each with ``<key>_ci95`` = half the width of the 95%
+    this is also the mean over completions), each with ``<key>_ci95_low`` / ``<key>_ci95_high``, the 95%
     percentile-bootstrap interval over problems (:func:`drox.evaluation.bootstrap.bootstrap_ci`: 1000
     resamples, ``numpy.random.default_rng(seed)``); with a judge also ``judge_ab_mass``, the judge's mean
     next-token probability on the verdict tokens over non-tied items (how far it follows the "Answer A or
@@ -393,7 +389,8 @@ def evaluate_open_ended(
             continue
         values = per_problem[column].to_numpy(dtype=np.float64)
         summary[key] = float(values.mean())
-        summary[f"{key}_ci95"] = _half_width(values, seed)
+        low, high = bootstrap_ci(values, seed)
+        summary[f"{key}_ci95_low"], summary[f"{key}_ci95_high"] = float(low), float(high)
     if judge is not None:
         judged = [m for m in masses if not math.isnan(m)]
         summary["judge_ab_mass"] = float(np.mean(judged)) if judged else math.nan
