@@ -343,3 +343,21 @@ def test_random_draws_are_fresh_in_a_refill_batch_of_the_same_step():
     first = random_draws(0, 5, 64, 0.5)
     assert torch.equal(first, random_draws(0, 5, 64, 0.5, gen_batch=0))
     assert not torch.equal(first, random_draws(0, 5, 64, 0.5, gen_batch=1))
+
+
+# ------------------------------------------------------------------------------------------------ rouge (DRO baseline)
+
+
+def test_rouge_reward_hand_values():
+    from drox.evaluation.rouge import rouge_n_f1
+
+    # "the cat sat" vs "the cat the mat": clipped unigram overlap 2 (the, cat); P = 2/3, R = 2/4 -> F1 = 4/7
+    assert rouge_n_f1("the cat sat", "the cat the mat") == pytest.approx(4 / 7)
+    # bigrams: (the cat) shared; P = 1/2, R = 1/3 -> F1 = 2/5
+    assert rouge_n_f1("the cat sat", "the cat the mat", n=2) == pytest.approx(2 / 5)
+    texts = ["The cat sat.", "reasoning first \\boxed{the mat}", "", "dog"]
+    out = run_source("rouge", make_ctx(texts, ["the cat the mat", "the cat the mat"], 2))
+    # the boxed final answer is scored, not the reasoning: "the mat" vs the reference -> P = 1, R = 2/4 -> 2/3
+    assert out.seq.flatten().tolist() == pytest.approx([4 / 7, 2 / 3, 0.0, 0.0])
+    with pytest.raises(ValueError, match="no such column"):
+        run_source("rouge", make_ctx(["x"], ["y"], 1), reference_field="target")
