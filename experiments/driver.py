@@ -113,6 +113,8 @@ def verdict(direction: int, low: float, high: float) -> str:
     side; inconclusive: it contains 0 (or could not be computed)."""
     if math.isnan(low) or math.isnan(high) or low <= 0 <= high:
         return "inconclusive"
+    if low == high:  # every seed gave the same value: a t-interval of width 0 is no evidence of precision
+        return "inconclusive (zero spread over the seeds; the interval cannot be estimated)"
     return "reproduced" if (low > 0) == (direction > 0) else "not reproduced (opposite direction)"
 
 

@@ -69,3 +69,4 @@ def test_welch_difference_by_hand():
     assert driver.verdict(+1, 0.1, 0.3) == "reproduced"
     assert driver.verdict(+1, -0.3, -0.1).startswith("not reproduced")
     assert driver.verdict(+1, -0.1, 0.3) == "inconclusive"
+    assert driver.verdict(+1, 0.2, 0.2).startswith("inconclusive (zero spread")
