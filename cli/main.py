@@ -109,26 +109,11 @@ def train(
 
 def _resume(run_dir: Path, overrides: List[str]) -> None:
     """Resume from the run's own resolved config: the record of what ran, not a re-composition."""
-    from omegaconf import OmegaConf
-    from omegaconf.errors import OmegaConfBaseException
-
-    from drox.config import DroxConfig
-    from drox.errors import ConfigError
-    from drox.pipeline import build_pipeline
-
-    saved = run_dir / "config.yaml"
-    if not saved.is_file():
-        fail(f"--resume {run_dir}: no config.yaml there; pass the folder of a drox train run")
-    try:
-        cfg = OmegaConf.merge(OmegaConf.structured(DroxConfig), OmegaConf.load(saved),
-                              OmegaConf.from_dotlist(overrides))
-        cfg.run_dir, cfg.resume = str(run_dir), True
-        pipeline = build_pipeline(cfg)  # imports the run's plugins first
-    except (OmegaConfBaseException, ConfigError) as e:
-        fail(_first_line(e))
     from drox.cli.hydra_entry import user_errors
     from drox.trainers.loop import run_training
 
+    cfg, pipeline = _run_config(run_dir, overrides, flag="--resume ")
+    cfg.run_dir, cfg.resume = str(run_dir), True
     with user_errors():
         run_training(cfg, run_dir, pipeline=pipeline)
 
@@ -218,7 +203,7 @@ def eval_cmd(
     out = out or Path("runs") / time.strftime("eval-%Y-%m-%d_%H-%M-%S")
     run_of_checkpoint = checkpoint.parent.parent if checkpoint is not None else None
     if checkpoint is not None and (run_of_checkpoint / "config.yaml").is_file():
-        cfg = _checkpoint_config(_run_config(run_of_checkpoint, overrides), checkpoint)
+        cfg = _checkpoint_config(_run_config(run_of_checkpoint, overrides)[0], checkpoint)
     else:
         if checkpoint is not None:
             overrides = ["model=hf", f"model.path={_full_model_folder(checkpoint)}", *overrides]
@@ -272,8 +257,10 @@ def _full_model_folder(checkpoint: Path) -> Path:
     return checkpoint
 
 
-def _run_config(run_dir: Path, overrides: List[str]):
-    """The run's own resolved config.yaml with ``overrides`` (key=value) on top, validated."""
+def _run_config(run_dir: Path, overrides: List[str], flag: str = ""):
+    """The run's own resolved config.yaml with ``overrides`` (plain key=value) on top, validated by building
+    its pipeline (which imports the run's plugins): ``(cfg, pipeline)``, with ``cfg.resume`` False. Shared by
+    ``--resume`` (``flag`` names the option in errors) and ``drox eval --run/--checkpoint``."""
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 
@@ -283,17 +270,17 @@ def _run_config(run_dir: Path, overrides: List[str]):
 
     saved = run_dir / "config.yaml"
     if not saved.is_file():
-        fail(f"{run_dir}: no config.yaml there; pass the folder of a drox train run")
+        fail(f"{flag}{run_dir}: no config.yaml there; pass the folder of a drox train run")
     bad = [o for o in overrides if "=" not in o or o.startswith(("+", "~", "-"))]
     if bad:
         fail(f"{' '.join(bad)}: a run's config takes plain key=value overrides (e.g. eval.n=64)")
     try:
         cfg = OmegaConf.merge(OmegaConf.structured(DroxConfig), OmegaConf.load(saved), OmegaConf.from_dotlist(overrides))
         cfg.resume = False
-        build_pipeline(cfg)
+        pipeline = build_pipeline(cfg)
     except (OmegaConfBaseException, ConfigError) as e:
         fail(_first_line(e))
-    return cfg
+    return cfg, pipeline
 
 
 def _checkpoint_config(cfg, checkpoint: Path):
@@ -309,7 +296,7 @@ def _checkpoint_config(cfg, checkpoint: Path):
 def _eval_run(run_dir: Path, steps_text: Optional[str], label: Optional[str], overrides: List[str],
               out: Optional[Path]) -> None:
     """Evaluate steps of a run into RUN/evals/<label>/step-N/ and overlay their pass@k curves."""
-    base = _run_config(run_dir, overrides)
+    base, _ = _run_config(run_dir, overrides)
     available = {int(p.name.split("-")[1]): p for p in sorted((run_dir / "checkpoints").glob("step-*"))
                  if p.name.split("-")[1].isdigit() and (p / "trainer_state.pt").is_file()}
     if steps_text is None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Dict, Mapping
 
-from drox.atomic import atomic_write, atomic_write_text
+from drox.atomic import atomic_write_text
 from drox.evaluation.passk import crossover_k
 
 __all__ = ["passk_curve", "step_comparison_markdown", "write_step_comparison", "plot_passk_curves"]
@@ -45,30 +45,23 @@ def step_comparison_markdown(results: Mapping[int, Mapping[str, Any]]) -> str:
 
 
 def plot_passk_curves(path: Path, curves: Mapping[str, Mapping[str, Any]], title: str) -> None:
-    """One pass@k line per label on a log-2 k axis, with the bootstrap 95% band where the summary has one."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+    """One pass@k line per label on a log-2 k axis, with the bootstrap 95% band where the summary has one
+    (``pass@k_ci95_low/high``); drawn with ``drox report``'s helpers (:mod:`drox.evaluation.plots`)."""
+    from drox.evaluation.plots import draw_passk, format_passk_axes, new_figure, save_figure
 
-    fig = Figure(figsize=(6, 4), dpi=120)
-    FigureCanvasAgg(fig)
+    fig = new_figure(6.0, 4.0)
     ax = fig.add_subplot(1, 1, 1)
+    all_ks = set()
     for name, summary in curves.items():
         curve = passk_curve(summary)
         ks = list(curve)
-        line, = ax.plot(ks, [curve[k] for k in ks], marker="o", markersize=3, label=name, clip_on=False)
-        lows = [summary.get(f"pass@{k}_ci95_low") for k in ks]
-        highs = [summary.get(f"pass@{k}_ci95_high") for k in ks]
-        if all(v is not None for v in lows + highs):
-            ax.fill_between(ks, lows, highs, color=line.get_color(), alpha=0.15, linewidth=0)
-    ax.set_xscale("log", base=2)
-    ax.set_ylim(0.0, 1.0)
-    ax.set_xlabel("k")
-    ax.set_ylabel("pass@k")
-    ax.grid(True, alpha=0.3)
-    ax.legend(loc="lower right", fontsize=8)
-    ax.set_title(title, fontsize=10)
-    fig.tight_layout()
-    atomic_write(path, lambda fh: fig.savefig(fh, format="png"), mode="wb")
+        band = {k: (float(summary[f"pass@{k}_ci95_low"]), float(summary[f"pass@{k}_ci95_high"])) for k in ks
+                if f"pass@{k}_ci95_low" in summary and f"pass@{k}_ci95_high" in summary}
+        draw_passk(ax, ks, [curve[k] for k in ks], band, name, markersize=3)
+        all_ks.update(ks)
+    if all_ks:
+        format_passk_axes(ax, sorted(all_ks), title)
+    save_figure(fig, path)
 
 
 def write_step_comparison(root: Path, results: Mapping[int, Mapping[str, Any]]) -> str:

@@ -25,9 +25,11 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from drox.atomic import atomic_write
+from drox.evaluation.bootstrap import bootstrap_ci
 from drox.evaluation.aggregate import Group, Report, Run, eval_summary_at, group_label, metric_series, summarize_values
 
-__all__ = ["write_plots", "plot_curves", "plot_passk", "X_AXES", "BOOTSTRAP_RESAMPLES"]
+__all__ = ["write_plots", "plot_curves", "plot_passk", "draw_passk", "format_passk_axes", "new_figure", "save_figure",
+           "X_AXES", "BOOTSTRAP_RESAMPLES"]
 
 X_AXES: Dict[str, Tuple[Optional[str], str]] = {
     "step": (None, "training step"),
@@ -86,7 +88,7 @@ def _group_curve(runs: Sequence[Run], metric: str, x_key: Optional[str]
     return x, mean, low, high
 
 
-def _new_figure(width: float, height: float):
+def new_figure(width: float, height: float):
     """A Figure with its Agg canvas attached (no pyplot)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -96,7 +98,7 @@ def _new_figure(width: float, height: float):
     return fig
 
 
-def _save(fig, path: Path) -> Path:
+def save_figure(fig, path: Path) -> Path:
     """Lay out and write ``fig`` as PNG, atomically."""
     fig.tight_layout()
     return atomic_write(path, lambda fh: fig.savefig(fh, format="png"), mode="wb")
@@ -115,7 +117,7 @@ def plot_curves(report: Report, suffix: str, path: Path) -> Optional[Path]:
         return None
     columns = 1 if len(panels) == 1 else 2
     rows = math.ceil(len(panels) / columns)
-    fig = _new_figure(6.0 * columns, 3.4 * rows)
+    fig = new_figure(6.0 * columns, 3.4 * rows)
     colors = _group_colors(report.groups)
     for index, (metric, curves) in enumerate(panels):
         ax = fig.add_subplot(rows, columns, index + 1)
@@ -129,7 +131,7 @@ def plot_curves(report: Report, suffix: str, path: Path) -> Optional[Path]:
         ax.grid(True, alpha=0.3)
     fig.axes[0].legend(loc="best", fontsize=7)
     fig.suptitle("mean over seeds; band: min-max over seeds", fontsize=9)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def _group_colors(groups: Sequence[Group]) -> Dict[int, str]:
@@ -160,20 +162,10 @@ def _read_per_problem(path: Path, ks: Sequence[int]) -> Dict[int, List[float]]:
 
 def _bootstrap_band(per_problem: Dict[int, List[float]], ks: Sequence[int], seed: int = 0
                     ) -> Dict[int, Tuple[float, float]]:
-    """95% percentile bootstrap of the mean over problems, per k (the same resampled problems for every k)."""
-    import numpy as np
-
-    available = [k for k in ks if k in per_problem and per_problem[k]]
-    if not available:
-        return {}
-    num_problems = len(per_problem[available[0]])
-    rng = np.random.default_rng(seed)
-    picks = rng.integers(0, num_problems, size=(BOOTSTRAP_RESAMPLES, num_problems))
-    band = {}
-    for k in available:
-        means = np.asarray(per_problem[k], dtype=float)[picks].mean(axis=1)
-        band[k] = (float(np.quantile(means, 0.025)), float(np.quantile(means, 0.975)))
-    return band
+    """95% percentile bootstrap of the mean over problems, per k (:func:`bootstrap_ci`; one seed, so the same
+    resampled problems for every k)."""
+    return {k: bootstrap_ci(per_problem[k], seed=seed, n_resamples=BOOTSTRAP_RESAMPLES)
+            for k in ks if per_problem.get(k)}
 
 
 def _passk_line(summaries: Sequence[Tuple[Run, Optional[int], dict]], ks: Sequence[int]
@@ -196,7 +188,7 @@ def _passk_line(summaries: Sequence[Tuple[Run, Optional[int], dict]], ks: Sequen
     return xs, means, band
 
 
-def _draw_passk(ax, xs: List[int], means: List[float], band: Dict[int, Tuple[float, float]], label: str,
+def draw_passk(ax, xs: List[int], means: List[float], band: Dict[int, Tuple[float, float]], label: str,
                 **style) -> None:
     """One pass@k line with its band (where the band is known)."""
     line = ax.plot(xs, means, marker="o", clip_on=False, label=label, **style)[0]
@@ -220,8 +212,6 @@ def _base_lines(report: Report) -> Dict[Tuple, List[Tuple[Run, Optional[int], di
 
 def plot_passk(report: Report, path: Path) -> Optional[Path]:
     """pass@k against k per group, the base model once; None when no run has a pass@k eval."""
-    from matplotlib.ticker import FixedLocator, NullLocator
-
     step_of = (lambda run: report.at_step) if report.at_step is not None else (lambda run: run.last_eval_key())
     per_group = []
     for group in report.groups:
@@ -232,7 +222,7 @@ def plot_passk(report: Report, path: Path) -> Optional[Path]:
     if not per_group:
         return None
     ks = _pass_ks([s for _, evals in per_group for _, _, s in evals])
-    fig = _new_figure(6.5, 4.2)
+    fig = new_figure(6.5, 4.2)
     ax = fig.add_subplot(1, 1, 1)
     colors = _group_colors(report.groups)
     if report.at_step != 0:  # at step 0 the groups' lines are the base model already
@@ -240,12 +230,22 @@ def plot_passk(report: Report, path: Path) -> Optional[Path]:
         for identity, evals in _base_lines(report).items():
             suffix = ", ".join(f"{k}={v}" for k, v in zip(model_keys, identity))
             xs, means, band = _passk_line(evals, ks)
-            _draw_passk(ax, xs, means, band, f"base (step 0){' ' + suffix if suffix else ''}", color="black",
+            draw_passk(ax, xs, means, band, f"base (step 0){' ' + suffix if suffix else ''}", color="black",
                         linestyle="--")
     for group, evals in per_group:
         xs, means, band = _passk_line(evals, ks)
-        _draw_passk(ax, xs, means, band, f"{group_label(report.group_keys, group)} (n={len(evals)})",
+        draw_passk(ax, xs, means, band, f"{group_label(report.group_keys, group)} (n={len(evals)})",
                     color=colors[id(group)])
+    which = f"eval at step {report.at_step}" if report.at_step is not None else "last eval of each run"
+    format_passk_axes(ax, ks, f"pass@k ({which})\nband: 95% Student t over seeds; one seed: bootstrap over problems")
+    return save_figure(fig, path)
+
+
+def format_passk_axes(ax, ks: Sequence[int], title: str) -> None:
+    """The pass@k axes every drox figure shares: k on a log-2 axis ticked at the evaluated ks, pass@k in [0, 1]."""
+    from matplotlib.ticker import FixedLocator, NullLocator
+
+    ks = sorted(ks)
     ax.set_xscale("log", base=2)
     low, high = ks[0], ks[-1]
     ax.set_xlim(low / 1.25, high * 1.25) if high > low else ax.set_xlim(low / 2, low * 2)
@@ -257,8 +257,5 @@ def plot_passk(report: Report, path: Path) -> Optional[Path]:
     ax.set_ylabel("pass@k")
     ax.grid(True, alpha=0.3)
     ax.legend(loc="best", fontsize=7)
-    which = f"eval at step {report.at_step}" if report.at_step is not None else "last eval of each run"
-    ax.set_title(f"pass@k ({which})\nband: 95% Student t over seeds; one seed: bootstrap over problems",
-                 fontsize=9)
-    return _save(fig, path)
+    ax.set_title(title, fontsize=9)
 

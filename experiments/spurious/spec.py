@@ -30,8 +30,9 @@ SPEC = Experiment(
 One model family only: the embedded SmolLM2-135M (SFT'd to a base with partial skill) is the only model
 available offline, so the paper's contrast between Qwen2.5-Math and Llama/OLMo cannot be tested here; the
 paper's expectation for non-Qwen models is small or negative gains from spurious rewards. Every arm has the
-same clip range (0.2) and two updates per rollout batch (mu = 2), so the clipping bias the paper's later
-version blames for random-reward gains is present in every arm alike. `answered_frac` is the share of eval
+same clip range (0.2) and 4 optimiser steps per rollout batch (4 mini-batches of one prompt's 8 samples; the
+paper has 8 from mini-batching, PAPERS.md §3.2), so the clipping bias the paper's later version blames for
+random-reward gains is present in every arm alike. `answered_frac` is the share of eval
 samples with an extractable answer (the verifier found one), the answer-style behaviour a format reward pays for.
 """,
 )
