@@ -13,6 +13,8 @@ also checks every name against the registries; this module checks the plain valu
 
 from __future__ import annotations
 
+import re
+
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
@@ -235,6 +237,10 @@ class TrainerConfig:
     """LoRA alpha."""
     save_every: int = 10
     """Checkpoint every N steps (and at the end); 0 = only at the end."""
+    checkpoint: str = "full"
+    """What a checkpoint holds: full (weights + optimizer state: exact resume; the embedded model's is 1.6 GB,
+    1.08 GB of it AdamW moments) | weights (weights + step, data order, RNG: 0.54 GB; a resume restarts the
+    optimizer, so it no longer matches an uninterrupted run) | none (no checkpoints: no resume, no eval --run)."""
     keep_checkpoints: int = 2
     """How many complete checkpoints to keep."""
     eval_every: int = 0
@@ -315,6 +321,9 @@ class DroxConfig:
     """Where outputs go (default: Hydra's run directory under runs/)."""
     resume: bool = False
     """Continue from the last complete checkpoint in run_dir."""
+    overwrite: bool = False
+    """Replace a finished or interrupted run already in run_dir (its files are deleted first). Without it (or
+    ``--resume``) a run_dir that holds a run is refused, so that two runs never mix in one folder."""
 
 
 def register_configs() -> None:
@@ -331,6 +340,7 @@ CHOICES = {
     "model.dtype": ("float32", "bfloat16", "float16"),
     "rollout.backend": ("hf", "vllm"),
     "trainer.schedule": ("constant", "cosine"),
+    "trainer.checkpoint": ("full", "weights", "none"),
     "sft.schedule": ("constant", "cosine"),
     "logger.wandb_mode": ("offline", "online", "disabled"),
     "eval.split": ("train", "test"),
@@ -382,7 +392,38 @@ def validate(cfg) -> None:
         raise ConfigError(
             f"trainer.mini_batches={mb} must divide trainer.prompts_per_step={q} (mini-batches hold whole groups)"
         )
+    device = str(get("device"))
+    if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", device):
+        raise ConfigError(f"device={device} is not allowed; choose auto, cpu, cuda, cuda:N or mps")
     validate_sft(cfg)
+
+
+def check_environment(cfg) -> None:
+    """What this machine must have for ``cfg`` to run: checked after :func:`validate` and before a run folder or
+    any output is written, so that a wrong device or a missing backend is one line, not a half-made run."""
+    import importlib.util
+
+    import torch
+
+    device = str(OmegaConf.select(cfg, "device"))
+    if device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            build = "a CPU-only build" if torch.version.cuda is None else f"CUDA {torch.version.cuda}, no GPU visible"
+            raise ConfigError(f"device={device}: this machine has no usable CUDA device (torch {torch.__version__}, "
+                              f"{build}); use device=cpu or device=auto")
+        index = int(device.split(":")[1]) if ":" in device else 0
+        if index >= torch.cuda.device_count():
+            raise ConfigError(f"device={device}: only {torch.cuda.device_count()} CUDA device(s) visible; "
+                              f"use cuda:0..cuda:{torch.cuda.device_count() - 1}")
+    if device == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError("device=mps: MPS is not available on this machine; use device=cpu or device=auto")
+    backend = OmegaConf.select(cfg, "rollout.backend")
+    if backend == "vllm":
+        if importlib.util.find_spec("vllm") is None:
+            raise ConfigError("rollout.backend=vllm needs the vLLM package, which is not installed here (GPU "
+                              "machines only); use rollout.backend=hf")
+        raise ConfigError("rollout.backend=vllm: the vLLM engine is not in this version of drox; use "
+                          "rollout.backend=hf")
 
 
 def validate_sft(cfg) -> None:

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import sys
-from typing import List, Tuple
+from pathlib import Path
+from typing import List, Optional, Tuple
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from drox.config import register_configs
+from drox.config import check_environment, register_configs
 from drox.errors import ConfigError, NonFiniteError
 from drox.models.loading import ModelError
 from drox.pipeline import build_pipeline
@@ -24,9 +26,11 @@ register_configs()
 
 @hydra.main(config_path="../conf", config_name="config", version_base=None)
 def hydra_train(cfg: DictConfig) -> None:
-    with user_errors():
-        pipeline = build_pipeline(cfg)  # every check, before anything loads
     run_dir = cfg.run_dir or HydraConfig.get().runtime.output_dir
+    # every check before anything loads; a run stopped here leaves no folder of its own behind
+    with user_errors(discard=None if cfg.run_dir else run_dir):
+        pipeline = build_pipeline(cfg)
+        check_environment(cfg)
     label_sweep_run(cfg)
     with user_errors():
         run_training(cfg, run_dir, pipeline=pipeline)
@@ -65,12 +69,11 @@ def sweep_labels(job_overrides: List[str], command_line: List[str]) -> Tuple[str
 @hydra.main(config_path="../conf", config_name="config", version_base=None)
 def hydra_eval(cfg: DictConfig) -> None:
     """One point of `drox eval -m ...`: evaluate into the job's folder (config.yaml + summary.json ...)."""
-    from pathlib import Path
-
     from drox.evaluation.runner import evaluate_to
 
     with user_errors():
         build_pipeline(cfg)
+        check_environment(cfg)
         out = Path(HydraConfig.get().runtime.output_dir)
         evaluate_to(cfg, out, title=f"{cfg.model.path or cfg.model.name} on {cfg.task.name}", progress=False)
         print(f"eval -> {out / 'summary.json'}")
@@ -82,21 +85,53 @@ def hydra_sft(cfg: DictConfig) -> None:
     from drox.config import validate
     from drox.trainers.sft import run_sft
 
-    with user_errors():
-        validate(cfg)  # the plain values, the sft section included, before anything loads
     run_dir = cfg.run_dir or HydraConfig.get().runtime.output_dir
+    with user_errors(discard=None if cfg.run_dir else run_dir):
+        validate(cfg)  # the plain values, the sft section included, before anything loads
+        check_environment(cfg)
     with user_errors():
         run_sft(cfg, run_dir)
 
 
 @contextlib.contextmanager
-def user_errors():
-    """Errors caused by the input (bad config, missing file, malformed data, NaN rewards...) end the run with
-    one line on stderr and exit code 2, not a traceback; ``DROX_DEBUG=1`` re-raises them."""
+def user_errors(discard: Optional[str] = None):
+    """Errors caused by the input (bad config, missing file, malformed data, NaN rewards, a folder that cannot be
+    written...) end the run with one line on stderr and exit code 2, not a traceback; ``DROX_DEBUG=1`` re-raises
+    them. ``discard``: Hydra's fresh output folder of this invocation, removed on such an error when it holds
+    nothing but Hydra's own files, so that a run that never started leaves no folder that looks like one."""
     try:
         yield
-    except (ConfigError, TaskError, ModelError, NonFiniteError, ValueError) as e:
+    except (ConfigError, TaskError, ModelError, NonFiniteError, ValueError, OSError) as e:
+        if isinstance(e, OSError) and not isinstance(e, WRITE_ERRORS) and e.errno not in WRITE_ERRNOS:
+            raise
         if os.environ.get("DROX_DEBUG"):
             raise
-        print(f"error: {e}", file=sys.stderr)
+        if discard is not None:
+            _discard_unstarted(Path(discard))
+        print(f"error: {_one_line(e)}", file=sys.stderr)
         sys.exit(2)
+
+
+WRITE_ERRORS = (PermissionError,)
+WRITE_ERRNOS = (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.ENOTDIR)
+"""OS errors that are the user's to fix (a folder that cannot be written, a full disk, a run_dir under a
+file): one line, exit 2."""
+
+
+def _one_line(e: BaseException) -> str:
+    if isinstance(e, OSError) and e.filename is not None:
+        fix = "no space left: free some or choose run_dir on another disk" if e.errno in (errno.ENOSPC, errno.EDQUOT) \
+            else "choose a writable run_dir (run_dir=...) or fix the folder's permissions"
+        return f"{e.filename}: {e.strerror}; {fix}"
+    return str(e) or type(e).__name__
+
+
+def _discard_unstarted(folder: Path) -> None:
+    """Remove Hydra's output folder of a run that stopped before it started (only Hydra's files in it)."""
+    import shutil
+
+    if not folder.is_dir():
+        return
+    entries = list(folder.iterdir())
+    if all(e.name == ".hydra" or (e.suffix == ".log" and e.is_file()) for e in entries):
+        shutil.rmtree(folder, ignore_errors=True)

@@ -24,10 +24,26 @@ register_configs()
 app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
-    help="drox: RL post-training experiments for language models (train, eval, report).",
+    help="drox: RL post-training experiments for language models (train, sft, eval, report, config, demo).",
 )
 console = Console()
 EXTRA = {"allow_extra_args": True, "ignore_unknown_options": True}
+ADDED_GROUPS = ("reward", "filter", "gate")
+"""Config groups selected with ``+group=name`` (several at once); the others with ``group=name``."""
+
+
+def config_groups_help() -> str:
+    """The config groups and their options, read from the packaged conf/ folder (the source of truth)."""
+    lines = ["Config groups (group=option; +reward/+filter/+gate add components, several at once):"]
+    for group in sorted(p for p in CONF_DIR.iterdir() if p.is_dir() and not p.name.startswith("_")):
+        options = sorted(f.stem for f in group.glob("*.yaml"))
+        if group.name == "experiment_scale" or not options:
+            continue
+        prefix = "+" if group.name in ADDED_GROUPS else ""
+        lines.append(f"{prefix}{group.name}: {', '.join(options)}")
+    lines += ["Any key of the config is an override too (trainer.lr=1e-5). See every key and its value with "
+              "`drox config OVERRIDES`; your own components: docs/plugins.md."]
+    return "\n\n".join(lines)  # click re-wraps single newlines
 
 
 def fail(message: str, code: int = 2) -> None:
@@ -90,7 +106,7 @@ def _parse_ks(text: str) -> List[int]:
     return ks
 
 
-@app.command(context_settings=EXTRA)
+@app.command(context_settings=EXTRA, epilog=config_groups_help())
 def train(
     ctx: typer.Context,
     resume: Optional[Path] = typer.Option(

@@ -221,3 +221,15 @@ def test_sign_selective_reward_cannot_be_combined_by_objectives():
     assert result.exit_code == 2
     assert "reward.negative_only: this reward's scores are advantages (no baseline) and cannot be combined with " \
         "trainer.advantage.combine=dvao" in " ".join(result.output.split())
+
+
+def test_train_help_lists_the_config_groups_from_conf():
+    """`drox train --help` names every group with its options (read from conf/) and points to `drox config`."""
+    from typer.testing import CliRunner
+
+    from drox.cli.main import CONF_DIR, app
+
+    text = " ".join(CliRunner().invoke(app, ["train", "--help"], env={"COLUMNS": "300"}).output.split())
+    reward_options = sorted(p.stem for p in (CONF_DIR / "reward").glob("*.yaml"))
+    assert "variance" in reward_options and f"+reward: {', '.join(reward_options)}" in text
+    assert "task: arithmetic, countdown" in text and "drox config OVERRIDES" in text

@@ -107,7 +107,7 @@ def _constant(m) -> Tensor:
     return (m.n < 2) | m.all_equal
 
 
-@register_advantage_estimator("grpo")
+@register_advantage_estimator("grpo", group_baseline=True)
 def grpo_advantages(scores: Tensor, eps: float = 1e-6, valid: Optional[Tensor] = None) -> Tensor:
     """GRPO outcome supervision, DeepSeekMath (arXiv 2402.03300) §4.1.2 / Eq. 3; docs/algorithms.md.
 
@@ -124,7 +124,7 @@ def grpo_advantages(scores: Tensor, eps: float = 1e-6, valid: Optional[Tensor] =
     return adv.to(_float_dtype(scores))
 
 
-@register_advantage_estimator("dr_grpo")
+@register_advantage_estimator("dr_grpo", group_baseline=True)
 def dr_grpo_advantages(scores: Tensor, eps: float = 1e-6, valid: Optional[Tensor] = None) -> Tensor:
     """Dr. GRPO (Liu et al. 2025, arXiv 2503.20783) mean-centred advantage; docs/algorithms.md.
 
@@ -137,7 +137,7 @@ def dr_grpo_advantages(scores: Tensor, eps: float = 1e-6, valid: Optional[Tensor
     return adv.to(_float_dtype(scores))
 
 
-@register_advantage_estimator("rloo")
+@register_advantage_estimator("rloo", group_baseline=True)
 def rloo_advantages(scores: Tensor, eps: float = 1e-6, valid: Optional[Tensor] = None) -> Tensor:
     """RLOO leave-one-out baseline (Ahmadian et al. 2024, arXiv 2402.14740); docs/algorithms.md.
 

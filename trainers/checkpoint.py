@@ -18,6 +18,7 @@ from typing import Any, Dict, Optional
 import numpy as np
 import torch
 
+from drox.errors import check_weights_finite
 from drox.models.loading import terminal_progress_bars
 
 STATE_FILE = "trainer_state.pt"
@@ -40,6 +41,8 @@ def set_rng_state(state: Dict[str, Any]) -> None:
 
 
 def save_checkpoint(ckpt_root: Path, step: int, model, tokenizer, trainer_state: Dict[str, Any], keep: int) -> Path:
+    """Write ``ckpt_root/step-NNNNNN/`` whole or not at all; refuses non-finite weights (NonFiniteError)."""
+    check_weights_finite(model.parameters(), step, "at checkpoint time (nothing written)")
     ckpt_root.mkdir(parents=True, exist_ok=True)
     final = ckpt_root / f"step-{step:06d}"
     tmp = Path(tempfile.mkdtemp(prefix=f".tmp-step-{step:06d}-", dir=ckpt_root))
@@ -71,6 +74,46 @@ def list_checkpoints(ckpt_root: Path) -> list[Path]:
         return []
     found = [(int(m.group(1)), p) for p in ckpt_root.iterdir() if (m := _NAME.match(p.name)) and p.is_dir()]
     return [p for _, p in sorted(found)]
+
+
+def damaged(ckpt: Path) -> Optional[str]:
+    """Why the checkpoint folder cannot be resumed from (a missing or truncated file), or None when it is whole.
+
+    Folders are renamed into place only when complete, so damage comes from outside drox (a disk, a copy, a
+    hand); this reads the safetensors headers (which must cover their files exactly) and unpickles nothing."""
+    import zipfile
+
+    from safetensors import safe_open
+
+    state = ckpt / STATE_FILE
+    if not state.is_file():
+        return f"{STATE_FILE} is missing"
+    try:
+        with zipfile.ZipFile(state) as archive:  # torch.save writes a zip: a truncated one has no directory
+            archive.infolist()
+    except (zipfile.BadZipFile, OSError) as e:
+        return f"{STATE_FILE} is damaged ({e})"
+    weights = sorted(ckpt.glob("*.safetensors"))
+    if not weights:
+        return "no *.safetensors weights"
+    for path in weights:
+        try:
+            with safe_open(str(path), "pt") as f:
+                f.keys()
+        except Exception as e:  # safetensors raises its own error type for a short or corrupt file
+            return f"{path.name} is damaged ({str(e).splitlines()[0]})"
+    return None
+
+
+def resumable_checkpoint(ckpt_root: Path) -> tuple[Optional[Path], list[tuple[Path, str]]]:
+    """(the newest whole checkpoint or None, [(newer damaged folder, why)]), newest first."""
+    skipped = []
+    for ckpt in reversed(list_checkpoints(ckpt_root)):
+        why = damaged(ckpt)
+        if why is None:
+            return ckpt, skipped
+        skipped.append((ckpt, why))
+    return None, skipped
 
 
 def latest_checkpoint(ckpt_root: Path) -> Optional[Path]:

@@ -47,7 +47,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from drox.errors import check_finite
+from drox.config import check_environment
+from drox.errors import ConfigError, check_finite, check_weights_finite
 from drox.evaluation.report import format_table
 from drox.evaluation.runner import evaluate_policy, load_judge, write_eval_folder
 from drox.filters.base import RoundEnv
@@ -62,9 +63,11 @@ from drox.rollout.base import RolloutBatch, concat_batches
 from drox.rollout.hf import build_engine
 from drox.tasks import build_task
 from drox.trainers import algos
-from drox.trainers.checkpoint import latest_checkpoint, load_trainer_state, rng_state, save_checkpoint, set_rng_state
+from drox.trainers.checkpoint import load_trainer_state, resumable_checkpoint, rng_state, save_checkpoint, set_rng_state
 from drox.trainers.metrics import MetricsLogger
 from drox.trainers.multiobj import SUM, combine_objectives
+from drox.trainers.progress import describe_run, progress_line
+from drox.trainers.run_folder import claim_run_dir
 from drox.trainers.sampler import PromptSampler
 from drox.atomic import atomic_write_text
 
@@ -174,9 +177,12 @@ class Trainer:
                               max_new_tokens=self.cfg.rollout.max_new_tokens)
 
     def checkpoint_state(self, step: int) -> Dict[str, Any]:
-        return {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-                "sampler": self.sampler.state_dict(), "rng": rng_state(), "step": step,
-                "totals": dict(self.totals), "scoring": scoring_state_dict(self.scoring_state)}
+        """Everything a resume needs besides the weights; the optimizer's moments only with checkpoint=full."""
+        state = {"scheduler": self.scheduler.state_dict(), "sampler": self.sampler.state_dict(), "rng": rng_state(),
+                 "step": step, "totals": dict(self.totals), "scoring": scoring_state_dict(self.scoring_state)}
+        if self.cfg.trainer.get("checkpoint", "full") == "full":
+            state["optimizer"] = self.optimizer.state_dict()
+        return state
 
 
 def run_training(cfg: DictConfig, run_dir: str | Path, progress: bool = True,
@@ -190,11 +196,19 @@ def run_training(cfg: DictConfig, run_dir: str | Path, progress: bool = True,
     console = Console()
     t = cfg.trainer
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    check_environment(cfg)  # a device or backend this machine lacks: one line, before any output exists
+    claim_run_dir(run_dir, resume=bool(cfg.resume), overwrite=bool(cfg.get("overwrite", False)))
     ckpt_root = run_dir / "checkpoints"
-    resume_from = latest_checkpoint(ckpt_root) if cfg.resume else None
+    resume_from, damaged = resumable_checkpoint(ckpt_root) if cfg.resume else (None, [])
+    for folder, why in damaged:
+        if resume_from is None:
+            raise ConfigError(f"--resume: {folder} is damaged ({why}) and no earlier checkpoint is whole; remove "
+                              f"{ckpt_root} to start again from step 0")
+        console.print(f"[yellow]checkpoint {folder.name} is damaged ({why}); resuming from {resume_from.name} "
+                      f"instead (remove {folder} to silence this)", highlight=False, soft_wrap=True)
     if cfg.resume and resume_from is None:
-        console.print(f"[yellow]resume=true but {ckpt_root} holds no complete checkpoint; starting from step 0")
+        console.print(f"[yellow]resume=true but {ckpt_root} holds no complete checkpoint; starting from step 0",
+                      highlight=False, soft_wrap=True)
     atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg))
 
     seed_everything(cfg.seed)
@@ -216,7 +230,12 @@ def run_training(cfg: DictConfig, run_dir: str | Path, progress: bool = True,
     totals = {"samples_seen": 0, "elapsed": 0.0}
     if resume_from is not None:
         state = load_trainer_state(resume_from)
-        optimizer.load_state_dict(state["optimizer"])
+        if "optimizer" in state:
+            optimizer.load_state_dict(state["optimizer"])
+        else:
+            console.print(f"[yellow]{resume_from.name} holds no optimizer state (trainer.checkpoint=weights): AdamW "
+                          "restarts from zero moments, so this run will differ from an uninterrupted one",
+                          highlight=False, soft_wrap=True)
         scheduler.load_state_dict(state["scheduler"])
         sampler.load_state_dict(state["sampler"])
         set_rng_state(state["rng"])
@@ -225,8 +244,10 @@ def run_training(cfg: DictConfig, run_dir: str | Path, progress: bool = True,
         totals.update(state.get("totals", {}))
         console.print(f"resumed from {resume_from} at step {start_step}")
 
+    console.print(describe_run(cfg, pipeline, run_dir), highlight=False, soft_wrap=True)
     console.print(describe_sizes(cfg), highlight=False)
-    logger = MetricsLogger(run_dir, cfg.logger, OmegaConf.to_container(cfg, resolve=True), resume_step=start_step)
+    logger = MetricsLogger(run_dir, cfg.logger, OmegaConf.to_container(cfg, resolve=True), resume_step=start_step,
+                           resume=bool(cfg.resume))
     trainer = Trainer(cfg=cfg, pipeline=pipeline, task=task, model=model, tokenizer=tokenizer, engine=engine,
                       optimizer=optimizer, scheduler=scheduler, sampler=sampler, reference=reference,
                       ref_model=ref_model, logger=logger, console=console, scoring_state=scoring_state,
@@ -241,6 +262,7 @@ def run_training(cfg: DictConfig, run_dir: str | Path, progress: bool = True,
     if eval_task is not None and start_step == 0 and cfg.eval.before_training:
         evals[0] = evaluate_now(0)
 
+    step_times: List[float] = []
     columns = [TextColumn("train"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                TextColumn("{task.fields[info]}")]
     try:
@@ -252,7 +274,11 @@ def run_training(cfg: DictConfig, run_dir: str | Path, progress: bool = True,
                 bar.update(job, advance=1, info=(f"reward {metrics['reward/mean']:.3f}  "
                                                  f"acc {metrics.get('accuracy', float('nan')):.3f}  "
                                                  f"{metrics['time/step']:.1f}s/step"))
-                if step == t.steps or (t.save_every and step % t.save_every == 0):
+                if not (progress and console.is_terminal):  # a log file: one plain line per step
+                    step_times.append(metrics["time/step"])
+                    console.print(progress_line(step, t.steps, metrics, sum(step_times) / len(step_times),
+                                                group_filters=bool(pipeline.group_filters)), highlight=False)
+                if t.checkpoint != "none" and (step == t.steps or (t.save_every and step % t.save_every == 0)):
                     save_checkpoint(ckpt_root, step, model, tokenizer, trainer.checkpoint_state(step),
                                     t.keep_checkpoints)
                 if eval_task is not None and (step % t.eval_every == 0 or step == t.steps):
@@ -261,7 +287,7 @@ def run_training(cfg: DictConfig, run_dir: str | Path, progress: bool = True,
         logger.close()
     if 0 in evals and t.steps in evals:
         console.print(compare_table(evals[0], evals[t.steps], list(cfg.eval.pass_at_k), t.steps, cfg.eval.split))
-    console.print(f"run directory: {run_dir}")
+    console.print(f"run directory: {run_dir}", highlight=False, soft_wrap=True)
     return metrics
 
 
@@ -595,9 +621,13 @@ def update_policy(trainer: Trainer, step: int, batch: RolloutBatch, advantages: 
                 grad_norm = torch.nn.utils.clip_grad_norm_(params, t.max_grad_norm)
             else:
                 grad_norm = torch.norm(torch.stack([p.grad.norm() for p in params if p.grad is not None]))
+            # a NaN/inf gradient would poison the weights (and every later checkpoint): stop before the step
+            check_finite("gradient norm (before the optimizer step; lower trainer.lr or set trainer.max_grad_norm)",
+                         grad_norm.detach(), step)
             sums["grad_norm"] = sums.get("grad_norm", 0.0) + float(grad_norm) * t.grad_accum
             trainer.optimizer.step()
             trainer.scheduler.step()
+            check_weights_finite(params, step, f"after the optimizer step (trainer.lr={t.lr})")
     model.eval()
     n_opt = t.mu * t.mini_batches
     summed = {"loss", "pg_loss", "kl"}

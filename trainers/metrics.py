@@ -16,12 +16,14 @@ class MetricsLogger:
     metrics.jsonl stays one line per training step.
     """
 
-    def __init__(self, run_dir: Path, logger_cfg, config_dict: Dict[str, Any], resume_step: int = 0):
+    def __init__(self, run_dir: Path, logger_cfg, config_dict: Dict[str, Any], resume_step: int = 0,
+                 resume: bool = False):
         self.run_dir = Path(run_dir)
         self.path = self.run_dir / "metrics.jsonl"
         self.completions_path = self.run_dir / "completions.jsonl"
-        if resume_step:
-            # a resumed run rewrites history from its checkpoint on: lines after it are dropped
+        if resume or resume_step:
+            # a resumed run rewrites history from its checkpoint on: lines after it are dropped (all of them
+            # when it was killed before its first checkpoint and starts again from step 0)
             for path in self.run_dir.glob("*.jsonl"):
                 _truncate_after(path, resume_step)
         self.wandb = None
@@ -33,7 +35,7 @@ class MetricsLogger:
                 project=logger_cfg.project, name=logger_cfg.run_name or self.run_dir.name,
                 group=getattr(logger_cfg, "group", None),
                 tags=list(logger_cfg.tags), mode=logger_cfg.wandb_mode, dir=str(self.run_dir),
-                config=config_dict, resume="allow" if resume_step else None,
+                config=config_dict, id=wandb_run_id(self.run_dir), resume="allow",
             )
 
     def log(self, step: int, metrics: Dict[str, Any], prefix: str = "train") -> None:
@@ -61,15 +63,51 @@ class MetricsLogger:
             self.wandb.finish()
 
 
+def wandb_run_id(run_dir: Path) -> str:
+    """The run folder's W&B run id, made once and kept in ``run_dir/wandb_run_id`` so that ``--resume``
+    continues the same W&B run instead of starting a second one with the same name."""
+    path = Path(run_dir) / "wandb_run_id"
+    if path.is_file() and path.read_text().strip():
+        return path.read_text().strip()
+    import secrets
+
+    from drox.atomic import atomic_write_text
+
+    run_id = secrets.token_hex(4)  # W&B's own ids are 8 lowercase alphanumerics
+    atomic_write_text(path, run_id + "\n")
+    return run_id
+
+
 def _truncate_after(path: Path, step: int) -> None:
     """Keep only lines with ``step <= step`` (atomic rewrite)."""
     if not path.is_file():
         return
     from drox.atomic import atomic_write_text
 
-    keep = [ln for ln in path.read_text().splitlines(keepends=True) if ln.strip() and json.loads(ln).get("step", 0) <= step]
+    lines = _lines(path)
+    if lines:
+        try:
+            json.loads(lines[-1])
+        except json.JSONDecodeError:  # a partial last line left by a kill mid-write: it is after the checkpoint
+            lines = lines[:-1]
+            atomic_write_text(path, "".join(lines))
+    keep = [ln for ln, row in zip(lines, read_metrics(path)) if row.get("step", 0) <= step]
     atomic_write_text(path, "".join(keep))
 
 
+def _lines(path: Path) -> List[str]:
+    return [ln for ln in Path(path).read_text().splitlines(keepends=True) if ln.strip()]
+
+
 def read_metrics(path: Path) -> List[Dict[str, Any]]:
-    return [json.loads(ln) for ln in Path(path).read_text().splitlines() if ln.strip()]
+    """The JSON objects of a run's ``*.jsonl`` file; a damaged line is a ValueError naming file and line."""
+    rows = []
+    for number, line in enumerate(Path(path).read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path}:{number}: not a JSON line ({e.msg} at column {e.colno}); remove or repair "
+                             "that line (a run killed mid-write can leave a partial last line)") from None
+    return rows

@@ -1,0 +1,51 @@
+"""What a run prints for a person following it: what runs (once, at the start) and one plain line per step.
+
+In a terminal the rich progress bar shows the step; when stdout is not a terminal (nohup, Slurm, ``> log``)
+the bar is silent, so each step prints :func:`progress_line` instead: step/total, reward, accuracy, seconds
+per step, ETA, and what the filters kept.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Dict
+
+from omegaconf import OmegaConf
+
+
+def describe_run(cfg, pipeline, run_dir) -> str:
+    """One line per part: run folder, model, task, reward sources with weights, gates, filters, estimator, loss."""
+    model = cfg.model.path or cfg.model.name
+    task = cfg.task.name + (f" ({cfg.task.path})" if OmegaConf.select(cfg, "task.path") else "")
+    rewards = ", ".join(f"{name} x{getattr(opts, 'weight', 1.0):g}" for name, opts in pipeline.rewards.items())
+    filters = [f.name for f in (*pipeline.group_filters, *pipeline.batch_token_filters, *pipeline.micro_token_filters)]
+    t = cfg.trainer
+    lines = [
+        f"run folder: {run_dir}",
+        f"model: {model} ({cfg.model.dtype}) on {cfg.device}; task: {task}",
+        f"rewards: {rewards}; gates: {', '.join(g.name for g in pipeline.gates) or 'none'}; "
+        f"filters: {', '.join(filters) or 'none'}",
+        f"advantage: {t.advantage.estimator} (combine {t.advantage.combine}); loss: {t.policy_loss}, "
+        f"{t.loss_agg}, clip [{t.clip_low}, {t.clip_high}], kl {t.kl_coef}, lr {t.lr:g}",
+    ]
+    return "\n".join(lines)
+
+
+def progress_line(step: int, total: int, metrics: Dict[str, Any], seconds_per_step: float,
+                  group_filters: bool = False) -> str:
+    """``step 3/8  reward 0.250  acc 0.250  35.2 s/step  ETA 2m56s  kept 3 groups (75% of sampled)`` (the last
+    part only with ``group_filters``)."""
+    eta = seconds_per_step * (total - step)
+    parts = [f"step {step}/{total}", f"reward {metrics.get('reward/mean', math.nan):.3f}",
+             f"acc {metrics.get('accuracy', math.nan):.3f}", f"{seconds_per_step:.1f} s/step",
+             f"ETA {_duration(eta)}"]
+    if group_filters and "filter/kept_groups" in metrics and "filter/kept_frac" in metrics:
+        parts.append(f"kept {int(metrics['filter/kept_groups'])} groups ({metrics['filter/kept_frac']:.0%} of sampled)")
+    return "  ".join(parts)
+
+
+def _duration(seconds: float) -> str:
+    seconds = max(0, int(round(seconds)))
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
