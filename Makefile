@@ -5,7 +5,7 @@ BIN     := $(VENV)/bin
 # A CPU build of torch lies on this machine's disk; an unpinned torch would pull a multi-GB CUDA build.
 TORCH   ?= torch==2.13.0
 
-.PHONY: install demo test bench bench-step clean base-policy tables table-nsr table-spurious table-passk_limits table-one_shot table-dro table-dro_revise
+.PHONY: install demo test test-reliability bench bench-step clean base-policy tables table-nsr table-spurious table-passk_limits table-one_shot table-dro table-dro_revise
 
 $(BIN)/drox: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -23,6 +23,11 @@ demo: install
 
 test: install
 	$(BIN)/python -m pytest
+
+# the whole reliability suite (not CI): the fast fault tests, then 20 kill -9 + resume trials -> RELIABILITY.md
+test-reliability: install
+	$(BIN)/python -m pytest tests/reliability
+	$(BIN)/python tests/reliability/kill_loop.py --trials 20 --out RELIABILITY.md
 
 bench: install
 	$(BIN)/python benchmarks/bench_rollout.py

@@ -234,3 +234,13 @@ def test_checkpoint_weights_only_and_none(compose_cfg, tmp_path, monkeypatch, ca
     none = make_cfg(compose_cfg, tmp_path / "none", **{"trainer.steps": 1, "trainer.checkpoint": "none"})
     loop.run_training(none, tmp_path / "none", progress=False)
     assert not (tmp_path / "none" / "checkpoints").exists()
+
+
+def test_one_kill_minus_nine_trial_resumes_bit_identical(tmp_path):
+    """The fast part of `make test-reliability`'s kill loop: one real SIGKILL of a `drox train` subprocess."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import kill_loop
+
+    results = kill_loop.run(trials=1, seed=3, out=tmp_path / "RELIABILITY.md")
+    assert results[0]["ok"], results
+    assert "1/1 trials bit-identical" in (tmp_path / "RELIABILITY.md").read_text()
