@@ -54,3 +54,22 @@ def check_finite(name: str, t: Tensor, step: int, source: Optional[str] = None) 
     where = f"; first at index {tuple(first)}" if first else ""
     msg = f"step {step}: {kind} in {name}{src}: {num_nan} NaN, {num_inf} inf of {t.numel()} entries{where}"
     raise NonFiniteError(msg, name, step, source, num_nan, num_inf, t.numel())
+
+
+def check_weights_finite(params, step: int, when: str) -> None:
+    """Raise :class:`NonFiniteError` when any parameter holds NaN or inf (one fused reduction: a NaN or inf
+    anywhere makes the sum of all parameter sums non-finite). Guards the optimizer step and checkpoints, so
+    that non-finite weights are never trained on or written."""
+    params = [p for p in params]
+    if not params:
+        return
+    with torch.no_grad():
+        total = torch.stack([p.detach().float().sum() for p in params]).sum()
+    if torch.isfinite(total):
+        return
+    bad = [i for i, p in enumerate(params) if not bool(torch.isfinite(p.detach()).all())]
+    if not bad:  # only the float32 sum overflowed: every weight is finite
+        return
+    msg = (f"step {step}: non-finite weights {when}: {len(bad)} of {len(params)} parameter tensors hold NaN/inf; "
+           "lower trainer.lr or set trainer.max_grad_norm, then resume from the last checkpoint (it is finite)")
+    raise NonFiniteError(msg, "weights", step, None, len(bad), 0, len(params))

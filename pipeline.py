@@ -79,6 +79,12 @@ def build_pipeline(cfg) -> Pipeline:
     validate(cfg)
     for key, registry in NAMED.items():
         _check_name(key, OmegaConf.select(cfg, key), registry)
+    estimator = OmegaConf.select(cfg, "trainer.advantage.estimator")
+    if ADVANTAGE_ESTIMATORS.get(estimator).meta.get("group_baseline") and cfg.trainer.samples_per_prompt < 2:
+        raise ConfigError(f"trainer.samples_per_prompt={cfg.trainer.samples_per_prompt} with "
+                          f"trainer.advantage.estimator={estimator}: its baseline is the group's other samples, so "
+                          "every advantage would be 0 and nothing would be learned; use samples_per_prompt >= 2 "
+                          "(or estimator=none)")
     combine = OmegaConf.select(cfg, "trainer.advantage.combine")
     if combine not in combine_choices():
         raise ConfigError(f"trainer.advantage.combine={combine} is not allowed; choose one of: "

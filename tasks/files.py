@@ -86,6 +86,11 @@ def records_to_dataset(records: Iterable[tuple[str, dict]], source: str, cfg: An
         if not isinstance(prompt, str):
             raise TaskError(f"{where}: field '{prompt_field}' must be a string, got {type(prompt).__name__}")
         answer = _field(obj, answer_field, "answer_field", where)
+        if isinstance(answer, bool) or not isinstance(answer, (str, int, float)):
+            raise TaskError(f"{where}: field '{answer_field}' must be a string or a number (the reference answer), "
+                            f"got {type(answer).__name__}: {str(answer)[:60]}")
+        if not str(answer).strip():
+            raise TaskError(f"{where}: field '{answer_field}' is empty; every row needs a reference answer")
         pid = _field(obj, id_field, "id_field", where) if id_field else index
         extra = {k: v for k, v in obj.items() if k not in mapped and k not in ("problem_id", "prompt", "answer")}
         rows.append({"problem_id": str(pid), "prompt": with_suffix(prompt, cfg), "answer": str(answer), **extra})
