@@ -237,6 +237,9 @@ class TrainerConfig:
     """LoRA alpha."""
     save_every: int = 10
     """Checkpoint every N steps (and at the end); 0 = only at the end."""
+    reward_timeout: float = 0.0
+    """Seconds one reward source may take per step (0 = no limit); a source that overruns it, or raises, stops
+    the run with one line naming it and the step (the math verifier has its own per-answer timeout)."""
     checkpoint: str = "full"
     """What a checkpoint holds: full (weights + optimizer state: exact resume; the embedded model's is 1.6 GB,
     1.08 GB of it AdamW moments) | weights (weights + step, data order, RNG: 0.54 GB; a resume restarts the

@@ -11,6 +11,7 @@ here, never silently broadcast (TRL issue #6533).
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 from dataclasses import dataclass, field
@@ -18,7 +19,7 @@ from typing import Any, Callable, Dict, List, Optional
 
 import torch
 
-from drox.errors import check_finite
+from drox.errors import ConfigError, NonFiniteError, check_finite
 from drox.models.forward import response_logits
 from drox.models.logprobs import logprobs_from_logits
 from drox.registry import Registry
@@ -44,6 +45,7 @@ class ScoringContext:
     counters: Dict[str, float] = field(default_factory=dict)  # extra forward passes/tokens, logged as scoring/*
     forward_batch_size: int = 32  # rows per extra forward pass
     max_new_tokens: Optional[int] = None  # the rollout's completion cap (length-based sources)
+    reward_timeout: float = 0.0  # seconds a source may take per call (trainer.reward_timeout; 0 = no limit)
 
     @property
     def expanded_rows(self) -> List[Dict[str, Any]]:
@@ -181,7 +183,7 @@ def score(ctx: ScoringContext, sources: Dict[str, Any]) -> Combined:
     metrics: Dict[str, float] = {}
     weights: List[float] = []
     for name, opts in sources.items():
-        out = REWARD_SOURCES.get(name).fn(ctx, opts)
+        out = call_source(name, opts, ctx)
         _check_output(name, out, Q, G, T, ctx.step)
         w = float(opts.weight)
         weights.append(w)
@@ -201,6 +203,49 @@ def score(ctx: ScoringContext, sources: Dict[str, Any]) -> Combined:
     table = torch.stack([out.seq.float() for out in per_source.values()], dim=-1)  # [Q, G, K]
     return Combined(seq=seq, token=token, per_source=per_source, metrics=metrics, token_mask=token_mask,
                     table=table, weights=torch.tensor(weights))  # weights [K]
+
+
+class RewardSourceError(ValueError):
+    """A reward source raised or overran ``trainer.reward_timeout``: one line naming it and the step."""
+
+
+def call_source(name: str, opts: Any, ctx: ScoringContext) -> RewardOutput:
+    """One source's scores, its failures as :class:`RewardSourceError` (the original exception is chained:
+    ``DROX_DEBUG=1`` shows its traceback) and, with ``trainer.reward_timeout`` > 0, a hang cut after that many
+    seconds (SIGALRM: the main thread on Unix; elsewhere no limit)."""
+    limit = float(ctx.reward_timeout or 0.0)
+    fn = REWARD_SOURCES.get(name).fn
+    try:
+        with _time_limit(limit, f"step {ctx.step}: reward source '{name}' took more than trainer.reward_timeout="
+                                f"{limit:g} s; make it faster or raise the limit"):
+            return fn(ctx, opts)
+    except (RewardSourceError, NonFiniteError, ConfigError):
+        raise
+    except Exception as e:  # a user's source (plugin, function reward) failing is their input to fix
+        detail = str(e).splitlines()[0] if str(e) else ""
+        raise RewardSourceError(f"step {ctx.step}: reward source '{name}' raised {type(e).__name__}"
+                                f"{': ' + detail if detail else ''} (DROX_DEBUG=1 shows the traceback)") from e
+
+
+@contextlib.contextmanager
+def _time_limit(seconds: float, message: str):
+    import signal
+    import threading
+
+    if seconds <= 0 or not hasattr(signal, "setitimer") or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def on_alarm(signum, frame):
+        raise RewardSourceError(message)
+
+    previous = signal.signal(signal.SIGALRM, on_alarm)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 def _check_output(name: str, out: RewardOutput, Q: int, G: int, T: int, step: int) -> None:

@@ -244,3 +244,46 @@ def test_one_kill_minus_nine_trial_resumes_bit_identical(tmp_path):
     results = kill_loop.run(trials=1, seed=3, out=tmp_path / "RELIABILITY.md")
     assert results[0]["ok"], results
     assert "1/1 trials bit-identical" in (tmp_path / "RELIABILITY.md").read_text()
+
+
+def _raises(ctx, cfg):
+    raise KeyError("no_such_field")
+
+
+def _hangs(ctx, cfg):
+    import time
+
+    time.sleep(60)
+
+
+def _register_faulty_sources():
+    from drox.rewards.base import REWARD_SOURCES, register_reward
+    from test_trainer import _Opts
+
+    for name, fn in (("test_raises", _raises), ("test_hangs", _hangs)):
+        if name not in REWARD_SOURCES:
+            register_reward(name, _Opts)(fn)
+
+
+def test_a_reward_source_that_raises_is_one_line_naming_it(compose_cfg, tmp_path):
+    """Before: the user's exception surfaced as a traceback from inside the trainer."""
+    from drox.rewards.base import RewardSourceError
+
+    _register_faulty_sources()
+    cfg = make_cfg(compose_cfg, tmp_path / "run", reward="test_raises", **{"trainer.steps": 1})
+    with pytest.raises(RewardSourceError, match=r"^step 1: reward source 'test_raises' raised KeyError: 'no_such_field'"):
+        loop.run_training(cfg, tmp_path / "run", progress=False)
+
+
+def test_a_reward_source_that_hangs_is_cut_by_the_timeout(compose_cfg, tmp_path):
+    import time
+
+    from drox.rewards.base import RewardSourceError
+
+    _register_faulty_sources()
+    cfg = make_cfg(compose_cfg, tmp_path / "run", reward="test_hangs", **{"trainer.steps": 1,
+                                                                         "trainer.reward_timeout": 0.5})
+    start = time.monotonic()
+    with pytest.raises(RewardSourceError, match=r"reward source 'test_hangs' took more than trainer.reward_timeout=0.5"):
+        loop.run_training(cfg, tmp_path / "run", progress=False)
+    assert time.monotonic() - start < 50  # cut, not slept out
