@@ -24,10 +24,12 @@ demo: install
 test: install
 	$(BIN)/python -m pytest
 
-# the whole reliability suite (not CI): the fast fault tests, then 20 kill -9 + resume trials -> RELIABILITY.md
+# the whole reliability suite (not CI): the fast fault tests, 20 kill -9 + resume trials and a 300-step run with
+# its memory sampled -> RELIABILITY.md
 test-reliability: install
 	$(BIN)/python -m pytest tests/reliability
 	$(BIN)/python tests/reliability/kill_loop.py --trials 20 --out RELIABILITY.md
+	$(BIN)/python tests/reliability/memory_run.py --steps 300 --append RELIABILITY.md
 
 bench: install
 	$(BIN)/python benchmarks/bench_rollout.py
