@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 HERE = Path(__file__).resolve().parent
-SMOKE = ["model.name=tiny", "model.path=null", "device=cpu", "trainer.steps=1", "trainer.prompts_per_step=2", "trainer.samples_per_prompt=2",
+SMOKE = ["model.name=tiny", "model.path=null", "device=cpu", "trainer.steps=1", "trainer.prompts_per_step=4", "trainer.samples_per_prompt=2",
          "rollout.max_new_tokens=8", "eval.n=2", "eval.pass_at_k=[1,2]", "eval.num_problems=2",
          "logger.wandb_mode=disabled", "trainer.save_every=0", "sft.steps=1", "sft.batch_size=2",
          "eval.judge.model=null"]  # the judge (dro_revise) is tested in test_open_ended_eval.py; loading it 4x is slow
