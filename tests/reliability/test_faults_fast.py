@@ -287,3 +287,30 @@ def test_a_reward_source_that_hangs_is_cut_by_the_timeout(compose_cfg, tmp_path)
     with pytest.raises(RewardSourceError, match=r"reward source 'test_hangs' took more than trainer.reward_timeout=0.5"):
         loop.run_training(cfg, tmp_path / "run", progress=False)
     assert time.monotonic() - start < 50  # cut, not slept out
+
+
+@pytest.mark.parametrize("error, needle", [
+    (PermissionError(13, "Permission denied", "/ro/run/checkpoints"), "/ro/run/checkpoints: Permission denied; choose a "
+                                                                      "writable run_dir"),
+    (OSError(30, "Read-only file system", "/mnt/ro/run"), "/mnt/ro/run: Read-only file system; choose a writable"),
+    (OSError(28, "No space left on device", "/data/run"), "/data/run: No space left on device; no space left"),
+])
+def test_unwritable_folders_are_one_line_with_exit_2(error, needle, capsys):
+    """Root ignores permissions, so the OS errors a user gets (a read-only parent, checkpoints/ not writable, a full
+    disk) are raised directly here; before, they ended in tracebacks with exit code 1."""
+    from drox.cli.hydra_entry import user_errors
+
+    with pytest.raises(SystemExit) as stop:
+        with user_errors():
+            raise error
+    assert stop.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and needle in err and "\n" not in err
+
+
+def test_other_os_errors_are_not_swallowed():
+    from drox.cli.hydra_entry import user_errors
+
+    with pytest.raises(ConnectionResetError):
+        with user_errors():
+            raise ConnectionResetError(104, "Connection reset by peer")
