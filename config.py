@@ -238,8 +238,11 @@ class TrainerConfig:
     save_every: int = 10
     """Checkpoint every N steps (and at the end); 0 = only at the end."""
     reward_timeout: float = 0.0
-    """Seconds one reward source may take per step (0 = no limit); a source that overruns it, or raises, stops
-    the run with one line naming it and the step (the math verifier has its own per-answer timeout)."""
+    """Seconds one reward source may take per step (0 = no limit); a source that raises stops the run with one
+    line naming it and the step (the math verifier has its own per-answer timeout)."""
+    reward_on_timeout: str = "stop"
+    """A source over ``reward_timeout``: stop (one line naming it and the step) | zero (its scores are 0 for
+    that step and ``reward/<name>/timeouts`` counts the cut; training goes on)."""
     checkpoint: str = "full"
     """What a checkpoint holds: full (weights + optimizer state: exact resume; the embedded model's is 1.6 GB,
     1.08 GB of it AdamW moments) | weights (weights + step, data order, RNG: 0.54 GB; a resume restarts the
@@ -344,6 +347,7 @@ CHOICES = {
     "rollout.backend": ("hf", "vllm"),
     "trainer.schedule": ("constant", "cosine"),
     "trainer.checkpoint": ("full", "weights", "none"),
+    "trainer.reward_on_timeout": ("stop", "zero"),
     "sft.schedule": ("constant", "cosine"),
     "logger.wandb_mode": ("offline", "online", "disabled"),
     "eval.split": ("train", "test"),

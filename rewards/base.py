@@ -46,6 +46,7 @@ class ScoringContext:
     forward_batch_size: int = 32  # rows per extra forward pass
     max_new_tokens: Optional[int] = None  # the rollout's completion cap (length-based sources)
     reward_timeout: float = 0.0  # seconds a source may take per call (trainer.reward_timeout; 0 = no limit)
+    reward_on_timeout: str = "stop"  # stop (one-line error) | zero (score 0 this step, counted as timeouts)
 
     @property
     def expanded_rows(self) -> List[Dict[str, Any]]:
@@ -209,6 +210,10 @@ class RewardSourceError(ValueError):
     """A reward source raised or overran ``trainer.reward_timeout``: one line naming it and the step."""
 
 
+class _Timeout(Exception):
+    """Raised inside a reward source by the SIGALRM handler of :func:`_time_limit`."""
+
+
 def call_source(name: str, opts: Any, ctx: ScoringContext) -> RewardOutput:
     """One source's scores, its failures as :class:`RewardSourceError` (the original exception is chained:
     ``DROX_DEBUG=1`` shows its traceback) and, with ``trainer.reward_timeout`` > 0, a hang cut after that many
@@ -219,6 +224,11 @@ def call_source(name: str, opts: Any, ctx: ScoringContext) -> RewardOutput:
         with _time_limit(limit, f"step {ctx.step}: reward source '{name}' took more than trainer.reward_timeout="
                                 f"{limit:g} s; make it faster or raise the limit"):
             return fn(ctx, opts)
+    except _Timeout as e:
+        if ctx.reward_on_timeout != "zero":
+            raise RewardSourceError(str(e)) from None
+        # trainer.reward_on_timeout=zero: this step's scores of the source are 0, and the cut is counted
+        return RewardOutput(seq=torch.zeros(ctx.batch.num_groups, ctx.batch.group_size), diagnostics={"timeouts": 1.0})
     except (RewardSourceError, NonFiniteError, ConfigError):
         raise
     except Exception as e:  # a user's source (plugin, function reward) failing is their input to fix
@@ -237,7 +247,7 @@ def _time_limit(seconds: float, message: str):
         return
 
     def on_alarm(signum, frame):
-        raise RewardSourceError(message)
+        raise _Timeout(message)
 
     previous = signal.signal(signal.SIGALRM, on_alarm)
     signal.setitimer(signal.ITIMER_REAL, seconds)

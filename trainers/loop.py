@@ -175,7 +175,8 @@ class Trainer:
                               policy=self.model, tokenizer=self.tokenizer, state=self.scoring_state,
                               gen_batch=gen_batch, reference=self.reference,
                               max_new_tokens=self.cfg.rollout.max_new_tokens,
-                              reward_timeout=float(self.cfg.trainer.get("reward_timeout", 0.0)))
+                              reward_timeout=float(self.cfg.trainer.get("reward_timeout", 0.0)),
+                              reward_on_timeout=str(self.cfg.trainer.get("reward_on_timeout", "stop")))
 
     def checkpoint_state(self, step: int) -> Dict[str, Any]:
         """Everything a resume needs besides the weights; the optimizer's moments only with checkpoint=full."""

@@ -314,3 +314,13 @@ def test_other_os_errors_are_not_swallowed():
     with pytest.raises(ConnectionResetError):
         with user_errors():
             raise ConnectionResetError(104, "Connection reset by peer")
+
+
+def test_a_hanging_reward_source_can_be_cut_counted_and_scored_zero(compose_cfg, tmp_path):
+    """trainer.reward_on_timeout=zero: the step goes on with the source's scores at 0 and the cut counted."""
+    _register_faulty_sources()
+    cfg = make_cfg(compose_cfg, tmp_path / "run", reward="test_hangs", **{
+        "trainer.steps": 1, "trainer.reward_timeout": 0.5, "trainer.reward_on_timeout": "zero"})
+    loop.run_training(cfg, tmp_path / "run", progress=False)
+    row = read_metrics(tmp_path / "run" / "metrics.jsonl")[0]
+    assert row["reward/test_hangs/timeouts"] == 1.0 and row["reward/test_hangs/mean"] == 0.0
