@@ -31,13 +31,15 @@ test-reliability: install
 	$(BIN)/python tests/reliability/kill_loop.py --trials 20 --out RELIABILITY.md
 	$(BIN)/python tests/reliability/memory_run.py --steps 300 --append RELIABILITY.md
 
+# the rollout engine and eval sampling vs HF generate -> benchmarks/RESULTS.md
 bench: install
-	$(BIN)/python benchmarks/bench_rollout.py
+	$(BIN)/python benchmarks/results.py --suite rollout
 
-# one training step of drox vs TRL's GRPOTrainer on the same model, prompts and reward
+# one training step of drox vs TRL's GRPOTrainer on the same model, prompts and reward, the levers one by one
+# and R3's share of a step -> benchmarks/RESULTS.md
 bench-step: install
 	$(BIN)/pip install -q --no-deps trl==1.16.0
-	$(BIN)/python benchmarks/bench_step.py
+	$(BIN)/python benchmarks/results.py --suite step
 
 # The paper comparisons (experiments/README.md). Each table trains every arm from the SFT'd base policy,
 # evaluates, and writes experiments/<name>/results.md, table.csv and plots (at most an hour each on 2 cores).

@@ -14,6 +14,14 @@ distribution (temperature T, no top-k / top-p truncation), same max_new_tokens. 
 median seconds per rollout batch, the ratio baseline / drox and generated tokens per second.
 
     python benchmarks/bench_rollout.py [--model tiny|smollm2-135m] [--repeats 3]
+
+``--eval``: the sampling of ``drox eval`` (n samples per problem, no training, no log-prob pass needed) vs HF
+``generate`` at batch 8, i.e. n / 8 calls of ``num_return_sequences=8`` per prompt, the way a plain harness
+samples n completions. drox decodes the n samples of a prompt together (``rollout.batch_size = n``) from one
+prefill. Compared as completion tokens per second (tokens up to and including EOS; HF's padding after EOS is
+not counted as output).
+
+    python benchmarks/bench_rollout.py --eval --samples 64 [--prompts 2]
 """
 
 from __future__ import annotations
@@ -26,6 +34,9 @@ import time
 from pathlib import Path
 
 import torch
+
+
+HF_EVAL_BATCH = 8  # --eval: the baseline's rows per generate call
 
 
 def _sync(device: torch.device) -> None:
@@ -60,6 +71,24 @@ def baseline_rollout(model, tokenizer, ids, mask, G, max_new_tokens, temperature
     return n_tokens, float(logp.sum()) / max(n_tokens, 1), T
 
 
+@torch.no_grad()
+def hf_generate_tokens(model, tokenizer, ids, mask, n, batch, max_new_tokens, temperature, eos_ids, seed) -> int:
+    """n samples of each prompt through HF ``generate`` in calls of ``batch`` rows; the completion tokens made."""
+    torch.manual_seed(seed)
+    made = 0
+    for q in range(ids.shape[0]):
+        keep = mask[q] != 0
+        prompt = ids[q : q + 1, keep]
+        for _ in range(0, n, batch):
+            out = model.generate(input_ids=prompt, attention_mask=torch.ones_like(prompt), do_sample=True,
+                                 num_return_sequences=batch, max_new_tokens=max_new_tokens, temperature=temperature,
+                                 top_k=0, top_p=1.0, pad_token_id=tokenizer.pad_token_id)
+            response = out[:, prompt.shape[1]:]
+            is_eos = torch.isin(response, eos_ids)
+            made += int(((is_eos.cumsum(-1) - is_eos.long()) == 0).sum())  # up to and including the first EOS
+    return made
+
+
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", default="smollm2-135m", choices=["tiny", "smollm2-135m"])
@@ -70,6 +99,10 @@ def main(argv=None) -> dict:
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per side (after one warm-up)")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    parser.add_argument("--eval", action="store_true",
+                        help="eval sampling: n = --samples per prompt decoded together vs HF generate at batch 8")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="a drox config override (repeatable), e.g. rollout.static_decode=false")
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = parser.parse_args(argv)
 
@@ -81,10 +114,11 @@ def main(argv=None) -> dict:
     from drox.rollout.hf import HFRolloutEngine
     from drox.tasks import build_task
 
-    cfg = compose([f"model={args.model}", "logger.wandb_mode=disabled"])
+    cfg = compose([f"model={args.model}", "logger.wandb_mode=disabled", *args.set])
     device = resolve_device(args.device)
     model, tok = load_policy(cfg.model, device)
-    engine = HFRolloutEngine(model, tok, cfg.model, batch_size=args.prompts * args.samples)
+    per_batch = args.samples if args.eval else args.prompts * args.samples
+    engine = HFRolloutEngine(model, tok, cfg.model, batch_size=per_batch, static_decode=cfg.rollout.static_decode)
     task = build_task(cfg.task, split="test")
     prompts = [task.dataset[i]["prompt"] for i in range(args.prompts)]
     ids, mask = engine.encode_prompts(prompts)
@@ -98,6 +132,8 @@ def main(argv=None) -> dict:
         return n, float(b.logprobs.sum()) / max(n, 1), b.response_ids.shape[1]
 
     def run_base(seed):
+        if args.eval:
+            return hf_generate_tokens(model, tok, ids, mask, G, HF_EVAL_BATCH, T, temp, eos_ids, seed), 0.0, T
         return baseline_rollout(model, tok, ids, mask, G, T, temp, eos_ids, seed)
 
     results = {}
@@ -120,20 +156,26 @@ def main(argv=None) -> dict:
             "decode_steps": widths,
         }
 
-    ratio = results["baseline"]["median_s"] / results["drox"]["median_s"]
+    if args.eval:  # throughput, since the two sides may make different numbers of tokens
+        ratio = results["drox"]["tokens_per_s"] / results["baseline"]["tokens_per_s"]
+    else:
+        ratio = results["baseline"]["median_s"] / results["drox"]["median_s"]
     summary = {
         "model": args.model, "device": str(device), "threads": torch.get_num_threads(),
+        "mode": "eval" if args.eval else "rollout", "drox_overrides": list(args.set),
         "Q": args.prompts, "G": G, "max_new_tokens": T, "temperature": temp, "repeats": args.repeats,
-        "torch": torch.__version__, **results, "speedup_baseline_over_drox": ratio,
+        "torch": torch.__version__, "transformers": __import__("transformers").__version__, **results,
+        "speedup": ratio, "speedup_is": "tokens/s drox / HF generate" if args.eval else "seconds baseline / drox",
     }
     print(f"{args.model} on {device} ({torch.get_num_threads()} threads): {args.prompts} prompts x {G} samples x "
-          f"<= {T} new tokens, T={temp}, {args.repeats} repeats")
+          f"<= {T} new tokens, T={temp}, {args.repeats} repeats"
+          + (f" (eval sampling; HF generate at batch {HF_EVAL_BATCH})" if args.eval else ""))
     for name in ("drox", "baseline"):
         r = results[name]
         times = ", ".join(f"{t:.2f}" for t in r["times_s"])
         print(f"  {name:9s} median {r['median_s']:7.3f} s  [{times}]  {r['tokens_per_s']:8.1f} tok/s  "
               f"tokens/run {r['tokens']}  mean logp {r['mean_logprob']:.3f}")
-    print(f"  baseline / drox = {ratio:.2f}x")
+    print(f"  drox / HF generate tokens/s = {ratio:.2f}x" if args.eval else f"  baseline / drox = {ratio:.2f}x")
     if args.json:
         args.json.write_text(json.dumps(summary, indent=2) + "\n")
     return summary

@@ -81,6 +81,7 @@ def compose_cfg(args, total_steps: int):
         f"seed={args.seed}", f"trainer.steps={total_steps}", f"trainer.prompts_per_step={args.prompts}",
         f"trainer.samples_per_prompt={args.samples}", f"rollout.max_new_tokens={args.max_new_tokens}",
         f"rollout.temperature={args.temperature}", "trainer.eval_every=0", "trainer.save_every=0",
+        "trainer.checkpoint=none", *args.set,
     ])
 
 
@@ -214,8 +215,13 @@ def main(argv=None) -> dict:
     parser.add_argument("--seed", type=int, default=0, help="same seed value on both sides")
     parser.add_argument("--side", default="both", choices=["both", "drox", "trl"], help="run only one side")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="a drox config override for the drox side (repeatable), e.g. trainer.share_prompts=false "
+                             "to measure one lever, or +reward=variance to time DRO's R3 scoring")
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = parser.parse_args(argv)
+    if args.set and args.side != "drox":
+        parser.error("--set changes only the drox side: use it with --side drox")
     if args.steps < 1:
         parser.error("--steps must be >= 1")
 
@@ -261,7 +267,7 @@ def main(argv=None) -> dict:
     summary = {
         "model": args.model, "device": "cpu", "threads": torch.get_num_threads(), "Q": args.prompts,
         "G": args.samples, "max_new_tokens": args.max_new_tokens, "temperature": args.temperature,
-        "steps_timed": args.steps, "seed": args.seed, "torch": torch.__version__,
+        "steps_timed": args.steps, "seed": args.seed, "drox_overrides": list(args.set), "torch": torch.__version__,
         "transformers": __import__("transformers").__version__, "trl": trl_version,
         **results, "ratio_trl_over_drox": ratio,
     }

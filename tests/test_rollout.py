@@ -51,10 +51,11 @@ def model_cfg():
     return compose(["model=tiny"]).model
 
 
-@pytest.fixture(scope="module")
-def engine(policy, model_cfg):
+@pytest.fixture(scope="module", params=[True, False], ids=["static-decode", "hf-forward"])
+def engine(request, policy, model_cfg):
+    """Both decode paths pass every contract test below (rollout.static_decode)."""
     model, tok = policy
-    return HFRolloutEngine(model, tok, model_cfg, batch_size=64)
+    return HFRolloutEngine(model, tok, model_cfg, batch_size=64, static_decode=request.param)
 
 
 @pytest.fixture(scope="module")
@@ -240,7 +241,8 @@ def test_tiny_top_p_is_greedy(engine, greedy):
 def test_chunking(policy, engine, model_cfg, greedy):
     """batch_size < Q*G: prompts are decoded in chunks and re-padded into one valid batch."""
     model, tok = policy
-    small = HFRolloutEngine(model, tok, model_cfg, batch_size=3)  # one prompt (2 rows) per chunk
+    small = HFRolloutEngine(model, tok, model_cfg, batch_size=3,  # one prompt (2 rows) per chunk
+                           static_decode=engine.static_decode)
     b = small.generate(PROMPTS, 2, max_new_tokens=4, temperature=1.0, seed=11)
     _check_layout(b, tok, Q * 2, 4)
     # the chunks' prompts (each padded only to its own length) are re-padded on the left
@@ -260,6 +262,65 @@ def test_plain_tiny_policy(tiny_policy, model_cfg):
     _check_layout(b, tok, Q * 2, 4)
     lp, _ = _recompute(model, b)
     assert torch.allclose(lp, b.logprobs, atol=1e-4)
+
+
+def test_static_decode_step_equals_hf_forward(policy, model_cfg):
+    """The static-cache step's logits equal HF's forward over the whole sequence, row by row, including after
+    rows are dropped (left-padded prompts of different lengths, per-row positions)."""
+    from transformers import DynamicCache
+
+    from drox.rollout.hf import _cache_kwarg
+    from drox.rollout.static_decode import StaticKVDecoder, supports_static_decode
+
+    model, tok = policy
+    assert supports_static_decode(model)
+    ids, mask = HFRolloutEngine(model, tok, model_cfg).encode_prompts(PROMPTS)  # [Q, P], left-padded
+    cache = DynamicCache(config=model.config)
+    pos = (mask.cumsum(-1) - 1).clamp_min(0)
+    with torch.no_grad():
+        model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True, **{_cache_kwarg(model): cache})
+    decoder = StaticKVDecoder(model, cache, mask, max_new_tokens=4)
+    gen = torch.Generator().manual_seed(0)
+    fed = torch.randint(100, 1000, (Q, 3), generator=gen)  # three tokens fed to every row
+    rows = torch.arange(Q)
+    next_pos = mask.sum(-1)
+    for t in range(3):
+        if t == 2:  # drop the middle row, as the engine does when a row finishes
+            keep = torch.tensor([0, 2])
+            decoder.select(keep)
+            rows, next_pos = rows[keep], next_pos[keep]
+        logits = decoder.step(fed[rows, t], next_pos)  # [A, V]
+        full_ids = torch.cat([ids, fed[:, : t + 1]], 1)[rows]
+        full_mask = torch.cat([mask, torch.ones(Q, t + 1, dtype=mask.dtype)], 1)[rows]
+        with torch.no_grad():
+            ref = model(input_ids=full_ids, attention_mask=full_mask,
+                        position_ids=(full_mask.cumsum(-1) - 1).clamp_min(0)).logits[:, -1]
+        assert logits.abs().max() > 1.0
+        torch.testing.assert_close(logits, ref, atol=1e-4, rtol=1e-4)
+        next_pos = next_pos + 1
+
+
+def test_static_decode_not_taken_for_wrapped_layers(policy):
+    """A projection that is not a plain nn.Linear (LoRA, quantised) means the lean step would compute
+    something else: the engine falls back to HF's forward."""
+    import copy
+
+    from drox.rollout.static_decode import supports_static_decode
+
+    model = copy.deepcopy(policy[0])
+    assert supports_static_decode(model)
+    layer = model.model.layers[0].mlp
+
+    class Wrapped(torch.nn.Linear):
+        pass
+
+    wrapped = Wrapped(layer.up_proj.in_features, layer.up_proj.out_features, bias=False)
+    wrapped.weight = layer.up_proj.weight
+    layer.up_proj = wrapped
+    assert not supports_static_decode(model)
+    other = copy.deepcopy(policy[0])
+    other.config.model_type = "qwen3"  # per-head q/k norms: not the Llama step
+    assert not supports_static_decode(other)
 
 
 def test_build_engine(policy, tiny_cfg):
@@ -357,3 +418,20 @@ def test_eos_mixed_lengths_drop_finished_rows(policy, tiny_cfg):
     assert torch.allclose(lp, b.logprobs, atol=1e-4), (lp - b.logprobs).abs().max()
     eos_lp = torch.stack([b.logprobs[i, int(b.lengths[i]) - 1] for i in eos_rows])
     assert torch.allclose(eos_lp, torch.full_like(eos_lp, math.log(0.3)), atol=1e-4)
+
+
+def test_inverse_cdf_draws_the_right_distribution():
+    """The static path's sampler: frequencies match the weights (unnormalised), zero weights are never drawn,
+    and the same generator seed gives the same draws."""
+    from drox.rollout.hf import _inverse_cdf
+
+    weights = torch.tensor([[0.0, 2.0, 0.0, 1.0, 1.0], [5.0, 0.0, 0.0, 0.0, 0.0]])
+    gen = torch.Generator().manual_seed(0)
+    draws = torch.cat([_inverse_cdf(weights, gen) for _ in range(4000)], 1)  # [2, 4000]
+    counts = torch.stack([(draws[0] == v).sum() for v in range(5)]).float() / 4000
+    # expected 0, .5, 0, .25, .25; binomial std at n=4000 is <= 0.008, so 0.03 is ~4 sigma
+    assert counts[0] == 0 and counts[2] == 0
+    assert torch.allclose(counts[[1, 3, 4]], torch.tensor([0.5, 0.25, 0.25]), atol=0.03)
+    assert (draws[1] == 0).all()
+    again = torch.cat([_inverse_cdf(weights, torch.Generator().manual_seed(0)) for _ in range(1)], 1)
+    assert torch.equal(again, draws[:, :1])

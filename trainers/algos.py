@@ -59,6 +59,7 @@ __all__ = [
     "register_advantage_estimator",
     "rloo_advantages",
     "token_advantages",
+    "truncated_is_weights",
 ]
 
 
@@ -477,6 +478,34 @@ def policy_loss(
         names = ("clip_frac", "clip_frac_high", "clip_frac_low", "ratio_mean", "ratio_max", "adv_mean", "ppo_kl")
         stats = {k: float(v) for k, v in zip(names, values)}
     return loss, stats
+
+
+def truncated_is_weights(
+    trainer_logprobs: Tensor, sampler_logprobs: Tensor, mask: Tensor, cap: float
+) -> Tuple[Tensor, Dict[str, float]]:
+    """Truncated importance weights for a sampler whose distribution differs from the trainer's (TIS).
+
+    ``w_t = min(exp(trainer_logprobs_t - sampler_logprobs_t), cap)`` per token, detached (Yao et al. 2025, "Your
+    efficient RL framework secretly brings you off-policy RL training"; the correction verl and TRL apply to vLLM
+    rollouts). The update multiplies each token's policy-gradient term by ``w_t``; since ``w_t > 0`` this is the
+    same as scaling the token's advantage, and it leaves which PPO branch is clipped unchanged.
+
+    Shapes: all ``[N, T]`` -> weights ``[N, T]`` (1 on padding). Stats over valid tokens: ``tis/weight_mean``,
+    ``tis/truncated_frac`` (weights that hit the cap), ``tis/mismatch_kl`` (mean of sampler - trainer log-prob, a
+    k1 estimate of KL(sampler || trainer)).
+    """
+    _check_same_shape(trainer_logprobs=trainer_logprobs, sampler_logprobs=sampler_logprobs, mask=mask)
+    if not cap > 0:
+        raise ValueError(f"the truncation cap must be > 0, got {cap}")
+    valid = mask.to(torch.bool)
+    raw = torch.exp((trainer_logprobs - sampler_logprobs).detach().float().clamp(max=20.0))
+    weights = torch.where(valid, raw.clamp(max=cap), torch.ones_like(raw))
+    values = torch.stack([
+        masked_mean(weights, valid),
+        masked_mean((raw >= cap).float(), valid),
+        masked_mean((sampler_logprobs - trainer_logprobs).detach().float(), valid),
+    ]).tolist()
+    return weights, dict(zip(("tis/weight_mean", "tis/truncated_frac", "tis/mismatch_kl"), map(float, values)))
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -18,14 +18,17 @@ then runs :func:`train_step` for every step. One training step, top to bottom, o
    filters such as the 80/20 entropy mask narrow the policy-gradient term);
 6. :func:`update_policy`: ``mu`` passes over the batch, each split into mini-batches of whole groups (one
    optimizer step each) and micro-batches (gradient accumulation); the registered policy loss against
-   the behaviour log-probs, plus the KL to the frozen reference and the entropy bonus;
+   the behaviour log-probs, plus the KL to the frozen reference and the entropy bonus. Each group's prompt
+   is encoded once per pass (``trainer.share_prompts``); a sampler in another precision (``rollout.dtype``)
+   gets the trainer's own old log-probs and truncated importance weights (``trainer.tis_cap``);
 7. :func:`log_step`: metrics -> metrics.jsonl (+ W&B) and a few completions; :func:`run_training` then
    checkpoints and evaluates when due.
 
 Every component comes from the :class:`~drox.pipeline.Pipeline` built (and validated) once before
 anything loads; this file names no component.
 
-Simplifications, stated honestly: one process, no sequence packing; the policy that samples is the
+Simplifications, stated honestly: one process; packing only within a group (its prompt and responses);
+the policy that samples is the
 policy being trained (no separate inference engine), so with ``mu=1`` and one mini-batch the ratio is 1
 up to the numerical difference between KV-cached incremental decoding and a full forward pass; pi_old is
 the behaviour policy of the step.
@@ -222,7 +225,8 @@ def run_training(cfg: DictConfig, run_dir: str | Path, progress: bool = True,
     ref_model = reference() if t.kl_coef > 0 else None  # loaded only when the KL term needs it
     engine = build_engine(cfg.rollout, model, tokenizer, cfg.model)
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=t.lr, betas=tuple(t.betas), weight_decay=t.weight_decay)
+    optimizer = torch.optim.AdamW(params, lr=t.lr, betas=tuple(t.betas), weight_decay=t.weight_decay,
+                                  fused=bool(t.fused_optimizer))
     scheduler = build_scheduler(optimizer, t, t.steps * t.mu * t.mini_batches)
     sampler = PromptSampler(len(task.dataset), cfg.seed)
 
@@ -565,11 +569,24 @@ def update_policy(trainer: Trainer, step: int, batch: RolloutBatch, advantages: 
     autocast = torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=bool(t.bf16))
     max_len = cfg.rollout.max_new_tokens
     old_logprobs = batch.logprobs  # [N, T] behaviour log-probs from the sampler
+    tis_stats: Dict[str, float] = {}
+    if cfg.rollout.dtype not in (None, cfg.model.dtype) and t.tis_cap > 0:
+        # the sampler ran in another precision: the trainer's own old log-probs in the ratio, and each token
+        # weighted by the truncated importance weight min(pi_trainer / pi_sampler, cap) (algos.truncated_is_weights)
+        model.eval()
+        with torch.no_grad(), autocast:
+            trainer_logprobs, _ = response_logprobs(model, batch.prompt_ids, batch.prompt_mask, batch.response_ids,
+                                                    batch.response_mask, batch.temperature,
+                                                    share_prompts=t.share_prompts)
+        old_logprobs = trainer_logprobs.float().cpu()
+        weights, tis_stats = algos.truncated_is_weights(old_logprobs, batch.logprobs, batch.response_mask, t.tis_cap)
+        advantages = advantages * weights
     ref_logprobs = None
     if trainer.ref_model is not None:
         with torch.no_grad(), autocast:
             ref_logprobs, _ = response_logprobs(trainer.ref_model, batch.prompt_ids, batch.prompt_mask,
-                                                batch.response_ids, batch.response_mask, batch.temperature)
+                                                batch.response_ids, batch.response_mask, batch.temperature,
+                                                share_prompts=t.share_prompts)
         ref_logprobs = ref_logprobs.float().cpu()
     reg_mask = mask if reg_mask is None else reg_mask
     model.train()
@@ -595,7 +612,8 @@ def update_policy(trainer: Trainer, step: int, batch: RolloutBatch, advantages: 
                 with autocast:
                     logprobs, entropy = response_logprobs(
                         model, batch.prompt_ids[micro], batch.prompt_mask[micro], batch.response_ids[micro],
-                        batch.response_mask[micro], batch.temperature, with_entropy=t.entropy_coef > 0)
+                        batch.response_mask[micro], batch.temperature, with_entropy=t.entropy_coef > 0,
+                        share_prompts=t.share_prompts)
                 m = mb_mask[micro].to(device)
                 m_reg = reg_mask[micro].to(device)
                 loss, stats = policy_loss(
@@ -633,7 +651,7 @@ def update_policy(trainer: Trainer, step: int, batch: RolloutBatch, advantages: 
     model.eval()
     n_opt = t.mu * t.mini_batches
     summed = {"loss", "pg_loss", "kl"}
-    return {k: (v / n_opt if k in summed else v / count) for k, v in sums.items()}
+    return {**{k: (v / n_opt if k in summed else v / count) for k, v in sums.items()}, **tis_stats}
 
 
 # ------------------------------------------------------------------------------------------------ 7. log
