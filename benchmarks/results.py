@@ -30,13 +30,15 @@ STEP_SUITE = {
     "step-smollm2-1x16": ["--model", "smollm2-135m", "--prompts", "1", "--samples", "16", "--steps", "3"],
     "step-smollm2-4x8": ["--model", "smollm2-135m", "--prompts", "4", "--samples", "8", "--steps", "3"],
     "step-tiny-1x8": ["--model", "tiny", "--prompts", "1", "--samples", "8", "--steps", "4"],
-    # the levers one at a time, drox only, on the headline configuration
-    "lever-none": ["--model", "smollm2-135m", "--side", "drox", "--steps", "4",
-                   "--set", "trainer.share_prompts=false", "--set", "rollout.static_decode=false"],
+    # the levers one at a time, drox only, on the headline configuration: all off, then each alone
+    "lever-none": ["--model", "smollm2-135m", "--side", "drox", "--steps", "4", "--set", "trainer.share_prompts=false",
+                   "--set", "rollout.static_decode=false", "--set", "trainer.fused_optimizer=false"],
     "lever-share-prompts-only": ["--model", "smollm2-135m", "--side", "drox", "--steps", "4",
-                                 "--set", "rollout.static_decode=false"],
+                                 "--set", "rollout.static_decode=false", "--set", "trainer.fused_optimizer=false"],
     "lever-static-decode-only": ["--model", "smollm2-135m", "--side", "drox", "--steps", "4",
-                                 "--set", "trainer.share_prompts=false"],
+                                 "--set", "trainer.share_prompts=false", "--set", "trainer.fused_optimizer=false"],
+    "lever-fused-optimizer-only": ["--model", "smollm2-135m", "--side", "drox", "--steps", "4",
+                                   "--set", "trainer.share_prompts=false", "--set", "rollout.static_decode=false"],
     "r3-smollm2-1x8": ["--model", "smollm2-135m", "--side", "drox", "--steps", "4", "--set", "+reward=variance"],
 }
 ROLLOUT_SUITE = {
@@ -121,12 +123,13 @@ def write_results() -> str:
     levers = {k: v for k, v in res.items() if k.startswith("lever-")}
     head = res.get("step-smollm2-1x8")
     if levers and head:
-        rows = [("both levers (default)", head)] + [
-            ({"lever-none": "neither (drox before issue 11)", "lever-share-prompts-only": "shared-prompt update only",
-              "lever-static-decode-only": "static-cache decode only"}.get(k, k), v) for k, v in levers.items()]
+        rows = [("all levers (the defaults)", head)] + [
+            ({"lever-none": "none (drox before issue 11)", "lever-share-prompts-only": "shared-prompt update only",
+              "lever-static-decode-only": "static-cache decode + inverse-CDF sampling only",
+              "lever-fused-optimizer-only": "fused AdamW only"}.get(k, k), v) for k, v in levers.items()]
         lines += ["", "## The levers one by one (drox only, SmolLM2-135M, 1 x 8, <= 64 tokens)", "",
                   "Separate processes, so sampled lengths differ a little between rows; compare phases: the shared "
-                  "prompt changes only update, the static decode only generate.", "",
+                  "prompt and the fused optimizer change only update, the static decode only generate.", "",
                   "| configuration | s/step | generate | update | tokens/step (median) |", "|---|---|---|---|---|"]
         for label, r in rows:
             d = r["drox"]

@@ -41,6 +41,6 @@ def test_step_table_ratio_and_target(results, tmp_path):
     row = next(line for line in text.splitlines() if line.startswith("| smollm2-135m | 1 x 8"))
     assert "**3.00x** | yes |" in row  # 15 / 5 >= 2.5
     assert "5.00 (2.00 / 0.01 / 2.99)" in row
-    assert "| neither (drox before issue 11) | 9.00 | 4.00 | 4.99 | 410 |" in text
+    assert "| none (drox before issue 11) | 9.00 | 4.00 | 4.99 | 410 |" in text
     # R3 share: score 1.5 s added to a 4.5 s step without it = 33%
     assert "**33%**" in text and "met" in text
