@@ -268,7 +268,7 @@ def main(argv=None) -> dict:
         "model": args.model, "device": "cpu", "threads": torch.get_num_threads(), "Q": args.prompts,
         "G": args.samples, "max_new_tokens": args.max_new_tokens, "temperature": args.temperature,
         "steps_timed": args.steps, "seed": args.seed, "drox_overrides": list(args.set), "torch": torch.__version__,
-        "transformers": __import__("transformers").__version__, "trl": trl_version,
+        "transformers": __import__("transformers").__version__, "trl_version": trl_version,
         **results, "ratio_trl_over_drox": ratio,
     }
     print(f"{args.model} on cpu ({torch.get_num_threads()} threads): {args.prompts} prompt(s) x {args.samples} samples "

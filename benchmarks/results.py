@@ -47,6 +47,7 @@ ROLLOUT_SUITE = {
                                        "--repeats", "3", "--set", "rollout.static_decode=false"],
     "eval-smollm2-n64": ["--eval", "--model", "smollm2-135m", "--prompts", "2", "--samples", "64", "--repeats", "1"],
     "eval-tiny-n64": ["--eval", "--model", "tiny", "--prompts", "2", "--samples", "64", "--repeats", "2"],
+    "kernels": [],  # benchmarks/bench_kernels.py: weight streaming, sampling, AdamW
 }
 TARGETS = {"step": 2.5, "eval": 3.0, "r3_share": 0.5}
 
@@ -57,7 +58,8 @@ def run_suite(suite: dict, script: str, only: list) -> None:
         if only and name not in only:
             continue
         out = RESULTS_DIR / f"{name}.json"
-        cmd = [sys.executable, str(HERE / script), *args, "--json", str(out)]
+        run_script = "bench_kernels.py" if name == "kernels" else script
+        cmd = [sys.executable, str(HERE / run_script), *args, "--json", str(out)]
         print(f"== {name}: {' '.join(cmd[1:])}", flush=True)
         subprocess.run(cmd, check=True)
 
@@ -81,7 +83,10 @@ def machine() -> str:
 
 
 def _load() -> dict:
-    return {p.stem: json.loads(p.read_text()) for p in sorted(RESULTS_DIR.glob("*.json"))}
+    """The JSON results by name, in the suites' order (then any others by name)."""
+    order = {name: i for i, name in enumerate([*STEP_SUITE, *ROLLOUT_SUITE])}
+    paths = sorted(RESULTS_DIR.glob("*.json"), key=lambda p: (order.get(p.stem, len(order)), p.stem))
+    return {p.stem: json.loads(p.read_text()) for p in paths}
 
 
 def _fmt(x, digits=2) -> str:
@@ -101,7 +106,7 @@ def write_results() -> str:
              "file. Ratios compare two sides measured one after the other in the same process. CPU only: nothing "
              "here has run on a GPU.", "", f"Machine: {machine()}."]
     versions = next((r for r in res.values() if r.get("torch")), {})
-    trl = next((r.get("trl") for r in res.values() if r.get("trl")), None)
+    trl = next((r["trl_version"] for r in res.values() if r.get("trl_version")), None)
     lines.append(f"Versions: torch {versions.get('torch', '?')}, transformers {versions.get('transformers', '?')}"
                  + (f", TRL {trl}" if trl else "") + ".")
     steps = {k: v for k, v in res.items() if k.startswith("step-") and "trl" in v}
@@ -144,7 +149,7 @@ def write_results() -> str:
                   f"pass over the Q*G spliced rows) {d['median_score_s']:.2f} s of a {d['median_s']:.2f} s step, i.e. it adds "
                   f"**{share:.0%}** to the step without it (target <= {TARGETS['r3_share']:.0%}: "
                   f"{'met' if share <= TARGETS['r3_share'] else 'not met'})."]
-    roll = {k: v for k, v in res.items() if k.startswith(("rollout-", "eval-"))}
+    roll = {name: v for name, v in res.items() if name.startswith(("rollout-", "eval-"))}
     if roll:
         lines += ["", "## Sampling", "",
                   "`benchmarks/bench_rollout.py`. rollout: a training rollout batch (G samples per prompt with behaviour "
@@ -161,6 +166,17 @@ def write_results() -> str:
                 cells = f"{d['median_s']:.2f} s | {b['median_s']:.2f} s"
             lines.append(f"| {name} | {r['model']} | {r['Q']} x {r['G']} | {r['max_new_tokens']} | {cells} | "
                          f"**{r['speedup']:.2f}x** | {' '.join(r.get('drox_overrides', [])) or '–'} |")
+    k = res.get("kernels")
+    if k:
+        lines += ["", "## The kernels under a step (`benchmarks/bench_kernels.py`)", "",
+                  "| kernel | fp32 / foreach / multinomial | bf16 / fused / inverse CDF |", "|---|---|---|",
+                  f"| LM head 49152 x 576 at 8 rows (one decode step reads it whole) | {k['head']['fp32_ms']:.1f} ms "
+                  f"({k['head']['fp32_GBps']:.1f} GB/s of weights) | {k['head']['bf16_ms']:.1f} ms |",
+                  f"| projection 1536 x 576 at 8 rows | {k['proj']['fp32_ms']:.3f} ms | {k['proj']['bf16_ms']:.3f} ms |",
+                  f"| one token per row from 8 x 49152 probabilities | {k['sample']['multinomial_ms']:.2f} ms | "
+                  f"{k['sample']['inverse_cdf_ms']:.2f} ms |",
+                  f"| AdamW step over {k['adamw']['params'] / 1e6:.1f}M parameters | {k['adamw']['foreach_s']:.3f} s | "
+                  f"{k['adamw']['fused_s']:.3f} s |"]
     notes = HERE / "NOTES.md"
     if notes.exists():
         lines += ["", notes.read_text().strip()]
