@@ -422,6 +422,9 @@ def validate(cfg) -> None:
         raise ConfigError(
             f"trainer.mini_batches={mb} must divide trainer.prompts_per_step={q} (mini-batches hold whole groups)"
         )
+    if get("rollout.dtype") not in (None, get("model.dtype")) and not get("rollout.static_decode"):
+        raise ConfigError(f"rollout.dtype={get('rollout.dtype')} differs from model.dtype={get('model.dtype')} and needs "
+                          "the static decode step: set rollout.static_decode=true (or drop rollout.dtype)")
     device = str(get("device"))
     if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", device):
         raise ConfigError(f"device={device} is not allowed; choose auto, cpu, cuda, cuda:N or mps")

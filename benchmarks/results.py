@@ -42,10 +42,8 @@ STEP_SUITE = {
     "r3-smollm2-1x8": ["--model", "smollm2-135m", "--side", "drox", "--steps", "4", "--set", "+reward=variance"],
 }
 ROLLOUT_SUITE = {
-    "rollout-smollm2-2x8": ["--model", "smollm2-135m", "--prompts", "2", "--samples", "8", "--repeats", "3"],
-    "rollout-smollm2-2x8-hf-forward": ["--model", "smollm2-135m", "--prompts", "2", "--samples", "8",
-                                       "--repeats", "3", "--set", "rollout.static_decode=false"],
-    "eval-smollm2-n64": ["--eval", "--model", "smollm2-135m", "--prompts", "2", "--samples", "64", "--repeats", "1"],
+    "rollout-smollm2-2x8": ["--model", "smollm2-135m", "--prompts", "2", "--samples", "8", "--repeats", "2"],
+    "eval-smollm2-n64": ["--eval", "--model", "smollm2-135m", "--prompts", "1", "--samples", "64", "--repeats", "1"],
     "eval-tiny-n64": ["--eval", "--model", "tiny", "--prompts", "2", "--samples", "64", "--repeats", "2"],
     "kernels": [],  # benchmarks/bench_kernels.py: weight streaming, sampling, AdamW
 }

@@ -74,3 +74,13 @@ def test_training_with_bf16_sampling_logs_the_correction(compose_cfg, tmp_path):
     loop.run_training(cfg, tmp_path / "fp32", progress=False)
     m = [json.loads(x) for x in (tmp_path / "fp32" / "metrics.jsonl").read_text().splitlines() if x.strip()]
     assert not any("tis/weight_mean" in x for x in m)
+
+
+def test_config_refuses_another_precision_without_the_static_step(compose_cfg, capsys):
+    import typer
+
+    with pytest.raises(typer.Exit) as exc:
+        compose_cfg("rollout.dtype=bfloat16", "rollout.static_decode=false")
+    assert exc.value.exit_code == 2
+    assert "set rollout.static_decode=true" in capsys.readouterr().err
+    compose_cfg("rollout.dtype=float32", "rollout.static_decode=false")  # the model's own precision: fine
