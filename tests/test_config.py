@@ -233,3 +233,11 @@ def test_train_help_lists_the_config_groups_from_conf():
     reward_options = sorted(p.stem for p in (CONF_DIR / "reward").glob("*.yaml"))
     assert "variance" in reward_options and f"+reward: {', '.join(reward_options)}" in text
     assert "task: arithmetic, countdown" in text and "drox config OVERRIDES" in text
+
+
+def test_readme_demo_composes_with_the_code_paths_its_numbers_were_measured_on():
+    """`make demo` runs `drox demo` = experiment=demo: it must compose, and its README numbers were measured
+    with issue 11's speed levers off (conf/experiment_scale/pinned_numerics.yaml)."""
+    cfg = compose(["experiment=demo"])
+    assert (cfg.model.name, cfg.task.digits, cfg.trainer.steps) == ("smollm2-135m", 1, 20)
+    assert not cfg.rollout.static_decode and not cfg.trainer.share_prompts and not cfg.trainer.fused_optimizer
