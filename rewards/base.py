@@ -39,6 +39,8 @@ class ScoringContext:
     reference: Optional[Callable[[], Any]] = None  # the frozen initial policy, loaded on first call
     #   (shared with the trainer's KL term; rebuilt from the base config on resume, so it stays the initial one)
     policy: Any = None  # the current policy (for sources that need log-probs), may be None
+    token_scorer: Optional[Callable] = None  # (prompt token lists, response token lists) -> [n, T', 2] teacher-forced
+    #   (log-prob, rank) under the current policy through the rollout engine (vLLM prompt_logprobs); None: forward()
     tokenizer: Any = None
     cache: Dict[str, Any] = field(default_factory=dict)  # results shared within the step (the verifier's)
     state: Dict[str, Any] = field(default_factory=dict)  # kept across steps by the trainer (e.g. a frozen model)

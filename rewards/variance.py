@@ -10,7 +10,8 @@ verifier is needed, so it works on ``task=revise``) and each rollout ``i`` of it
    tokens are scored ([ENG]); the template text after ``{answer}`` is not even fed to the model,
    because in a causal LM later tokens cannot change the log-probs of earlier ones;
 3. teacher-force ``[prompt ; ĉ_i + template head ; y]`` through the reward policy (one batch of all
-   ``Q·G`` rows, chunked and counted by :meth:`ScoringContext.forward`):
+   ``Q·G`` rows, chunked and counted by :meth:`ScoringContext.forward`; with ``rollout.backend=vllm`` and
+   the current policy, one vLLM request per row with ``prompt_logprobs``, ``ScoringContext.token_scorer``):
    ``ℓ_{i,j} = log π_rwd(y_j | q, ĉ_i, y_<j)``, a ``[G, |y|]`` matrix per query;
 4. ``σ_j = std_i ℓ_{i,j}`` (population std, [ENG]), ``R3_i = Σ_j w(σ)_j ℓ_{i,j}``
    (v1 §4.1.3, first display) with ``w`` from ``weighting`` (the paper's ``w_Δ`` is [NF]; all maps
@@ -329,8 +330,13 @@ def _score_references(ctx: ScoringContext, cfg: VarianceConfig, with_baseline: b
             starts.append(start)
         prompt_rows = torch.cat([prompt_rows, torch.arange(Q) * G])
     resp_ids, resp_mask = right_pad(rows, pad_id(tok))
-    out = ctx.forward(batch.prompt_ids[prompt_rows], batch.prompt_mask[prompt_rows], resp_ids, resp_mask,
-                      reduce=rank_and_logprob, model=model)  # [n, T', 2]
+    if model is None and ctx.token_scorer is not None:  # the current policy, through the engine (vLLM)
+        prompts = [ids[m.bool()].tolist() for ids, m in zip(batch.prompt_ids[prompt_rows], batch.prompt_mask[prompt_rows])]
+        out = ctx.token_scorer(prompts, rows)  # [n, T', 2]
+        ctx.counters["engine_passes"] = ctx.counters.get("engine_passes", 0) + 1
+    else:
+        out = ctx.forward(batch.prompt_ids[prompt_rows], batch.prompt_mask[prompt_rows], resp_ids, resp_mask,
+                          reduce=rank_and_logprob, model=model)  # [n, T', 2]
 
     # gather the reference positions: row n's token j sits at column starts[n] + j
     J = max((len(r) for r in ref_ids), default=0)

@@ -27,6 +27,9 @@ class RolloutBatch:
     group_size: int  # G
     prompts: List[str] = field(default_factory=list)  # Q raw user prompts
     temperature: float = 1.0  # the temperature the log-probs and entropies refer to
+    sampler_logprobs: Optional[torch.Tensor] = None  # [N, T] the sampling engine's own log-probs, kept only when
+    #   they are not the trainer's (vLLM, or a decode step in another precision): ``logprobs`` and ``entropies``
+    #   are then the trainer's recomputation, and the update weights tokens by pi_trainer / pi_sampler (TIS)
 
     @property
     def num_rows(self) -> int:
@@ -61,6 +64,7 @@ class RolloutBatch:
             group_size=self.group_size,
             prompts=[self.prompts[q] for q in q_idx] if self.prompts else [],
             temperature=self.temperature,
+            sampler_logprobs=None if self.sampler_logprobs is None else self.sampler_logprobs[rows],
         )
 
 
@@ -92,11 +96,25 @@ def concat_batches(batches: List[RolloutBatch], pad_id: int) -> RolloutBatch:
         group_size=batches[0].group_size,
         prompts=[p for b in batches for p in b.prompts],
         temperature=batches[0].temperature,
+        sampler_logprobs=(cat("sampler_logprobs", T, 0.0, False)
+                          if all(b.sampler_logprobs is not None for b in batches) else None),
     )
 
 
 class RolloutEngine(Protocol):
-    """Samples G completions for each prompt. Backends: ``hf`` (reference), ``vllm`` (GPU)."""
+    """Samples G completions for each prompt. Backends: ``hf`` (reference), ``vllm`` (GPU).
+
+    ``exact_logprobs``: the behaviour log-probs and entropies it returns are the trainer's own (same weights, same
+    precision, same code up to float rounding). When False the trainer recomputes both right after sampling and
+    keeps the engine's as ``RolloutBatch.sampler_logprobs`` for the truncated importance weights.
+    ``policy_changed()``: the trainer updated the weights; an engine holding its own copy refreshes it before it
+    samples again (the HF engine samples from the trainer's model itself: nothing to do).
+    """
+
+    exact_logprobs: bool
+    pad_id: int
+
+    def policy_changed(self) -> None: ...
 
     def generate(
         self,

@@ -57,6 +57,26 @@ def _sample(logits: torch.Tensor, temperature: float, top_p: float, gen: torch.G
     return draw(probs, gen).squeeze(-1)
 
 
+def eos_token_ids(model, tokenizer) -> List[int]:
+    """The token ids that end a completion: the tokenizer's EOS and the generation config's (sorted)."""
+    eos = {tokenizer.eos_token_id}
+    gen_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    if isinstance(gen_eos, int):
+        eos.add(gen_eos)
+    elif gen_eos:
+        eos.update(gen_eos)
+    return sorted(e for e in eos if e is not None)
+
+
+def encode_prompts(tokenizer, model_cfg, prompts: List[str]):
+    """Raw user prompts -> left-padded (ids [Q, P], mask [Q, P]): the chat template where the model has one
+    (then no extra special tokens), else the tokenizer's own special tokens. Every engine encodes this way."""
+    texts = render_prompts(tokenizer, prompts, model_cfg)
+    templated = texts != list(prompts)
+    enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=not templated)
+    return enc["input_ids"], enc["attention_mask"]
+
+
 def _cache_kwarg(model) -> str:
     """The keyword under which ``model.forward`` takes the KV cache.
 
@@ -89,27 +109,24 @@ class HFRolloutEngine:
                 static_decode and supports_static_decode(model)):
             raise ValueError(f"rollout.dtype={dtype} needs the static decode step (rollout.static_decode=true and a "
                              "Llama-architecture model without LoRA); use the model's own dtype for this model")
-        eos = {tokenizer.eos_token_id}
-        gen_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
-        if isinstance(gen_eos, int):
-            eos.add(gen_eos)
-        elif gen_eos:
-            eos.update(gen_eos)
-        self.eos_ids = torch.tensor(sorted(e for e in eos if e is not None))
+        self.eos_ids = torch.tensor(eos_token_ids(model, tokenizer))
         self.pad_id = tokenizer.pad_token_id
 
     @property
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
+    @property
+    def exact_logprobs(self) -> bool:
+        """The behaviour log-probs are the trainer's own unless the decode step runs in another precision."""
+        return self.decode_dtype in (None, next(self.model.parameters()).dtype)
+
+    def policy_changed(self) -> None:
+        """Nothing to refresh: this engine samples from the trainer's model itself."""
+
     def encode_prompts(self, prompts: List[str]):
         """Raw user prompts -> left-padded (ids [Q, P], mask [Q, P])."""
-        texts = render_prompts(self.tokenizer, prompts, self.model_cfg)
-        templated = texts != list(prompts)
-        enc = self.tokenizer(
-            texts, return_tensors="pt", padding=True, add_special_tokens=not templated
-        )
-        return enc["input_ids"], enc["attention_mask"]
+        return encode_prompts(self.tokenizer, self.model_cfg, prompts)
 
     @torch.no_grad()
     def generate(
@@ -238,7 +255,7 @@ def build_engine(rollout_cfg, model, tokenizer, model_cfg):
         return HFRolloutEngine(model, tokenizer, model_cfg, batch_size=rollout_cfg.batch_size,
                                static_decode=rollout_cfg.static_decode, dtype=rollout_cfg.dtype)
     if rollout_cfg.backend == "vllm":
-        raise NotImplementedError(
-            "rollout.backend=vllm is not implemented yet (GPU only, optional extra); use rollout.backend=hf"
-        )
+        from drox.rollout.vllm_engine import VLLMRolloutEngine
+
+        return VLLMRolloutEngine(model, tokenizer, model_cfg, rollout_cfg)
     raise ValueError(f"rollout.backend={rollout_cfg.backend}: choose hf or vllm")

@@ -7,7 +7,8 @@ then runs :func:`train_step` for every step. One training step, top to bottom, o
    which restrict the prompts the sampler draws from);
 1. :func:`draw_prompts`: Q prompts (seeded epochs of permutations; the cursor is checkpointed);
 2. :func:`generate`: G completions each with the rollout engine, which also returns the behaviour
-   log-probs it computed while sampling (no second forward pass for pi_old);
+   log-probs it computed while sampling (no second forward pass for pi_old, unless the engine is not the
+   trainer's own model: vLLM or another precision, :func:`with_trainer_logprobs`);
 3. :func:`score`: gates judge each rollout, every reward source scores it (weighted sum, plus the
    per-source table the multi-objective combiners need), the gates' verdicts are applied and the group
    filters keep or drop each query. While a refill filter (DAPO dynamic sampling) is short of kept
@@ -19,8 +20,9 @@ then runs :func:`train_step` for every step. One training step, top to bottom, o
 6. :func:`update_policy`: ``mu`` passes over the batch, each split into mini-batches of whole groups (one
    optimizer step each) and micro-batches (gradient accumulation); the registered policy loss against
    the behaviour log-probs, plus the KL to the frozen reference and the entropy bonus. Each group's prompt
-   is encoded once per pass (``trainer.share_prompts``); a sampler in another precision (``rollout.dtype``)
-   gets the trainer's own old log-probs and truncated importance weights (``trainer.tis_cap``);
+   is encoded once per pass (``trainer.share_prompts``); when another engine or precision sampled (vLLM,
+   ``rollout.dtype``), step 2 recomputed pi_old with the trainer and the update weights each token by the
+   truncated importance weight (``trainer.tis_cap``); the engine is then told the weights changed;
 7. :func:`log_step`: metrics -> metrics.jsonl (+ W&B) and a few completions; :func:`run_training` then
    checkpoints and evaluates when due.
 
@@ -28,10 +30,10 @@ Every component comes from the :class:`~drox.pipeline.Pipeline` built (and valid
 anything loads; this file names no component.
 
 Simplifications, stated honestly: one process; packing only within a group (its prompt and responses);
-the policy that samples is the
-policy being trained (no separate inference engine), so with ``mu=1`` and one mini-batch the ratio is 1
-up to the numerical difference between KV-cached incremental decoding and a full forward pass; pi_old is
-the behaviour policy of the step.
+with ``rollout.backend=hf`` the policy that samples is the policy being trained, so with ``mu=1`` and one
+mini-batch the ratio is 1 up to the numerical difference between KV-cached incremental decoding and a full
+forward pass; pi_old is the behaviour policy of the step. With ``rollout.backend=vllm`` a colocated vLLM engine
+holds a copy of the weights, refreshed after every optimizer step (rollout/vllm_engine.py).
 """
 
 from __future__ import annotations
@@ -176,6 +178,9 @@ class Trainer:
     def scoring_context(self, batch, rows, step: int, gen_batch: int = 0) -> ScoringContext:
         return ScoringContext(batch=batch, rows=rows, task=self.task, step=step, seed=self.cfg.seed,
                               policy=self.model, tokenizer=self.tokenizer, state=self.scoring_state,
+                              token_scorer=(getattr(self.engine, "score_tokens", None)
+                                            if self.cfg.rollout.backend == "vllm" and self.cfg.rollout.vllm.score_prompts
+                                            else None),
                               gen_batch=gen_batch, reference=self.reference,
                               max_new_tokens=self.cfg.rollout.max_new_tokens,
                               reward_timeout=float(self.cfg.trainer.get("reward_timeout", 0.0)),
@@ -309,7 +314,7 @@ def before_step(trainer: Trainer, steps_done: int) -> None:
     cfg = trainer.cfg
     for stage in trainer.pipeline.before_step:
         seed = rollout_seed(cfg.seed, steps_done, 999)  # the round's own sampling seed
-        env = RoundEnv(engine=trainer.engine,
+        env = RoundEnv(engine=TrainerSampling(trainer),
                        make_ctx=lambda batch, rows: trainer.scoring_context(batch, rows, steps_done),
                        dataset=trainer.task.dataset, max_new_tokens=cfg.rollout.max_new_tokens,
                        temperature=cfg.rollout.temperature, top_p=cfg.rollout.top_p, seed=seed,
@@ -384,9 +389,48 @@ def draw_prompts(trainer: Trainer) -> List[Dict[str, Any]]:
 def generate(trainer: Trainer, rows: List[Dict[str, Any]], step: int, gen_batch: int) -> RolloutBatch:
     """Step 2: G completions per prompt, with behaviour log-probs and entropies."""
     r = trainer.cfg.rollout
-    return trainer.engine.generate([row["prompt"] for row in rows], trainer.cfg.trainer.samples_per_prompt,
-                                   max_new_tokens=r.max_new_tokens, temperature=r.temperature, top_p=r.top_p,
-                                   seed=rollout_seed(trainer.cfg.seed, step, gen_batch))
+    batch = trainer.engine.generate([row["prompt"] for row in rows], trainer.cfg.trainer.samples_per_prompt,
+                                    max_new_tokens=r.max_new_tokens, temperature=r.temperature, top_p=r.top_p,
+                                    seed=rollout_seed(trainer.cfg.seed, step, gen_batch))
+    return with_trainer_logprobs(trainer, batch)
+
+
+def with_trainer_logprobs(trainer: Trainer, batch: RolloutBatch) -> RolloutBatch:
+    """The trainer's own log-probs and entropies of the sampled tokens, where the engine's are not its own
+    (``engine.exact_logprobs`` False: vLLM, or a decode step in another precision). The engine's log-probs move to
+    ``batch.sampler_logprobs``, from which the update computes the truncated importance weights (step 6)."""
+    if trainer.engine.exact_logprobs:
+        return batch
+    model, t = trainer.model, trainer.cfg.trainer
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad(), torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=bool(t.bf16)):
+            logprobs, entropies = response_logprobs(model, batch.prompt_ids, batch.prompt_mask, batch.response_ids,
+                                                    batch.response_mask, batch.temperature, with_entropy=True,
+                                                    share_prompts=t.share_prompts)
+    finally:
+        model.train(was_training)
+    mask = batch.response_mask
+    return replace(batch, sampler_logprobs=batch.logprobs, logprobs=logprobs.float().cpu() * mask,
+                   entropies=entropies.float().cpu() * mask)
+
+
+class TrainerSampling:
+    """The engine as components that sample outside step 2 see it (DRO's offline rounds): the same
+    :func:`with_trainer_logprobs` completion, so their batches carry the trainer's log-probs and entropies too."""
+
+    def __init__(self, trainer: Trainer):
+        self.trainer = trainer
+        self.pad_id = trainer.engine.pad_id
+        self.exact_logprobs = True
+
+    def generate(self, prompts, group_size, **kwargs) -> RolloutBatch:
+        return with_trainer_logprobs(self.trainer, self.trainer.engine.generate(prompts, group_size, **kwargs))
+
+    def policy_changed(self) -> None:
+        self.trainer.engine.policy_changed()
 
 
 def score(trainer: Trainer, batch: RolloutBatch, rows, step: int, gen_batch: int):
@@ -568,18 +612,13 @@ def update_policy(trainer: Trainer, step: int, batch: RolloutBatch, advantages: 
     device = next(model.parameters()).device
     autocast = torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=bool(t.bf16))
     max_len = cfg.rollout.max_new_tokens
-    old_logprobs = batch.logprobs  # [N, T] behaviour log-probs from the sampler
+    old_logprobs = batch.logprobs  # [N, T] pi_old: the sampler's log-probs, or the trainer's recomputation of them
     tis_stats: Dict[str, float] = {}
-    if cfg.rollout.dtype not in (None, cfg.model.dtype) and t.tis_cap > 0:
-        # the sampler ran in another precision: the trainer's own old log-probs in the ratio, and each token
-        # weighted by the truncated importance weight min(pi_trainer / pi_sampler, cap) (algos.truncated_is_weights)
-        model.eval()
-        with torch.no_grad(), autocast:
-            trainer_logprobs, _ = response_logprobs(model, batch.prompt_ids, batch.prompt_mask, batch.response_ids,
-                                                    batch.response_mask, batch.temperature,
-                                                    share_prompts=t.share_prompts)
-        old_logprobs = trainer_logprobs.float().cpu()
-        weights, tis_stats = algos.truncated_is_weights(old_logprobs, batch.logprobs, batch.response_mask, t.tis_cap)
+    if batch.sampler_logprobs is not None and t.tis_cap > 0:
+        # another engine or precision sampled (step 2 recomputed pi_old with the trainer): each token weighted by
+        # the truncated importance weight min(pi_trainer / pi_sampler, cap) (algos.truncated_is_weights)
+        weights, tis_stats = algos.truncated_is_weights(old_logprobs, batch.sampler_logprobs, batch.response_mask,
+                                                        t.tis_cap)
         advantages = advantages * weights
     ref_logprobs = None
     if trainer.ref_model is not None:
@@ -648,6 +687,7 @@ def update_policy(trainer: Trainer, step: int, batch: RolloutBatch, advantages: 
             trainer.optimizer.step()
             trainer.scheduler.step()
             check_weights_finite(params, step, f"after the optimizer step (trainer.lr={t.lr})")
+    trainer.engine.policy_changed()  # an engine with its own copy of the weights (vLLM) refreshes it before sampling
     model.eval()
     n_opt = t.mu * t.mini_batches
     summed = {"loss", "pg_loss", "kl"}
