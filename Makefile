@@ -5,7 +5,7 @@ BIN     := $(VENV)/bin
 # A CPU build of torch lies on this machine's disk; an unpinned torch would pull a multi-GB CUDA build.
 TORCH   ?= torch==2.13.0
 
-.PHONY: install demo test test-reliability bench bench-step clean base-policy tables table-nsr table-spurious table-passk_limits table-one_shot table-dro table-dro_revise
+.PHONY: install demo test test-reliability bench bench-step clean base-policy tables table-nsr table-spurious table-passk_limits table-one_shot table-dro table-dro_revise table-entropy_8020 test-vllm
 
 $(BIN)/drox: pyproject.toml
 	$(PY) -m venv $(VENV)
