@@ -364,6 +364,8 @@ def run(name: str, out: Optional[Path] = None, smoke: bool = False, log=print) -
     writer.writerows(rows)
     atomic_write_text(out / "table.csv", buf.getvalue())
     _plots(exp, folders, base, out)
+    if out.resolve() == (HERE / name).resolve():  # a committed table (not a smoke run): the index follows it
+        write_index()
     log(text)
     return out
 
@@ -384,12 +386,63 @@ def _plots(exp: Experiment, folders: Dict[str, List[Path]], base: Optional[Path]
     write_plots(report, out)
 
 
+# ------------------------------------------------------------------------------------------------ the index
+
+INDEX_START, INDEX_END = "<!-- claims index: start -->", "<!-- claims index: end -->"
+CLAIMS_HEADING = "## Claims: the paper's number, ours, the verdict"
+
+
+def claim_rows(results_md: Path) -> List[List[str]]:
+    """The claims table of a ``results.md`` this driver wrote: [claim, paper, ours, verdict] per row."""
+    rows, inside = [], False
+    for line in results_md.read_text().splitlines():
+        if line.startswith("## "):
+            inside = line == CLAIMS_HEADING
+            continue
+        if inside and line.startswith("| ") and not line.startswith("| claim |"):
+            cells = [c.strip() for c in line.strip().strip("|").split(" | ")]
+            if len(cells) != 4:
+                raise ValueError(f"{results_md}: a claims row without 4 cells: {line}")
+            rows.append(cells)
+    return rows
+
+
+def index_markdown(root: Path = HERE) -> str:
+    """One table of every comparison's claims (paper, ours, verdict), read from the committed results.md files:
+    the index experiments/README.md opens with (``python experiments/driver.py index``; a test keeps it current)."""
+    lines = [INDEX_START, "| comparison | claim | paper | ours: difference (95% interval) | verdict |",
+             "|---|---|---|---|---|"]
+    for spec in sorted(root.glob("*/spec.py")):
+        name = spec.parent.name
+        results = spec.parent / "results.md"
+        link = f"[{name}]({name}/results.md)" if results.is_file() else f"[{name}]({name}/README.md)"
+        if not results.is_file():
+            lines.append(f"| {link} | – | – | not run yet | – |")
+            continue
+        for claim, paper, ours, verdict_text in claim_rows(results):
+            lines.append(f"| {link} | {claim} | {paper} | {ours} | {verdict_text} |")
+    lines.append(INDEX_END)
+    return "\n".join(lines)
+
+
+def write_index(readme: Path = HERE / "README.md") -> None:
+    """Replace the index between its markers in ``readme`` (temp file + rename)."""
+    from drox.atomic import atomic_write_text
+
+    text = readme.read_text()
+    start, end = text.index(INDEX_START), text.index(INDEX_END) + len(INDEX_END)
+    atomic_write_text(readme, text[:start] + index_markdown(readme.parent) + text[end:])
+
+
 def main(argv: Optional[List[str]] = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("name")
+    parser.add_argument("name", help="an experiment folder, or `index` to rewrite experiments/README.md's index")
     parser.add_argument("--smoke", action="store_true", help="1 step on model=tiny into a temp folder")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
+    if args.name == "index":
+        write_index()
+        return
     os.chdir(HERE.parent)  # the configs name the base policy relative to the repository root
     out = args.out
     if args.smoke and out is None:

@@ -82,3 +82,25 @@ def test_welch_difference_by_hand():
     assert driver.verdict(+1, -0.3, -0.1).startswith("not reproduced")
     assert driver.verdict(+1, -0.1, 0.3) == "inconclusive"
     assert driver.verdict(+1, 0.2, 0.2).startswith("inconclusive (zero spread")
+
+
+def test_the_claims_index_is_current():
+    """experiments/README.md's index is what the committed results.md files say (driver.py index rewrites it)."""
+    readme = (ROOT / "experiments" / "README.md").read_text()
+    assert driver.index_markdown() in readme
+
+
+def test_claim_rows_read_the_drivers_claims_table(tmp_path):
+    (tmp_path / "x").mkdir()
+    (tmp_path / "x" / "spec.py").write_text("")
+    (tmp_path / "x" / "results.md").write_text(
+        "# x\n\n## Ours\n\n| arm | m |\n|---|---|\n| a | 1 |\n\n" + driver.CLAIMS_HEADING + "\n\n"
+        "| claim | paper | ours: difference (95% Welch interval) | verdict |\n|---|---|---|---|\n"
+        "| A beats B | 67.1 vs 63.0 | m: a − b = +0.1 [-0.2, +0.4] | inconclusive |\n\nVerdict rule: ...\n")
+    (tmp_path / "y").mkdir()
+    (tmp_path / "y" / "spec.py").write_text("")
+    assert driver.claim_rows(tmp_path / "x" / "results.md") == [
+        ["A beats B", "67.1 vs 63.0", "m: a − b = +0.1 [-0.2, +0.4]", "inconclusive"]]
+    index = driver.index_markdown(tmp_path).splitlines()
+    assert index[3] == "| [x](x/results.md) | A beats B | 67.1 vs 63.0 | m: a − b = +0.1 [-0.2, +0.4] | inconclusive |"
+    assert index[4] == "| [y](y/README.md) | – | – | not run yet | – |"
