@@ -76,7 +76,11 @@ def compose(overrides: List[str]):
     load_plugins(overrides)
     try:
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
-            cfg = hydra_compose("config", overrides=list(overrides))
+            try:
+                cfg = hydra_compose("config", overrides=list(overrides))
+            except ValueError as e:  # Hydra's own check of a group override's value (`scale=0`): not a HydraException
+                raise ConfigError(f"{e} (in the overrides {' '.join(overrides)}; a config group takes an option name, "
+                                  "e.g. scale=cpu)") from None
         build_pipeline(cfg)
     except (HydraException, OmegaConfBaseException, ConfigError) as e:
         fail(_first_line(e))

@@ -241,3 +241,14 @@ def test_readme_demo_composes_with_the_code_paths_its_numbers_were_measured_on()
     cfg = compose(["experiment=demo"])
     assert (cfg.model.name, cfg.task.digits, cfg.trainer.steps) == ("smollm2-135m", 1, 20)
     assert not cfg.rollout.static_decode and not cfg.trainer.share_prompts and not cfg.trainer.fused_optimizer
+
+
+def test_a_group_given_a_number_is_one_line(compose_cfg, capsys):
+    """`scale=0`: Hydra raises a plain ValueError for a non-string group option (found by the fuzz test)."""
+    import typer
+
+    with pytest.raises(typer.Exit) as exc:
+        compose_cfg("scale=0")
+    assert exc.value.exit_code == 2
+    err = capsys.readouterr().err.strip()
+    assert "Config group override must be a string" in err and "e.g. scale=cpu" in err and "\n" not in err
