@@ -39,6 +39,8 @@ STEP_SUITE = {
                                  "--set", "trainer.share_prompts=false", "--set", "trainer.fused_optimizer=false"],
     "lever-fused-optimizer-only": ["--model", "smollm2-135m", "--side", "drox", "--steps", "4",
                                    "--set", "trainer.share_prompts=false", "--set", "rollout.static_decode=false"],
+    "lever-all-plus-head-mm": ["--model", "smollm2-135m", "--side", "drox", "--steps", "4",
+                               "--set", "model.lm_head_mm=true"],
     "r3-smollm2-1x8": ["--model", "smollm2-135m", "--side", "drox", "--steps", "4", "--set", "+reward=variance"],
 }
 ROLLOUT_SUITE = {
@@ -129,7 +131,9 @@ def write_results() -> str:
         rows = [("all levers (the defaults)", head)] + [
             ({"lever-none": "none (drox before issue 11)", "lever-share-prompts-only": "shared-prompt update only",
               "lever-static-decode-only": "static-cache decode + inverse-CDF sampling only",
-              "lever-fused-optimizer-only": "fused AdamW only"}.get(k, k), v) for k, v in levers.items()]
+              "lever-fused-optimizer-only": "fused AdamW only",
+              "lever-all-plus-head-mm": "all + the LM head as (W h^T)^T (model.lm_head_mm=true, opt-in)"}.get(k, k), v)
+             for k, v in levers.items()]
         lines += ["", "## The levers one by one (drox only, SmolLM2-135M, 1 x 8, <= 64 tokens)", "",
                   "Separate processes, so sampled lengths differ a little between rows; compare phases: the shared "
                   "prompt and the fused optimizer change only update, the static decode only generate.", "",
@@ -170,6 +174,10 @@ def write_results() -> str:
                   "| kernel | fp32 / foreach / multinomial | bf16 / fused / inverse CDF |", "|---|---|---|",
                   f"| LM head 49152 x 576 at 8 rows (one decode step reads it whole) | {k['head']['fp32_ms']:.1f} ms "
                   f"({k['head']['fp32_GBps']:.1f} GB/s of weights) | {k['head']['bf16_ms']:.1f} ms |",
+                  *([f"| the same LM head as (W h^T)^T (model.lm_head_mm) | {k['head']['mm_ms']:.1f} ms "
+                     f"({k['head']['mm_GBps']:.1f} GB/s) | – |",
+                     f"| the memory bus: a sum over 512 MB | {k['bus']['sum_GBps']:.1f} GB/s | – |"]
+                    if "mm_ms" in k["head"] else []),
                   f"| projection 1536 x 576 at 8 rows | {k['proj']['fp32_ms']:.3f} ms | {k['proj']['bf16_ms']:.3f} ms |",
                   f"| one token per row from 8 x 49152 probabilities | {k['sample']['multinomial_ms']:.2f} ms | "
                   f"{k['sample']['inverse_cdf_ms']:.2f} ms |",

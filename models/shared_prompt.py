@@ -27,6 +27,7 @@ from typing import List, Optional, Tuple
 
 import torch
 
+from drox.models.head import head_logits
 from drox.models.logprobs import entropy_from_logits, logprobs_from_logits
 
 # families whose CausalLM head is lm_head(final_norm(h)) with no scaling or soft-capping, and whose decoder
@@ -172,7 +173,7 @@ def plan(model, prompt_mask: torch.Tensor, response_mask: torch.Tensor, packed: 
 
 
 def shared_prompt_logprobs(model, packed: PackedGroups, N: int, T: int, temperature: float,
-                           with_entropy: bool) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+                           with_entropy: bool, head_mm: bool = False) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
     """(log-probs [N, T], entropies [N, T] or None) of the response tokens, from one packed pass.
 
     Same contract as :func:`drox.models.forward.response_logprobs`: softmax(logits / temperature), padding 0.
@@ -188,7 +189,7 @@ def shared_prompt_logprobs(model, packed: PackedGroups, N: int, T: int, temperat
     out = model.get_decoder()(input_ids=packed.input_ids.to(device), attention_mask=mask,
                               position_ids=packed.position_ids.to(device), use_cache=False)
     hidden = out.last_hidden_state[packed.source_row.to(device), packed.source_pos.to(device)]  # [M, H]
-    logits = model.get_output_embeddings()(hidden)[None]  # [1, M, V]
+    logits = head_logits(model, hidden, mm=head_mm)[None]  # [1, M, V]; head_mm: models/head.py
     tokens = packed.tokens.to(device)[None]  # [1, M]
     scale = temperature if temperature > 0 else 1.0
     where = (packed.target_row.to(device), packed.target_col.to(device))

@@ -102,6 +102,7 @@ class HFRolloutEngine:
         self.model_cfg = model_cfg
         self.batch_size = batch_size
         self.static_decode = static_decode  # rollout.static_decode: taken where supports_static_decode(model)
+        self.head_mm = bool(getattr(model_cfg, "lm_head_mm", False))  # model.lm_head_mm, on the static decode path
         # rollout.dtype: the decode step's precision (None = the model's own); another precision needs the static
         # decode step, which holds its own copy of the weights in that dtype
         self.decode_dtype = None if dtype is None else getattr(torch, dtype)
@@ -194,7 +195,8 @@ class HFRolloutEngine:
         # the decode steps: the lean static-cache step where the model family allows it, else HF's forward
         decoder = None
         if self.static_decode and supports_static_decode(self.model):
-            decoder = StaticKVDecoder(self.model, cache, prompt_mask, max_new_tokens, dtype=self.decode_dtype)
+            decoder = StaticKVDecoder(self.model, cache, prompt_mask, max_new_tokens, dtype=self.decode_dtype,
+                                      head_mm=self.head_mm)
             cache = with_cache = None  # the prompt's keys/values now live in the decoder's preallocated cache
         draw = _inverse_cdf if decoder is not None else _multinomial
         N = prompt_ids.shape[0]

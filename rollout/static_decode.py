@@ -25,6 +25,8 @@ from typing import Dict, Optional
 import torch
 import torch.nn.functional as F
 
+from drox.models.head import lm_head
+
 
 def supports_static_decode(model) -> bool:
     """Whether :class:`StaticKVDecoder` reproduces ``model``'s forward (see the module docstring)."""
@@ -66,8 +68,9 @@ class StaticKVDecoder:
     """
 
     def __init__(self, model, cache, prompt_mask: torch.Tensor, max_new_tokens: int,
-                 dtype: Optional[torch.dtype] = None):
+                 dtype: Optional[torch.dtype] = None, head_mm: bool = False):
         config = model.config
+        self.head_mm = head_mm  # the LM head as (W h^T)^T (models/head.py; model.lm_head_mm)
         inner = model.model
         dtype = dtype or self._param_dtype(model)
         copies: Dict[int, torch.Tensor] = {}
@@ -137,7 +140,7 @@ class StaticKVDecoder:
             h = _rms(x, w.post_norm, w.post_eps)
             x = x + F.linear(F.silu(F.linear(h, w.gate, w.gate_b)) * F.linear(h, w.up, w.up_b), w.down, w.down_b)
         self.col = c + 1
-        return F.linear(_rms(x, self.final_norm_w, self.final_eps), self.head_w, self.head_b).float()
+        return lm_head(_rms(x, self.final_norm_w, self.final_eps), self.head_w, self.head_b, mm=self.head_mm).float()
 
 
 class _LayerWeights:

@@ -234,7 +234,8 @@ class VLLMRolloutEngine:
         _single_process_env()
         opts = self.opts
         return vllm.LLM(model=self._folder, load_format="dummy", dtype=opts.dtype,
-                        gpu_memory_utilization=float(opts.gpu_memory_utilization), enforce_eager=bool(opts.enforce_eager),
+                        gpu_memory_utilization=float(opts.gpu_memory_utilization),
+                        enforce_eager=bool(opts.enforce_eager),
                         max_model_len=opts.max_model_len, enable_sleep_mode=bool(opts.sleep),
                         distributed_executor_backend="external_launcher", logprobs_mode="processed_logprobs", seed=0)
 

@@ -85,8 +85,9 @@ def _batch(tokenizer, G=3):
     return prompt_ids, prompt_mask, response_ids, response_mask
 
 
-@pytest.mark.parametrize("attn", ["sdpa", "eager"])
-def test_same_logprobs_entropies_and_gradients_as_the_plain_pass(tiny_policy, attn):
+@pytest.mark.parametrize("attn,head_mm", [("sdpa", False), ("eager", False), ("sdpa", True)])
+def test_same_logprobs_entropies_and_gradients_as_the_plain_pass(tiny_policy, attn, head_mm):
+    """head_mm: the packed pass computes the LM head as (W h^T)^T (models/head.py), the plain pass as HF does."""
     model = copy.deepcopy(tiny_policy[0])
     model.config._attn_implementation = attn
     torch.manual_seed(0)
@@ -99,7 +100,8 @@ def test_same_logprobs_entropies_and_gradients_as_the_plain_pass(tiny_policy, at
 
     def run(share):
         model.zero_grad(set_to_none=True)
-        lp, ent = response_logprobs(model, *batch, temperature=0.7, with_entropy=True, share_prompts=share)
+        lp, ent = response_logprobs(model, *batch, temperature=0.7, with_entropy=True, share_prompts=share,
+                                    head_mm=head_mm)
         (lp * advantages).sum().backward()
         grads = {n: p.grad.clone() for n, p in model.named_parameters()}
         return lp.detach(), ent.detach(), grads

@@ -178,13 +178,16 @@ class Trainer:
     def scoring_context(self, batch, rows, step: int, gen_batch: int = 0) -> ScoringContext:
         return ScoringContext(batch=batch, rows=rows, task=self.task, step=step, seed=self.cfg.seed,
                               policy=self.model, tokenizer=self.tokenizer, state=self.scoring_state,
-                              token_scorer=(getattr(self.engine, "score_tokens", None)
-                                            if self.cfg.rollout.backend == "vllm" and self.cfg.rollout.vllm.score_prompts
-                                            else None),
+                              token_scorer=self.engine_scorer(),
                               gen_batch=gen_batch, reference=self.reference,
                               max_new_tokens=self.cfg.rollout.max_new_tokens,
                               reward_timeout=float(self.cfg.trainer.get("reward_timeout", 0.0)),
                               reward_on_timeout=str(self.cfg.trainer.get("reward_on_timeout", "stop")))
+
+    def engine_scorer(self):
+        """R3's teacher-forced pass through the engine (vLLM's prompt log-probs) when configured, else None."""
+        r = self.cfg.rollout
+        return getattr(self.engine, "score_tokens", None) if r.backend == "vllm" and r.vllm.score_prompts else None
 
     def checkpoint_state(self, step: int) -> Dict[str, Any]:
         """Everything a resume needs besides the weights; the optimizer's moments only with checkpoint=full."""
@@ -409,7 +412,7 @@ def with_trainer_logprobs(trainer: Trainer, batch: RolloutBatch) -> RolloutBatch
         with torch.no_grad(), torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=bool(t.bf16)):
             logprobs, entropies = response_logprobs(model, batch.prompt_ids, batch.prompt_mask, batch.response_ids,
                                                     batch.response_mask, batch.temperature, with_entropy=True,
-                                                    share_prompts=t.share_prompts)
+                                                    share_prompts=t.share_prompts, head_mm=trainer.cfg.model.lm_head_mm)
     finally:
         model.train(was_training)
     mask = batch.response_mask
@@ -625,7 +628,7 @@ def update_policy(trainer: Trainer, step: int, batch: RolloutBatch, advantages: 
         with torch.no_grad(), autocast:
             ref_logprobs, _ = response_logprobs(trainer.ref_model, batch.prompt_ids, batch.prompt_mask,
                                                 batch.response_ids, batch.response_mask, batch.temperature,
-                                                share_prompts=t.share_prompts)
+                                                share_prompts=t.share_prompts, head_mm=cfg.model.lm_head_mm)
         ref_logprobs = ref_logprobs.float().cpu()
     reg_mask = mask if reg_mask is None else reg_mask
     model.train()
@@ -652,7 +655,7 @@ def update_policy(trainer: Trainer, step: int, batch: RolloutBatch, advantages: 
                     logprobs, entropy = response_logprobs(
                         model, batch.prompt_ids[micro], batch.prompt_mask[micro], batch.response_ids[micro],
                         batch.response_mask[micro], batch.temperature, with_entropy=t.entropy_coef > 0,
-                        share_prompts=t.share_prompts)
+                        share_prompts=t.share_prompts, head_mm=cfg.model.lm_head_mm)
                 m = mb_mask[micro].to(device)
                 m_reg = reg_mask[micro].to(device)
                 loss, stats = policy_loss(
