@@ -48,6 +48,7 @@ from drox.rewards._spans import encode, final_answer_start, pad_id, right_pad
 from drox.masked_stats import ceil_fraction, group_moments
 from drox.models.logprobs import logprobs_from_logits
 from drox.rewards.base import RewardOutput, ScoringContext, frozen_copy, register_reward
+from drox.rollout.base import unpadded
 from drox.tasks.verify import extract_answer
 
 WEIGHTINGS = ("sigma_norm", "softmax", "top_p", "uniform")
@@ -331,7 +332,7 @@ def _score_references(ctx: ScoringContext, cfg: VarianceConfig, with_baseline: b
         prompt_rows = torch.cat([prompt_rows, torch.arange(Q) * G])
     resp_ids, resp_mask = right_pad(rows, pad_id(tok))
     if model is None and ctx.token_scorer is not None:  # the current policy, through the engine (vLLM)
-        prompts = [ids[m.bool()].tolist() for ids, m in zip(batch.prompt_ids[prompt_rows], batch.prompt_mask[prompt_rows])]
+        prompts = unpadded(batch.prompt_ids[prompt_rows], batch.prompt_mask[prompt_rows])
         out = ctx.token_scorer(prompts, rows)  # [n, T', 2]
         ctx.counters["engine_passes"] = ctx.counters.get("engine_passes", 0) + 1
     else:

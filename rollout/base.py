@@ -68,6 +68,11 @@ class RolloutBatch:
         )
 
 
+def unpadded(ids: torch.Tensor, mask: torch.Tensor) -> List[List[int]]:
+    """Padded token rows ids [n, L] with mask [n, L] (1 on real tokens) -> n token lists without the padding."""
+    return [row[m.bool()].tolist() for row, m in zip(ids, mask)]
+
+
 def _pad_to(x: torch.Tensor, width: int, value, left: bool) -> torch.Tensor:
     extra = width - x.shape[1]
     if extra <= 0:

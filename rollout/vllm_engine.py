@@ -41,7 +41,7 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 import torch
 
 from drox.errors import ConfigError
-from drox.rollout.base import RolloutBatch
+from drox.rollout.base import RolloutBatch, unpadded
 from drox.rollout.hf import encode_prompts, eos_token_ids
 
 
@@ -282,7 +282,7 @@ class VLLMRolloutEngine:
     def generate(self, prompts: List[str], group_size: int, *, max_new_tokens: int, temperature: float = 1.0,
                  top_p: float = 1.0, seed: Optional[int] = None, progress: bool = False) -> RolloutBatch:
         ids, mask = encode_prompts(self.tokenizer, self.model_cfg, list(prompts))
-        requests = [{"prompt_token_ids": row[m.bool()].tolist()} for row, m in zip(ids, mask)]
+        requests = [{"prompt_token_ids": row} for row in unpadded(ids, mask)]
         params = [sampling_params(self._SamplingParams, group_size=group_size, max_new_tokens=max_new_tokens,
                                   temperature=temperature, top_p=top_p, seed=0 if seed is None else seed,
                                   prompt_index=q, stop_token_ids=self.eos_ids) for q in range(len(prompts))]

@@ -48,6 +48,7 @@ from drox.atomic import atomic_write_text
 from drox.config import validate_sft
 from drox.errors import ConfigError, check_finite
 from drox.models.loading import load_policy, resolve_device, terminal_progress_bars
+from drox.rollout.base import unpadded
 from drox.rollout.hf import HFRolloutEngine
 from drox.tasks import TaskError, build_task
 from drox.tasks.files import read_jsonl
@@ -141,7 +142,7 @@ def encode_prompts(engine: HFRolloutEngine, prompts: Sequence[str]) -> List[List
     out: List[List[int]] = []
     for start in range(0, len(prompts), ENCODE_CHUNK):
         ids, mask = engine.encode_prompts(list(prompts[start:start + ENCODE_CHUNK]))
-        out += [row[m.bool()].tolist() for row, m in zip(ids, mask)]
+        out += unpadded(ids, mask)
     return out
 
 
