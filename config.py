@@ -38,12 +38,16 @@ class ModelConfig:
     """Parameter dtype: float32 | bfloat16 | float16."""
     chat_template: bool = True
     """Wrap prompts in the tokenizer's chat template (if it has one)."""
-    lm_head_mm: bool = False
+    lm_head_mm: bool = True
     """true: drox's own forward paths (the static decode step, the shared-prompt update) compute the vocabulary
     head as (W h^T)^T, for which MKL takes a 1.3-2.5x faster CPU kernel than for h W^T (models/head.py); same
-    values up to float rounding. Off by default: with it on, a resumed run was not bit-identical to an
-    uninterrupted one in our tests (cause not isolated; MKL's results can depend on buffer alignment, which a
-    reload changes)."""
+    values up to float rounding. Exact resume with it on needs ``aligned_weights`` (that kernel's rounding
+    depends on where the weights sit in memory)."""
+    aligned_weights: bool = True
+    """Copy weights read from a file (safetensors keeps them at the file's byte offsets) into 64-byte-aligned
+    memory, as torch allocates them (models/loading.align_weights). MKL can round the same product differently
+    at another alignment, so without it a resumed run (weights reloaded) can differ in the last bit from the
+    uninterrupted one. false only to regenerate results made before it existed (pinned_numerics.yaml)."""
     system_prompt: Optional[str] = None
     """Optional system message prepended when the chat template is used."""
     # --- tiny model architecture (name=tiny); the tokenizer is the embedded SmolLM2 one

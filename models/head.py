@@ -1,7 +1,7 @@
 """The vocabulary head in drox's own forward paths (the static decode step, the shared-prompt update).
 
-``logits = h W^T`` with W the [V, H] head weight. Computed as ``(W h^T)^T`` (``model.lm_head_mm``; opt-in, see
-docs/performance.md on resume), MKL takes a much faster kernel on CPU when the number of rows is small next to
+``logits = h W^T`` with W the [V, H] head weight. Computed as ``(W h^T)^T`` (``model.lm_head_mm``, default on; exact
+resume needs the weights 64-byte aligned, docs/performance.md), MKL takes a much faster kernel on CPU when the number of rows is small next to
 V: SmolLM2-135M's head (49152 x 576, fp32, 2 cores) at 8 rows, one decode step, 51 ms with ``F.linear``
 against 17-22 ms; at 64 rows 83 -> 50 ms; at 256 rows 223 -> 174 ms (benchmarks/NOTES.md, by hand). The
 memory bus is not what limited the ``F.linear`` head: a plain sum reads 17 GB/s on the same machine, the head

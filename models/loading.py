@@ -257,6 +257,25 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+ALIGNMENT = 64  # bytes; what torch's CPU allocator gives every fresh tensor
+
+
+def align_weights(model: torch.nn.Module) -> int:
+    """Move every parameter and buffer whose memory does not start on a 64-byte boundary into a fresh
+    (aligned) copy, in place (tied weights stay tied: a shared Parameter is visited once); returns how many moved.
+
+    Why: a model read from safetensors keeps its tensors at the file's offsets (e.g. 40 bytes past a boundary),
+    and MKL's CPU GEMMs can round differently for the same operands at another alignment (measured: ``W @ h^T``
+    at 8 rows, and ``F.linear`` at 1 row). A run that reloads its weights (resume) must compute with the same
+    bits as the uninterrupted one, whose weights were allocated by torch. ``model.aligned_weights``."""
+    moved = 0
+    for tensor in [*model.parameters(), *model.buffers()]:
+        if tensor.device.type == "cpu" and tensor.numel() and tensor.data_ptr() % ALIGNMENT:
+            tensor.data = tensor.data.clone(memory_format=torch.contiguous_format)
+            moved += 1
+    return moved
+
+
 def load_policy(cfg, device: str | torch.device = "cpu") -> Tuple[torch.nn.Module, object]:
     """(model, tokenizer) for a ModelConfig; the model is in eval mode on ``device``."""
     from transformers import AutoModelForCausalLM
@@ -274,6 +293,8 @@ def load_policy(cfg, device: str | torch.device = "cpu") -> Tuple[torch.nn.Modul
         except OSError as e:  # hub id without network, or a broken folder
             raise ModelError(f"could not load model '{path}': {str(e).splitlines()[0]}") from None
     model.to(resolve_device(str(device)) if isinstance(device, str) else device)
+    if getattr(cfg, "aligned_weights", True):
+        align_weights(model)
     model.eval()
     return model, tokenizer
 

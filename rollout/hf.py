@@ -102,7 +102,7 @@ class HFRolloutEngine:
         self.model_cfg = model_cfg
         self.batch_size = batch_size
         self.static_decode = static_decode  # rollout.static_decode: taken where supports_static_decode(model)
-        self.head_mm = bool(getattr(model_cfg, "lm_head_mm", False))  # model.lm_head_mm, on the static decode path
+        self.head_mm = bool(getattr(model_cfg, "lm_head_mm", True))  # model.lm_head_mm, on the static decode path
         # rollout.dtype: the decode step's precision (None = the model's own); another precision needs the static
         # decode step, which holds its own copy of the weights in that dtype
         self.decode_dtype = None if dtype is None else getattr(torch, dtype)

@@ -54,10 +54,55 @@ def test_head_logits_uses_the_models_head_or_calls_a_wrapped_one(tiny_policy):
     assert calls == [hidden.shape]
 
 
-def test_lm_head_mm_is_opt_in_and_pinned_off_where_tables_need_it():
+def test_lm_head_mm_is_on_and_pinned_off_with_unaligned_weights_where_results_need_it():
     from drox.cli.main import compose
 
-    assert compose(["model=tiny"]).model.lm_head_mm is False  # off: a resume was not bit-identical with it on
-    assert compose(["model=tiny", "model.lm_head_mm=true"]).model.lm_head_mm is True
-    for name in ("one_shot", "dro_revise", "entropy_8020"):  # made with the first levers, before this one
-        assert compose([f"experiment={name}"]).model.lm_head_mm is False, name
+    cfg = compose(["model=tiny"]).model
+    assert cfg.lm_head_mm is True and cfg.aligned_weights is True
+    for name in ("one_shot", "dro_revise", "entropy_8020",  # made with the first levers, before this one
+                 "nsr", "spurious", "passk_limits", "dro", "demo"):  # made before any lever
+        model = compose([f"experiment={name}"]).model
+        assert model.lm_head_mm is False and model.aligned_weights is False, name
+    assert compose(["experiment=base_policy"]).model.aligned_weights is False  # the committed base policy
+
+
+def test_align_weights_moves_only_unaligned_tensors_and_keeps_ties_and_values(tiny_policy, tmp_path):
+    from drox.models.loading import ALIGNMENT, align_weights
+
+    model = copy.deepcopy(tiny_policy[0])
+    assert model.get_output_embeddings().weight is model.get_input_embeddings().weight  # tied
+    assert align_weights(model) == 0  # torch allocated these: already aligned
+    proj = model.model.layers[0].self_attn.q_proj
+    values = proj.weight.detach().clone()
+    storage = torch.empty(values.numel() + 16)
+    proj.weight.data = storage[10:10 + values.numel()].view_as(values).copy_(values)  # 40 bytes past a boundary
+    embed = model.get_input_embeddings().weight
+    embed_values = embed.detach().clone()
+    buf = torch.empty(embed.numel() + 16)
+    embed.data = buf[2:2 + embed.numel()].view_as(embed).copy_(embed)  # 8 bytes past
+    assert proj.weight.data_ptr() % ALIGNMENT == 40
+    assert align_weights(model) == 2  # the tied pair is one Parameter
+    assert proj.weight.data_ptr() % ALIGNMENT == 0 and torch.equal(proj.weight, values)
+    assert model.get_output_embeddings().weight is model.get_input_embeddings().weight
+    assert model.get_output_embeddings().weight.data_ptr() % ALIGNMENT == 0
+    assert torch.equal(model.get_output_embeddings().weight, embed_values)
+
+
+def test_a_model_read_from_a_checkpoint_sits_in_aligned_memory(tiny_policy, tmp_path):
+    """safetensors leaves tensors at the file's offsets; load_policy re-homes them (what exact resume needs with
+    the (W h^T)^T head, whose kernel rounds differently at other alignments)."""
+    from omegaconf import OmegaConf
+
+    from drox.cli.main import compose
+    from drox.models.loading import ALIGNMENT, load_policy
+
+    model, tokenizer = tiny_policy
+    model.save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    base = compose(["model=hf", f"model.path={tmp_path}"]).model
+    unaligned, _ = load_policy(OmegaConf.merge(base, {"aligned_weights": False}))
+    assert any(p.data_ptr() % ALIGNMENT for p in unaligned.parameters())  # what the fix is for
+    aligned, _ = load_policy(base)
+    assert all(p.data_ptr() % ALIGNMENT == 0 for p in aligned.parameters())
+    for (n, a), (_, b) in zip(aligned.named_parameters(), unaligned.named_parameters()):
+        assert torch.equal(a, b), n

@@ -60,7 +60,7 @@ from drox.filters.base import RoundEnv
 from drox.gates.base import accepted, apply_gates
 from drox.masked_stats import masked_mean
 from drox.models.forward import response_logprobs
-from drox.models.loading import load_policy, resolve_device
+from drox.models.loading import align_weights, load_policy, resolve_device
 from drox.pipeline import Pipeline, build_pipeline
 from drox.rewards.base import ScoringContext, load_scoring_state, scoring_state_dict
 from drox.rewards.base import score as score_sources
@@ -146,6 +146,8 @@ def load_for_training(cfg, device, resume_from: Optional[Path]):
             from peft import PeftModel  # optional dependency (drox[peft])
 
             model = PeftModel.from_pretrained(model, str(resume_from), is_trainable=True)
+            if cfg.model.get("aligned_weights", True):
+                align_weights(model)  # the adapters were read from a file too
         else:
             model = apply_lora(model, cfg.trainer)
     if cfg.trainer.gradient_checkpointing:
