@@ -180,6 +180,13 @@ class EvalConfig:
     """Which split to evaluate: test (held-out; a task without one is an error) | train (labelled train)."""
     seed: int = 1234
     """Eval sampling seed (fixed, so before/after comparisons see the same noise)."""
+    confidence_tag: Optional[str] = None
+    """Calibration of a confidence the response states (RLCR, arXiv 2507.16806): a regex whose first capture group
+    holds q in [0, 1] (the last match counts), e.g. ``<confidence>(.*?)</confidence>`` as ``reward=brier`` parses it;
+    quote it on the command line: ``"eval.confidence_tag='<confidence>(.*?)</confidence>'"``. Verifiable tasks then
+    also report brier, ece, auroc, confidence_mean, accuracy_stated, confidence_format_fail_frac and calibration_n,
+    each sample's confidence in samples.jsonl, and reliability.png/.csv (docs/evaluation.md "Calibration").
+    null = off; ignored for tasks without a verifier (no correctness to calibrate against)."""
     checkpoint: Optional[str] = None
     """A checkpoint folder written by drox train to evaluate (set by ``drox eval --checkpoint/--run``): a full
     model is loaded as ``model.path``; a LoRA adapter is merged into ``model``."""
@@ -448,6 +455,7 @@ def validate(cfg) -> None:
     if get("eval.max_new_tokens") is not None and get("eval.max_new_tokens") < 1:
         raise ConfigError(f"eval.max_new_tokens={get('eval.max_new_tokens')} must be a positive integer (or null "
                           "for the training cap rollout.max_new_tokens)")
+    validate_confidence_tag(get("eval.confidence_tag"))
     ks = list(get("eval.pass_at_k"))
     if not ks or min(ks) < 1:
         raise ConfigError(f"eval.pass_at_k={ks} must be a non-empty list of k >= 1")
@@ -466,6 +474,19 @@ def validate(cfg) -> None:
     if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", device):
         raise ConfigError(f"device={device} is not allowed; choose auto, cpu, cuda, cuda:N or mps")
     validate_sft(cfg)
+
+
+def validate_confidence_tag(tag) -> None:
+    """``eval.confidence_tag``: null, or a regex that compiles and has a capture group for q."""
+    if tag is None:
+        return
+    example = "e.g. \"eval.confidence_tag='<confidence>(.*?)</confidence>'\", or null to turn calibration off"
+    try:
+        groups = re.compile(tag).groups
+    except re.error as e:
+        raise ConfigError(f"eval.confidence_tag={tag!r} is not a valid regex ({e}); {example}") from None
+    if groups < 1:
+        raise ConfigError(f"eval.confidence_tag={tag!r} has no capture group; put q in parentheses, {example}")
 
 
 def check_environment(cfg) -> None:

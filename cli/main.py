@@ -165,7 +165,17 @@ def show_config(ctx: typer.Context) -> None:
     typer.echo(OmegaConf.to_yaml(cfg), nl=False)  # plain: rich would wrap long values into invalid YAML
 
 
-@app.command("eval", context_settings=EXTRA)
+EVAL_EPILOG = (
+    "Calibration of a confidence the response states (RLCR, arXiv 2507.16806): "
+    "\"eval.confidence_tag='<confidence>(.*?)</confidence>'\" (a regex whose first group holds q in [0,1]; "
+    "verifiable tasks only) adds brier, ece, auroc, confidence_mean, accuracy_stated, confidence_format_fail_frac "
+    "and calibration_n to summary.json, each sample's confidence to samples.jsonl, and reliability.png/.csv "
+    "(docs/evaluation.md, Calibration)."
+)
+"""``drox eval --help``'s closing paragraph (one line: rich help keeps single line breaks as they are)."""
+
+
+@app.command("eval", context_settings=EXTRA, epilog=EVAL_EPILOG)
 def eval_cmd(
     ctx: typer.Context,
     pass_at_k: Optional[str] = typer.Option(None, "--pass-at-k", help="Comma-separated k values, e.g. 1,8,64 "
@@ -251,12 +261,15 @@ def _eval_samples(samples: Path, ks: List[int], args: List[str], out: Optional[P
 
 
 def _print_summary(summary, cfg, out: Path) -> None:
-    from drox.evaluation.report import format_table
+    from drox.evaluation.report import format_calibration_line, format_table
 
     if any(key.startswith("pass@") for key in summary):
         console.print(format_table(summary, sorted(int(k) for k in cfg.eval.pass_at_k)))
     else:
         console.print(", ".join(f"{k} {v:.4g}" for k, v in summary.items() if isinstance(v, float)))
+    calibration = format_calibration_line(summary)
+    if calibration:
+        console.print(calibration, highlight=False)
     console.print(f"n={summary['n']} samples x {summary['num_problems']} problems -> {out / 'summary.json'}")
 
 

@@ -4,11 +4,15 @@ docs/algorithms.md "Calibration metrics: Brier, ECE, AUROC").
 As in the official ``damanimehul/RLCR`` ``eval/eval_utils.py``: Brier = mean((q − c)²); ECE over 10 equal-width
 bins whose first/last edges are ±inf; AUROC of confidence as a score for correctness (there via sklearn's
 ``roc_curve``, here rank-based so that no sklearn is needed).
+
+:func:`reliability_bins` (the table behind ``drox eval``'s reliability diagram) uses the same binning as
+:func:`ece`, so ECE is exactly ``Σ_b count_b/N · |accuracy_b − mean_confidence_b|`` over its rows;
+:func:`calibration_summary` is the block of eval summary keys (docs/evaluation.md "Calibration").
 """
 
 from __future__ import annotations
 
-from typing import Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -29,26 +33,91 @@ def brier_score(correct: Sequence[float], q: Sequence[float]) -> float:
     return float(np.mean((p - c) ** 2))
 
 
-def ece(correct: Sequence[float], q: Sequence[float], n_bins: int = 10) -> float:
-    """Expected calibration error ``Σ_b (|B_b|/N)·|mean_conf_b − acc_b|`` (docs/algorithms.md).
+def bin_index(q: Sequence[float], n_bins: int = 10) -> np.ndarray:
+    """[N] int bin of each q in 0..n_bins-1: the binning of :func:`ece` and :func:`reliability_bins`.
 
     Bins are ``np.linspace(0, 1, n_bins + 1)`` with the first/last edges set to −inf/+inf, assigned by
-    ``np.digitize`` (left-closed: q = 0.1 falls in the second bin, 1.0 in the last). As in the reference,
-    the inner edges are floats, so a q sitting exactly on one (e.g. 0.3, whose edge is 0.30000000000000004)
-    may land in the lower bin.
+    ``np.digitize`` (left-closed: q = 0.1 falls in the second bin). So q = 0.0 falls in the first bin
+    [0, 0.1) and q = 1.0 in the last one, [0.9, 1.0] (closed on the right through the +inf edge); a q outside
+    [0, 1] would join the first/last bin. As in the reference, the inner edges are floats, so a q sitting
+    exactly on one (e.g. 0.3, whose edge is 0.30000000000000004) may land in the lower bin.
     """
-    c, p = _pair(correct, q)
     if n_bins < 1:
         raise ValueError(f"n_bins must be >= 1 (got {n_bins})")
     edges = np.linspace(0.0, 1.0, n_bins + 1)
     edges[0], edges[-1] = -np.inf, np.inf
-    idx = np.digitize(p, edges) - 1
+    return np.digitize(np.asarray(q, dtype=np.float64).ravel(), edges) - 1
+
+
+def ece(correct: Sequence[float], q: Sequence[float], n_bins: int = 10) -> float:
+    """Expected calibration error ``Σ_b (|B_b|/N)·|mean_conf_b − acc_b|`` (docs/algorithms.md), over the
+    ``n_bins`` equal-width bins of :func:`bin_index` (first/last edges ±inf)."""
+    c, p = _pair(correct, q)
+    idx = bin_index(p, n_bins)
     total = 0.0
     for b in range(n_bins):
         in_bin = idx == b
         if in_bin.any():
             total += in_bin.mean() * abs(p[in_bin].mean() - c[in_bin].mean())
     return float(total)
+
+
+RELIABILITY_COLUMNS = ("bin_low", "bin_high", "count", "mean_confidence", "accuracy")
+"""The fields of one :func:`reliability_bins` row, in the order of ``reliability.csv``'s columns."""
+
+
+def reliability_bins(correct: Sequence[float], q: Sequence[float], n_bins: int = 10) -> List[Dict[str, float]]:
+    """The reliability-diagram table: one row per bin, all ``n_bins`` of them, lowest first.
+
+    ``correct`` [N] in {0,1} and ``q`` [N] in [0,1] are aligned (sample i's correctness and stated confidence).
+    Each row is a dict of :data:`RELIABILITY_COLUMNS`: ``bin_low``/``bin_high``, the edges :func:`bin_index`
+    compares against (``np.linspace(0, 1, n_bins + 1)``: 0.30000000000000004, not 0.3); ``count``, the samples
+    with low <= q < high (q = 0.0 in the first bin; the last bin also holds q = 1.0); ``mean_confidence`` and
+    ``accuracy``, their mean q and mean correctness (NaN for an empty bin). The binning is :func:`ece`'s, so
+    ``ece(correct, q, n_bins) == Σ count/N · |accuracy − mean_confidence|`` over the non-empty rows.
+    """
+    c, p = _pair(correct, q)
+    idx = bin_index(p, n_bins)
+    edges = np.linspace(0.0, 1.0, n_bins + 1)  # bin_index's edges, with 0 and 1 in place of its ±inf
+    rows = []
+    for b in range(n_bins):
+        in_bin = idx == b
+        count = int(in_bin.sum())
+        rows.append({
+            "bin_low": float(edges[b]),
+            "bin_high": float(edges[b + 1]),
+            "count": count,
+            "mean_confidence": float(p[in_bin].mean()) if count else float("nan"),
+            "accuracy": float(c[in_bin].mean()) if count else float("nan"),
+        })
+    return rows
+
+
+def calibration_summary(correct: Sequence[bool], q: Sequence[Optional[float]]) -> Dict[str, float]:
+    """The eval summary's calibration keys from per-sample correctness and stated confidence (None = none stated).
+
+    ``correct`` [N] and ``q`` [N] are aligned per sample. Always: ``confidence_format_fail_frac`` (share of the N
+    samples whose q is None; 1.0 when N = 0) and ``calibration_n`` (samples with a q). When calibration_n > 0, over
+    those samples only: ``brier``, ``ece``, ``auroc``, ``confidence_mean`` and ``accuracy_stated`` (their accuracy,
+    the number ``confidence_mean`` should match). A q outside [0, 1] is a caller's error (ValueError):
+    ``drox.rewards.brier.parse_confidence`` already returns None for those.
+    """
+    if len(correct) != len(q):
+        raise ValueError(f"correct has {len(correct)} values but q has {len(q)}")
+    stated = [i for i, v in enumerate(q) if v is not None]
+    out: Dict[str, float] = {
+        "confidence_format_fail_frac": 1.0 - len(stated) / len(q) if len(q) else 1.0,
+        "calibration_n": len(stated),
+    }
+    if not stated:
+        return out
+    c = [float(bool(correct[i])) for i in stated]
+    p = [float(q[i]) for i in stated]
+    if not all(0.0 <= v <= 1.0 for v in p):
+        raise ValueError("stated confidences must lie in [0, 1]")
+    out.update({"brier": brier_score(c, p), "ece": ece(c, p), "auroc": auroc(c, p),
+                "confidence_mean": float(np.mean(p)), "accuracy_stated": float(np.mean(c))})
+    return out
 
 
 def auroc(correct: Sequence[float], q: Sequence[float]) -> float:

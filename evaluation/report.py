@@ -1,11 +1,16 @@
-"""Reading scored samples and writing pass@k reports (summary.json, per_problem.csv, passk.png).
+"""Reading scored samples and writing pass@k reports (summary.json, per_problem.csv, passk.png), and the
+reliability diagram of stated confidences (reliability.png, reliability.csv).
 
-pass@k values come from ``drox.evaluation.passk`` (Chen et al. 2021, arXiv 2107.03374, §2.1 Eq. 1).
+pass@k values come from ``drox.evaluation.passk`` (Chen et al. 2021, arXiv 2107.03374, §2.1 Eq. 1); the
+calibration numbers from ``drox.evaluation.calibration`` (RLCR, arXiv 2507.16806).
 """
 
 from __future__ import annotations
 
+import csv
+import io
 import json
+import math
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -16,7 +21,8 @@ from rich.table import Table
 
 from drox.atomic import atomic_write
 
-__all__ = ["write_eval_outputs", "load_samples_jsonl", "format_table"]
+__all__ = ["write_eval_outputs", "write_reliability", "format_reliability_csv", "format_calibration_line",
+           "load_samples_jsonl", "format_table"]
 
 
 def _json_default(obj):
@@ -104,6 +110,85 @@ def write_eval_outputs(
         _plot(paths["plot"], summary, list(ks), title)
     else:
         del paths["plot"]
+    return paths
+
+
+def format_reliability_csv(rows: Sequence[Mapping]) -> str:
+    """reliability.csv: bin_low, bin_high, count, mean_confidence, accuracy (one line per bin, empty cells for the
+    NaN mean/accuracy of an empty bin); ``rows`` from :func:`drox.evaluation.calibration.reliability_bins`."""
+    from drox.evaluation.calibration import RELIABILITY_COLUMNS
+
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(RELIABILITY_COLUMNS)
+    for row in rows:
+        writer.writerow(["" if isinstance(row[c], float) and math.isnan(row[c]) else row[c]
+                         for c in RELIABILITY_COLUMNS])
+    return buffer.getvalue()
+
+
+def _plot_reliability(path: Path, rows: Sequence[Mapping], heading: str) -> None:
+    """Two panels: accuracy per bin (bars) with the bin's mean confidence (points) and the diagonal; count per bin."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(5, 6), dpi=120)
+    FigureCanvasAgg(fig)
+    top, bottom = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 1]})
+    filled = [r for r in rows if r["count"] > 0]
+    lows = [r["bin_low"] for r in rows]
+    widths = [r["bin_high"] - r["bin_low"] for r in rows]
+    top.bar([r["bin_low"] for r in filled], [r["accuracy"] for r in filled],
+            width=[r["bin_high"] - r["bin_low"] for r in filled], align="edge", alpha=0.6, edgecolor="black",
+            label="accuracy")
+    top.plot([r["mean_confidence"] for r in filled], [r["accuracy"] for r in filled], "o", color="C3",
+             label="(mean confidence, accuracy)", clip_on=False)
+    top.plot([0, 1], [0, 1], "--", color="gray", label="perfect calibration")
+    top.set_xlim(0.0, 1.0)
+    top.set_ylim(0.0, 1.0)
+    top.set_ylabel("accuracy")
+    top.grid(True, alpha=0.3)
+    top.legend(loc="upper left", fontsize=8)
+    top.set_title(heading, fontsize=10)
+    counts = [r["count"] for r in rows]
+    bottom.bar(lows, counts, width=widths, align="edge", color="C0", edgecolor="black")
+    for low, width, count in zip(lows, widths, counts):
+        if count:
+            bottom.annotate(str(count), (low + width / 2, count), ha="center", va="bottom", fontsize=7)
+    bottom.set_ylim(0, max(counts) * 1.25 if max(counts) else 1)
+    bottom.set_xlabel("stated confidence")
+    bottom.set_ylabel("samples")
+    fig.tight_layout()
+    atomic_write(path, lambda fh: fig.savefig(fh, format="png"), mode="wb")
+
+
+def format_calibration_line(summary: Mapping) -> str | None:
+    """One line on the calibration keys of ``summary`` (None when it has none, i.e. eval.confidence_tag was off)."""
+    if "calibration_n" not in summary:
+        return None
+    fail = f"no usable confidence in {float(summary['confidence_format_fail_frac']):.0%} of the samples"
+    if not summary["calibration_n"]:
+        return f"calibration: {fail} (check eval.confidence_tag against the completions in samples.jsonl)"
+    return (f"calibration over {summary['calibration_n']} stated: brier {summary['brier']:.4f}, ece "
+            f"{summary['ece']:.4f}, auroc {summary['auroc']:.4f}, confidence {summary['confidence_mean']:.4f} vs "
+            f"accuracy {summary['accuracy_stated']:.4f}; {fail}")
+
+
+def write_reliability(out_dir: str | os.PathLike, correct: Sequence[bool], q: Sequence[float],
+                      title: str | None = None, n_bins: int = 10) -> dict[str, Path]:
+    """Write reliability.csv and reliability.png into ``out_dir`` for aligned per-sample ``correct`` [N] and stated
+    confidence ``q`` [N] (N >= 1; the samples that stated one), binned into ``n_bins`` equal-width bins on [0, 1]
+    as :func:`drox.evaluation.calibration.ece` bins them. Returns ``{"reliability_csv": ..., "reliability_plot": ...}``.
+    """
+    from drox.evaluation.calibration import brier_score, ece, reliability_bins
+
+    out = Path(out_dir)
+    rows = reliability_bins(correct, q, n_bins)
+    paths = {"reliability_csv": out / "reliability.csv", "reliability_plot": out / "reliability.png"}
+    text = format_reliability_csv(rows)
+    atomic_write(paths["reliability_csv"], lambda fh: fh.write(text))
+    scores = f"ECE {ece(correct, q, n_bins):.3f}, Brier {brier_score(correct, q):.3f}, n={len(q)} stated"
+    _plot_reliability(paths["reliability_plot"], rows, f"{title or 'reliability'}\n({scores})")
     return paths
 
 

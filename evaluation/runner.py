@@ -6,23 +6,27 @@ the training loop's in-run evaluations, so every ``summary.json`` has the same k
 * the scores: pass@k / maj@k (unbiased estimator, Chen et al. 2021 Eq. 1) with a 95% bootstrap interval over
   problems (``pass@k_ci95_low`` / ``pass@k_ci95_high``) for verifiable tasks; for tasks without a verifier
   (DRO's regime) the open-ended metrics of :mod:`drox.evaluation.open_ended`;
+* with ``eval.confidence_tag`` (verifiable tasks; RLCR, arXiv 2507.16806): the calibration of the confidence each
+  response states (``brier``, ``ece``, ``auroc``, ``confidence_mean``, ``accuracy_stated``,
+  ``confidence_format_fail_frac``, ``calibration_n``; :func:`drox.evaluation.calibration.calibration_summary`),
+  each sample's ``confidence`` in samples.jsonl and a reliability diagram (reliability.png / .csv);
 * ``eval_config``: what produced them (model, checkpoint, task, split, n, temperature, top_p, max new tokens,
-  seed, number of problems), so a result is never separated from its protocol.
+  seed, number of problems, confidence tag), so a result is never separated from its protocol.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
 from drox.atomic import atomic_write_jsonl, atomic_write_text
-from drox.evaluation.report import write_eval_outputs
+from drox.evaluation.report import write_eval_outputs, write_reliability
 
-__all__ = ["eval_settings", "eval_config_record", "add_passk_intervals", "evaluate_policy", "load_eval_policy",
-           "write_eval_folder", "TRAINING_CAP"]
+__all__ = ["eval_settings", "eval_config_record", "add_passk_intervals", "add_calibration", "calibration_pairs",
+           "evaluate_policy", "load_eval_policy", "write_eval_folder", "TRAINING_CAP"]
 
 TRAINING_CAP = "rollout.max_new_tokens"
 
@@ -55,6 +59,7 @@ def eval_config_record(cfg: DictConfig, *, checkpoint: Optional[str] = None, ste
         "seed": int(settings.seed),
         "num_problems": settings.num_problems,
         "chat_template": bool(cfg.model.chat_template),
+        "confidence_tag": settings.get("confidence_tag"),
     }
 
 
@@ -71,6 +76,24 @@ def add_passk_intervals(summary: Dict[str, Any], per_problem: pd.DataFrame, ks: 
             if column in per_problem:
                 low, high = bootstrap_ci(per_problem[column].to_numpy(dtype=float), seed=seed)
                 summary[f"{column}_ci95_low"], summary[f"{column}_ci95_high"] = float(low), float(high)
+
+
+def add_calibration(summary: Dict[str, Any], records: List[Dict[str, Any]], tag_regex: str) -> None:
+    """Parse each record's stated confidence q (the last ``tag_regex`` match in its ``completion``;
+    :func:`drox.rewards.brier.parse_confidence`) into ``record["confidence"]`` (None when absent or outside
+    [0, 1]) and add the calibration keys of those q against the records' ``correct`` flags to ``summary``."""
+    from drox.evaluation.calibration import calibration_summary
+    from drox.rewards.brier import parse_confidence
+
+    for record in records:
+        record["confidence"] = parse_confidence(record["completion"], tag_regex)
+    summary.update(calibration_summary([r["correct"] for r in records], [r["confidence"] for r in records]))
+
+
+def calibration_pairs(records: List[Dict[str, Any]]) -> Tuple[List[bool], List[float]]:
+    """``(correct, q)``: the aligned lists of the records that state a confidence (``record["confidence"]``)."""
+    stated = [r for r in records if r.get("confidence") is not None]
+    return [bool(r["correct"]) for r in stated], [float(r["confidence"]) for r in stated]
 
 
 def load_eval_policy(cfg: DictConfig, device: str = "cpu"):
@@ -94,6 +117,9 @@ def evaluate_policy(cfg: DictConfig, engine, task, *, model=None, tokenizer=None
     Verifiable tasks get pass@k/maj@k with bootstrap intervals; tasks without a verifier get the open-ended
     metrics (reference log-likelihood per token, ROUGE-L F1, length, and the judge's win rate when a judge is
     given), which need the policy's ``model``/``tokenizer`` for the teacher-forced reference likelihood.
+    With ``eval.confidence_tag`` set, a verifiable task's summary also gets the calibration of the stated
+    confidences (:func:`add_calibration`); a task without a verifier has no correctness to calibrate against,
+    so the option is ignored there.
     """
     from drox.evaluation.sampling import evaluate
 
@@ -109,18 +135,24 @@ def evaluate_policy(cfg: DictConfig, engine, task, *, model=None, tokenizer=None
             model_cfg=cfg.model, judge=judge, progress=progress)
     summary, per_problem, records = evaluate(engine, task, ks, settings.n, eval_cfg=settings, progress=progress)
     add_passk_intervals(summary, per_problem, ks, seed=int(settings.seed))
+    if settings.get("confidence_tag"):
+        add_calibration(summary, records, str(settings.confidence_tag))
     return summary, per_problem, records
 
 
 def write_eval_folder(out: Path, cfg: DictConfig, summary: Dict[str, Any], per_problem: pd.DataFrame,
                       records: List[Dict[str, Any]], *, title: str, checkpoint: Optional[str] = None,
                       step: Optional[int] = None, with_config: bool = True) -> Dict[str, Path]:
-    """summary.json (scores + ``eval_config``), per_problem.csv, passk.png, samples.jsonl and (``with_config``;
-    off inside a training run, whose own config.yaml holds it) config.yaml."""
+    """summary.json (scores + ``eval_config``), per_problem.csv, passk.png, samples.jsonl, reliability.png/.csv
+    (when some record states a confidence: ``eval.confidence_tag``) and (``with_config``; off inside a training
+    run, whose own config.yaml holds it) config.yaml."""
     summary = dict(summary)
     summary["eval_config"] = eval_config_record(cfg, checkpoint=checkpoint, step=step, n=summary.get("n"))
     ks = sorted({int(k) for k in cfg.eval.pass_at_k})
     paths = write_eval_outputs(out, summary, per_problem, ks, title=title)
+    correct, q = calibration_pairs(records)
+    if q:
+        paths.update(write_reliability(out, correct, q, title=title))
     atomic_write_jsonl(out / "samples.jsonl", records)
     if with_config:
         atomic_write_text(out / "config.yaml", OmegaConf.to_yaml(cfg))

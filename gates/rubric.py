@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Literal, Optional, Sequence
+from typing import Any, Callable, ClassVar, Dict, List, Literal, Optional, Sequence
 
 import torch
 
@@ -53,51 +53,53 @@ class RubricConfig:
     regex_on: Literal["answer", "response"] = "answer"
     """regex: answer (the extracted final answer; no answer = fail) | response (the whole completion)."""
 
+    _option: ClassVar[str] = "gate.rubric"  # where these options live, for error messages
+
     def __post_init__(self):
         # validate eagerly so a bad option fails at config time, not at the first gated step
         if isinstance(self.checks, str):
             self.checks = [self.checks]
         self.checks = [str(c) for c in self.checks]
         if not self.checks:
-            raise ValueError("gate.rubric.checks is empty; list at least one check")
+            raise ValueError(f"{self._option}.checks is empty; list at least one check")
         if self.on_fail not in ON_FAIL:
-            raise ValueError(f"gate.rubric.on_fail must be one of {', '.join(ON_FAIL)}, got {self.on_fail!r}")
+            raise ValueError(f"{self._option}.on_fail must be one of {', '.join(ON_FAIL)}, got {self.on_fail!r}")
         for c in self.checks:
             if ":" in c:
-                resolve_callable(c)
+                resolve_callable(c, self._option)
             elif c not in BUILTIN_CHECKS:
-                raise ValueError(f"gate.rubric: unknown check {c!r}; built in: {', '.join(BUILTIN_CHECKS)}, "
+                raise ValueError(f"{self._option}: unknown check {c!r}; built in: {', '.join(BUILTIN_CHECKS)}, "
                                  "or a 'module:function' path")
         if self.format_pattern is not None:
-            _compile("format_pattern", self.format_pattern, need_group=True)
+            _compile(f"{self._option}.format_pattern", self.format_pattern, need_group=True)
         if "length" in self.checks and self.min_tokens is None and self.max_tokens is None:
-            raise ValueError("gate.rubric: check 'length' needs min_tokens and/or max_tokens")
+            raise ValueError(f"{self._option}: check 'length' needs min_tokens and/or max_tokens")
         if self.ngram_n < 1 or self.max_repeats < 1:
-            raise ValueError(f"gate.rubric: need ngram_n >= 1 and max_repeats >= 1, got {self.ngram_n}, "
+            raise ValueError(f"{self._option}: need ngram_n >= 1 and max_repeats >= 1, got {self.ngram_n}, "
                              f"{self.max_repeats}")
         if self.ngram_unit not in ("tokens", "words"):
-            raise ValueError(f"gate.rubric.ngram_unit must be tokens or words, got {self.ngram_unit!r}")
+            raise ValueError(f"{self._option}.ngram_unit must be tokens or words, got {self.ngram_unit!r}")
         if self.regex_on not in ("answer", "response"):
-            raise ValueError(f"gate.rubric.regex_on must be answer or response, got {self.regex_on!r}")
+            raise ValueError(f"{self._option}.regex_on must be answer or response, got {self.regex_on!r}")
         if "regex" in self.checks and not self.regex:
-            raise ValueError("gate.rubric: check 'regex' needs gate.rubric.regex")
+            raise ValueError(f"{self._option}: check 'regex' needs {self._option}.regex")
         if self.regex:
-            _compile("regex", self.regex)
+            _compile(f"{self._option}.regex", self.regex)
 
 
-def _compile(key: str, pattern: str, need_group: bool = False) -> re.Pattern:
+def _compile(option: str, pattern: str, need_group: bool = False) -> re.Pattern:
     try:
         rx = re.compile(pattern, re.DOTALL)
     except re.error as e:
-        raise ValueError(f"gate.rubric.{key}: bad regex {pattern!r}: {e}") from None
+        raise ValueError(f"{option}: bad regex {pattern!r}: {e}") from None
     if need_group and rx.groups < 1:
-        raise ValueError(f"gate.rubric.{key} needs a capture group: {pattern!r}")
+        raise ValueError(f"{option} needs a capture group: {pattern!r}")
     return rx
 
 
-def resolve_callable(path: str) -> Callable[[str, Dict[str, Any]], Any]:
+def resolve_callable(path: str, option: str = "gate.rubric") -> Callable[[str, Dict[str, Any]], Any]:
     """``"pkg.module:func"`` or ``"file.py:func"`` -> the callable (drox.plugins' loader); one-line error otherwise."""
-    return load_callable(path, "gate.rubric.checks")
+    return load_callable(path, f"{option}.checks")
 
 
 # ------------------------------------------------------------------------------------------------ built-ins
@@ -142,13 +144,13 @@ def run_checks(
             targets = answers if opts.regex_on == "answer" else texts
             res = [t is not None and rx.search(t) is not None for t in targets]
         else:
-            fn = resolve_callable(check)
+            fn = resolve_callable(check, opts._option)
             res = []
             for i, (t, r) in enumerate(zip(texts, rows)):
                 try:
                     res.append(bool(fn(t, r)))
                 except Exception as e:
-                    raise RuntimeError(f"gate.rubric: check {check!r} raised on rollout {i}: "
+                    raise RuntimeError(f"{opts._option}: check {check!r} raised on rollout {i}: "
                                        f"{type(e).__name__}: {e}") from e
         out[check] = res
     return out
@@ -159,6 +161,7 @@ def rubric_gate(ctx, opts: RubricConfig) -> GateResult:
     """Shapes: ``ctx.batch`` N = Q·G rollouts -> ``passed [Q, G]`` bool (all checks pass).
 
     Stats: ``pass/<check>`` (fraction of rollouts passing that check), ``pass_rate`` (all checks),
+    ``pass_incorrect`` (all checks pass but the verifier says wrong; tasks with a verifier),
     ``all_fail_groups`` (fraction of groups where no rollout passes; the trainer drops those).
     """
     batch = ctx.batch
@@ -173,7 +176,17 @@ def rubric_gate(ctx, opts: RubricConfig) -> GateResult:
         r = torch.tensor(res, dtype=torch.bool)
         passed &= r
         stats[f"pass/{name}"] = r.float().mean().item()
+    stats.update(rubric_vs_correct(passed, ctx))
     passed = passed.view(Q, G)
-    stats["pass_rate"] = passed.float().mean().item()
     stats["all_fail_groups"] = (~passed.any(-1)).float().mean().item()
     return GateResult(passed=passed, stats=stats)
+
+
+def rubric_vs_correct(passed: torch.Tensor, ctx) -> Dict[str, float]:
+    """``passed [N]`` bool -> ``pass_rate`` and, on a task with a verifier, ``pass_incorrect``: the share of the
+    N rollouts that satisfy the rubric without solving the task (what a rubric reward can be hacked into)."""
+    stats = {"pass_rate": passed.float().mean().item()}
+    if getattr(ctx.task, "verifier", None) is not None:
+        correct = torch.tensor([bool(c) for c in ctx.verify().correct], dtype=torch.bool)
+        stats["pass_incorrect"] = (passed & ~correct).float().mean().item()
+    return stats

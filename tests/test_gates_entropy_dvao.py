@@ -80,8 +80,34 @@ def test_rubric_default_checks_mask_and_stats():
     assert res.stats["pass/answer_present"] == 5 / 8
     assert res.stats["pass/format_valid"] == 2 / 8
     assert res.stats["pass_rate"] == 2 / 8
+    assert res.stats["pass_incorrect"] == 1 / 8  # "\boxed{1} then \boxed{x}" passes the rubric, answers x != 3
     assert res.stats["all_fail_groups"] == 0.0
     assert gate(["x", "y"], 2).stats["all_fail_groups"] == 1.0
+
+
+def test_rubric_reward_scores_the_gates_checks_and_counts_hacking():
+    from drox.rewards import REWARD_SOURCES
+
+    texts = ["so \\boxed{3}.", "the answer is 3", "\\boxed{}", "no idea",
+             "\\boxed{3", "Answer: 4", "\\boxed{1} then \\boxed{x}", "nothing here"]
+    src = REWARD_SOURCES.get("rubric")
+    out = src.fn(make_ctx(texts, 4), REWARD_SOURCES.parse("rubric", {}))
+    # same verdicts as the gate test above: all checks pass for rollouts 0 and 6 only
+    assert out.seq.tolist() == [[1.0, 0.0, 0.0, 0.0], [0.0, 0.0, 1.0, 0.0]]
+    assert out.diagnostics == {"pass_rate": 2 / 8, "pass_incorrect": 1 / 8}
+    # fraction: answer_present and format_valid per rollout (1,1) (1,0) (0,0) (0,0) | (1,0) (1,0) (1,1) (0,0)
+    out = src.fn(make_ctx(texts, 4), REWARD_SOURCES.parse("rubric", {"score": "fraction"}))
+    assert out.seq.tolist() == [[1.0, 0.5, 0.0, 0.0], [0.5, 0.5, 1.0, 0.0]]
+    # the reward's own option names in its errors
+    with pytest.raises(ValueError, match=r"reward.rubric: check 'length' needs min_tokens"):
+        REWARD_SOURCES.parse("rubric", {"checks": ["length"]})
+    with pytest.raises(ValueError, match=r"reward.rubric.score=sum is not allowed; choose one of: all, fraction"):
+        REWARD_SOURCES.parse("rubric", {"score": "sum"})
+
+
+def test_rubric_reward_at_weight_zero_only_measures(compose_cfg):
+    cfg = compose_cfg("+reward=[outcome,rubric]", "reward.rubric.weight=0")
+    assert cfg.reward.rubric.weight == 0 and cfg.reward.outcome.weight == 1
 
 
 def test_rubric_length_regex_and_ngrams():
