@@ -74,6 +74,9 @@ class Experiment:
     crossover: Optional[Tuple[str, str]] = None
     """(base arm, trained arm): report the k from which the first's mean pass@k curve stays at or above the
     second's (Yue et al. 2025; drox.evaluation.passk.crossover_k)."""
+    smoke: List[str] = field(default_factory=list)
+    """Overrides the smoke run (--smoke, CI) adds after its small sizes, where an arm's option must shrink with
+    them (e.g. a length buffer larger than the smoke's 8 new tokens)."""
     prepare: Optional[Any] = None
     """``prepare(exp, runs, common, log)``, called before training: may add overrides to arms (1-shot RLVR picks
     its example there) and returns lines for the protocol section."""
@@ -327,7 +330,7 @@ def run(name: str, out: Optional[Path] = None, smoke: bool = False, log=print) -
     common = ["scale=cpu", *(SMOKE if smoke else [])]
     start = time.perf_counter()
     prepared = exp.prepare(exp, runs, common, log) if exp.prepare is not None else []
-    folders = train_arms(exp, runs, common, log, after=SMOKE if smoke else ())
+    folders = train_arms(exp, runs, common, log, after=[*SMOKE, *exp.smoke] if smoke else ())
     base = evaluate_base(exp, runs, common, log)
     cfg = _compose([f"experiment={exp.name}", *common])
     from drox.evaluation.runner import eval_settings

@@ -14,6 +14,7 @@ SPEC = Experiment(
         Arm("dvao", [*OBJECTIVES, "trainer.advantage.combine=dvao"]),
     ],
     seeds=[0, 1],
+    smoke=["reward.overlong.buffer=4"],  # the smoke run samples 8 tokens
     metrics=["eval/pass@1", "eval/pass@16", "reward/outcome/mean", "reward/format/mean", "reward/overlong/mean",
              "response_length/mean", "advantage/adv/mean_sq", "advantage/adv/abs_max", "advantage/weight/outcome",
              "advantage/weight/overlong", "time/elapsed"],
