@@ -257,6 +257,16 @@ class TrainerConfig:
     """How rewards become advantages."""
     policy_loss: str = "ppo_clip"
     """A registered policy loss: ppo_clip (PPO clipped surrogate with clip-higher)."""
+    objective: str = "pg"
+    """pg: the policy-gradient loss (``policy_loss``) on the advantages | dpo: RLSF's preference stage (arXiv
+    2507.21931): within each group, every ordered pair with s_i >= ``dpo_threshold`` and s_i > s_j of the combined
+    sequence reward (e.g. ``+reward=confidence reward.confidence.kind=answer_span``) is (chosen, rejected), trained
+    with the DPO loss (arXiv 2305.18290 Eq. 7) against the frozen initial policy; the advantage estimator, the
+    policy loss and its clipping are unused (trainers/preference.py, docs/algorithms.md)."""
+    dpo_beta: float = 0.1
+    """objective=dpo: DPO's beta (the strength of the implicit KL to the initial policy)."""
+    dpo_threshold: float = 0.9
+    """objective=dpo: a response can be "chosen" only with a reward >= this (RLSF's code: 0.9 on confidence)."""
     loss_agg: str = "token-mean"
     """A registered loss aggregation: token-mean (DAPO) | seq-mean-token-mean (GRPO) |
     seq-mean-token-sum-norm (Dr. GRPO) | seq-mean-token-sum."""
@@ -410,6 +420,7 @@ CHOICES = {
     "rollout.vllm.dtype": ("auto", "bfloat16", "float16", "float32"),
     "trainer.schedule": ("constant", "cosine"),
     "trainer.checkpoint": ("full", "weights", "none"),
+    "trainer.objective": ("pg", "dpo"),
     "trainer.reward_on_timeout": ("stop", "zero"),
     "sft.schedule": ("constant", "cosine"),
     "logger.wandb_mode": ("offline", "online", "disabled"),
@@ -445,6 +456,12 @@ def validate(cfg) -> None:
     for key in ("trainer.clip_low", "trainer.clip_high", "trainer.kl_coef", "trainer.entropy_coef", "trainer.tis_cap"):
         if get(key) < 0:
             raise ConfigError(f"{key}={get(key)} must be >= 0")
+    if get("trainer.objective") == "dpo":
+        if get("trainer.dpo_beta") <= 0:
+            raise ConfigError(f"trainer.dpo_beta={get('trainer.dpo_beta')} must be > 0")
+        if get("trainer.grad_accum") != 1:
+            raise ConfigError(f"trainer.objective=dpo needs trainer.grad_accum=1 (a pair's two responses must share a "
+                              f"backward pass), got {get('trainer.grad_accum')}; use trainer.mini_batches to save memory")
     if not 0 < get("rollout.vllm.gpu_memory_utilization") <= 1:
         raise ConfigError(f"rollout.vllm.gpu_memory_utilization={get('rollout.vllm.gpu_memory_utilization')} must be "
                           "in (0, 1] (the fraction of GPU memory vLLM may take; the trainer needs the rest)")

@@ -54,3 +54,48 @@ def test_dpo_loss_without_pairs_is_zero_and_rejects_bad_beta():
     assert policy.grad.tolist() == [0.0, 0.0]
     with pytest.raises(ValueError, match="beta > 0"):
         dpo_loss(policy, torch.zeros(2), torch.tensor([0]), torch.tensor([1]), beta=0.0)
+
+
+def test_dpo_objective_trains_on_pairs_from_the_groups_scores(tmp_path):
+    """objective=dpo end to end on the tiny model: pairs are logged, the loss is DPO's (log 2 at the first
+    step, where the policy is the reference), the PG loss is not run, and the weights move."""
+    from drox.cli.main import compose
+    from drox.trainers import loop
+    from drox.trainers.metrics import read_metrics
+
+    cfg = compose(["model=tiny", "logger.wandb_mode=disabled", "trainer.steps=3", "trainer.prompts_per_step=2",
+                   "trainer.samples_per_prompt=4", "rollout.max_new_tokens=6", "trainer.lr=1e-3",
+                   "trainer.save_every=0", "task.n_train=40", "task.n_test=4", "eval.before_training=false",
+                   "trainer.eval_every=0", "+reward=random", "trainer.objective=dpo", "trainer.dpo_threshold=0.0",
+                   "trainer.dpo_beta=0.5", f"run_dir={tmp_path}"])
+    from drox.models.loading import load_policy
+
+    before = {k: v.clone() for k, v in load_policy(cfg.model)[0].state_dict().items()}
+    loop.run_training(cfg, tmp_path, progress=False)
+    from safetensors.torch import load_file
+
+    after = load_file(str(tmp_path / "checkpoints" / "step-000003" / "model.safetensors"))
+    assert any(not torch.equal(before[k], after[k]) for k in after)
+    rows = read_metrics(tmp_path / "metrics.jsonl")
+    assert [r["step"] for r in rows] == [1, 2, 3]
+    for r in rows:
+        assert r["dpo/pairs"] > 0 and "pg_loss" not in r and "clip_frac" not in r
+        assert r["loss"] > 0
+    # step 1 starts at the reference: every log-ratio is 0, so the DPO loss is exactly log 2
+    assert rows[0]["loss"] == pytest.approx(math.log(2), abs=1e-4)
+    assert rows[0]["dpo/reward_margin"] == pytest.approx(0.0, abs=1e-4)
+
+
+def test_dpo_objective_config_errors_are_one_line(capsys):
+    import typer
+
+    from drox.cli.main import compose
+
+    for overrides, message in (
+            (["trainer.objective=dpo", "trainer.grad_accum=2"], "trainer.objective=dpo needs trainer.grad_accum=1"),
+            (["trainer.objective=dpo", "trainer.dpo_beta=0"], "trainer.dpo_beta=0.0 must be > 0"),
+            (["trainer.objective=ppo"], "trainer.objective=ppo is not allowed; choose one of: pg, dpo")):
+        with pytest.raises(typer.Exit) as exc:
+            compose(overrides)
+        err = capsys.readouterr().err.strip()
+        assert exc.value.exit_code == 2 and message in err and "\n" not in err, err

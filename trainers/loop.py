@@ -22,7 +22,9 @@ then runs :func:`train_step` for every step. One training step, top to bottom, o
    the behaviour log-probs, plus the KL to the frozen reference and the entropy bonus. Each group's prompt
    is encoded once per pass (``trainer.share_prompts``); when another engine or precision sampled (vLLM,
    ``rollout.dtype``), step 2 recomputed pi_old with the trainer and the update weights each token by the
-   truncated importance weight (``trainer.tis_cap``); the engine is then told the weights changed;
+   truncated importance weight (``trainer.tis_cap``); the engine is then told the weights changed.
+   With ``trainer.objective=dpo`` (RLSF) :func:`update_preference` replaces it: preference pairs from each
+   group's scores and the DPO loss against the frozen initial policy;
 7. :func:`log_step`: metrics -> metrics.jsonl (+ W&B) and a few completions; :func:`run_training` then
    checkpoints and evaluates when due.
 
@@ -67,7 +69,7 @@ from drox.rewards.base import score as score_sources
 from drox.rollout.base import RolloutBatch, concat_batches
 from drox.rollout.hf import build_engine
 from drox.tasks import build_task
-from drox.trainers import algos
+from drox.trainers import algos, preference
 from drox.trainers.checkpoint import load_trainer_state, resumable_checkpoint, rng_state, save_checkpoint, set_rng_state
 from drox.trainers.metrics import MetricsLogger
 from drox.trainers.multiobj import SUM, combine_objectives
@@ -232,7 +234,7 @@ def run_training(cfg: DictConfig, run_dir: str | Path, progress: bool = True,
     eval_task = build_task(cfg.task, split=cfg.eval.split) if t.eval_every > 0 else None
     model, tokenizer = load_for_training(cfg, device, resume_from)
     reference = FrozenReference(cfg.model, device)
-    ref_model = reference() if t.kl_coef > 0 else None  # loaded only when the KL term needs it
+    ref_model = reference() if t.kl_coef > 0 or t.objective == "dpo" else None  # only when a loss needs it
     engine = build_engine(cfg.rollout, model, tokenizer, cfg.model)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=t.lr, betas=tuple(t.betas), weight_decay=t.weight_decay,
@@ -356,7 +358,10 @@ def train_step(trainer: Trainer, step: int) -> Dict[str, Any]:
 
     seq_adv, token_adv = advantages(cfg, data, step, metrics)  # 4
     mask, pg_mask = loss_masks(trainer.pipeline, cfg, data, metrics)  # 5
-    metrics.update(update_policy(trainer, step, data.batch, token_adv, pg_mask, reg_mask=mask))  # 6
+    if t.objective == "dpo":  # 6, RLSF: preference pairs from the group's scores, DPO instead of the PG loss
+        metrics.update(update_preference(trainer, step, data, pg_mask))
+    else:
+        metrics.update(update_policy(trainer, step, data.batch, token_adv, pg_mask, reg_mask=mask))  # 6
     t_update = time.perf_counter()
     log_step(trainer, step, data, seq_adv, pg_mask, metrics, t0, t_collect, t_update)  # 7
     return metrics
@@ -697,6 +702,61 @@ def update_policy(trainer: Trainer, step: int, batch: RolloutBatch, advantages: 
     n_opt = t.mu * t.mini_batches
     summed = {"loss", "pg_loss", "kl"}
     return {**{k: (v / n_opt if k in summed else v / count) for k, v in sums.items()}, **tis_stats}
+
+
+def update_preference(trainer: Trainer, step: int, data: Collected, mask: torch.Tensor) -> Dict[str, float]:
+    """Step 6 with ``trainer.objective=dpo``: RLSF's pairs within each group (trainers/preference.rlsf_pairs over
+    ``data.scores [Qk, G]``, gated rollouts left out), then the DPO loss on the responses' log-probabilities
+    (``mask [N, T]``: the tokens that count) against the frozen initial policy; ``mu`` passes x mini-batches of
+    whole groups, one optimizer step each (grad_accum is 1: validated)."""
+    cfg, model = trainer.cfg, trainer.model
+    t = cfg.trainer
+    batch = data.batch
+    Q, G = batch.num_groups, batch.group_size
+    device = next(model.parameters()).device
+    chosen, rejected, margin = preference.rlsf_pairs(data.scores, t.dpo_threshold, data.valid)  # [P] rows
+    with torch.no_grad():
+        ref_logprobs, _ = response_logprobs(trainer.ref_model, batch.prompt_ids, batch.prompt_mask,
+                                            batch.response_ids, batch.response_mask, batch.temperature,
+                                            share_prompts=t.share_prompts, head_mm=cfg.model.lm_head_mm)
+    ref_logps = preference.sequence_logps(ref_logprobs.float().cpu(), mask)  # [N]
+    model.train()
+    sums: Dict[str, float] = {}
+    gen = torch.Generator().manual_seed(cfg.seed * 7919 + step)
+    for epoch in range(t.mu):
+        order = torch.randperm(Q, generator=gen) if epoch > 0 else torch.arange(Q)
+        for group_ids in order.chunk(t.mini_batches):
+            rows = (group_ids[:, None] * G + torch.arange(G)[None, :]).flatten()  # [n_mb]
+            position = torch.full((Q * G,), -1, dtype=torch.long)
+            position[rows] = torch.arange(rows.numel())
+            in_mb = position[chosen] >= 0  # pairs never cross groups, so both rows are in or out together
+            trainer.optimizer.zero_grad(set_to_none=True)
+            logprobs, _ = response_logprobs(model, batch.prompt_ids[rows], batch.prompt_mask[rows],
+                                            batch.response_ids[rows], batch.response_mask[rows], batch.temperature,
+                                            share_prompts=t.share_prompts, head_mm=cfg.model.lm_head_mm)
+            logps = preference.sequence_logps(logprobs.float(), mask[rows].to(device))  # [n_mb]
+            loss, stats = preference.dpo_loss(logps, ref_logps[rows].to(device), position[chosen[in_mb]].to(device),
+                                              position[rejected[in_mb]].to(device), t.dpo_beta)
+            check_finite("loss", loss.detach(), step)
+            loss.backward()
+            params = [p for p in model.parameters() if p.requires_grad]
+            grad_norm = torch.nn.utils.clip_grad_norm_(params, t.max_grad_norm if t.max_grad_norm > 0 else float("inf"))
+            check_finite("gradient norm (before the optimizer step; lower trainer.lr or set trainer.max_grad_norm)",
+                         grad_norm.detach(), step)
+            trainer.optimizer.step()
+            trainer.scheduler.step()
+            check_weights_finite(params, step, f"after the optimizer step (trainer.lr={t.lr})")
+            for k, v in {"loss": loss.item(), "grad_norm": float(grad_norm), **stats}.items():
+                sums[k] = sums.get(k, 0.0) + v
+    trainer.engine.policy_changed()
+    model.eval()
+    n_opt = t.mu * t.mini_batches
+    mean = {k: v / n_opt for k, v in sums.items()}  # over the optimizer steps
+    out = {"loss": mean["loss"], "grad_norm": mean["grad_norm"], "dpo/reward_acc": mean["reward_acc"],
+           "dpo/reward_margin": mean["reward_margin"]}
+    out["dpo/pairs"] = float(chosen.numel())  # all pairs of the step (the per-mini-batch mean is not it)
+    out["dpo/margin_mean"] = float(margin.mean()) if margin.numel() else 0.0
+    return out
 
 
 # ------------------------------------------------------------------------------------------------ 7. log

@@ -10,7 +10,7 @@ Pure tensor functions in the style of :mod:`drox.trainers.algos`; layout group-m
   ``-log σ(β [(log π(y_c) - log π_ref(y_c)) - (log π(y_r) - log π_ref(y_r))])``, averaged over pairs. RLSF's
   margin is not part of DPO's loss (the code uses it for its reward-model variant); it is returned for logging.
 
-Not wired into ``drox train`` yet: the trainer's update is the policy-gradient loss of :mod:`drox.trainers.algos`.
+``trainer.objective=dpo`` trains with them (:func:`drox.trainers.loop.update_preference`).
 """
 
 from __future__ import annotations
