@@ -74,6 +74,10 @@ class Experiment:
     crossover: Optional[Tuple[str, str]] = None
     """(base arm, trained arm): report the k from which the first's mean pass@k curve stays at or above the
     second's (Yue et al. 2025; drox.evaluation.passk.crossover_k)."""
+    transfer: Dict[str, List[str]] = field(default_factory=dict)
+    """label -> overrides of a second evaluation (e.g. another task, "out of domain"): every run's final
+    checkpoint and the base are evaluated again with them into ``<run>/transfer/<label>/``; its summary keys are
+    the metrics ``transfer/<label>/<key>`` (e.g. ``transfer/ood/pass@1``)."""
     smoke: List[str] = field(default_factory=list)
     """Overrides the smoke run (--smoke, CI) adds after its small sizes, where an arm's option must shrink with
     them (e.g. a length buffer larger than the smoke's 8 new tokens)."""
@@ -205,12 +209,51 @@ def evaluate_base(exp: Experiment, runs: Path, common: List[str], log) -> Option
     return out
 
 
-def _values(runs: Sequence[Path], metric: str) -> List[float]:
+TRANSFER = "transfer/"
+
+
+def evaluate_transfer(exp: Experiment, folders: Dict[str, List[Path]], base: Optional[Path], common: List[str],
+                      after: Sequence[str], log) -> None:
+    """Step 2b: each ``exp.transfer`` evaluation of every run's final checkpoint (and of the base)."""
+    from drox.evaluation.runner import evaluate_to
+
+    for label, overrides in exp.transfer.items():
+        targets = [(arm, path) for arm, paths in folders.items() for path in paths]
+        targets += [("base", base)] if base is not None else []
+        for arm, path in targets:
+            out = path / "transfer" / label
+            if (out / "summary.json").is_file():
+                log(f"[{arm} {path.name}] transfer '{label}' evaluated earlier: kept")
+                continue
+            model = []
+            if arm != "base":
+                kind = next(a.kind for a in exp.arms if a.name == arm)
+                weights = path / "model" if kind == "sft" else max((path / "checkpoints").glob("step-*"))
+                model = ["model.name=hf", f"model.path={weights}"]
+            cfg = _compose([f"experiment={exp.name}", *common, *overrides, *after, *model])
+            log(f"[{arm} {path.name}] transfer '{label}' -> {out}")
+            evaluate_to(cfg, out, title=f"{arm} {path.name}: {label}", progress=sys.stderr.isatty())
+
+
+def _metric(path: Path, metric: str) -> Optional[float]:
+    """A run's (or the base's) value of ``metric``: ``transfer/<label>/<key>`` from its transfer evaluation, any
+    other metric as drox report reads it (drox.evaluation.aggregate.metric_value)."""
+    import json
+
     from drox.evaluation.aggregate import load_run, metric_value
 
+    if metric.startswith(TRANSFER):
+        label, key = metric[len(TRANSFER):].split("/", 1)
+        summary = path / "transfer" / label / "summary.json"
+        value = json.loads(summary.read_text()).get(key) if summary.is_file() else None
+        return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+    return metric_value(load_run(path), metric)
+
+
+def _values(runs: Sequence[Path], metric: str) -> List[float]:
     values = []
     for path in runs:
-        value = metric_value(load_run(path), metric)
+        value = _metric(path, metric)
         if value is not None:
             values.append(value)
     return values
@@ -219,7 +262,7 @@ def _values(runs: Sequence[Path], metric: str) -> List[float]:
 def results_markdown(exp: Experiment, folders: Dict[str, List[Path]], base: Optional[Path],
                      protocol: Dict[str, Any]) -> Tuple[str, List[Dict[str, Any]]]:
     """Step 4's text: protocol, the table (mean ± 95% CI, n), the claims with the paper's numbers and verdicts."""
-    from drox.evaluation.aggregate import load_run, metric_value, summarize_values
+    from drox.evaluation.aggregate import summarize_values
 
     groups: Dict[str, List[List[float]]] = {}
     rows: List[Dict[str, Any]] = []
@@ -227,7 +270,7 @@ def results_markdown(exp: Experiment, folders: Dict[str, List[Path]], base: Opti
     for arm in arm_names:
         for metric in exp.metrics:
             if arm == "base":
-                value = metric_value(load_run(base), metric)
+                value = _metric(base, metric)
                 values = [] if value is None else [value]
             else:
                 values = _values(folders[arm], metric)
@@ -330,8 +373,10 @@ def run(name: str, out: Optional[Path] = None, smoke: bool = False, log=print) -
     common = ["scale=cpu", *(SMOKE if smoke else [])]
     start = time.perf_counter()
     prepared = exp.prepare(exp, runs, common, log) if exp.prepare is not None else []
-    folders = train_arms(exp, runs, common, log, after=[*SMOKE, *exp.smoke] if smoke else ())
+    after = [*SMOKE, *exp.smoke] if smoke else []
+    folders = train_arms(exp, runs, common, log, after=after)
     base = evaluate_base(exp, runs, common, log)
+    evaluate_transfer(exp, folders, base, common, after, log)
     cfg = _compose([f"experiment={exp.name}", *common])
     from drox.evaluation.runner import eval_settings
 
@@ -382,7 +427,7 @@ def _plots(exp: Experiment, folders: Dict[str, List[Path]], base: Optional[Path]
     if base is not None:
         groups.insert(0, Group(values=("base",), runs=[load_run(base)]))
     runs = [r for g in groups for r in g.runs]
-    metrics = [m for m in exp.metrics]
+    metrics = [m for m in exp.metrics if not m.startswith(TRANSFER)]  # one evaluation per run: no curve
     rows, warnings = aggregate(groups, metrics)
     report = Report(runs=runs, group_keys=["arm"], groups=groups, metrics=metrics, at_step=None, rows=rows,
                     warnings=warnings)

@@ -104,3 +104,25 @@ def test_claim_rows_read_the_drivers_claims_table(tmp_path):
     index = driver.index_markdown(tmp_path).splitlines()
     assert index[3] == "| [x](x/results.md) | A beats B | 67.1 vs 63.0 | m: a − b = +0.1 [-0.2, +0.4] | inconclusive |"
     assert index[4] == "| [y](y/README.md) | – | – | not run yet | – |"
+
+
+def test_a_transfer_evaluation_reads_every_run_and_the_base_on_a_second_task(tmp_path, monkeypatch):
+    """Experiment.transfer (Intuitor's 'out of domain'): the final checkpoint of each run and the base are
+    evaluated again with the given overrides; transfer/<label>/<key> is a metric like any other."""
+    spec = driver.Experiment(
+        name="nsr", arms=[driver.Arm("grpo")], seeds=[0],
+        metrics=["eval/pass@1", "transfer/ood/pass@1"],
+        claims=[driver.Claim("transfers", "transfer/ood/pass@1", "grpo", "base", +1, "-")],
+        transfer={"ood": ["task.n_ops=2"]})
+    monkeypatch.setattr(driver, "load_spec", lambda name: spec)
+    out = driver.run("nsr", tmp_path, smoke=True, log=lambda line: None)
+    import json
+
+    for run in (tmp_path / "runs" / "grpo" / "seed-0", tmp_path / "runs" / "base"):
+        summary = json.loads((run / "transfer" / "ood" / "summary.json").read_text())
+        assert summary["eval_config"]["task"]["n_ops"] == 2  # the overrides reached the evaluation
+        assert driver._metric(run, "transfer/ood/pass@1") == summary["pass@1"]
+    trained = json.loads((tmp_path / "runs/grpo/seed-0/transfer/ood/summary.json").read_text())
+    assert "checkpoints/step-000001" in trained["eval_config"]["model"]  # the run's final weights, not the base
+    text = (out / "results.md").read_text()
+    assert "transfer/ood/pass@1: grpo − base" in text
