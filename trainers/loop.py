@@ -685,23 +685,30 @@ def update_policy(trainer: Trainer, step: int, batch: RolloutBatch, advantages: 
                     # the ratios/fractions are per micro-batch: averaged below
                     sums[k] = sums.get(k, 0.0) + v
                 count += 1
-            params = [p for p in model.parameters() if p.requires_grad]
-            if t.max_grad_norm > 0:
-                grad_norm = torch.nn.utils.clip_grad_norm_(params, t.max_grad_norm)
-            else:
-                grad_norm = torch.norm(torch.stack([p.grad.norm() for p in params if p.grad is not None]))
-            # a NaN/inf gradient would poison the weights (and every later checkpoint): stop before the step
-            check_finite("gradient norm (before the optimizer step; lower trainer.lr or set trainer.max_grad_norm)",
-                         grad_norm.detach(), step)
-            sums["grad_norm"] = sums.get("grad_norm", 0.0) + float(grad_norm) * t.grad_accum
-            trainer.optimizer.step()
-            trainer.scheduler.step()
-            check_weights_finite(params, step, f"after the optimizer step (trainer.lr={t.lr})")
+            sums["grad_norm"] = sums.get("grad_norm", 0.0) + optimizer_step(trainer, step) * t.grad_accum
     trainer.engine.policy_changed()  # an engine with its own copy of the weights (vLLM) refreshes it before sampling
     model.eval()
     n_opt = t.mu * t.mini_batches
     summed = {"loss", "pg_loss", "kl"}
     return {**{k: (v / n_opt if k in summed else v / count) for k, v in sums.items()}, **tis_stats}
+
+
+def optimizer_step(trainer: Trainer, step: int) -> float:
+    """One optimizer step on the accumulated gradients: clip to ``trainer.max_grad_norm`` (0: measure only), stop
+    on a non-finite gradient norm or weight, step the optimizer and the schedule; returns the gradient norm."""
+    t = trainer.cfg.trainer
+    params = [p for p in trainer.model.parameters() if p.requires_grad]
+    if t.max_grad_norm > 0:
+        grad_norm = torch.nn.utils.clip_grad_norm_(params, t.max_grad_norm)
+    else:
+        grad_norm = torch.norm(torch.stack([p.grad.norm() for p in params if p.grad is not None]))
+    # a NaN/inf gradient would poison the weights (and every later checkpoint): stop before the step
+    check_finite("gradient norm (before the optimizer step; lower trainer.lr or set trainer.max_grad_norm)",
+                 grad_norm.detach(), step)
+    trainer.optimizer.step()
+    trainer.scheduler.step()
+    check_weights_finite(params, step, f"after the optimizer step (trainer.lr={t.lr})")
+    return float(grad_norm)
 
 
 def update_preference(trainer: Trainer, step: int, data: Collected, mask: torch.Tensor) -> Dict[str, float]:
@@ -739,14 +746,8 @@ def update_preference(trainer: Trainer, step: int, data: Collected, mask: torch.
                                               position[rejected[in_mb]].to(device), t.dpo_beta)
             check_finite("loss", loss.detach(), step)
             loss.backward()
-            params = [p for p in model.parameters() if p.requires_grad]
-            grad_norm = torch.nn.utils.clip_grad_norm_(params, t.max_grad_norm if t.max_grad_norm > 0 else float("inf"))
-            check_finite("gradient norm (before the optimizer step; lower trainer.lr or set trainer.max_grad_norm)",
-                         grad_norm.detach(), step)
-            trainer.optimizer.step()
-            trainer.scheduler.step()
-            check_weights_finite(params, step, f"after the optimizer step (trainer.lr={t.lr})")
-            for k, v in {"loss": loss.item(), "grad_norm": float(grad_norm), **stats}.items():
+            grad_norm = optimizer_step(trainer, step)
+            for k, v in {"loss": loss.item(), "grad_norm": grad_norm, **stats}.items():
                 sums[k] = sums.get(k, 0.0) + v
     trainer.engine.policy_changed()
     model.eval()
