@@ -156,6 +156,15 @@ def run_checks(
     return out
 
 
+def check_batch(ctx, opts: RubricConfig) -> Dict[str, List[bool]]:
+    """:func:`run_checks` over ``ctx.batch``'s N rollouts (token ids unpadded only when a check reads them)."""
+    batch = ctx.batch
+    mask = batch.response_mask.bool()
+    token_ids = [batch.response_ids[i][mask[i]].tolist() for i in range(batch.num_rows)] \
+        if "no_repeat_ngram" in opts.checks and opts.ngram_unit == "tokens" else [[]] * batch.num_rows
+    return run_checks(batch.texts, ctx.expanded_rows, batch.lengths.tolist(), token_ids, opts)
+
+
 @register_gate("rubric", RubricConfig)
 def rubric_gate(ctx, opts: RubricConfig) -> GateResult:
     """Shapes: ``ctx.batch`` N = Q·G rollouts -> ``passed [Q, G]`` bool (all checks pass).
@@ -166,10 +175,7 @@ def rubric_gate(ctx, opts: RubricConfig) -> GateResult:
     """
     batch = ctx.batch
     Q, G = batch.num_groups, batch.group_size
-    mask = batch.response_mask.bool()
-    token_ids = [batch.response_ids[i][mask[i]].tolist() for i in range(batch.num_rows)] \
-        if "no_repeat_ngram" in opts.checks and opts.ngram_unit == "tokens" else [[]] * batch.num_rows
-    results = run_checks(batch.texts, ctx.expanded_rows, batch.lengths.tolist(), token_ids, opts)
+    results = check_batch(ctx, opts)
     passed = torch.ones(Q * G, dtype=torch.bool)
     stats: Dict[str, float] = {}
     for name, res in results.items():

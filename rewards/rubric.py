@@ -20,7 +20,7 @@ from typing import ClassVar, Literal
 
 import torch
 
-from drox.gates.rubric import RubricConfig, rubric_vs_correct, run_checks
+from drox.gates.rubric import RubricConfig, check_batch, rubric_vs_correct
 from drox.rewards.base import RewardOutput, ScoringContext, register_reward
 
 SCORES = ("all", "fraction")
@@ -47,10 +47,7 @@ class RubricRewardConfig(RubricConfig):
 def rubric_reward(ctx: ScoringContext, cfg: RubricRewardConfig) -> RewardOutput:
     """Shapes: ``ctx.batch`` N = Q·G rollouts -> ``seq [Q, G]`` (1/0 or the fraction of checks passed)."""
     batch = ctx.batch
-    mask = batch.response_mask.bool()
-    token_ids = [batch.response_ids[i][mask[i]].tolist() for i in range(batch.num_rows)] \
-        if "no_repeat_ngram" in cfg.checks and cfg.ngram_unit == "tokens" else [[]] * batch.num_rows
-    results = run_checks(batch.texts, ctx.expanded_rows, batch.lengths.tolist(), token_ids, cfg)
+    results = check_batch(ctx, cfg)
     per_check = torch.tensor(list(results.values()), dtype=torch.bool)  # [C, N]
     passed = per_check.all(0)  # [N]
     score = passed.float() if cfg.score == "all" else per_check.float().mean(0)
