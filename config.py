@@ -187,6 +187,12 @@ class EvalConfig:
     also report brier, ece, auroc, confidence_mean, accuracy_stated, confidence_format_fail_frac and calibration_n,
     each sample's confidence in samples.jsonl, and reliability.png/.csv (docs/evaluation.md "Calibration").
     null = off; ignored for tasks without a verifier (no correctness to calibrate against)."""
+    confidence_score: Optional[str] = None
+    """Calibration of a confidence the policy does not state but the evaluator reads from its logits: ``answer_span``
+    = RLSF's answer-span confidence (arXiv 2507.21931; mean p_top1 - p_top2 over the final answer's tokens under the
+    evaluated policy, in [0, 1]; the same function as ``reward.confidence kind=answer_span``) as each sample's q,
+    0 when a response has no answer. Gives the same keys and files as ``confidence_tag`` (one of the two at a
+    time). null = off; costs one teacher-forced pass over the samples."""
     checkpoint: Optional[str] = None
     """A checkpoint folder written by drox train to evaluate (set by ``drox eval --checkpoint/--run``): a full
     model is loaded as ``model.path``; a LoRA adapter is merged into ``model``."""
@@ -336,6 +342,9 @@ class SFTConfig:
     response_field: Optional[str] = None
     """Field (JSONL) or column (task) holding the response; None = ``response`` for ``data``, ``solution`` for a
     task (arithmetic's worked steps ending in ``The answer is \\boxed{N}``)."""
+    response_suffix: str = ""
+    """Appended to every response taken from a task (not to ``data``), e.g. `` <confidence>0.5</confidence>`` to
+    teach a base the format of a stated confidence (experiments/base_policy_conf); empty = none."""
     steps: int = 100
     """Optimizer steps; each draws ``batch_size`` examples from seeded epochs of permutations (``seed``), so
     ``steps * batch_size / examples`` is the number of epochs."""
@@ -425,6 +434,7 @@ CHOICES = {
     "sft.schedule": ("constant", "cosine"),
     "logger.wandb_mode": ("offline", "online", "disabled"),
     "eval.split": ("train", "test"),
+    "eval.confidence_score": (None, "answer_span"),
     "scale": ("cpu", "paper"),
     "task.verifier": ("auto", "math", "none"),
 }
@@ -473,6 +483,10 @@ def validate(cfg) -> None:
         raise ConfigError(f"eval.max_new_tokens={get('eval.max_new_tokens')} must be a positive integer (or null "
                           "for the training cap rollout.max_new_tokens)")
     validate_confidence_tag(get("eval.confidence_tag"))
+    if get("eval.confidence_tag") is not None and get("eval.confidence_score") is not None:
+        raise ConfigError("eval.confidence_tag and eval.confidence_score are both set; calibrate one confidence at a "
+                          "time: the stated one (confidence_tag) or the answer-span one (confidence_score), and set "
+                          "the other to null")
     ks = list(get("eval.pass_at_k"))
     if not ks or min(ks) < 1:
         raise ConfigError(f"eval.pass_at_k={ks} must be a non-empty list of k >= 1")

@@ -77,6 +77,8 @@ class Run:
     """Eval summaries by step; key None: the summary.json of an eval-only folder (step unknown)."""
     per_problem: Dict[Optional[int], Path] = field(default_factory=dict)
     """per_problem.csv next to each summary, by the same keys as ``evals``."""
+    eval_dirs: Dict[Optional[int], Path] = field(default_factory=dict)
+    """The folder of each summary (with its samples.jsonl), by the same keys as ``evals``."""
 
     @property
     def name(self) -> str:
@@ -220,6 +222,7 @@ def _add_eval(run: Run, step: Optional[int], folder: Path) -> None:
     if not isinstance(summary, dict):
         raise ReportError(f"{summary_path}: expected a JSON object")
     run.evals[step] = summary
+    run.eval_dirs[step] = folder
     if (folder / "per_problem.csv").is_file():
         run.per_problem[step] = folder / "per_problem.csv"
 

@@ -15,6 +15,11 @@ backend or figure registry, no display needed. Every file is written atomically.
   when that file is missing). The step-0 evals (the policy before training) are drawn once as a separate
   dashed ``base (step 0)`` line, pooled over all runs (one line per value of the group keys under
   ``model.`` when the groups differ in the model).
+* ``reliability.png`` (when the evals carry a per-sample ``confidence``: ``eval.confidence_tag`` or
+  ``eval.confidence_score``): accuracy against mean confidence in 10 equal-width bins, one line per group over
+  the samples of all its runs pooled (the samples.jsonl of the same eval as ``passk.png``), the step-0 evals as
+  a dashed base line, the diagonal of perfect calibration; each legend entry gives the pooled ECE and the
+  number of samples (drox.evaluation.calibration.reliability_bins / ece).
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ from drox.atomic import atomic_write
 from drox.evaluation.bootstrap import bootstrap_ci
 from drox.evaluation.aggregate import Group, Report, Run, eval_summary_at, group_label, metric_series, summarize_values
 
-__all__ = ["write_plots", "plot_curves", "plot_passk", "draw_passk", "format_passk_axes", "new_figure", "save_figure",
+__all__ = ["write_plots", "plot_curves", "plot_passk", "plot_reliability", "pooled_confidences", "draw_passk", "format_passk_axes", "new_figure", "save_figure",
            "X_AXES", "BOOTSTRAP_RESAMPLES"]
 
 X_AXES: Dict[str, Tuple[Optional[str], str]] = {
@@ -49,9 +54,10 @@ def write_plots(report: Report, out_dir: Path) -> List[Path]:
         path = plot_curves(report, suffix, out_dir / f"curves_{suffix}.png")
         if path is not None:
             written.append(path)
-    path = plot_passk(report, out_dir / "passk.png")
-    if path is not None:
-        written.append(path)
+    for plot, name in ((plot_passk, "passk.png"), (plot_reliability, "reliability.png")):
+        path = plot(report, out_dir / name)
+        if path is not None:
+            written.append(path)
     return written
 
 
@@ -259,3 +265,60 @@ def format_passk_axes(ax, ks: Sequence[int], title: str) -> None:
     ax.legend(loc="best", fontsize=7)
     ax.set_title(title, fontsize=9)
 
+
+
+# ------------------------------------------------------------------------------------------------ reliability
+
+
+def pooled_confidences(evals: Sequence[Tuple[Run, Optional[int]]]) -> Tuple[List[float], List[float]]:
+    """``(correct [N], q [N])`` pooled over the samples.jsonl of each (run, eval step) that carry a confidence
+    (samples without one are left out, as the calibration metrics leave them out)."""
+    import json
+
+    correct, q = [], []
+    for run, step in evals:
+        folder = run.eval_dirs.get(step)
+        path = None if folder is None else folder / "samples.jsonl"
+        if path is None or not path.is_file():
+            continue
+        for line in path.read_text().splitlines():
+            record = json.loads(line) if line.strip() else {}
+            if record.get("confidence") is not None and "correct" in record:
+                correct.append(float(bool(record["correct"])))
+                q.append(float(record["confidence"]))
+    return correct, q
+
+
+def plot_reliability(report: Report, path: Path) -> Optional[Path]:
+    """The groups' reliability diagrams in one figure; None when no eval carries a per-sample confidence."""
+    from drox.evaluation.calibration import ece, reliability_bins
+
+    step_of = (lambda run: report.at_step) if report.at_step is not None else (lambda run: run.last_eval_key())
+    lines = []
+    if report.at_step != 0:
+        base = [(run, 0) for group in report.groups for run in group.runs if 0 in run.evals]
+        lines.append(("base (step 0)", base, dict(color="black", linestyle="--")))
+    colors = _group_colors(report.groups)
+    for group in report.groups:
+        lines.append((group_label(report.group_keys, group), [(run, step_of(run)) for run in group.runs],
+                      dict(color=colors[id(group)])))
+    pooled = [(label, pooled_confidences(evals), style) for label, evals, style in lines]
+    pooled = [(label, cq, style) for label, cq, style in pooled if cq[1]]
+    if not pooled:
+        return None
+    fig = new_figure(5.5, 5.0)
+    ax = fig.add_subplot(1, 1, 1)
+    ax.plot([0, 1], [0, 1], color="grey", linewidth=0.8, linestyle=":", label="perfect calibration")
+    for label, (correct, q), style in pooled:
+        rows = [r for r in reliability_bins(correct, q) if r["count"]]
+        ax.plot([r["mean_confidence"] for r in rows], [r["accuracy"] for r in rows], marker="o", markersize=3,
+                label=f"{label}: ECE {ece(correct, q):.3f}, N={len(q)}", **style)
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("mean confidence in the bin (10 equal-width bins)")
+    ax.set_ylabel("accuracy in the bin")
+    ax.grid(True, alpha=0.3)
+    ax.legend(loc="best", fontsize=7)
+    which = f"eval at step {report.at_step}" if report.at_step is not None else "last eval of each run"
+    ax.set_title(f"reliability ({which}; samples of a group's runs pooled)", fontsize=9)
+    return save_figure(fig, path)

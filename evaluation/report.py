@@ -163,7 +163,8 @@ def _plot_reliability(path: Path, rows: Sequence[Mapping], heading: str) -> None
 
 
 def format_calibration_line(summary: Mapping) -> str | None:
-    """One line on the calibration keys of ``summary`` (None when it has none, i.e. eval.confidence_tag was off)."""
+    """One line on the calibration keys of ``summary`` (None when it has none: eval.confidence_tag and
+    eval.confidence_score were off)."""
     if "calibration_n" not in summary:
         return None
     fail = f"no usable confidence in {float(summary['confidence_format_fail_frac']):.0%} of the samples"

@@ -9,7 +9,9 @@ the training loop's in-run evaluations, so every ``summary.json`` has the same k
 * with ``eval.confidence_tag`` (verifiable tasks; RLCR, arXiv 2507.16806): the calibration of the confidence each
   response states (``brier``, ``ece``, ``auroc``, ``confidence_mean``, ``accuracy_stated``,
   ``confidence_format_fail_frac``, ``calibration_n``; :func:`drox.evaluation.calibration.calibration_summary`),
-  each sample's ``confidence`` in samples.jsonl and a reliability diagram (reliability.png / .csv);
+  each sample's ``confidence`` in samples.jsonl and a reliability diagram (reliability.png / .csv); with
+  ``eval.confidence_score=answer_span`` the same for RLSF's answer-span confidence read from the policy's logits
+  (arXiv 2507.21931; :func:`answer_span_confidence`);
 * ``eval_config``: what produced them (model, checkpoint, task, split, n, temperature, top_p, max new tokens,
   seed, number of problems, confidence tag), so a result is never separated from its protocol.
 """
@@ -26,7 +28,7 @@ from drox.atomic import atomic_write_jsonl, atomic_write_text
 from drox.evaluation.report import write_eval_outputs, write_reliability
 
 __all__ = ["eval_settings", "eval_config_record", "add_passk_intervals", "add_calibration", "calibration_pairs",
-           "evaluate_policy", "load_eval_policy", "write_eval_folder", "TRAINING_CAP"]
+           "evaluate_policy", "answer_span_confidence", "load_eval_policy", "write_eval_folder", "TRAINING_CAP"]
 
 TRAINING_CAP = "rollout.max_new_tokens"
 
@@ -60,6 +62,7 @@ def eval_config_record(cfg: DictConfig, *, checkpoint: Optional[str] = None, ste
         "num_problems": settings.num_problems,
         "chat_template": bool(cfg.model.chat_template),
         "confidence_tag": settings.get("confidence_tag"),
+        "confidence_score": settings.get("confidence_score"),
     }
 
 
@@ -90,6 +93,25 @@ def add_calibration(summary: Dict[str, Any], records: List[Dict[str, Any]], tag_
     summary.update(calibration_summary([r["correct"] for r in records], [r["confidence"] for r in records]))
 
 
+def answer_span_confidence(model, tokenizer, task):
+    """``confidence_fn(expanded_rows, batch) -> [N] floats`` for :func:`drox.evaluation.sampling.sample_and_verify`:
+    each sample's RLSF answer-span confidence (mean p_top1 - p_top2 over its final answer's tokens, 0 without an
+    answer) under ``model``, computed by the very reward source ``reward.confidence kind=answer_span`` trains on
+    (:func:`drox.rewards.confidence.confidence`), so the confidence a run optimises is the one whose calibration is
+    measured."""
+    from drox.rewards.base import ScoringContext
+    from drox.rewards.confidence import ConfidenceConfig, confidence
+
+    options = ConfidenceConfig(kind="answer_span")
+
+    def score(expanded_rows, batch) -> List[float]:
+        G = batch.group_size
+        ctx = ScoringContext(batch=batch, rows=list(expanded_rows)[::G], task=task, policy=model, tokenizer=tokenizer)
+        return confidence(ctx, options).seq.flatten().tolist()
+
+    return score
+
+
 def calibration_pairs(records: List[Dict[str, Any]]) -> Tuple[List[bool], List[float]]:
     """``(correct, q)``: the aligned lists of the records that state a confidence (``record["confidence"]``)."""
     stated = [r for r in records if r.get("confidence") is not None]
@@ -118,7 +140,8 @@ def evaluate_policy(cfg: DictConfig, engine, task, *, model=None, tokenizer=None
     metrics (reference log-likelihood per token, ROUGE-L F1, length, and the judge's win rate when a judge is
     given), which need the policy's ``model``/``tokenizer`` for the teacher-forced reference likelihood.
     With ``eval.confidence_tag`` set, a verifiable task's summary also gets the calibration of the stated
-    confidences (:func:`add_calibration`); a task without a verifier has no correctness to calibrate against,
+    confidences (:func:`add_calibration`), with ``eval.confidence_score`` that of the answer-span confidence
+    (:func:`answer_span_confidence`, which needs ``model``/``tokenizer``); a task without a verifier has no correctness to calibrate against,
     so the option is ignored there.
     """
     from drox.evaluation.sampling import evaluate
@@ -133,10 +156,21 @@ def evaluate_policy(cfg: DictConfig, engine, task, *, model=None, tokenizer=None
             max_new_tokens=int(settings.max_new_tokens), temperature=float(settings.temperature),
             top_p=float(settings.top_p), seed=int(settings.seed), model=model, tokenizer=tokenizer,
             model_cfg=cfg.model, judge=judge, progress=progress)
-    summary, per_problem, records = evaluate(engine, task, ks, settings.n, eval_cfg=settings, progress=progress)
+    confidence_fn = None
+    if settings.get("confidence_score"):
+        if model is None or tokenizer is None:
+            raise ValueError("eval.confidence_score=answer_span reads the policy's logits, but no model/tokenizer was "
+                             "given to evaluate_policy; pass them, or set eval.confidence_score=null")
+        confidence_fn = answer_span_confidence(model, tokenizer, task)
+    summary, per_problem, records = evaluate(engine, task, ks, settings.n, eval_cfg=settings, progress=progress,
+                                             confidence_fn=confidence_fn)
     add_passk_intervals(summary, per_problem, ks, seed=int(settings.seed))
     if settings.get("confidence_tag"):
         add_calibration(summary, records, str(settings.confidence_tag))
+    elif confidence_fn is not None:
+        from drox.evaluation.calibration import calibration_summary
+
+        summary.update(calibration_summary([r["correct"] for r in records], [r["confidence"] for r in records]))
     return summary, per_problem, records
 
 

@@ -10,6 +10,7 @@ import math
 
 import numpy as np
 import pytest
+import torch
 from doubles import CharTok, make_batch
 from typer.testing import CliRunner
 
@@ -278,3 +279,102 @@ def test_eval_help_mentions_the_option():
     assert result.exit_code == 0
     text = " ".join(result.output.split())
     assert "eval.confidence_tag" in text and "RLCR" in text and "2507.16806" in text and "reliability.png" in text
+
+
+# ------------------------------------------------------------------ eval.confidence_score=answer_span (RLSF)
+
+
+def _margin_row(margin: float, V: int = 128) -> torch.Tensor:
+    """Log-probabilities over V chars whose two largest probabilities differ by ``margin`` ('a' first, 'b'
+    second); margin 0 = uniform."""
+    if margin == 0:
+        return torch.zeros(V)
+    p = torch.full((V,), 0.05 / (V - 2))
+    p[ord("a")], p[ord("b")] = 0.95 - (0.95 - margin) / 2, (0.95 - margin) / 2
+    return p.log()
+
+
+def test_answer_span_confidence_calibrated_end_to_end(compose_cfg, tmp_path):
+    """Prompt "p" (1 token), completions "\\boxed{N}...": the answer's first char sits at index 7, predicted by
+    row P + 7 - 1 = 7 of the position table. Rows 0-6 are uniform (margin 0), rows >= 7 have p_top1 - p_top2
+    = 0.8, so an answered sample's q is 0.8 exactly (a mean over the whole response would dilute it with the
+    prefix's zeros) and an unanswered one's 0. Per problem: 2 correct, 1 wrong, 1 without an answer:
+    brier (0.2^2 + 0.2^2 + 0.8^2 + 0) / 4 = 0.18; ECE: the 0.8 bin holds 3 samples at accuracy 2/3 ->
+    3/4 * |2/3 - 0.8| = 0.1, the 0 bin 1 sample at accuracy 0 -> 0; AUROC: positives (0.8, 0.8) vs negatives
+    (0.8, 0): (0.5 + 1 + 0.5 + 1) / 4 = 0.75."""
+    from doubles import PosLM
+
+    from drox.tasks import build_task
+
+    cfg = compose_cfg("eval.n=4", "eval.confidence_score=answer_span")
+    task = build_task(cfg.task, split="test")
+    rows = task.dataset.to_list()
+
+    def completions(answer, j):
+        wrong = str(int(answer) + 1)
+        kinds = [f"\\boxed{{{answer}}}", f"\\boxed{{{wrong}}}", f"\\boxed{{{answer}}} ok", "no idea"]
+        return kinds[j % 4:] + kinds[: j % 4]
+
+    engine = ScriptedEngine({r["prompt"]: completions(r["answer"], j) for j, r in enumerate(rows)})
+    table = torch.stack([_margin_row(0.0 if pos < 7 else 0.8) for pos in range(40)])
+    summary, per_problem, records = evaluate_policy(cfg, engine, task, model=PosLM(table), tokenizer=CharTok(),
+                                                    progress=False)
+    assert [r["confidence"] for r in records[:4]] == pytest.approx(
+        [0.0 if r["answer"] is None else 0.8 for r in records[:4]], abs=1e-5)
+    assert summary["calibration_n"] == 4 * len(rows) and summary["confidence_format_fail_frac"] == 0.0
+    assert summary["brier"] == pytest.approx(0.18, abs=1e-5)
+    assert summary["ece"] == pytest.approx(0.1, abs=1e-5)
+    assert summary["auroc"] == pytest.approx(0.75)
+    assert summary["pass@1"] == pytest.approx(0.5)
+    out = tmp_path / "eval"
+    write_eval_folder(out, cfg, summary, per_problem, records, title="answer span")
+    written = json.loads((out / "summary.json").read_text())
+    assert written["eval_config"]["confidence_score"] == "answer_span" and written["ece"] == summary["ece"]
+    assert (out / "reliability.png").is_file()
+    with pytest.raises(ValueError, match="needs|reads the policy's logits"):
+        evaluate_policy(cfg, engine, task, progress=False)  # no model: one clear error
+
+
+def test_confidence_score_config_errors(tiny_cfg):
+    tiny_cfg.eval.confidence_score = "margin"
+    with pytest.raises(ConfigError, match="eval.confidence_score=margin is not allowed; choose one of: null, "
+                                          "answer_span"):
+        validate(tiny_cfg)
+    tiny_cfg.eval.confidence_score = "answer_span"
+    validate(tiny_cfg)
+    tiny_cfg.eval.confidence_tag = DEFAULT_TAG
+    with pytest.raises(ConfigError, match="both set"):
+        validate(tiny_cfg)
+
+
+# ------------------------------------------------------------------ drox report: reliability over seeds
+
+
+def _run_with_samples(root, name, samples, step=8):
+    folder = root / name / "eval" / f"step-{step:06d}"
+    folder.mkdir(parents=True)
+    (folder / "summary.json").write_text(json.dumps({"pass@1": 0.5}))
+    (folder / "samples.jsonl").write_text("".join(json.dumps(s) + "\n" for s in samples))
+    return root / name
+
+
+def test_reliability_plot_pools_the_samples_of_a_groups_runs(tmp_path):
+    from drox.evaluation.aggregate import Group, Report, load_run
+    from drox.evaluation.plots import plot_reliability, pooled_confidences, write_plots
+
+    seed0 = _run_with_samples(tmp_path, "a0", [{"correct": True, "confidence": 0.9},
+                                               {"correct": False, "confidence": None}])
+    seed1 = _run_with_samples(tmp_path, "a1", [{"correct": False, "confidence": 0.8},
+                                               {"correct": False, "confidence": 0.3}])
+    runs = [load_run(seed0), load_run(seed1)]
+    correct, q = pooled_confidences([(run, 8) for run in runs])
+    assert (correct, q) == ([1.0, 0.0, 0.0], [0.9, 0.8, 0.3])  # the sample without a confidence is left out
+    report = Report(runs=runs, group_keys=["arm"], groups=[Group(values=("a",), runs=runs)], metrics=["pass@1"],
+                    at_step=None, rows=[], warnings=[])
+    written = write_plots(report, tmp_path / "out")
+    png = (tmp_path / "out" / "reliability.png").read_bytes()
+    assert tmp_path / "out" / "reliability.png" in written and png[:8] == b"\x89PNG\r\n\x1a\n"
+    plain = _run_with_samples(tmp_path, "b0", [{"correct": True}])  # no confidence anywhere: no figure
+    bare = Report(runs=[load_run(plain)], group_keys=["arm"], groups=[Group(values=("b",), runs=[load_run(plain)])],
+                  metrics=["pass@1"], at_step=None, rows=[], warnings=[])
+    assert plot_reliability(bare, tmp_path / "none.png") is None and not (tmp_path / "none.png").exists()

@@ -17,7 +17,8 @@ sys.path.insert(0, str(ROOT / "experiments"))
 
 import driver  # noqa: E402
 
-NAMES = ["nsr", "spurious", "passk_limits", "one_shot", "dro", "dro_revise", "entropy_8020", "prm_vs_variance", "dvao", "rubric_gate"]
+NAMES = ["nsr", "spurious", "passk_limits", "one_shot", "dro", "dro_revise", "entropy_8020", "prm_vs_variance", "dvao", "rubric_gate",
+         "confidence", "rlcr"]
 
 
 @pytest.mark.parametrize("name", NAMES)

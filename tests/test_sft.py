@@ -194,6 +194,23 @@ def test_task_split_uses_the_solution_column(compose_cfg):
     assert prompt.startswith("What is ") and response.endswith("}") and "The answer is \\boxed{" in response
 
 
+def test_response_suffix_teaches_a_stated_confidence():
+    """experiments/base_policy_conf: the prompt asks for a confidence and every target states 0.5 after its answer,
+    parseable by the brier reward and drox eval's confidence_tag."""
+    from drox.cli.main import compose
+    from drox.rewards.brier import parse_confidence
+    from drox.tasks.verify import extract_answer
+
+    plain, _ = sft.load_pairs(compose(["experiment=base_policy_conf", "task.n_train=8", "sft.response_suffix=''"]))
+    cfg = compose(["experiment=base_policy_conf", "task.n_train=8"])
+    pairs, source = sft.load_pairs(cfg)
+    assert "<confidence>0.5</confidence>" in source
+    for (prompt, response), (_, before) in zip(pairs, plain):
+        assert "<confidence></confidence>" in prompt and prompt.startswith("What is ")
+        assert response == before + " <confidence>0.5</confidence>"
+        assert parse_confidence(response) == 0.5 and extract_answer(response) == extract_answer(before)
+
+
 # ------------------------------------------------------------------------------------------------ errors
 
 

@@ -91,10 +91,12 @@ def load_pairs(cfg) -> Tuple[List[Tuple[str, str]], str]:
         if name not in columns:
             raise TaskError(f"task '{task.name}' has no column '{name}' for sft.{option}; its columns: "
                             f"{', '.join(columns)} (set sft.{option}=<column>, or give sft.data=FILE.jsonl)")
+    suffix = str(s.response_suffix or "")
     pairs = [(_text(row, prompt_field, "prompt_field", f"task '{task.name}' train row {i}"),
-              _text(row, response_field, "response_field", f"task '{task.name}' train row {i}"))
+              _text(row, response_field, "response_field", f"task '{task.name}' train row {i}") + suffix)
              for i, row in enumerate(task.dataset.select_columns([prompt_field, response_field]))]
-    return pairs, f"task {task.name} (train split, column '{response_field}')"
+    described = f" + {suffix!r}" if suffix else ""
+    return pairs, f"task {task.name} (train split, column '{response_field}'{described})"
 
 
 def _text(obj: Dict[str, Any], name: str, option: str, where: str) -> str:
