@@ -19,7 +19,7 @@ SPEC = Experiment(
     transfer={"ood": ["task.digits=3", "eval.n=8", "eval.pass_at_k=[1,4,8]"]},
     metrics=["eval/pass@1", "eval/pass@16", "transfer/ood/pass@1", "transfer/ood/pass@8", "eval/ece", "eval/brier",
              "eval/auroc", "eval/confidence_mean", "transfer/ood/ece", "accuracy", "reward/confidence/raw_mean",
-             "pairs", "response_length/mean", "time/elapsed"],
+             "dpo/pairs", "response_length/mean", "time/elapsed"],
     claims=[
         Claim("self-certainty alone (no labels) raises in-domain pass@1 over the base", "eval/pass@1", "intuitor",
               "base", +1, "Intuitor Table 1: gains on MATH500/GSM8K 'comparable to GRPO' (exact numbers not "
