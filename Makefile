@@ -79,7 +79,7 @@ base-policy-2op: $(BASE_POLICY_2OP)
 
 table-prm_vs_variance: $(BASE_POLICY_2OP)
 
-# a stated confidence (rlcr): the same SFT with a prompt that asks for one and targets that state 0.5
+# a stated confidence (rlcr): the same SFT with a prompt that asks for one and targets that state a random q
 BASE_POLICY_CONF := experiments/base_policy_conf/model/model.safetensors
 
 $(BASE_POLICY_CONF): conf/experiment/base_policy_conf.yaml | install

@@ -344,7 +344,12 @@ class SFTConfig:
     task (arithmetic's worked steps ending in ``The answer is \\boxed{N}``)."""
     response_suffix: str = ""
     """Appended to every response taken from a task (not to ``data``), e.g. `` <confidence>0.5</confidence>`` to
-    teach a base the format of a stated confidence (experiments/base_policy_conf); empty = none."""
+    teach a base the format of a stated confidence; empty = none. A ``{value}`` in it is filled per example from
+    ``suffix_values``."""
+    suffix_values: List[str] = field(default_factory=list)
+    """What fills ``{value}`` in ``response_suffix``: each example gets one, drawn uniformly by a generator seeded
+    with ``seed`` (the same example gets the same value on every run), independent of the example's content.
+    experiments/base_policy_conf states a random confidence 0.1 ... 0.9 this way. Empty = ``{value}`` not used."""
     steps: int = 100
     """Optimizer steps; each draws ``batch_size`` examples from seeded epochs of permutations (``seed``), so
     ``steps * batch_size / examples`` is the number of epochs."""
@@ -570,5 +575,12 @@ def validate_sft(cfg) -> None:
     betas = list(s.betas)
     if len(betas) != 2 or not all(0 <= b < 1 for b in betas):
         raise ConfigError(f"sft.betas={betas} must be two numbers in [0, 1)")
+    placeholder = "{value}" in str(s.response_suffix or "")
+    if placeholder and not list(s.suffix_values):
+        raise ConfigError("sft.response_suffix holds {value} but sft.suffix_values is empty; give the values, e.g. "
+                          "sft.suffix_values='[0.1,0.5,0.9]', or drop {value} from the suffix")
+    if list(s.suffix_values) and not placeholder:
+        raise ConfigError(f"sft.suffix_values={list(s.suffix_values)} is set but sft.response_suffix has no {{value}} "
+                          "to fill; put {value} where each value goes, or leave sft.suffix_values empty")
     if s.data is not None and not str(s.data).strip():
         raise ConfigError("sft.data is empty; give a JSONL file or leave it unset for the task's training split")

@@ -195,20 +195,40 @@ def test_task_split_uses_the_solution_column(compose_cfg):
 
 
 def test_response_suffix_teaches_a_stated_confidence():
-    """experiments/base_policy_conf: the prompt asks for a confidence and every target states 0.5 after its answer,
-    parseable by the brier reward and drox eval's confidence_tag."""
+    """experiments/base_policy_conf: the prompt asks for a confidence and every target states one of 0.1 ... 0.9
+    after its answer, drawn per example by a seeded generator, parseable by the brier reward and drox eval's
+    confidence_tag."""
+    import random
+
     from drox.cli.main import compose
     from drox.rewards.brier import parse_confidence
     from drox.tasks.verify import extract_answer
 
-    plain, _ = sft.load_pairs(compose(["experiment=base_policy_conf", "task.n_train=8", "sft.response_suffix=''"]))
-    cfg = compose(["experiment=base_policy_conf", "task.n_train=8"])
+    plain, _ = sft.load_pairs(compose(["experiment=base_policy_conf", "task.n_train=40", "sft.response_suffix=''",
+                                       "sft.suffix_values=[]"]))
+    cfg = compose(["experiment=base_policy_conf", "task.n_train=40"])
     pairs, source = sft.load_pairs(cfg)
-    assert "<confidence>0.5</confidence>" in source
+    assert "<confidence>{value}</confidence>" in source and "0.9" in source
+    rng = random.Random(cfg.seed)  # the documented draw: one choice per example, in order
+    values = [f"0.{d}" for d in range(1, 10)]
+    stated = []
     for (prompt, response), (_, before) in zip(pairs, plain):
         assert "<confidence></confidence>" in prompt and prompt.startswith("What is ")
-        assert response == before + " <confidence>0.5</confidence>"
-        assert parse_confidence(response) == 0.5 and extract_answer(response) == extract_answer(before)
+        q = rng.choice(values)
+        assert response == before + f" <confidence>{q}</confidence>"
+        assert parse_confidence(response) == float(q) and extract_answer(response) == extract_answer(before)
+        stated.append(q)
+    assert len(set(stated)) >= 6  # varied: 40 draws from 9 values
+    again, _ = sft.load_pairs(cfg)
+    assert again == pairs  # same seed, same values
+    other, _ = sft.load_pairs(compose(["experiment=base_policy_conf", "task.n_train=40", "seed=1"]))
+    assert [r for _, r in other] != [r for _, r in pairs]
+
+
+def test_response_suffixes_fill_the_placeholder_or_keep_the_suffix():
+    assert sft.response_suffixes(" <c>0.5</c>", [], 3, 0) == [" <c>0.5</c>"] * 3
+    assert sft.response_suffixes(" <c>{value}</c>", ["x"], 2, 7) == [" <c>x</c>", " <c>x</c>"]
+    assert sft.response_suffixes("", ["a", "b"], 2, 0) == ["", ""]
 
 
 # ------------------------------------------------------------------------------------------------ errors
@@ -266,6 +286,19 @@ def test_bad_values_are_config_errors(compose_cfg, override, message):
         validate(cfg)
     assert str(e.value).startswith(message) and "\n" not in str(e.value)
     result = CliRunner().invoke(app, ["config", "model=tiny", override])
+    assert result.exit_code == 2 and message in result.output
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["sft.response_suffix=' <c>{value}</c>'"], "sft.response_suffix holds {value} but sft.suffix_values is empty"),
+    (["sft.suffix_values=[0.1,0.9]"], "sft.suffix_values=['0.1', '0.9'] is set but sft.response_suffix has no {value}"),
+])
+def test_a_placeholder_without_values_or_values_without_a_placeholder_is_a_config_error(overrides, message):
+    from typer.testing import CliRunner
+
+    from drox.cli.main import app
+
+    result = CliRunner().invoke(app, ["config", "model=tiny", *overrides])
     assert result.exit_code == 2 and message in result.output
 
 

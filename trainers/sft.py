@@ -31,6 +31,7 @@ Same seed and config give the same weights (on CPU; GPU kernels may differ in th
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import tempfile
 import time
@@ -91,12 +92,26 @@ def load_pairs(cfg) -> Tuple[List[Tuple[str, str]], str]:
         if name not in columns:
             raise TaskError(f"task '{task.name}' has no column '{name}' for sft.{option}; its columns: "
                             f"{', '.join(columns)} (set sft.{option}=<column>, or give sft.data=FILE.jsonl)")
-    suffix = str(s.response_suffix or "")
+    rows = task.dataset.select_columns([prompt_field, response_field])
+    suffixes = response_suffixes(str(s.response_suffix or ""), [str(v) for v in s.suffix_values], len(rows),
+                                 int(cfg.seed))
     pairs = [(_text(row, prompt_field, "prompt_field", f"task '{task.name}' train row {i}"),
-              _text(row, response_field, "response_field", f"task '{task.name}' train row {i}") + suffix)
-             for i, row in enumerate(task.dataset.select_columns([prompt_field, response_field]))]
-    described = f" + {suffix!r}" if suffix else ""
+              _text(row, response_field, "response_field", f"task '{task.name}' train row {i}") + suffixes[i])
+             for i, row in enumerate(rows)]
+    described = ""
+    if s.response_suffix:
+        values = f" with {{value}} from {list(s.suffix_values)}" if s.suffix_values else ""
+        described = f" + {str(s.response_suffix)!r}{values}"
     return pairs, f"task {task.name} (train split, column '{response_field}'{described})"
+
+
+def response_suffixes(suffix: str, values: List[str], n: int, seed: int) -> List[str]:
+    """The suffix of each of ``n`` responses: ``suffix`` itself, or with ``{value}`` replaced by a value drawn
+    uniformly from ``values`` by ``random.Random(seed)`` (one draw per example, in order)."""
+    if "{value}" not in suffix or not values:
+        return [suffix] * n
+    rng = random.Random(seed)
+    return [suffix.replace("{value}", rng.choice(values)) for _ in range(n)]
 
 
 def _text(obj: Dict[str, Any], name: str, option: str, where: str) -> str:

@@ -26,8 +26,10 @@ SPEC = Experiment(
     ],
     notes="""
 Both arms start from experiments/base_policy_conf: the common base recipe with a prompt asking for a confidence
-in `<confidence></confidence>` and every SFT target ending in ` <confidence>0.5</confidence>`, so the base
-states a confidence that says nothing about which answers are right (our choice [ENG]; RLCR starts from a base
+in `<confidence></confidence>` and every SFT target ending in ` <confidence>q</confidence>`, q drawn uniformly
+from 0.1 ... 0.9 per example, so the base states a varied confidence that says nothing about which answers are
+right (our choice [ENG]; a constant q would make the Brier term constant within each group, where the group
+normalisation cancels it; RLCR starts from a base
 model with a format prompt, and its SFT-RLCR variant from an SFT on confidence analyses written by a larger
 model). `rlvr`: the verifier's 0/1 only; the confidence tokens share each response's advantage and nothing
 rewards their value. `rlcr`: `+reward=brier`, RLCR's reward 1[correct] - (q - 1[correct])^2 (the paper's
