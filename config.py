@@ -193,6 +193,10 @@ class EvalConfig:
     evaluated policy, in [0, 1]; the same function as ``reward.confidence kind=answer_span``) as each sample's q,
     0 when a response has no answer. Gives the same keys and files as ``confidence_tag`` (one of the two at a
     time). null = off; costs one teacher-forced pass over the samples."""
+    effective_rank: bool = False
+    """Also report the effective rank of each sample's last-layer hidden states (Roy & Vetterli 2007, as VERL
+    arXiv 2509.23808 uses it for exploration): ``effective_rank/mean`` (and ``/correct``, ``/incorrect``) in
+    summary.json, each sample's value in samples.jsonl. Costs one no-grad teacher-forced pass over the samples."""
     checkpoint: Optional[str] = None
     """A checkpoint folder written by drox train to evaluate (set by ``drox eval --checkpoint/--run``): a full
     model is loaded as ``model.path``; a LoRA adapter is merged into ``model``."""
@@ -306,6 +310,11 @@ class TrainerConfig:
     responses follow it without padding under a block attention mask (Prefix Grouper's idea; models/shared_prompt.py).
     Same log-probs and gradients up to float rounding; taken only where it costs fewer FLOPs and the model family
     supports it (Llama, Mistral, Qwen2/3 with sdpa or eager attention). false = G padded copies, as TRL does."""
+    effective_rank: bool = False
+    """Log ``effective_rank/mean`` every step: the mean effective rank of the sampled responses' last-layer hidden
+    states under the policy that sampled them (Roy & Vetterli 2007; VERL arXiv 2509.23808 reads it as exploration
+    in representation space; models/effective_rank.py). A metric only, it trains nothing; costs one no-grad
+    teacher-forced pass per step (``time/effective_rank``)."""
     gradient_checkpointing: bool = False
     """Trade compute for memory."""
     lora_r: int = 0

@@ -12,12 +12,15 @@ the training loop's in-run evaluations, so every ``summary.json`` has the same k
   each sample's ``confidence`` in samples.jsonl and a reliability diagram (reliability.png / .csv); with
   ``eval.confidence_score=answer_span`` the same for RLSF's answer-span confidence read from the policy's logits
   (arXiv 2507.21931; :func:`answer_span_confidence`);
+* with ``eval.effective_rank``: the mean effective rank of the samples' last-layer hidden states
+  (``effective_rank/mean``, ``/correct``, ``/incorrect``; models/effective_rank.py, VERL arXiv 2509.23808);
 * ``eval_config``: what produced them (model, checkpoint, task, split, n, temperature, top_p, max new tokens,
   seed, number of problems, confidence tag), so a result is never separated from its protocol.
 """
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
@@ -28,7 +31,8 @@ from drox.atomic import atomic_write_jsonl, atomic_write_text
 from drox.evaluation.report import write_eval_outputs, write_reliability
 
 __all__ = ["eval_settings", "eval_config_record", "add_passk_intervals", "add_calibration", "calibration_pairs",
-           "evaluate_policy", "answer_span_confidence", "load_eval_policy", "write_eval_folder", "TRAINING_CAP"]
+           "evaluate_policy", "answer_span_confidence", "hidden_state_effective_rank",
+           "effective_rank_summary", "load_eval_policy", "write_eval_folder", "TRAINING_CAP"]
 
 TRAINING_CAP = "rollout.max_new_tokens"
 
@@ -63,6 +67,7 @@ def eval_config_record(cfg: DictConfig, *, checkpoint: Optional[str] = None, ste
         "chat_template": bool(cfg.model.chat_template),
         "confidence_tag": settings.get("confidence_tag"),
         "confidence_score": settings.get("confidence_score"),
+        "effective_rank": bool(settings.get("effective_rank")),
     }
 
 
@@ -94,8 +99,8 @@ def add_calibration(summary: Dict[str, Any], records: List[Dict[str, Any]], tag_
 
 
 def answer_span_confidence(model, tokenizer, task):
-    """``confidence_fn(expanded_rows, batch) -> [N] floats`` for :func:`drox.evaluation.sampling.sample_and_verify`:
-    each sample's RLSF answer-span confidence (mean p_top1 - p_top2 over its final answer's tokens, 0 without an
+    """``fn(expanded_rows, batch) -> [N] floats`` (``record_fns["confidence"]`` of
+    :func:`drox.evaluation.sampling.sample_and_verify`): each sample's RLSF answer-span confidence (mean p_top1 - p_top2 over its final answer's tokens, 0 without an
     answer) under ``model``, computed by the very reward source ``reward.confidence kind=answer_span`` trains on
     (:func:`drox.rewards.confidence.confidence`), so the confidence a run optimises is the one whose calibration is
     measured."""
@@ -110,6 +115,32 @@ def answer_span_confidence(model, tokenizer, task):
         return confidence(ctx, options).seq.flatten().tolist()
 
     return score
+
+
+def hidden_state_effective_rank(model):
+    """``fn(expanded_rows, batch) -> [N] floats`` for :func:`drox.evaluation.sampling.sample_and_verify`: the
+    effective rank of each sample's last-layer hidden states under ``model`` (models/effective_rank.py; VERL,
+    arXiv 2509.23808), nan for an empty response."""
+    from drox.models.effective_rank import response_effective_ranks
+
+    def score(expanded_rows, batch) -> List[float]:
+        return response_effective_ranks(model, batch.prompt_ids, batch.prompt_mask, batch.response_ids,
+                                        batch.response_mask).tolist()
+
+    return score
+
+
+def effective_rank_summary(records: List[Dict[str, Any]]) -> Dict[str, float]:
+    """``effective_rank/mean`` over the samples (empty responses, nan, left out), and the same split by
+    correctness (``/correct``, ``/incorrect``; nan where no sample is in the class)."""
+    def mean(values):
+        values = [v for v in values if not math.isnan(v)]
+        return float(sum(values) / len(values)) if values else math.nan
+
+    ranks = [(float(r["effective_rank"]), bool(r["correct"])) for r in records]
+    return {"effective_rank/mean": mean([v for v, _ in ranks]),
+            "effective_rank/correct": mean([v for v, c in ranks if c]),
+            "effective_rank/incorrect": mean([v for v, c in ranks if not c])}
 
 
 def calibration_pairs(records: List[Dict[str, Any]]) -> Tuple[List[bool], List[float]]:
@@ -141,8 +172,9 @@ def evaluate_policy(cfg: DictConfig, engine, task, *, model=None, tokenizer=None
     given), which need the policy's ``model``/``tokenizer`` for the teacher-forced reference likelihood.
     With ``eval.confidence_tag`` set, a verifiable task's summary also gets the calibration of the stated
     confidences (:func:`add_calibration`), with ``eval.confidence_score`` that of the answer-span confidence
-    (:func:`answer_span_confidence`, which needs ``model``/``tokenizer``); a task without a verifier has no correctness to calibrate against,
-    so the option is ignored there.
+    (:func:`answer_span_confidence`, which needs ``model``/``tokenizer``), with ``eval.effective_rank`` the mean
+    hidden-state effective rank (:func:`hidden_state_effective_rank`, needs ``model``); a task without a
+    verifier has no correctness to calibrate against, so ``confidence_tag`` is ignored there.
     """
     from drox.evaluation.sampling import evaluate
 
@@ -156,21 +188,29 @@ def evaluate_policy(cfg: DictConfig, engine, task, *, model=None, tokenizer=None
             max_new_tokens=int(settings.max_new_tokens), temperature=float(settings.temperature),
             top_p=float(settings.top_p), seed=int(settings.seed), model=model, tokenizer=tokenizer,
             model_cfg=cfg.model, judge=judge, progress=progress)
-    confidence_fn = None
+    record_fns = {}
+    for option, name, reads in (("confidence_score", "confidence", "logits"),
+                                ("effective_rank", "effective_rank", "hidden states")):
+        if settings.get(option) and model is None:
+            raise ValueError(f"eval.{option} reads the policy's {reads}, but no model was given to "
+                             f"evaluate_policy; pass it, or turn eval.{option} off")
     if settings.get("confidence_score"):
-        if model is None or tokenizer is None:
-            raise ValueError("eval.confidence_score=answer_span reads the policy's logits, but no model/tokenizer was "
-                             "given to evaluate_policy; pass them, or set eval.confidence_score=null")
-        confidence_fn = answer_span_confidence(model, tokenizer, task)
+        if tokenizer is None:
+            raise ValueError("eval.confidence_score=answer_span needs the tokenizer; pass it to evaluate_policy")
+        record_fns["confidence"] = answer_span_confidence(model, tokenizer, task)
+    if settings.get("effective_rank"):
+        record_fns["effective_rank"] = hidden_state_effective_rank(model)
     summary, per_problem, records = evaluate(engine, task, ks, settings.n, eval_cfg=settings, progress=progress,
-                                             confidence_fn=confidence_fn)
+                                             record_fns=record_fns)
     add_passk_intervals(summary, per_problem, ks, seed=int(settings.seed))
     if settings.get("confidence_tag"):
         add_calibration(summary, records, str(settings.confidence_tag))
-    elif confidence_fn is not None:
+    elif "confidence" in record_fns:
         from drox.evaluation.calibration import calibration_summary
 
         summary.update(calibration_summary([r["correct"] for r in records], [r["confidence"] for r in records]))
+    if "effective_rank" in record_fns:
+        summary.update(effective_rank_summary(records))
     return summary, per_problem, records
 
 

@@ -72,11 +72,11 @@ def sample_and_verify(
     seed: int,
     prompts_per_batch: int | None = None,
     progress: bool = True,
-    confidence_fn: Callable | None = None,
+    record_fns: Dict[str, Callable] | None = None,
 ) -> Tuple[List[Dict], int]:
-    """One record per sample: problem_id, correct, answer (extracted), completion, finish_reason (and
-    ``confidence`` when ``confidence_fn(expanded_rows, batch) -> N floats`` is given: a score read from the
-    policy, e.g. :func:`drox.evaluation.runner.answer_span_confidence`).
+    """One record per sample: problem_id, correct, answer (extracted), completion, finish_reason, length, and for
+    each ``name: fn`` of ``record_fns`` (``fn(expanded_rows, batch) -> N floats``, a value read from the policy,
+    e.g. :func:`drox.evaluation.runner.answer_span_confidence`) that value under ``name``.
 
     Returns (records, verifier timeouts). Problems are sampled in batches of
     ``prompts_per_batch`` (default: as many as fill the engine's batch) with seed
@@ -96,7 +96,7 @@ def sample_and_verify(
     ):
         result = task.verifier(batch.texts, expanded)
         timeouts += result.timeouts
-        confidences = None if confidence_fn is None else [float(q) for q in confidence_fn(expanded, batch)]
+        extra = {name: [float(v) for v in fn(expanded, batch)] for name, fn in (record_fns or {}).items()}
         for i, row in enumerate(expanded):
             records.append({
                 "problem_id": str(row["problem_id"]),
@@ -107,15 +107,14 @@ def sample_and_verify(
                 "finish_reason": batch.finish_reason[i],
                 "length": int(batch.lengths[i]),
             })
-            if confidences is not None:
-                records[-1]["confidence"] = confidences[i]
+            records[-1].update({name: values[i] for name, values in extra.items()})
     return records, timeouts
 
 
 def evaluate(engine, task, ks: Sequence[int], n: int | None = None, *, eval_cfg, progress=True,
-             confidence_fn: Callable | None = None):
+             record_fns: Dict[str, Callable] | None = None):
     """(summary dict, per-problem DataFrame, records) for pass@k with n = max(ks) by default
-    (``confidence_fn``: see :func:`sample_and_verify`)."""
+    (``record_fns``: see :func:`sample_and_verify`)."""
     ks = sorted(set(int(k) for k in ks))
     n = n or max(ks)
     if max(ks) > n:
@@ -123,7 +122,7 @@ def evaluate(engine, task, ks: Sequence[int], n: int | None = None, *, eval_cfg,
     records, timeouts = sample_and_verify(
         engine, task, n=n, num_problems=eval_cfg.num_problems, max_new_tokens=eval_cfg.max_new_tokens,
         temperature=eval_cfg.temperature, top_p=eval_cfg.top_p, seed=eval_cfg.seed, progress=progress,
-        confidence_fn=confidence_fn,
+        record_fns=record_fns,
     )
     summary, per_problem = summarize(records, ks)
     summary["verifier_timeouts"] = timeouts

@@ -26,7 +26,8 @@ then runs :func:`train_step` for every step. One training step, top to bottom, o
    With ``trainer.objective=dpo`` (RLSF) :func:`update_preference` replaces it: preference pairs from each
    group's scores and the DPO loss against the frozen initial policy;
 7. :func:`log_step`: metrics -> metrics.jsonl (+ W&B) and a few completions; :func:`run_training` then
-   checkpoints and evaluates when due.
+   checkpoints and evaluates when due. (With ``trainer.effective_rank`` the hidden-state effective rank of the
+   step's responses is measured between steps 3 and 4, under the policy that sampled them.)
 
 Every component comes from the :class:`~drox.pipeline.Pipeline` built (and validated) once before
 anything loads; this file names no component.
@@ -61,6 +62,7 @@ from drox.evaluation.runner import evaluate_policy, load_judge, write_eval_folde
 from drox.filters.base import RoundEnv
 from drox.gates.base import accepted, apply_gates
 from drox.masked_stats import masked_mean
+from drox.models.effective_rank import response_effective_ranks
 from drox.models.forward import response_logprobs
 from drox.models.loading import align_weights, load_policy, resolve_device
 from drox.pipeline import Pipeline, build_pipeline
@@ -356,6 +358,8 @@ def train_step(trainer: Trainer, step: int) -> Dict[str, Any]:
         trainer.logger.log(step, metrics)
         return metrics
 
+    if t.effective_rank:  # a metric of what was sampled, read before the update changes the policy
+        metrics.update(effective_rank_metrics(trainer.model, data.batch))
     seq_adv, token_adv = advantages(cfg, data, step, metrics)  # 4
     mask, pg_mask = loss_masks(trainer.pipeline, cfg, data, metrics)  # 5
     if t.objective == "dpo":  # 6, RLSF: preference pairs from the group's scores, DPO instead of the PG loss
@@ -761,6 +765,17 @@ def update_preference(trainer: Trainer, step: int, data: Collected, mask: torch.
 
 
 # ------------------------------------------------------------------------------------------------ 7. log
+
+
+def effective_rank_metrics(model, batch: RolloutBatch) -> Dict[str, float]:
+    """``effective_rank/mean`` of the batch's responses under ``model`` (``trainer.effective_rank``) and its
+    cost ``time/effective_rank`` (models/effective_rank.py)."""
+    t0 = time.perf_counter()
+    ranks = response_effective_ranks(model, batch.prompt_ids, batch.prompt_mask, batch.response_ids,
+                                     batch.response_mask)
+    ranks = ranks[~ranks.isnan()]
+    return {"effective_rank/mean": ranks.mean().item() if ranks.numel() else math.nan,
+            "time/effective_rank": time.perf_counter() - t0}
 
 
 def log_step(trainer: Trainer, step: int, data: Collected, seq_adv: torch.Tensor, pg_mask: torch.Tensor,
