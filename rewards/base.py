@@ -42,6 +42,7 @@ class ScoringContext:
     token_scorer: Optional[Callable] = None  # (prompt token lists, response token lists) -> [n, T', 2] teacher-forced
     #   (log-prob, rank) under the current policy through the rollout engine (vLLM prompt_logprobs); None: forward()
     tokenizer: Any = None
+    engine: Any = None  # the rollout engine, for sources that sample continuations (Monte-Carlo step values)
     cache: Dict[str, Any] = field(default_factory=dict)  # results shared within the step (the verifier's)
     state: Dict[str, Any] = field(default_factory=dict)  # kept across steps by the trainer (e.g. a frozen model)
     counters: Dict[str, float] = field(default_factory=dict)  # extra forward passes/tokens, logged as scoring/*

@@ -19,6 +19,12 @@
   ``sequence_classification`` one pass per step prefix (question + steps 1..k), P(positive) of the
   pooled output. Token positions come from the PRM tokenizer's offset mapping (re-tokenising the
   text prefix when the tokenizer has no offsets).
+* ``monte_carlo`` — Math-Shepherd's automatic step labels (Wang et al., arXiv 2312.08935, §3.3) used directly
+  as rewards, with no trained PRM: the response is split into steps at ``step_separator``; from the end of
+  each step but the last, the current policy samples ``mc_samples`` completions (``rollout.backend=hf``); the
+  step's value is the fraction of them the task's verifier accepts (``mc_estimate: soft``, Math-Shepherd's SE)
+  or 1 if any is accepted (``hard``, HE). The last step's value is the verifier's verdict on the response
+  itself. Cost: ``scoring/mc_rollouts`` and ``scoring/mc_tokens`` (completions and tokens sampled).
 
 Aggregation to a sequence score (``aggregation``; docs/algorithms.md): ``min`` (Math-Shepherd
 §3.4, default), ``last`` (Snell et al.), ``prod`` (PRM800K / Lightman et al.), ``mean`` (GenPRM
@@ -45,7 +51,8 @@ import torch
 from drox.rewards._spans import TokenCharMap, response_ids
 from drox.rewards.base import RewardOutput, ScoringContext, register_reward
 
-KINDS = ("oracle", "hf")
+KINDS = ("oracle", "hf", "monte_carlo")
+ESTIMATES = ("soft", "hard")
 AGGREGATIONS = ("min", "last", "prod", "mean")
 HEADS = ("token_classification", "sequence_classification", "causal_lm")
 
@@ -58,7 +65,8 @@ class PRMConfig:
     weight: float = 1.0
     """Weight of this source in the combined reward."""
     kind: Literal[KINDS] = "oracle"
-    """oracle (arithmetic step checker) | hf (a HF PRM checkpoint at model_path)."""
+    """oracle (arithmetic step checker) | hf (a HF PRM checkpoint at model_path) | monte_carlo (the fraction of
+    the policy's completions from each step's end that the verifier accepts; Math-Shepherd §3.3)."""
     aggregation: Literal[AGGREGATIONS] = "min"
     """Step scores -> sequence score: min (Math-Shepherd) | last | prod (PRM800K) | mean."""
     dense: bool = False
@@ -95,6 +103,23 @@ class PRMConfig:
     """hf: PRM parameter dtype (float32 | bfloat16 | float16)."""
     trust_remote_code: bool = False
     """hf: allow the checkpoint's own model code (Qwen2.5-Math-PRM); falls back to AutoModel."""
+    # --- monte_carlo (step_separator splits the steps)
+    mc_samples: int = 4
+    """monte_carlo: completions sampled from each step's end (Math-Shepherd: N = 8)."""
+    mc_estimate: Literal[ESTIMATES] = "soft"
+    """monte_carlo: soft = fraction accepted (Math-Shepherd SE) | hard = 1 if any is accepted (HE)."""
+    mc_max_new_tokens: Optional[int] = None
+    """monte_carlo: length cap of each completion; null = the rollout's ``max_new_tokens``."""
+    mc_temperature: float = 1.0
+    """monte_carlo: sampling temperature of the completions. [ENG]"""
+
+    def __post_init__(self):
+        if self.mc_samples < 1:
+            raise ValueError(f"reward.prm.mc_samples must be >= 1, got {self.mc_samples}")
+        if self.mc_temperature <= 0:
+            raise ValueError(f"reward.prm.mc_temperature must be > 0, got {self.mc_temperature}")
+        if self.mc_max_new_tokens is not None and self.mc_max_new_tokens < 1:
+            raise ValueError(f"reward.prm.mc_max_new_tokens must be >= 1 or null, got {self.mc_max_new_tokens}")
 
 
 # ------------------------------------------------------------------------------------------------ pure functions
@@ -333,6 +358,58 @@ def hf_step_scores(ctx: ScoringContext, cfg: PRMConfig) -> List[List[Tuple[float
     return [list(zip(per_row[n], ends_per_row[n])) for n in range(len(per_row))]
 
 
+def mc_value(accepted: Sequence[bool], estimate: str = "soft") -> float:
+    """A step's Monte-Carlo value from its completions' verdicts: soft = mean, hard = any (Math-Shepherd §3.3)."""
+    if not accepted:
+        raise ValueError("a Monte-Carlo step value needs at least one completion")
+    return float(any(accepted)) if estimate == "hard" else sum(map(bool, accepted)) / len(accepted)
+
+
+def monte_carlo_step_scores(ctx: ScoringContext, cfg: PRMConfig) -> List[List[Tuple[float, int]]]:
+    """Per rollout, ``(value, step end char)`` for each step (``kind=monte_carlo``; module docstring)."""
+    batch, G = ctx.batch, ctx.batch.group_size
+    engine = ctx.engine
+    if engine is None or not hasattr(engine, "generate_ids"):
+        raise ValueError("reward.prm kind=monte_carlo samples completions from token prefixes, which the rollout "
+                         "engine here cannot do; use rollout.backend=hf")
+    if ctx.tokenizer is None:
+        raise ValueError("reward.prm kind=monte_carlo needs the tokenizer in the scoring context")
+    outcome = ctx.verify().correct
+    per_row: List[List[Tuple[Any, int]]] = []  # (value, or the index of its prefix in `prefixes`; end char)
+    prefixes: List[List[int]] = []
+    prefix_text: List[str] = []
+    prefix_row: List[int] = []
+    for n, text in enumerate(batch.texts):
+        spans = split_steps(text, cfg.step_separator)
+        ids = response_ids(batch, n)
+        prompt = batch.prompt_ids[n][batch.prompt_mask[n].bool()].tolist()
+        cmap = TokenCharMap(ctx.tokenizer, ids)
+        steps: List[Tuple[Any, int]] = []
+        for j, (_, end) in enumerate(spans):
+            t = None if j == len(spans) - 1 else cmap.token_of(end - 1)
+            if t is None or t + 1 >= len(ids):  # the last step (or one ending in the last token): the response
+                steps.append((float(bool(outcome[n])), end))
+                continue
+            steps.append((len(prefixes), end))
+            prefixes.append(prompt + ids[: t + 1])
+            prefix_text.append(ctx.tokenizer.decode(ids[: t + 1], skip_special_tokens=True))
+            prefix_row.append(n)
+        per_row.append(steps)
+    if prefixes:
+        k = int(cfg.mc_samples)
+        cont = engine.generate_ids(prefixes, k, max_new_tokens=int(cfg.mc_max_new_tokens or ctx.max_new_tokens or 64),
+                                   temperature=float(cfg.mc_temperature),
+                                   seed=(int(ctx.seed) * 1_000_003 + int(ctx.step)) * 101 + int(ctx.gen_batch))
+        expanded = ctx.expanded_rows
+        texts = [prefix_text[i // k] + cont.texts[i] for i in range(len(prefixes) * k)]
+        verdict = ctx.task.verifier(texts, [expanded[prefix_row[i // k]] for i in range(len(texts))]).correct
+        values = [mc_value(verdict[i * k:(i + 1) * k], cfg.mc_estimate) for i in range(len(prefixes))]
+        ctx.counters["mc_rollouts"] = ctx.counters.get("mc_rollouts", 0) + len(texts)
+        ctx.counters["mc_tokens"] = ctx.counters.get("mc_tokens", 0) + float(cont.response_mask.sum().item())
+        per_row = [[(values[v] if isinstance(v, int) else v, end) for v, end in steps] for steps in per_row]
+    return per_row
+
+
 # ------------------------------------------------------------------------------------------------ the source
 
 
@@ -356,6 +433,8 @@ def prm(ctx: ScoringContext, cfg: PRMConfig) -> RewardOutput:
                                      f"'{getattr(ctx.task, 'name', '?')}' has none")
                 ref = list(row["steps"])
             per_row.append([(cfg.correct if ok else cfg.incorrect, end) for ok, end in check_steps(text, ref)])
+    elif cfg.kind == "monte_carlo":
+        per_row = monte_carlo_step_scores(ctx, cfg)
     else:
         per_row = hf_step_scores(ctx, cfg)
 
@@ -397,4 +476,4 @@ def prm(ctx: ScoringContext, cfg: PRMConfig) -> RewardOutput:
 
 
 __all__ = ["PRMConfig", "aggregate_steps", "build_prm_input", "char_to_token_positions", "check_steps",
-           "hf_step_scores", "load_prm", "parse_steps", "positive_probability", "prm", "split_steps"]
+           "hf_step_scores", "load_prm", "mc_value", "monte_carlo_step_scores", "parse_steps", "positive_probability", "prm", "split_steps"]

@@ -156,7 +156,8 @@ class HFRolloutEngine:
         try:
             for start in range(0, len(prompts), prompts_per_chunk):
                 chunk = prompts[start : start + prompts_per_chunk]
-                chunks.append(self._generate_chunk(chunk, group_size, max_new_tokens, temperature, top_p, gen))
+                ids, mask = self.encode_prompts(chunk)  # [Q, P], padded to the chunk's longest prompt
+                chunks.append(self._generate_chunk(ids, mask, group_size, max_new_tokens, temperature, top_p, gen))
                 if bar is not None:
                     bar.update(len(chunk) * group_size)
         finally:
@@ -168,10 +169,37 @@ class HFRolloutEngine:
         batch.prompts = list(prompts)
         return batch
 
-    def _generate_chunk(self, prompts, G, max_new_tokens, temperature, top_p, gen):
+    @torch.no_grad()
+    def generate_ids(self, prefixes: List[List[int]], group_size: int, *, max_new_tokens: int,
+                     temperature: float = 1.0, top_p: float = 1.0, seed: Optional[int] = None) -> RolloutBatch:
+        """``group_size`` continuations of each already-tokenised prefix (a templated prompt, possibly followed by
+        the start of a response: Monte-Carlo step values continue a response from each step's end). Same sampler
+        and seeding as :meth:`generate`; ``batch.prompts`` is empty (there are no prompt strings)."""
+        gen = torch.Generator(device="cpu")
+        gen.manual_seed(0 if seed is None else int(seed))
+        per_chunk = max(1, self.batch_size // group_size)
+        chunks = []
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            for start in range(0, len(prefixes), per_chunk):
+                rows = prefixes[start : start + per_chunk]
+                P = max(len(r) for r in rows)
+                ids = torch.full((len(rows), P), self.pad_id, dtype=torch.long)
+                mask = torch.zeros(len(rows), P, dtype=torch.long)
+                for i, r in enumerate(rows):  # left-padded, as encode_prompts pads prompts
+                    ids[i, P - len(r):], mask[i, P - len(r):] = torch.tensor(r, dtype=torch.long), 1
+                chunks.append(self._generate_chunk(ids, mask, group_size, max_new_tokens, temperature, top_p, gen))
+        finally:
+            self.model.train(was_training)
+        parts = [RolloutBatch(**c, group_size=group_size, temperature=temperature) for c in chunks]
+        batch = concat_batches(parts, self.pad_id)
+        batch.prompts = []
+        return batch
+
+    def _generate_chunk(self, ids, mask, G, max_new_tokens, temperature, top_p, gen):
         device = self.device
-        ids, mask = self.encode_prompts(prompts)  # [Q, P]
-        ids, mask = ids.to(device), mask.to(device)
+        ids, mask = ids.to(device), mask.to(device)  # [Q, P] left-padded
         eos_ids = self.eos_ids.to(device)
         scale = temperature if temperature > 0 else 1.0
 

@@ -183,7 +183,8 @@ class Trainer:
 
     def scoring_context(self, batch, rows, step: int, gen_batch: int = 0) -> ScoringContext:
         return ScoringContext(batch=batch, rows=rows, task=self.task, step=step, seed=self.cfg.seed,
-                              policy=self.model, tokenizer=self.tokenizer, state=self.scoring_state,
+                              policy=self.model, tokenizer=self.tokenizer, engine=self.engine,
+                              state=self.scoring_state,
                               token_scorer=self.engine_scorer(),
                               gen_batch=gen_batch, reference=self.reference,
                               max_new_tokens=self.cfg.rollout.max_new_tokens,
