@@ -413,7 +413,14 @@ def monte_carlo_step_scores(ctx: ScoringContext, cfg: PRMConfig) -> List[List[Tu
 # ------------------------------------------------------------------------------------------------ the source
 
 
-@register_reward("prm", PRMConfig)
+def check_backend(opts: PRMConfig, cfg) -> None:
+    """Config-time check: Monte-Carlo completions continue token prefixes, which only the hf engine does."""
+    if opts.kind == "monte_carlo" and cfg.rollout.backend != "hf":
+        raise ValueError(f"reward.prm kind=monte_carlo samples from token prefixes, which rollout.backend="
+                         f"{cfg.rollout.backend} cannot; use rollout.backend=hf")
+
+
+@register_reward("prm", PRMConfig, check=check_backend)
 def prm(ctx: ScoringContext, cfg: PRMConfig) -> RewardOutput:
     batch = ctx.batch
     Q, G, T = batch.num_groups, batch.group_size, batch.response_ids.shape[1]

@@ -99,6 +99,17 @@ def test_bad_options(key, value, message):
         prm_mod.PRMConfig(kind="monte_carlo", **{key: value})
 
 
+def test_another_backend_is_a_config_error():
+    from typer.testing import CliRunner
+
+    from drox.cli.main import app
+
+    result = CliRunner().invoke(app, ["config", "model=tiny", "+reward=prm", "reward.prm.kind=monte_carlo",
+                                      "rollout.backend=vllm"])
+    assert result.exit_code == 2
+    assert "reward.prm kind=monte_carlo samples from token prefixes, which rollout.backend=vllm cannot" in result.output
+
+
 def test_generate_ids_from_a_prompts_tokens_samples_what_generate_samples(tiny_policy, tiny_cfg):
     """The same sampler and seed: continuing the encoded prompt gives generate's tokens and texts exactly."""
     from drox.rollout.hf import build_engine
