@@ -75,6 +75,10 @@ class TaskConfig:
     """Synthetic tasks: number of held-out problems (the eval split)."""
     train_ids: Optional[List[str]] = None
     """Train only on these problem ids of the training split (e.g. 1-shot RLVR's single example); None = all."""
+    srl: bool = False
+    """Supervised RL (arXiv 2510.25992; tasks/srl.py): the training split becomes one row per expert step, the
+    prompt showing the expert's earlier steps and asking for the next one (column ``expert_step``), scored with
+    ``+reward=srl``. Needs a task with a ``steps`` column (arithmetic); the eval split stays whole problems."""
     # arithmetic
     digits: int = 1
     """arithmetic: digits per operand (1 -> 0..9, 2 -> 10..99)."""

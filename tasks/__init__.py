@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from . import arithmetic, countdown, files, hub, revise
+from . import arithmetic, countdown, files, hub, revise, srl
 from .common import SPLITS, Task, TaskError, check_split
 from .countdown import CountdownVerifier
 from .verify import MathVerifier, Verifier, VerifyResult, answers_match, extract_answer, match_many
@@ -40,6 +40,8 @@ def build_task(cfg: Any, split: str = "train") -> Task:
     ids = getattr(cfg, "train_ids", None)
     if split == "train" and ids:
         task.dataset = _select_ids(task, [str(i) for i in ids])
+    if split == "train" and getattr(cfg, "srl", False):
+        task = srl.expand_steps(task)
     if choice == "math":
         task.verifier = MathVerifier(float(cfg.verify_timeout))
     elif choice == "none":
