@@ -51,7 +51,8 @@ import torch
 from drox.rewards._spans import TokenCharMap, response_ids
 from drox.rewards.base import RewardOutput, ScoringContext, register_reward
 
-KINDS = ("oracle", "hf", "monte_carlo")
+KINDS = ("oracle", "hf", "monte_carlo", "generative")
+JUDGES = ("policy", "initial")
 ESTIMATES = ("soft", "hard")
 AGGREGATIONS = ("min", "last", "prod", "mean")
 HEADS = ("token_classification", "sequence_classification", "causal_lm")
@@ -66,7 +67,8 @@ class PRMConfig:
     """Weight of this source in the combined reward."""
     kind: Literal[KINDS] = "oracle"
     """oracle (arithmetic step checker) | hf (a HF PRM checkpoint at model_path) | monte_carlo (the fraction of
-    the policy's completions from each step's end that the verifier accepts; Math-Shepherd §3.3)."""
+    the policy's completions from each step's end that the verifier accepts; Math-Shepherd §3.3) | generative (a
+    judge LM's probability of its "correct" verdict on each step; rewards/prm_judge.py)."""
     aggregation: Literal[AGGREGATIONS] = "min"
     """Step scores -> sequence score: min (Math-Shepherd) | last | prod (PRM800K) | mean."""
     dense: bool = False
@@ -113,7 +115,26 @@ class PRMConfig:
     mc_temperature: float = 1.0
     """monte_carlo: sampling temperature of the completions. [ENG]"""
 
+    # --- generative (step_separator splits the steps)
+    judge: Literal[JUDGES] = "policy"
+    """generative: policy (the model being trained judges itself) | initial (the frozen initial policy)."""
+    judge_template: str = ("Problem: {question}\n\nSolution so far:\n{steps}\n\n"
+                           "Is the last step of this solution correct?")
+    """generative: the judge's user message; {question} = the prompt, {steps} = the steps up to the judged one."""
+    judge_verify_tokens: int = 0
+    """generative: tokens of verification the judge writes (greedy) before its verdict; 0 = verdict directly."""
+    verdict_prefix: str = "\nVerdict:"
+    """generative: text after the verification, before the verdict token."""
+    verdict_good: str = " Yes"
+    """generative: the verdict token meaning 'correct' (one token)."""
+    verdict_bad: str = " No"
+    """generative: the verdict token meaning 'incorrect' (one token)."""
+
     def __post_init__(self):
+        if self.judge_verify_tokens < 0:
+            raise ValueError(f"reward.prm.judge_verify_tokens must be >= 0, got {self.judge_verify_tokens}")
+        if "{steps}" not in self.judge_template:
+            raise ValueError(f"reward.prm.judge_template must contain {{steps}}, got {self.judge_template!r}")
         if self.mc_samples < 1:
             raise ValueError(f"reward.prm.mc_samples must be >= 1, got {self.mc_samples}")
         if self.mc_temperature <= 0:
@@ -415,6 +436,9 @@ def monte_carlo_step_scores(ctx: ScoringContext, cfg: PRMConfig) -> List[List[Tu
 
 def check_backend(opts: PRMConfig, cfg) -> None:
     """Config-time check: Monte-Carlo completions continue token prefixes, which only the hf engine does."""
+    if opts.kind == "generative" and opts.judge == "initial" and opts.judge_verify_tokens > 0:
+        raise ValueError("reward.prm judge=initial cannot write a verification (the engine samples from the policy); "
+                         "set judge_verify_tokens=0 or judge=policy")
     if opts.kind == "monte_carlo" and cfg.rollout.backend != "hf":
         raise ValueError(f"reward.prm kind=monte_carlo samples from token prefixes, which rollout.backend="
                          f"{cfg.rollout.backend} cannot; use rollout.backend=hf")
@@ -442,6 +466,10 @@ def prm(ctx: ScoringContext, cfg: PRMConfig) -> RewardOutput:
             per_row.append([(cfg.correct if ok else cfg.incorrect, end) for ok, end in check_steps(text, ref)])
     elif cfg.kind == "monte_carlo":
         per_row = monte_carlo_step_scores(ctx, cfg)
+    elif cfg.kind == "generative":
+        from drox.rewards.prm_judge import generative_step_scores
+
+        per_row = generative_step_scores(ctx, cfg)
     else:
         per_row = hf_step_scores(ctx, cfg)
 
@@ -483,4 +511,5 @@ def prm(ctx: ScoringContext, cfg: PRMConfig) -> RewardOutput:
 
 
 __all__ = ["PRMConfig", "aggregate_steps", "build_prm_input", "char_to_token_positions", "check_steps",
-           "hf_step_scores", "load_prm", "mc_value", "monte_carlo_step_scores", "parse_steps", "positive_probability", "prm", "split_steps"]
+           "hf_step_scores", "load_prm", "mc_value", "monte_carlo_step_scores", "parse_steps", "positive_probability",
+           "prm", "split_steps"]
