@@ -74,15 +74,13 @@ def generative_step_scores(ctx: ScoringContext, cfg) -> List[List[Tuple[float, i
                for v in verifications]
     resp_ids, resp_mask = right_pad(answers, int(getattr(ctx.tokenizer, "pad_token_id", 0) or 0))
     p_ids, p_mask = ctx.engine.encode_prompts(prompts)
-    lengths = resp_mask.sum(-1).long()
 
     def reduce(logits, ids, mask):  # [b, T', V] -> [b]: the verdict at each row's last real position
         last = mask.sum(-1).long() - 1
         return verdict_probability(logits[torch.arange(logits.shape[0]), last], good, bad)
 
     judge = ctx.reference() if cfg.judge == "initial" else None
-    scores = ctx.forward(p_ids, p_mask, resp_ids, resp_mask, reduce, model=judge)
-    assert scores.shape[0] == lengths.shape[0]
+    scores = ctx.forward(p_ids, p_mask, resp_ids, resp_mask, reduce, model=judge)  # [len(prompts)]
     for (n, end), s in zip(owners, scores.tolist()):
         per_row[n].append((float(s), end))
     return per_row

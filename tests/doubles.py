@@ -60,3 +60,16 @@ def make_batch(tok, prompts: List[str], texts: List[str], G: int,
         logprobs=torch.zeros(len(texts), T),
         entropies=entropies if entropies is not None else torch.zeros(len(texts), T),
         finish_reason=["eos"] * len(texts), texts=list(texts), group_size=G, prompts=list(prompts))
+
+
+def encode_left_padded(prompts: List[str]):
+    """(ids [n, P], mask [n, P]) of ``prompts`` as CharTok ids, left-padded with 0: what an engine's
+    ``encode_prompts`` returns, for sources that encode prompts of their own (judges, teachers)."""
+    P = max(len(p) for p in prompts)
+    ids = torch.zeros(len(prompts), P, dtype=torch.long)
+    mask = torch.zeros(len(prompts), P, dtype=torch.long)
+    for i, p in enumerate(prompts):
+        ids[i, P - len(p):] = torch.tensor([ord(c) for c in p])
+        mask[i, P - len(p):] = 1
+    return ids, mask
+

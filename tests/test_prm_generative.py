@@ -9,7 +9,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from doubles import CharTok, PosLM, make_batch
+from doubles import CharTok, PosLM, encode_left_padded, make_batch
 
 from drox.rewards import prm as prm_mod
 from drox.rewards import prm_judge
@@ -22,22 +22,12 @@ TABLE[:, ord("Y")] = 0.01 * torch.arange(80, dtype=torch.float32)
 TABLE[:, ord("N")] = 0.0
 
 
-def encode(prompts):
-    P = max(len(p) for p in prompts)
-    ids = torch.zeros(len(prompts), P, dtype=torch.long)
-    mask = torch.zeros(len(prompts), P, dtype=torch.long)
-    for i, p in enumerate(prompts):
-        ids[i, P - len(p):] = torch.tensor([ord(c) for c in p])
-        mask[i, P - len(p):] = 1
-    return ids, mask
-
-
 class Engine:
     def __init__(self):
         self.generated = []
 
     def encode_prompts(self, prompts):
-        return encode(prompts)
+        return encode_left_padded(prompts)
 
     def generate(self, prompts, n, *, max_new_tokens, temperature=1.0, **kw):
         self.generated.append((list(prompts), max_new_tokens, temperature))

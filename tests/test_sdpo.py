@@ -9,7 +9,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from doubles import CharTok, PosLM, make_batch
+from doubles import CharTok, PosLM, encode_left_padded, make_batch
 
 from drox.rewards import sdpo as sdpo_mod
 from drox.rewards.base import ScoringContext
@@ -28,24 +28,13 @@ def _row(p_a):
 TABLE = torch.stack([_row(0.1 if pos < 8 else 0.8) for pos in range(80)])
 
 
-def encode(prompts):
-    """Left-padded character ids, as the engine's encode_prompts returns them."""
-    P = max(len(p) for p in prompts)
-    ids = torch.zeros(len(prompts), P, dtype=torch.long)
-    mask = torch.zeros(len(prompts), P, dtype=torch.long)
-    for i, p in enumerate(prompts):
-        ids[i, P - len(p):] = torch.tensor([ord(c) for c in p])
-        mask[i, P - len(p):] = 1
-    return ids, mask
-
-
 def verifier(texts, rows):
     return SimpleNamespace(correct=[t == "aa" for t in texts], extracted=[t[-1] for t in texts], timeouts=0)
 
 
 def make_ctx(table=TABLE, reference=None):
     batch = make_batch(CharTok(), ["p"], ["aa", "ab"], 2)
-    engine = SimpleNamespace(encode_prompts=encode)
+    engine = SimpleNamespace(encode_prompts=encode_left_padded)
     return ScoringContext(batch=batch, rows=[{"prompt": "p", "answer": "7"}], task=SimpleNamespace(
         name="t", verifier=verifier), policy=PosLM(table), tokenizer=CharTok(), engine=engine, reference=reference)
 
