@@ -100,10 +100,10 @@ def add_calibration(summary: Dict[str, Any], records: List[Dict[str, Any]], tag_
 
 def answer_span_confidence(model, tokenizer, task):
     """``fn(expanded_rows, batch) -> [N] floats`` (``record_fns["confidence"]`` of
-    :func:`drox.evaluation.sampling.sample_and_verify`): each sample's RLSF answer-span confidence (mean p_top1 - p_top2 over its final answer's tokens, 0 without an
-    answer) under ``model``, computed by the very reward source ``reward.confidence kind=answer_span`` trains on
-    (:func:`drox.rewards.confidence.confidence`), so the confidence a run optimises is the one whose calibration is
-    measured."""
+    :func:`drox.evaluation.sampling.sample_and_verify`): each sample's RLSF answer-span confidence (mean
+    p_top1 - p_top2 over its final answer's tokens, 0 without an answer) under ``model``, computed by the very
+    reward source ``reward.confidence kind=answer_span`` trains on (:func:`drox.rewards.confidence.confidence`), so
+    the confidence a run optimises is the one whose calibration is measured."""
     from drox.rewards.base import ScoringContext
     from drox.rewards.confidence import ConfidenceConfig, confidence
 

@@ -9,7 +9,7 @@ so erank is 1 for a rank-one matrix and r when the r singular values are equal. 
 Exploration-Exploitation Trade-off: A Hidden State Approach for LLM Reasoning in RLVR" (arXiv 2509.23808) use
 it on the hidden states of a response as a measure of exploration in representation space (docs/algorithms.md
 "Effective rank"). Choices the paper leaves to us [ENG]: the last layer's output (after the final norm), one row
-per response token at that token's own position, no mean-centring, float32 singular values. Its velocity and
+per response token at that token's own position, no mean-centring, singular values in float64. Its velocity and
 acceleration (changes of erank across training) and the advantage shaping built on them are not implemented.
 """
 
@@ -18,6 +18,8 @@ from __future__ import annotations
 import math
 
 import torch
+
+from drox.models.forward import teacher_forced_inputs
 
 __all__ = ["effective_rank", "response_hidden_states", "response_effective_ranks"]
 
@@ -43,10 +45,9 @@ def response_hidden_states(model, prompt_ids: torch.Tensor, prompt_mask: torch.T
     prompt_ids, prompt_mask  # [N, P] left-padded; response_ids, response_mask  # [N, T] right-padded.
     """
     device = next(model.parameters()).device
-    input_ids = torch.cat([prompt_ids, response_ids], dim=1).to(device)
-    attn = torch.cat([prompt_mask, response_mask.to(prompt_mask.dtype)], dim=1).to(device)
-    pos = (attn.cumsum(-1) - 1).clamp_min(0)
-    out = model.get_decoder()(input_ids=input_ids, attention_mask=attn, position_ids=pos, use_cache=False)
+    input_ids, attn, pos = teacher_forced_inputs(prompt_ids, prompt_mask, response_ids, response_mask)
+    out = model.get_decoder()(input_ids=input_ids.to(device), attention_mask=attn.to(device),
+                              position_ids=pos.to(device), use_cache=False)
     T = response_ids.shape[1]
     hidden = out.last_hidden_state[:, -T:, :].float()  # [N, T, H]
     return hidden * response_mask.to(device).unsqueeze(-1).float()

@@ -17,6 +17,14 @@ from drox.models.logprobs import entropy_from_logits, logprobs_from_logits
 from drox.models.shared_prompt import pack, plan, shared_prompt_logprobs, supports_shared_prompts
 
 
+def teacher_forced_inputs(prompt_ids, prompt_mask, response_ids, response_mask):
+    """(input_ids, attention_mask, position_ids), each [N, P + T]: the left-padded prompt followed by the
+    right-padded response, positions counted over real tokens only."""
+    input_ids = torch.cat([prompt_ids, response_ids], dim=1)
+    attn = torch.cat([prompt_mask, response_mask.to(prompt_mask.dtype)], dim=1)
+    return input_ids, attn, (attn.cumsum(-1) - 1).clamp_min(0)
+
+
 def response_logits(model, prompt_ids, prompt_mask, response_ids, response_mask) -> torch.Tensor:
     """Logits that predict each response token.
 
@@ -24,9 +32,7 @@ def response_logits(model, prompt_ids, prompt_mask, response_ids, response_mask)
     (right-padded). Returns logits [N, T, V] where [:, t] predicts response_ids[:, t].
     """
     T = response_ids.shape[1]
-    input_ids = torch.cat([prompt_ids, response_ids], dim=1)
-    attn = torch.cat([prompt_mask, response_mask.to(prompt_mask.dtype)], dim=1)
-    pos = (attn.cumsum(-1) - 1).clamp_min(0)
+    input_ids, attn, pos = teacher_forced_inputs(prompt_ids, prompt_mask, response_ids, response_mask)
     # the last T+1 positions hold the predictions for response tokens 0..T (the last is unused)
     out = model(input_ids=input_ids, attention_mask=attn, position_ids=pos, use_cache=False, logits_to_keep=T + 1)
     return out.logits[:, :T, :]
