@@ -78,7 +78,8 @@ def compose(overrides: List[str]):
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
             try:
                 cfg = hydra_compose("config", overrides=list(overrides))
-            except ValueError as e:  # Hydra's own check of a group override's value (`scale=0`): not a HydraException
+            except (ValueError, TypeError) as e:  # Hydra's own check of a group override's value (`scale=0`; a
+                # list, `scale=[1,2]`, fails inside Hydra with a TypeError): not a HydraException
                 raise ConfigError(f"{e} (in the overrides {' '.join(overrides)}; a config group takes an option name, "
                                   "e.g. scale=cpu)") from None
         build_pipeline(cfg)

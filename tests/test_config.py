@@ -252,3 +252,14 @@ def test_a_group_given_a_number_is_one_line(compose_cfg, capsys):
     assert exc.value.exit_code == 2
     err = capsys.readouterr().err.strip()
     assert "Config group override must be a string" in err and "e.g. scale=cpu" in err and "\n" not in err
+
+
+def test_a_group_given_a_list_of_numbers_is_one_line(compose_cfg, capsys):
+    """`scale=[1,2]`: Hydra fails inside its defaults list with a TypeError (found by the fuzz test)."""
+    import typer
+
+    with pytest.raises(typer.Exit) as exc:
+        compose_cfg("scale=[1,2]")
+    assert exc.value.exit_code == 2
+    err = capsys.readouterr().err.strip()
+    assert "in the overrides" in err and "e.g. scale=cpu" in err and "\n" not in err
