@@ -103,17 +103,25 @@ def answer_span_confidence(model, tokenizer, task):
     :func:`drox.evaluation.sampling.sample_and_verify`): each sample's RLSF answer-span confidence (mean
     p_top1 - p_top2 over its final answer's tokens, 0 without an answer) under ``model``, computed by the very
     reward source ``reward.confidence kind=answer_span`` trains on (:func:`drox.rewards.confidence.confidence`), so
-    the confidence a run optimises is the one whose calibration is measured."""
+    the confidence a run optimises is the one whose calibration is measured.
+
+    When the sampler recorded each position's margin (``batch.margins``: the HF engine in the model's own
+    precision), the span mean is taken over those, which are the same numbers up to float rounding (the KV-cached
+    decode step vs one teacher-forced pass); this skips a second full pass over every sample, which costs as much
+    as sampling them. Otherwise (vLLM, another decode precision) the reward source's teacher-forced pass runs."""
     from drox.rewards.base import ScoringContext
-    from drox.rewards.confidence import ConfidenceConfig, confidence
+    from drox.rewards.confidence import ConfidenceConfig, answer_spans, confidence, span_mean
 
     options = ConfidenceConfig(kind="answer_span")
 
     def score(expanded_rows, batch) -> List[float]:
+        if batch.margins is not None:
+            return span_mean(batch.margins, answer_spans(tokenizer, batch)).tolist()
         G = batch.group_size
         ctx = ScoringContext(batch=batch, rows=list(expanded_rows)[::G], task=task, policy=model, tokenizer=tokenizer)
         return confidence(ctx, options).seq.flatten().tolist()
 
+    score.reads_margins = True
     return score
 
 

@@ -28,6 +28,7 @@ def sample_batches(
     seed: int,
     prompts_per_batch: int | None = None,
     progress: bool = True,
+    margins: bool = False,
 ) -> Iterator[Tuple[List[Dict], object]]:
     """Sample ``n`` completions of every row's ``prompt``; yields ``(expanded_rows, batch)`` per batch.
 
@@ -35,7 +36,8 @@ def sample_batches(
     batches of ``prompts_per_batch`` (default: as many as fill the engine's batch,
     ``engine.batch_size // n``) and batch ``b`` is sampled with seed ``seed + b``, so the samples depend
     on nothing but the config. ``expanded_rows`` repeats each row ``n`` times (group-major, matching
-    the batch's rows: ``len(expanded_rows) == batch.num_rows``).
+    the batch's rows: ``len(expanded_rows) == batch.num_rows``). ``margins``: ask the engine for
+    ``batch.margins`` (only then is the keyword passed, so engines without it still work).
     """
     per_batch = prompts_per_batch or max(1, getattr(engine, "batch_size", 64) // n)
     bar = None
@@ -49,7 +51,7 @@ def sample_batches(
             batch_rows = rows[start : start + per_batch]
             batch = engine.generate(
                 [r["prompt"] for r in batch_rows], n, max_new_tokens=max_new_tokens,
-                temperature=temperature, top_p=top_p, seed=seed + b,
+                temperature=temperature, top_p=top_p, seed=seed + b, **({"margins": True} if margins else {}),
             )
             expanded = [r for r in batch_rows for _ in range(n)]
             yield expanded, batch
@@ -76,7 +78,8 @@ def sample_and_verify(
 ) -> Tuple[List[Dict], int]:
     """One record per sample: problem_id, correct, answer (extracted), completion, finish_reason, length, and for
     each ``name: fn`` of ``record_fns`` (``fn(expanded_rows, batch) -> N floats``, a value read from the policy,
-    e.g. :func:`drox.evaluation.runner.answer_span_confidence`) that value under ``name``.
+    e.g. :func:`drox.evaluation.runner.answer_span_confidence`) that value under ``name``; a ``fn`` whose
+    ``reads_margins`` attribute is true gets batches with the sampler's ``margins`` where the engine gives them.
 
     Returns (records, verifier timeouts). Problems are sampled in batches of
     ``prompts_per_batch`` (default: as many as fill the engine's batch) with seed
@@ -93,6 +96,7 @@ def sample_and_verify(
     for expanded, batch in sample_batches(
         engine, rows, n=n, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed,
         prompts_per_batch=prompts_per_batch, progress=progress,
+        margins=any(getattr(fn, "reads_margins", False) for fn in (record_fns or {}).values()),
     ):
         result = task.verifier(batch.texts, expanded)
         timeouts += result.timeouts

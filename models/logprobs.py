@@ -13,9 +13,7 @@ import torch
 
 Tensor = torch.Tensor
 
-__all__ = ["entropy_from_logits", "logprobs_from_logits"]
-
-
+__all__ = ["entropy_from_logits", "logprobs_from_logits", "top2_margin"]
 
 
 def _row_chunks(n: int, chunk_size: Optional[int]):
@@ -64,3 +62,17 @@ def logprobs_from_logits(
         picked = z.gather(-1, tokens[sl].long().unsqueeze(-1)).squeeze(-1)
         outs.append(picked - torch.logsumexp(z, dim=-1))
     return torch.cat(outs, 0) if len(outs) != 1 else outs[0]
+
+
+def top2_margin(logits: Tensor, temperature: float = 1.0) -> Tensor:
+    """``p_(1) - p_(2)``, the gap between the two largest probabilities of ``softmax(logits / temperature)``
+    (RLSF's answer-span disparity, arXiv 2507.21931; docs/algorithms.md), in float32.
+
+    Read off the two largest logits: ``exp(z_(1) - lse(z)) - exp(z_(2) - lse(z))``, without materialising the
+    probabilities. Shapes: ``logits [..., V]`` -> ``[...]`` float32, in [0, 1].
+    """
+    _check_temperature(temperature)
+    z = logits.float() / temperature
+    top2 = z.topk(2, dim=-1).values  # [..., 2]
+    lse = torch.logsumexp(z, dim=-1)
+    return (top2[..., 0] - lse).exp() - (top2[..., 1] - lse).exp()

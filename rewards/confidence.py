@@ -37,6 +37,7 @@ from typing import List, Literal, Optional
 
 import torch
 
+from drox.models.logprobs import top2_margin
 from drox.rewards._spans import TokenCharMap, response_ids
 from drox.rewards.base import RewardOutput, ScoringContext, register_reward
 from drox.tasks.verify import extract_answer
@@ -83,10 +84,11 @@ def disparity_tokens(logits: torch.Tensor, tokens: torch.Tensor, mode: str = "to
     logits  # [b, T, V], tokens  # [b, T] -> [b, T]:
     ``top1``: p_(1) − p_(2) (the two largest probabilities); ``token``: p(tokens_t) − p_(2).
     """
+    if mode == "top1":
+        return top2_margin(logits, temperature)
     p = torch.softmax(logits.float() / temperature, -1)
     top2 = p.topk(2, dim=-1).values  # [b, T, 2]
-    first = top2[..., 0] if mode == "top1" else p.gather(-1, tokens.long().unsqueeze(-1)).squeeze(-1)
-    return first - top2[..., 1]
+    return p.gather(-1, tokens.long().unsqueeze(-1)).squeeze(-1) - top2[..., 1]
 
 
 def span_mean(values: torch.Tensor, spans: List[Optional[tuple]]) -> torch.Tensor:
@@ -117,6 +119,11 @@ def answer_token_span(tokenizer, ids: List[int], text: str) -> Optional[tuple]:
     if start < 0:
         return None
     return TokenCharMap(tokenizer, ids).span(start, start + len(answer))
+
+
+def answer_spans(tokenizer, batch) -> List[Optional[tuple]]:
+    """:func:`answer_token_span` of every rollout row of ``batch``."""
+    return [answer_token_span(tokenizer, response_ids(batch, n), batch.texts[n]) for n in range(batch.num_rows)]
 
 
 # ------------------------------------------------------------------------------------------------ the source
@@ -150,8 +157,7 @@ def confidence(ctx: ScoringContext, cfg: ConfidenceConfig) -> RewardOutput:
         def reduce(logits, ids, m):
             return disparity_tokens(logits, ids, cfg.disparity, cfg.temperature) * m
 
-        spans = [answer_token_span(ctx.tokenizer, response_ids(batch, n), batch.texts[n])
-                 for n in range(batch.num_rows)]
+        spans = answer_spans(ctx.tokenizer, batch)
         if any(s is not None for s in spans):
             per_token = ctx.forward(batch.prompt_ids, batch.prompt_mask, batch.response_ids, batch.response_mask,
                                     reduce)
@@ -168,5 +174,5 @@ def confidence(ctx: ScoringContext, cfg: ConfidenceConfig) -> RewardOutput:
     return RewardOutput(seq=seq, diagnostics=diagnostics)
 
 
-__all__ = ["ConfidenceConfig", "answer_token_span", "confidence", "disparity_tokens", "gate", "self_certainty_tokens",
-           "span_mean"]
+__all__ = ["ConfidenceConfig", "answer_spans", "answer_token_span", "confidence", "disparity_tokens", "gate",
+           "self_certainty_tokens", "span_mean"]

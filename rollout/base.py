@@ -30,6 +30,9 @@ class RolloutBatch:
     sampler_logprobs: Optional[torch.Tensor] = None  # [N, T] the sampling engine's own log-probs, kept only when
     #   they are not the trainer's (vLLM, or a decode step in another precision): ``logprobs`` and ``entropies``
     #   are then the trainer's recomputation, and the update weights tokens by pi_trainer / pi_sampler (TIS)
+    margins: Optional[torch.Tensor] = None  # [N, T] p_(1) - p_(2) of softmax(z) (temperature 1, whatever the
+    #   sampling temperature) at each sampled position, 0 on padding; only when asked for (``generate(margins=True)``)
+    #   and the decode step ran in the trainer's precision: RLSF's answer-span confidence read off the sampler
 
     @property
     def num_rows(self) -> int:
@@ -65,6 +68,7 @@ class RolloutBatch:
             prompts=[self.prompts[q] for q in q_idx] if self.prompts else [],
             temperature=self.temperature,
             sampler_logprobs=None if self.sampler_logprobs is None else self.sampler_logprobs[rows],
+            margins=None if self.margins is None else self.margins[rows],
         )
 
 
@@ -103,6 +107,7 @@ def concat_batches(batches: List[RolloutBatch], pad_id: int) -> RolloutBatch:
         temperature=batches[0].temperature,
         sampler_logprobs=(cat("sampler_logprobs", T, 0.0, False)
                           if all(b.sampler_logprobs is not None for b in batches) else None),
+        margins=cat("margins", T, 0.0, False) if all(b.margins is not None for b in batches) else None,
     )
 
 
@@ -112,6 +117,8 @@ class RolloutEngine(Protocol):
     ``exact_logprobs``: the behaviour log-probs and entropies it returns are the trainer's own (same weights, same
     precision, same code up to float rounding). When False the trainer recomputes both right after sampling and
     keeps the engine's as ``RolloutBatch.sampler_logprobs`` for the truncated importance weights.
+    ``margins=True`` asks for ``RolloutBatch.margins``; an engine that cannot give them in the trainer's precision
+    leaves the field None (readers then recompute with a teacher-forced pass).
     ``policy_changed()``: the trainer updated the weights; an engine holding its own copy refreshes it before it
     samples again (the HF engine samples from the trainer's model itself: nothing to do).
     """
@@ -131,4 +138,5 @@ class RolloutEngine(Protocol):
         top_p: float = 1.0,
         seed: Optional[int] = None,
         progress: bool = False,
+        margins: bool = False,
     ) -> RolloutBatch: ...

@@ -22,7 +22,7 @@ from transformers import DynamicCache
 from drox.models.loading import render_prompts
 from drox.rollout.base import RolloutBatch, concat_batches
 from drox.rollout.static_decode import StaticKVDecoder, supports_static_decode
-from drox.models.logprobs import entropy_from_logits, logprobs_from_logits
+from drox.models.logprobs import entropy_from_logits, logprobs_from_logits, top2_margin
 
 
 def _multinomial(weights: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
@@ -140,7 +140,12 @@ class HFRolloutEngine:
         top_p: float = 1.0,
         seed: Optional[int] = None,
         progress: bool = False,
+        margins: bool = False,
     ) -> RolloutBatch:
+        """``margins``: also record each sampled position's top-2 probability margin (``RolloutBatch.margins``;
+        a topk and a logsumexp over the vocabulary per decode step, about 3% of a step, hence off by default);
+        None when the decode step runs in another precision than the model's."""
+        margins = margins and self.exact_logprobs
         gen = torch.Generator(device="cpu")
         gen.manual_seed(0 if seed is None else int(seed))
         prompts_per_chunk = max(1, self.batch_size // group_size)
@@ -157,7 +162,8 @@ class HFRolloutEngine:
             for start in range(0, len(prompts), prompts_per_chunk):
                 chunk = prompts[start : start + prompts_per_chunk]
                 ids, mask = self.encode_prompts(chunk)  # [Q, P], padded to the chunk's longest prompt
-                chunks.append(self._generate_chunk(ids, mask, group_size, max_new_tokens, temperature, top_p, gen))
+                chunks.append(self._generate_chunk(ids, mask, group_size, max_new_tokens, temperature, top_p, gen,
+                                                   margins=margins))
                 if bar is not None:
                     bar.update(len(chunk) * group_size)
         finally:
@@ -197,7 +203,7 @@ class HFRolloutEngine:
         batch.prompts = []
         return batch
 
-    def _generate_chunk(self, ids, mask, G, max_new_tokens, temperature, top_p, gen):
+    def _generate_chunk(self, ids, mask, G, max_new_tokens, temperature, top_p, gen, margins: bool = False):
         device = self.device
         ids, mask = ids.to(device), mask.to(device)  # [Q, P] left-padded
         eos_ids = self.eos_ids.to(device)
@@ -234,6 +240,7 @@ class HFRolloutEngine:
         tokens = torch.full((N, max_new_tokens), self.pad_id, dtype=torch.long, device=device)
         logps = torch.zeros(N, max_new_tokens, device=device)
         ents = torch.zeros(N, max_new_tokens, device=device)
+        gaps = torch.zeros(N, max_new_tokens, device=device) if margins else None
         lengths = torch.zeros(N, dtype=torch.long, device=device)
         hit_eos = torch.zeros(N, dtype=torch.bool, device=device)
         alive = torch.arange(N, device=device)  # rows still decoding, in cache order
@@ -243,6 +250,8 @@ class HFRolloutEngine:
             lp = logprobs_from_logits(logits[:, None, :], tok[:, None], scale)[:, 0]
             ent = entropy_from_logits(logits[:, None, :], scale)[:, 0]
             tokens[alive, t], logps[alive, t], ents[alive, t] = tok, lp, ent
+            if gaps is not None:
+                gaps[alive, t] = top2_margin(logits)
             lengths[alive] = t + 1
             done = torch.isin(tok, eos_ids)
             hit_eos[alive[done]] = True
@@ -275,6 +284,7 @@ class HFRolloutEngine:
             prompt_ids=prompt_ids.cpu(), prompt_mask=prompt_mask.cpu(), response_ids=tokens.cpu(),
             response_mask=response_mask.cpu(), logprobs=(logps * response_mask).cpu(),
             entropies=(ents * response_mask).cpu(),
+            margins=None if gaps is None else (gaps[:, :T] * response_mask).cpu(),
             finish_reason=["eos" if e else "length" for e in hit_eos.tolist()], texts=texts,
         )
 

@@ -280,7 +280,10 @@ class VLLMRolloutEngine:
     # -- requests
 
     def generate(self, prompts: List[str], group_size: int, *, max_new_tokens: int, temperature: float = 1.0,
-                 top_p: float = 1.0, seed: Optional[int] = None, progress: bool = False) -> RolloutBatch:
+                 top_p: float = 1.0, seed: Optional[int] = None, progress: bool = False,
+                 margins: bool = False) -> RolloutBatch:
+        """``margins`` is accepted and not honoured: vLLM returns at most the top log-probs it was asked for,
+        not in the trainer's precision, so ``RolloutBatch.margins`` stays None (readers recompute)."""
         ids, mask = encode_prompts(self.tokenizer, self.model_cfg, list(prompts))
         requests = [{"prompt_token_ids": row} for row in unpadded(ids, mask)]
         params = [sampling_params(self._SamplingParams, group_size=group_size, max_new_tokens=max_new_tokens,

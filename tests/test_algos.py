@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from drox.errors import NonFiniteError, check_finite
-from drox.models.logprobs import entropy_from_logits, logprobs_from_logits
+from drox.models.logprobs import entropy_from_logits, logprobs_from_logits, top2_margin
 from drox.rewards.overlong import soft_overlong_penalty
 from drox.trainers import algos
 from drox.trainers.algos import (
@@ -310,6 +310,17 @@ def test_logprobs_and_entropy_from_logits():
     assert bf.dtype == torch.float32 and entropy_from_logits(logits.bfloat16()).dtype == torch.float32
     with pytest.raises(ValueError):
         entropy_from_logits(logits, temperature=0.0)
+
+
+def test_top2_margin_by_hand():
+    """p = (0.5, 0.3, 0.2): p_(1) - p_(2) = 0.2 in any order of the vocabulary; at temperature 2 the
+    probabilities become sqrt(p) / sum sqrt(p), so the margin is (sqrt .5 - sqrt .3) / (sqrt .5 + sqrt .3 + sqrt .2)."""
+    logits = torch.tensor([[0.2, 0.5, 0.3], [0.5, 0.3, 0.2]]).log() + 7.0  # a shift changes nothing
+    assert close(top2_margin(logits), [0.2, 0.2])
+    s = [math.sqrt(0.5), math.sqrt(0.3), math.sqrt(0.2)]
+    assert close(top2_margin(logits, 2.0), [(s[0] - s[1]) / sum(s)] * 2)
+    assert close(top2_margin(torch.zeros(1, 2, 5)), [[0.0, 0.0]])  # uniform: no margin
+    assert top2_margin(logits.bfloat16()).dtype == torch.float32
 
 
 # ----------------------------------------------------------------------------------------------- overlong

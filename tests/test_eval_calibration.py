@@ -138,7 +138,7 @@ class ScriptedEngine:
     def __init__(self, table):
         self.table = table
 
-    def generate(self, prompts, n, *, max_new_tokens, temperature=1.0, top_p=1.0, seed=None):
+    def generate(self, prompts, n, *, max_new_tokens, temperature=1.0, top_p=1.0, seed=None, margins=False):
         texts = [t for p in prompts for t in self.table[p][:n]]
         return make_batch(CharTok(), ["p"] * len(prompts), texts, n)
 
@@ -333,6 +333,34 @@ def test_answer_span_confidence_calibrated_end_to_end(compose_cfg, tmp_path):
     assert (out / "reliability.png").is_file()
     with pytest.raises(ValueError, match="needs|reads the policy's logits"):
         evaluate_policy(cfg, engine, task, progress=False)  # no model: one clear error
+
+
+def test_answer_span_confidence_reads_the_samplers_margins(compose_cfg):
+    """With ``batch.margins`` (the HF sampler's p_(1) - p_(2) per position) the eval confidence is their mean over
+    the answer span, without a second pass: the margins a teacher-forced pass gives produce the very scores of
+    that pass (0.8 answered, 0 not), and margins of 0.5 everywhere give 0.5 to an answered sample."""
+    from doubles import PosLM
+
+    from drox.evaluation.runner import answer_span_confidence
+    from drox.models.forward import response_logits
+    from drox.models.logprobs import top2_margin
+    from drox.tasks import build_task
+
+    task = build_task(compose_cfg().task, split="test")
+    table = torch.stack([_margin_row(0.0 if pos < 7 else 0.8) for pos in range(40)])
+    model = PosLM(table)
+    score = answer_span_confidence(model, CharTok(), task)
+    assert score.reads_margins
+    batch = make_batch(CharTok(), ["p"], ["\\boxed{12}", "no idea", "\\boxed{3} ok"], 3)
+    rows = [task.dataset[0]] * 3
+    teacher_forced = score(rows, batch)
+    assert teacher_forced == pytest.approx([0.8, 0.0, 0.8], abs=1e-5)
+    with torch.no_grad():
+        logits = response_logits(model, batch.prompt_ids, batch.prompt_mask, batch.response_ids, batch.response_mask)
+    batch.margins = top2_margin(logits) * batch.response_mask
+    assert score(rows, batch) == pytest.approx(teacher_forced, abs=1e-6)
+    batch.margins = 0.5 * batch.response_mask
+    assert score(rows, batch) == pytest.approx([0.5, 0.0, 0.5])
 
 
 def test_confidence_score_config_errors(tiny_cfg):

@@ -188,6 +188,25 @@ def test_logprobs_refer_to_temperature_without_top_p(policy, engine):
     assert not torch.allclose(lp1, b.logprobs, atol=1e-2)
 
 
+def test_margins_match_teacher_forced_forward(policy, engine):
+    """generate(margins=True) records p_(1) - p_(2) of the temperature-1 distribution at every sampled position
+    (whatever the sampling temperature), the numbers a teacher-forced pass gives; the samples are the same as
+    without margins, and no margins are kept unless asked for."""
+    from drox.models.forward import response_logits
+    from drox.models.logprobs import top2_margin
+
+    model, _ = policy
+    plain = engine.generate(PROMPTS, 2, max_new_tokens=6, temperature=0.7, seed=5)
+    b = engine.generate(PROMPTS, 2, max_new_tokens=6, temperature=0.7, seed=5, margins=True)
+    assert plain.margins is None and torch.equal(b.response_ids, plain.response_ids)
+    with torch.no_grad():
+        logits = response_logits(model, b.prompt_ids, b.prompt_mask, b.response_ids, b.response_mask)
+    expected = top2_margin(logits) * b.response_mask
+    assert torch.allclose(b.margins, expected, atol=1e-4), (b.margins - expected).abs().max()
+    assert torch.all(b.margins[b.response_mask == 0] == 0) and b.margins[b.response_mask == 1].min() >= 0
+    assert b.select_groups(torch.tensor([False, True, False])).margins.shape[0] == 2
+
+
 # ------------------------------------------------------------------ greedy / top-p
 
 

@@ -11,13 +11,12 @@ SPEC = Experiment(
     arms=[
         Arm("outcome"),
         Arm("prm_min", ["+reward=prm", *PRM]),
-        Arm("prm_last", ["+reward=prm", *PRM, "reward.prm.aggregation=last"]),
         Arm("prm_dense", ["+reward=prm", *PRM, "reward.prm.dense=true"]),
         Arm("r3", ["+reward=variance"]),
         Arm("outcome_prm", ["+reward=[outcome,prm]", *PRM]),
     ],
     seeds=[0, 1],
-    metrics=["eval/pass@1", "eval/pass@16", "eval/pass@64", "accuracy", "reward/prm/mean", "time/score",
+    metrics=["eval/pass@1", "eval/pass@4", "eval/pass@16", "accuracy", "reward/prm/mean", "time/score",
              "scoring/forward_passes", "scoring/forward_tokens", "time/elapsed"],
     claims=[
         Claim("a dense process reward (reward-to-go) beats the outcome reward at pass@1", "eval/pass@1",
@@ -26,8 +25,6 @@ SPEC = Experiment(
               "PRM above ORM (direction; PAPERS.md §10.1)"),
         Claim("the PRM (min) beats the outcome reward at pass@1", "eval/pass@1", "prm_min", "outcome", +1,
               "PRM800K best-of-1860 on MATH: PRM 78.2% vs ORM 72.4% (verification, not RL)"),
-        Claim("last-step aggregation beats min at pass@1", "eval/pass@1", "prm_last", "prm_min", +1,
-              "Snell et al. 2024 (verification, 256 samples): last ~37% vs min 35% vs prod 27%"),
         Claim("outcome + PRM beats outcome alone at pass@1", "eval/pass@1", "outcome_prm", "outcome", +1,
               "no RL number in PAPERS.md (direction of the PRM-over-ORM results)"),
         Claim("R3 (no step labels, no judge) does at least as well as the PRM (min) at pass@1", "eval/pass@1",
@@ -44,7 +41,15 @@ forward pass of it per step batch, which the oracle does not cost); R3, neither 
 teacher-forced pass of the policy over the Q x G rollouts with the reference answer spliced in (the
 `scoring/forward_*` columns; `time/score` is the last step's scoring time). With 0/1 step scores the product of
 the steps equals their minimum, so a `prod` arm would train on exactly the rewards of `prm_min` and is not run
-separately. The base was SFT'd on two-step chains (experiments/base_policy_2op: pass@1 about 0.1 on held-out
+separately, and neither is the last step (`reward.prm.aggregation=last`): with the oracle matching the
+reference's steps a wrong first step carries its value into the second, so last = min = product on every
+rollout of this task, and the table made on 2026-11-30 with a `prm_last` arm (git show 89c376a:
+experiments/prm_vs_variance/results.md) had it equal to `prm_min` in every column to the last digit; Snell et
+al.'s last-vs-min claim (verification, 256 samples: last ~37% vs min 35% vs prod 27%) needs later steps that can
+recover from an early error, or a learned PRM's soft scores. Evaluation: 16 samples per held-out chain, not the
+common 64 (a two-step answer is ~35 tokens, so 64 samples took 3.3 minutes per evaluation and the table 85),
+which keeps the table within the hour; the pass@1 intervals are set by the spread over seeds, not by the 192
+samples behind each run's pass@1. The base was SFT'd on two-step chains (experiments/base_policy_2op: pass@1 about 0.1 on held-out
 chains), so a solution can be right in step 1 and wrong in step 2 (partial credit for `prm_dense`, whose step
 scores enter the advantage as group-normalised reward-to-go, DeepSeekMath §4.1.3), while min and last are nearly
 the outcome reward here: a wrong final step is a wrong answer. The papers' PRMs are learned 7B judges on
