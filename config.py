@@ -135,6 +135,26 @@ class VLLMConfig:
 
 
 @dataclass
+class TreeConfig:
+    """rollout.tree: Tree-GRPO's tree-search rollouts (Ji et al., arXiv 2509.21240; rollout/tree.py, docs/algorithms.md
+    "Tree-GRPO: tree-search rollouts and tree advantages"). Each prompt grows ``trees`` trees whose leaves are its G
+    rollouts: ``trees x (1 + rounds x branches)`` must equal ``trainer.samples_per_prompt``."""
+
+    enabled: bool = False
+    """true: sample each step's groups as trees (rollout.backend=hf only); false: G independent chains (plain GRPO)."""
+    trees: int = 2
+    """M: independent chains per prompt, each the first leaf of its own tree."""
+    rounds: int = 1
+    """L: expansion rounds; each round every tree grows ``branches`` new leaves."""
+    branches: int = 3
+    """N: per tree and round, N nodes are drawn uniformly with replacement from the tree's root (the bare prompt) and
+    its non-leaf nodes, and one new continuation is sampled from each (siblings share the prefix up to the node)."""
+    separator: str = "\n"
+    """A node (step) boundary is a sampled response token whose decoded text contains this string, strictly before the
+    response's last token: with the default a step is a line of the response."""
+
+
+@dataclass
 class RolloutConfig:
     backend: str = "hf"
     """hf (the reference, CPU or GPU) | vllm (GPU, optional extra ``pip install 'drox[vllm]'``)."""
@@ -155,6 +175,8 @@ class RolloutConfig:
     the trainer's, which ``trainer.tis_cap`` corrects (docs/performance.md)."""
     vllm: VLLMConfig = field(default_factory=VLLMConfig)
     """rollout.backend=vllm only."""
+    tree: TreeConfig = field(default_factory=TreeConfig)
+    """Tree-GRPO's tree-search rollouts (off by default)."""
 
 
 @dataclass
@@ -229,9 +251,39 @@ class LoggerConfig:
 
 
 @dataclass
+class VERLConfig:
+    """trainer.advantage.verl_shaping: VERL's exploration-exploitation advantage shaping (Huang et al., arXiv
+    2509.23808; docs/algorithms.md "VERL advantage shaping"). Defaults: the authors' run script (hf618/VERL
+    train.sh). The three statistics are ordered (ERA, ERV, ER) in ``w_explore`` and ``w_exploit``."""
+
+    stride: int = 40
+    """Tokens between the response prefixes whose effective ranks give ERV and ERA (the authors' ``diff_stride``);
+    ERV needs responses longer than 2 x stride and ERA longer than 3 x stride (shorter ones get 0), so lower it for
+    short completions (e.g. 4 with rollout.max_new_tokens=64)."""
+    ema_alpha: float = 0.3
+    """Weight of the newest batch mean in the running baselines of ER, ERV and ERA (in (0, 1])."""
+    gain: float = 2.0
+    """Slope of the ERA meta-controller: gate = sigmoid(gain * relative deviation of ERA) (``modulation_gain``)."""
+    weight: float = 1.0
+    """Overall scale of the auxiliary signal (``aux_reward_global_weight``, fixed as in the authors' run)."""
+    kappa: float = 2.0
+    """The bonus is at most |advantage| / kappa (``adv_shaping_kappa``)."""
+    clip: float = 5.0
+    """Relative deviations from the baselines are clipped to [-clip, clip]."""
+    w_explore: List[float] = field(default_factory=lambda: [0.0, 0.0, 1.0])
+    """Exploration channel's weights on (ERA, ERV, ER), taken when ERA is above its baseline (default: ER)."""
+    w_exploit: List[float] = field(default_factory=lambda: [0.0, 1.0, 0.0])
+    """Exploitation channel's weights on (ERA, ERV, ER), taken when ERA is below its baseline (default: ERV)."""
+    tokens: str = "last"
+    """Which tokens get the bonus: last (each response's final token, as the authors' code places it) | all (every
+    token of the response, the per-response reading of the paper's formula)."""
+
+
+@dataclass
 class AdvantageConfig:
     estimator: str = "grpo"
-    """A registered advantage estimator: grpo | dr_grpo | rloo | none (raw reward, for PSR/NSR) | a plugin's."""
+    """A registered advantage estimator: grpo | dr_grpo | rloo | none (raw reward, for PSR/NSR) | tree, tree_2norm
+    (Tree-GRPO's intra-tree + inter-tree advantage; needs ``rollout.tree.enabled``) | a plugin's."""
     eps: float = 1e-6
     """Added to the group std in grpo."""
     combine: str = "sum"
@@ -239,6 +291,14 @@ class AdvantageConfig:
     ``estimator``; TRL's sum_then_normalize when estimator=grpo) | a registered combiner: dvao
     (variance-adaptive weights) | sum_then_normalize (RC) | normalize_then_sum (GDPO, with batch
     normalisation) | normalize_then_sum_no_batch (AC); docs/multi-objective.md."""
+    verl_shaping: bool = False
+    """VERL (arXiv 2509.23808): add to each response's advantage a bonus min(max(phi, 0), |A| / kappa), phi built
+    from the effective rank of its hidden states (ER) and that rank's velocity and acceleration along the response
+    (ERV, ERA) relative to their running baselines, ERA choosing between an exploration (ER) and an exploitation
+    (ERV) channel (trainers/algos.verl_shaped_advantages). Costs one no-grad teacher-forced pass per step; the first
+    step has no baselines and no bonus. Logs ``verl/*``. Options in ``verl``."""
+    verl: VERLConfig = field(default_factory=VERLConfig)
+    """verl_shaping's coefficients."""
 
 
 @dataclass
@@ -519,10 +579,70 @@ def validate(cfg) -> None:
     if get("rollout.dtype") not in (None, get("model.dtype")) and not get("rollout.static_decode"):
         raise ConfigError(f"rollout.dtype={get('rollout.dtype')} differs from model.dtype={get('model.dtype')} and needs "
                           "the static decode step: set rollout.static_decode=true (or drop rollout.dtype)")
+    validate_verl(cfg)
+    validate_tree(cfg)
     device = str(get("device"))
     if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", device):
         raise ConfigError(f"device={device} is not allowed; choose auto, cpu, cuda, cuda:N or mps")
     validate_sft(cfg)
+
+
+def validate_verl(cfg) -> None:
+    """``trainer.advantage.verl``, when ``verl_shaping`` is on: one line naming the key and the fix."""
+    if not OmegaConf.select(cfg, "trainer.advantage.verl_shaping"):
+        return
+    v = OmegaConf.select(cfg, "trainer.advantage.verl")
+    key = "trainer.advantage.verl"
+    if OmegaConf.select(cfg, "trainer.objective") != "pg":
+        raise ConfigError("trainer.advantage.verl_shaping=true shapes policy-gradient advantages, but "
+                          f"trainer.objective={OmegaConf.select(cfg, 'trainer.objective')}; set trainer.objective=pg "
+                          "or trainer.advantage.verl_shaping=false")
+    if v.stride < 1:
+        raise ConfigError(f"{key}.stride={v.stride} must be a positive integer (tokens between the prefixes whose "
+                          "ranks give ERV and ERA; the paper's run uses 40)")
+    if not 0 < v.ema_alpha <= 1:
+        raise ConfigError(f"{key}.ema_alpha={v.ema_alpha} must be in (0, 1] (the newest batch mean's weight in the "
+                          "running baselines; the paper's run uses 0.3)")
+    if not v.kappa > 0:
+        raise ConfigError(f"{key}.kappa={v.kappa} must be > 0 (the bonus is capped at |advantage| / kappa; the "
+                          "paper uses 2)")
+    if not v.clip > 0:
+        raise ConfigError(f"{key}.clip={v.clip} must be > 0 (bound of the relative deviations; default 5)")
+    for name in ("gain", "weight"):
+        if v[name] < 0:
+            raise ConfigError(f"{key}.{name}={v[name]} must be >= 0")
+    for name in ("w_explore", "w_exploit"):
+        if len(v[name]) != 3:
+            raise ConfigError(f"{key}.{name}={list(v[name])} must hold 3 weights, on (ERA, ERV, ER), e.g. "
+                              f"{key}.{name}='[0.0,0.0,1.0]'")
+    if v.tokens not in ("last", "all"):
+        raise ConfigError(f"{key}.tokens={v.tokens} is not allowed; choose one of: last, all")
+
+
+def validate_tree(cfg) -> None:
+    """``rollout.tree`` (when enabled): positive sizes, G = trees x (1 + rounds x branches) leaves per prompt, and the
+    hf backend (branches continue token prefixes through ``generate_ids``)."""
+    tree = OmegaConf.select(cfg, "rollout.tree")
+    if tree is None or not tree.enabled:
+        return
+    for key in ("trees", "rounds", "branches"):
+        if tree[key] is None or tree[key] < 1:
+            raise ConfigError(f"rollout.tree.{key}={tree[key]} must be a positive integer")
+    if not tree.separator:
+        raise ConfigError("rollout.tree.separator is empty; give the text that ends a step, e.g. '\\n' (lines)")
+    backend = OmegaConf.select(cfg, "rollout.backend")
+    if backend != "hf":
+        raise ConfigError(f"rollout.tree.enabled=true continues token prefixes (generate_ids), which rollout.backend="
+                          f"{backend} cannot; use rollout.backend=hf")
+    M, L, N = int(tree.trees), int(tree.rounds), int(tree.branches)
+    G = OmegaConf.select(cfg, "trainer.samples_per_prompt")
+    leaves = M * (1 + L * N)
+    if leaves != G:
+        fit = f", or rollout.tree.trees/rounds/branches with trees x (1 + rounds x branches) = {G}"
+        if G % M == 0 and (G // M - 1) % L == 0 and G // M - 1 >= L:
+            fit = f", or rollout.tree.branches={(G // M - 1) // L} to keep G={G}"
+        raise ConfigError(f"rollout.tree: trees x (1 + rounds x branches) = {M} x (1 + {L} x {N}) = {leaves} leaves "
+                          f"per prompt, but trainer.samples_per_prompt={G}; set trainer.samples_per_prompt={leaves}{fit}")
 
 
 def validate_confidence_tag(tag) -> None:

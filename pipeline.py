@@ -85,6 +85,10 @@ def build_pipeline(cfg) -> Pipeline:
                           f"trainer.advantage.estimator={estimator}: its baseline is the group's other samples, so "
                           "every advantage would be 0 and nothing would be learned; use samples_per_prompt >= 2 "
                           "(or estimator=none)")
+    if ADVANTAGE_ESTIMATORS.get(estimator).meta.get("tree_ids") and not OmegaConf.select(cfg, "rollout.tree.enabled"):
+        raise ConfigError(f"trainer.advantage.estimator={estimator} normalises among the leaves of each rollout tree, "
+                          "which flat rollouts do not have: set rollout.tree.enabled=true (Tree-GRPO) or choose "
+                          "estimator=grpo")
     combine = OmegaConf.select(cfg, "trainer.advantage.combine")
     if combine not in combine_choices():
         raise ConfigError(f"trainer.advantage.combine={combine} is not allowed; choose one of: "

@@ -52,7 +52,7 @@ from drox.rewards._spans import TokenCharMap, response_ids
 from drox.rewards.base import RewardOutput, ScoringContext, register_reward
 
 KINDS = ("oracle", "hf", "monte_carlo", "generative")
-JUDGES = ("policy", "initial")
+JUDGES = ("policy", "initial", "model")
 ESTIMATES = ("soft", "hard")
 AGGREGATIONS = ("min", "last", "prod", "mean")
 HEADS = ("token_classification", "sequence_classification", "causal_lm")
@@ -117,7 +117,11 @@ class PRMConfig:
 
     # --- generative (step_separator splits the steps)
     judge: Literal[JUDGES] = "policy"
-    """generative: policy (the model being trained judges itself) | initial (the frozen initial policy)."""
+    """generative: policy (the model being trained judges itself) | initial (the frozen initial policy) | model (a
+    separate LM at ``judge_path``)."""
+    judge_path: str = ""
+    """generative, judge=model: the judge LM, a local HF folder or hub id, or ``embedded`` (SmolLM2-135M-Instruct);
+    loaded once and frozen, prompted with its own tokenizer and chat template."""
     judge_template: str = ("Problem: {question}\n\nSolution so far:\n{steps}\n\n"
                            "Is the last step of this solution correct?")
     """generative: the judge's user message; {question} = the prompt, {steps} = the steps up to the judged one."""
@@ -286,13 +290,6 @@ def load_prm(ctx: ScoringContext, cfg: PRMConfig):
     return model, tokenizer
 
 
-def _single_token(tokenizer, text: str, what: str) -> int:
-    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
-    if len(ids) != 1:
-        raise ValueError(f"reward.prm.{what}={text!r} is {len(ids)} tokens for the PRM tokenizer; it must be one")
-    return int(ids[0])
-
-
 def positive_probability(logits: torch.Tensor, head: str, positive_label: int = 1,
                          label_ids: Optional[Tuple[int, Optional[int]]] = None) -> torch.Tensor:
     """P(step correct) from PRM logits at the scored positions.
@@ -319,8 +316,11 @@ def _prm_forward(ctx: ScoringContext, model, tokenizer, inputs: List[List[int]],
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
     label_ids = None
     if cfg.head == "causal_lm":
-        label_ids = (_single_token(tokenizer, cfg.good_token, "good_token"),
-                     _single_token(tokenizer, cfg.bad_token, "bad_token") if cfg.bad_token else None)
+        from drox.rewards.prm_judge import single_token
+
+        label_ids = (single_token(tokenizer, cfg.good_token, "reward.prm", "good_token", "the PRM's"),
+                     single_token(tokenizer, cfg.bad_token, "reward.prm", "bad_token", "the PRM's")
+                     if cfg.bad_token else None)
     out: List[List[float]] = []
     bs = max(1, ctx.forward_batch_size)
     for start in range(0, len(inputs), bs):
@@ -439,6 +439,8 @@ def check_backend(opts: PRMConfig, cfg) -> None:
     if opts.kind == "generative" and opts.judge == "initial" and opts.judge_verify_tokens > 0:
         raise ValueError("reward.prm judge=initial cannot write a verification (the engine samples from the policy); "
                          "set judge_verify_tokens=0 or judge=policy")
+    if opts.kind == "generative" and opts.judge == "model" and not opts.judge_path:
+        raise ValueError("reward.prm judge=model needs reward.prm.judge_path=<a local HF folder, a hub id, or embedded>")
     if opts.kind == "monte_carlo" and cfg.rollout.backend != "hf":
         raise ValueError(f"reward.prm kind=monte_carlo samples from token prefixes, which rollout.backend="
                          f"{cfg.rollout.backend} cannot; use rollout.backend=hf")

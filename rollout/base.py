@@ -33,6 +33,8 @@ class RolloutBatch:
     margins: Optional[torch.Tensor] = None  # [N, T] p_(1) - p_(2) of softmax(z) (temperature 1, whatever the
     #   sampling temperature) at each sampled position, 0 on padding; only when asked for (``generate(margins=True)``)
     #   and the decode step ran in the trainer's precision: RLSF's answer-span confidence read off the sampler
+    tree_ids: Optional[torch.Tensor] = None  # [N] long, Tree-GRPO rollouts only (rollout.tree, rollout/tree.py): the
+    #   tree within its group (0..M-1) that row's leaf belongs to, for the ``tree`` advantage estimator; None = flat
 
     @property
     def num_rows(self) -> int:
@@ -69,6 +71,7 @@ class RolloutBatch:
             temperature=self.temperature,
             sampler_logprobs=None if self.sampler_logprobs is None else self.sampler_logprobs[rows],
             margins=None if self.margins is None else self.margins[rows],
+            tree_ids=None if self.tree_ids is None else self.tree_ids[rows],
         )
 
 
@@ -108,6 +111,7 @@ def concat_batches(batches: List[RolloutBatch], pad_id: int) -> RolloutBatch:
         sampler_logprobs=(cat("sampler_logprobs", T, 0.0, False)
                           if all(b.sampler_logprobs is not None for b in batches) else None),
         margins=cat("margins", T, 0.0, False) if all(b.margins is not None for b in batches) else None,
+        tree_ids=(torch.cat([b.tree_ids for b in batches]) if all(b.tree_ids is not None for b in batches) else None),
     )
 
 

@@ -14,7 +14,7 @@ the top-p truncation (the convention of verl and TRL, and what the trainer recom
 from __future__ import annotations
 
 import inspect
-from typing import List, Optional
+from typing import List, Optional, Sequence, Union
 
 import torch
 from transformers import DynamicCache
@@ -176,11 +176,18 @@ class HFRolloutEngine:
         return batch
 
     @torch.no_grad()
-    def generate_ids(self, prefixes: List[List[int]], group_size: int, *, max_new_tokens: int,
+    def generate_ids(self, prefixes: List[List[int]], group_size: int, *, max_new_tokens: Union[int, Sequence[int]],
                      temperature: float = 1.0, top_p: float = 1.0, seed: Optional[int] = None) -> RolloutBatch:
         """``group_size`` continuations of each already-tokenised prefix (a templated prompt, possibly followed by
         the start of a response: Monte-Carlo step values continue a response from each step's end). Same sampler
-        and seeding as :meth:`generate`; ``batch.prompts`` is empty (there are no prompt strings)."""
+        and seeding as :meth:`generate`; ``batch.prompts`` is empty (there are no prompt strings).
+        ``max_new_tokens``: one cap for all, or one per prefix (Tree-GRPO's branches continue responses of different
+        lengths up to the same total, rollout/tree.py); a continuation that reaches its cap has finish_reason
+        'length'."""
+        caps = ([int(max_new_tokens)] * len(prefixes) if isinstance(max_new_tokens, int)
+                else [int(c) for c in max_new_tokens])
+        if len(caps) != len(prefixes) or min(caps, default=1) < 1:
+            raise ValueError(f"max_new_tokens: expected one cap >= 1 per prefix ({len(prefixes)}), got {caps}")
         gen = torch.Generator(device="cpu")
         gen.manual_seed(0 if seed is None else int(seed))
         per_chunk = max(1, self.batch_size // group_size)
@@ -195,7 +202,10 @@ class HFRolloutEngine:
                 mask = torch.zeros(len(rows), P, dtype=torch.long)
                 for i, r in enumerate(rows):  # left-padded, as encode_prompts pads prompts
                     ids[i, P - len(r):], mask[i, P - len(r):] = torch.tensor(r, dtype=torch.long), 1
-                chunks.append(self._generate_chunk(ids, mask, group_size, max_new_tokens, temperature, top_p, gen))
+                chunk_caps = caps[start : start + per_chunk]
+                row_caps = None if len(set(chunk_caps)) == 1 else torch.tensor(chunk_caps, dtype=torch.long)
+                chunks.append(self._generate_chunk(ids, mask, group_size, max(chunk_caps), temperature, top_p, gen,
+                                                   row_caps=row_caps))
         finally:
             self.model.train(was_training)
         parts = [RolloutBatch(**c, group_size=group_size, temperature=temperature) for c in chunks]
@@ -203,7 +213,9 @@ class HFRolloutEngine:
         batch.prompts = []
         return batch
 
-    def _generate_chunk(self, ids, mask, G, max_new_tokens, temperature, top_p, gen, margins: bool = False):
+    def _generate_chunk(self, ids, mask, G, max_new_tokens, temperature, top_p, gen, margins: bool = False,
+                        row_caps: Optional[torch.Tensor] = None):
+        """``row_caps``: [Q] long, each prompt's own cap (<= max_new_tokens) on its G continuations, or None."""
         device = self.device
         ids, mask = ids.to(device), mask.to(device)  # [Q, P] left-padded
         eos_ids = self.eos_ids.to(device)
@@ -244,6 +256,7 @@ class HFRolloutEngine:
         lengths = torch.zeros(N, dtype=torch.long, device=device)
         hit_eos = torch.zeros(N, dtype=torch.bool, device=device)
         alive = torch.arange(N, device=device)  # rows still decoding, in cache order
+        caps = None if row_caps is None else row_caps.to(device).repeat_interleave(G)  # [N]
 
         for t in range(max_new_tokens):
             tok = _sample(logits, temperature, top_p, gen, draw).to(device)  # [A]
@@ -255,6 +268,8 @@ class HFRolloutEngine:
             lengths[alive] = t + 1
             done = torch.isin(tok, eos_ids)
             hit_eos[alive[done]] = True
+            if caps is not None:  # a row at its own cap stops too (finish_reason 'length')
+                done = done | (caps[alive] <= t + 1)
             if t == max_new_tokens - 1:
                 break
             if done.any():  # drop finished rows from the batch and the KV cache

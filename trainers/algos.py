@@ -15,7 +15,8 @@ padding). Sequence scores are ``[Q, G]``; dense (per-token) scores are ``[Q, G, 
 Registries (``drox.registry.Registry``; the config's allowed values are their names)
 -------------------------------------------------------------------------------------
 * :data:`ADVANTAGE_ESTIMATORS` (``trainer.advantage.estimator``): ``fn(scores [Q, G], eps, valid [Q, G] bool)
-  -> [Q, G]``; :func:`compute_advantages` dispatches. Dense scores: :func:`token_advantages`.
+  -> [Q, G]``; :func:`compute_advantages` dispatches. An estimator registered with ``tree_ids=True`` (Tree-GRPO's
+  ``tree``, ``tree_2norm``) also receives ``tree_ids [Q, G]``. Dense scores: :func:`token_advantages`.
 * :data:`POLICY_LOSSES` (``trainer.policy_loss``): ``fn(logprobs, old_logprobs, advantages, mask [N, T], *,
   clip_low, clip_high, agg, max_len, num_seqs, num_tokens) -> (loss, stats)``.
 * :data:`LOSS_AGGREGATIONS` (``trainer.loss_agg``): ``fn(loss_mat, mask [N, T], max_len, num_seqs, num_tokens)
@@ -59,7 +60,13 @@ __all__ = [
     "register_advantage_estimator",
     "rloo_advantages",
     "token_advantages",
+    "tree_2norm_advantages",
+    "tree_advantages",
     "truncated_is_weights",
+    "VERL_STATS",
+    "verl_ema_update",
+    "verl_relative_deviation",
+    "verl_shaped_advantages",
 ]
 
 
@@ -85,7 +92,8 @@ def _check_same_shape(**tensors: Optional[Tensor]) -> None:
 # ---------------------------------------------------------------------------------------------------------------
 
 def register_advantage_estimator(name: str, **meta):
-    """Decorator: register ``fn(scores [Q, G], eps, valid [Q, G] bool) -> [Q, G]`` under ``name``."""
+    """Decorator: register ``fn(scores [Q, G], eps, valid [Q, G] bool) -> [Q, G]`` under ``name``; with
+    ``tree_ids=True`` in ``meta`` the function is also passed ``tree_ids [Q, G]`` (each rollout's tree in its group)."""
     return ADVANTAGE_ESTIMATORS.register(name, **meta)
 
 
@@ -166,8 +174,62 @@ def no_baseline_advantages(scores: Tensor, eps: float = 1e-6, valid: Optional[Te
     return torch.where(valid, s, torch.zeros_like(s)).to(_float_dtype(scores))
 
 
+def _within_trees(scores: Tensor, eps: float, valid: Tensor, tree_ids: Tensor) -> Tensor:
+    """GRPO advantage of each rollout among the valid rollouts of its own tree: ``[Q, G]`` -> ``[Q, G]``.
+
+    Row ``(q, i)`` becomes a group of its own whose members are the rollouts ``j`` of prompt ``q`` with
+    ``tree_ids[q, j] == tree_ids[q, i]``; :func:`grpo_advantages` over those ``Q*G`` groups, read at ``j = i``.
+    """
+    Q, G = scores.shape
+    if tree_ids.shape != scores.shape:
+        raise ValueError(f"tree_ids {list(tree_ids.shape)} must be [Q, G] = {list(scores.shape)}")
+    tree_ids = tree_ids.to(scores.device)
+    same = (tree_ids[:, :, None] == tree_ids[:, None, :]) & valid[:, None, :]  # [Q, G(i), G(j)]
+    adv = grpo_advantages(scores.reshape(Q, 1, G).expand(Q, G, G).reshape(Q * G, G), eps,
+                          same.reshape(Q * G, G))  # [Q*G, G]
+    return adv.view(Q, G, G).diagonal(dim1=1, dim2=2)  # [Q, G]
+
+
+@register_advantage_estimator("tree", group_baseline=True, tree_ids=True)
+def tree_advantages(scores: Tensor, eps: float = 1e-6, valid: Optional[Tensor] = None,
+                    tree_ids: Optional[Tensor] = None) -> Tensor:
+    """Tree-GRPO (Ji et al., "Tree Search for LLM Agent Reinforcement Learning", arXiv 2509.21240; the authors'
+    ``adv_estimator == 'tree'``): intra-tree + inter-tree GRPO advantage; docs/algorithms.md "Tree-GRPO: tree-search
+    rollouts and tree advantages".
+
+    ``A_i = GRPO_i(among the leaves of i's own tree) + GRPO_i(among all leaves of the prompt)``, each
+    ``(r_i - mean) / (std + eps)`` with the unbiased std, as :func:`grpo_advantages` (constant or one-member groups
+    give 0; invalid rollouts are left out and get 0).
+    Shapes: ``scores [Q, G]``, ``valid [Q, G] bool | None``, ``tree_ids [Q, G]`` (any integer labels; rollouts of
+    one prompt with equal labels form one tree) -> ``[Q, G]``.
+    """
+    if tree_ids is None:
+        raise ValueError("the tree advantage needs tree_ids [Q, G] (rollout.tree.enabled=true)")
+    s, valid = _prepare(scores, valid)
+    adv = grpo_advantages(s, eps, valid) + _within_trees(s, eps, valid, tree_ids)
+    return adv.to(_float_dtype(scores))
+
+
+@register_advantage_estimator("tree_2norm", group_baseline=True, tree_ids=True)
+def tree_2norm_advantages(scores: Tensor, eps: float = 1e-6, valid: Optional[Tensor] = None,
+                          tree_ids: Optional[Tensor] = None) -> Tensor:
+    """Tree-GRPO's sequential variant (the authors' ``adv_estimator == 'tree_2norm'``, arXiv 2509.21240's code):
+    the GRPO advantage among all leaves of the prompt, then GRPO-normalised again among the leaves of each tree.
+
+    ``z = GRPO(r) over the prompt``; ``A_i = GRPO_i(z among the leaves of i's tree)``.
+    Shapes: ``scores [Q, G]``, ``valid [Q, G] bool | None``, ``tree_ids [Q, G]`` -> ``[Q, G]``; docs/algorithms.md
+    "Tree-GRPO: tree-search rollouts and tree advantages".
+    """
+    if tree_ids is None:
+        raise ValueError("the tree_2norm advantage needs tree_ids [Q, G] (rollout.tree.enabled=true)")
+    s, valid = _prepare(scores, valid)
+    adv = _within_trees(grpo_advantages(s, eps, valid), eps, valid, tree_ids)
+    return adv.to(_float_dtype(scores))
+
+
 def compute_advantages(
-    scores: Tensor, estimator: str = "grpo", eps: float = 1e-6, valid: Optional[Tensor] = None
+    scores: Tensor, estimator: str = "grpo", eps: float = 1e-6, valid: Optional[Tensor] = None,
+    tree_ids: Optional[Tensor] = None,
 ) -> Tensor:
     """Dispatch to a registered sequence-level advantage estimator.
 
@@ -177,12 +239,17 @@ def compute_advantages(
         eps: added to the group std (``grpo``).
         valid: ``[Q, G]`` bool or None; ``False`` rows (e.g. rejected by a gate) are left out of the group
             statistics and get advantage 0. Their scores may be anything, NaN included.
+        tree_ids: ``[Q, G]`` or None: each rollout's tree within its group (Tree-GRPO rollouts,
+            ``RolloutBatch.tree_ids``); passed only to estimators registered with ``tree_ids=True``.
     Returns:
         ``[Q, G]`` advantages, in the scores' floating dtype (float32 for integer/bool scores).
     Raises:
         ValueError: unknown estimator (the message lists the registered ones) or bad shapes.
     """
-    return ADVANTAGE_ESTIMATORS.get(estimator).fn(scores, eps=eps, valid=valid)
+    component = ADVANTAGE_ESTIMATORS.get(estimator)
+    if component.meta.get("tree_ids"):
+        return component.fn(scores, eps=eps, valid=valid, tree_ids=tree_ids)
+    return component.fn(scores, eps=eps, valid=valid)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -322,6 +389,96 @@ def token_advantages(
             raise ValueError("token_scores is [N, T]: pass group_size (or seq_adv as [Q, G])")
         dense_tok = dense_process_advantages(token_scores, mask, G, eps=eps, reward_mask=reward_mask, valid=valid)
     return combine_advantages(seq_tok, dense_tok)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# 2b. VERL exploration-exploitation advantage shaping (Huang et al., arXiv 2509.23808)
+# ---------------------------------------------------------------------------------------------------------------
+
+#: the order of VERL's three hidden-state statistics in every ``[..., 3]`` tensor below
+VERL_STATS = ("era", "erv", "er")
+
+
+def verl_relative_deviation(stats: Tensor, baseline: Tensor, clip: float = 5.0, eps: float = 1e-8) -> Tensor:
+    """VERL's relative deviation of each response's statistics from their running baselines.
+
+    ``delta = clamp((x - mu) / (|mu| + eps), -clip, clip)``, per statistic. Shapes: ``stats [N, 3]`` (columns
+    :data:`VERL_STATS`: ERA, ERV, ER of each response, models/effective_rank.rank_dynamics), ``baseline [3]`` (the
+    EMA of their batch means over earlier steps, :func:`verl_ema_update`) -> ``[N, 3]`` float64.
+    """
+    if stats.dim() != 2 or stats.shape[-1] != 3 or baseline.shape != (3,):
+        raise ValueError(f"stats must be [N, 3] and baseline [3], got {list(stats.shape)} and {list(baseline.shape)}")
+    x, mu = stats.to(torch.float64), baseline.to(device=stats.device, dtype=torch.float64)
+    return ((x - mu) / (mu.abs() + eps)).clamp(-clip, clip)
+
+
+def verl_ema_update(baseline: Optional[Tensor], batch_mean: Tensor, alpha: float) -> Tensor:
+    """The running baseline after one more step: ``(1 - alpha) * mu + alpha * m`` with ``m`` this step's batch
+    mean ``[3]``; the first step's mean itself when there is no baseline yet (``baseline`` None) [ENG: the
+    authors' code starts the EMA at 0, which makes the next step's relative deviations hit the clip]."""
+    m = batch_mean.to(torch.float64)
+    if baseline is None:
+        return m.clone()
+    return (1.0 - alpha) * baseline.to(torch.float64) + alpha * m
+
+
+def verl_shaped_advantages(
+    adv: Tensor,
+    stats: Tensor,
+    baseline: Tensor,
+    w_explore=(0.0, 0.0, 1.0),
+    w_exploit=(0.0, 1.0, 0.0),
+    gain: float = 2.0,
+    weight: float = 1.0,
+    kappa: float = 2.0,
+    clip: float = 5.0,
+    valid: Optional[Tensor] = None,
+) -> Tuple[Tensor, Dict[str, Tensor]]:
+    """VERL's exploration-exploitation shaping of sequence advantages (Huang et al., arXiv 2509.23808, the method
+    "VERL"; the paper's equation numbers were not checked: the formulas are the authors' code's, hf618/VERL
+    ``verl/trainer/reward_manager_versions.py`` for the auxiliary signal and ``verl/trainer/ppo/ray_trainer.py``
+    ``compute_advantage`` for the clipped bonus; docs/algorithms.md "VERL advantage shaping").
+
+    For response ``i`` with statistics ``x_i = (ERA_i, ERV_i, ER_i)`` and relative deviations
+    ``delta_i = verl_relative_deviation(x_i, baseline, clip)``:
+
+    * meta-controller (ERA): ``g_i = sigmoid(gain * delta_i[ERA])``;
+    * dual-channel weights: ``w_i = g_i * w_explore + (1 - g_i) * w_exploit``;
+    * auxiliary signal: ``phi_i = weight * sum_m w_i[m] * tanh(delta_i[m])`` (defaults: ``g_i tanh(delta_ER) +
+      (1 - g_i) tanh(delta_ERV)``: exploration, ER above its baseline, is rewarded when ERA is above its
+      baseline, exploitation, ERV above its baseline, when it is below);
+    * bonus: ``b_i = min(max(phi_i, 0), |A_i| / kappa)``; shaped advantage ``A_i + b_i``.
+
+    The bonus is never negative and never more than ``|A_i| / kappa``, so it cannot flip a sign and a group with
+    no contrast (``A = 0``) gets none. It is added to the group-normalised advantage (not normalised again).
+
+    Args:
+        adv: ``[Q, G]`` (or ``[N]``) advantages from the estimator / combiner.
+        stats: ``[N, 3]`` per-response ``(ERA, ERV, ER)``, group-major like ``adv``.
+        baseline: ``[3]`` the running baselines of the three statistics.
+        w_explore, w_exploit: 3 weights each, in :data:`VERL_STATS` order.
+        gain: the slope of the ERA gate; weight: the overall scale of ``phi``; kappa: the bonus cap divisor.
+        clip: bound of the relative deviations. valid: ``[Q, G]`` bool or None; invalid rows get no bonus.
+    Returns:
+        ``(shaped adv, shape of adv; parts)``, ``parts`` holding ``[N]`` float64 tensors ``delta`` ``[N, 3]``,
+        ``gate``, ``phi``, ``bonus``.
+    """
+    if not kappa > 0:
+        raise ValueError(f"kappa must be > 0, got {kappa}")
+    a = adv.reshape(-1).to(torch.float64)
+    if stats.shape[0] != a.shape[0]:
+        raise ValueError(f"stats has {stats.shape[0]} rows but adv has {a.shape[0]} entries")
+    delta = verl_relative_deviation(stats.to(a.device), baseline, clip)  # [N, 3]
+    gate = torch.sigmoid(gain * delta[:, 0])  # [N]
+    w_e = torch.as_tensor(w_explore, dtype=torch.float64, device=a.device)
+    w_x = torch.as_tensor(w_exploit, dtype=torch.float64, device=a.device)
+    w = gate[:, None] * w_e + (1.0 - gate[:, None]) * w_x  # [N, 3]
+    phi = weight * (w * torch.tanh(delta)).sum(-1)  # [N]
+    bonus = torch.minimum(phi.clamp_min(0.0), a.abs() / kappa)
+    rows = _rows_valid(valid, a.shape[0], a.device)
+    bonus = torch.where(rows, bonus, torch.zeros_like(bonus))
+    shaped = (a + bonus).reshape(adv.shape).to(_float_dtype(adv))
+    return shaped, {"delta": delta, "gate": gate, "phi": phi, "bonus": bonus}
 
 
 # ---------------------------------------------------------------------------------------------------------------

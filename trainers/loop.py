@@ -8,13 +8,16 @@ then runs :func:`train_step` for every step. One training step, top to bottom, o
 1. :func:`draw_prompts`: Q prompts (seeded epochs of permutations; the cursor is checkpointed);
 2. :func:`generate`: G completions each with the rollout engine, which also returns the behaviour
    log-probs it computed while sampling (no second forward pass for pi_old, unless the engine is not the
-   trainer's own model: vLLM or another precision, :func:`with_trainer_logprobs`);
+   trainer's own model: vLLM or another precision, :func:`with_trainer_logprobs`); with ``rollout.tree.enabled``
+   the G completions are the leaves of Tree-GRPO's trees (rollout/tree.py). ``rollout/tokens_generated`` logs
+   the tokens sampled (a tree's shared prefixes once);
 3. :func:`score`: gates judge each rollout, every reward source scores it (weighted sum, plus the
    per-source table the multi-objective combiners need), the gates' verdicts are applied and the group
    filters keep or drop each query. While a refill filter (DAPO dynamic sampling) is short of kept
    groups, steps 1-3 repeat; :func:`collect` runs that loop and merges what was kept;
 4. :func:`advantages`: the group baseline of ``trainer.advantage.estimator`` (or a multi-objective
-   combiner), broadcast to tokens, plus the reward-to-go of dense scores;
+   combiner), broadcast to tokens, plus the reward-to-go of dense scores (with ``trainer.advantage.verl_shaping``,
+   plus VERL's bonus from the hidden-state rank dynamics of each response, :func:`verl_shaping`);
 5. :func:`loss_masks`: the tokens the loss sees (valid rollouts, optionally minus truncated ones; token
    filters such as the 80/20 entropy mask narrow the policy-gradient term);
 6. :func:`update_policy`: ``mu`` passes over the batch, each split into mini-batches of whole groups (one
@@ -46,7 +49,7 @@ import random
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -62,7 +65,7 @@ from drox.evaluation.runner import evaluate_policy, load_judge, write_eval_folde
 from drox.filters.base import RoundEnv
 from drox.gates.base import accepted, apply_gates
 from drox.masked_stats import masked_mean
-from drox.models.effective_rank import response_effective_ranks
+from drox.models.effective_rank import response_effective_ranks, response_rank_dynamics
 from drox.models.forward import response_logprobs
 from drox.models.loading import align_weights, load_policy, resolve_device
 from drox.pipeline import Pipeline, build_pipeline
@@ -70,6 +73,7 @@ from drox.rewards.base import ScoringContext, load_scoring_state, scoring_state_
 from drox.rewards.base import score as score_sources
 from drox.rollout.base import RolloutBatch, concat_batches
 from drox.rollout.hf import build_engine
+from drox.rollout.tree import tree_rollouts
 from drox.tasks import build_task
 from drox.trainers import algos, preference
 from drox.trainers.checkpoint import load_trainer_state, resumable_checkpoint, rng_state, save_checkpoint, set_rng_state
@@ -94,8 +98,11 @@ def describe_sizes(cfg) -> str:
     t = cfg.trainer
     rows = t.prompts_per_step * t.samples_per_prompt
     per_mb = rows // t.mini_batches
+    tree = cfg.rollout.tree
+    shape = (f" (Tree-GRPO: {tree.trees} trees x (1 + {tree.rounds} rounds x {tree.branches} branches) leaves, "
+             f"steps end at {tree.separator!r})" if tree.enabled else "")
     return (
-        f"per step: Q={t.prompts_per_step} prompts x G={t.samples_per_prompt} samples = {rows} rollouts "
+        f"per step: Q={t.prompts_per_step} prompts x G={t.samples_per_prompt} samples{shape} = {rows} rollouts "
         f"(<= {rows * cfg.rollout.max_new_tokens} completion tokens); update: mu={t.mu} pass(es) x "
         f"{t.mini_batches} mini-batch(es) of {per_mb} rollouts = {t.mu * t.mini_batches} optimizer step(s) per "
         f"training step, each mini-batch in {t.grad_accum} micro-batch(es) of ~{math.ceil(per_mb / t.grad_accum)}; "
@@ -180,6 +187,7 @@ class Trainer:
     console: Console
     scoring_state: Dict[str, Any] = field(default_factory=dict)  # sources' state across steps (lagged policy)
     totals: Dict[str, float] = field(default_factory=lambda: {"samples_seen": 0, "elapsed": 0.0})
+    verl_baseline: Optional[torch.Tensor] = None  # [3] VERL's running baselines of (ERA, ERV, ER) (verl_shaping)
 
     def scoring_context(self, batch, rows, step: int, gen_batch: int = 0) -> ScoringContext:
         return ScoringContext(batch=batch, rows=rows, task=self.task, step=step, seed=self.cfg.seed,
@@ -202,6 +210,8 @@ class Trainer:
                  "step": step, "totals": dict(self.totals), "scoring": scoring_state_dict(self.scoring_state)}
         if self.cfg.trainer.get("checkpoint", "full") == "full":
             state["optimizer"] = self.optimizer.state_dict()
+        if self.verl_baseline is not None:
+            state["verl_baseline"] = self.verl_baseline.clone()
         return state
 
 
@@ -247,6 +257,7 @@ def run_training(cfg: DictConfig, run_dir: str | Path, progress: bool = True,
 
     start_step = 0
     scoring_state: Dict[str, Any] = {}
+    verl_baseline = None  # VERL's running baselines (trainer.advantage.verl_shaping), restored on resume
     # cumulative rollouts generated (refills included) and training wall-clock, for steps/time-to-target
     totals = {"samples_seen": 0, "elapsed": 0.0}
     if resume_from is not None:
@@ -263,6 +274,7 @@ def run_training(cfg: DictConfig, run_dir: str | Path, progress: bool = True,
         scoring_state.update(load_scoring_state(state.get("scoring", {}), model))
         start_step = state["step"]
         totals.update(state.get("totals", {}))
+        verl_baseline = state.get("verl_baseline")
         console.print(f"resumed from {resume_from} at step {start_step}")
 
     console.print(describe_run(cfg, pipeline, run_dir), highlight=False, soft_wrap=True)
@@ -272,7 +284,7 @@ def run_training(cfg: DictConfig, run_dir: str | Path, progress: bool = True,
     trainer = Trainer(cfg=cfg, pipeline=pipeline, task=task, model=model, tokenizer=tokenizer, engine=engine,
                       optimizer=optimizer, scheduler=scheduler, sampler=sampler, reference=reference,
                       ref_model=ref_model, logger=logger, console=console, scoring_state=scoring_state,
-                      totals=totals)
+                      totals=totals, verl_baseline=verl_baseline)
     metrics: Dict[str, Any] = {}
     evals: Dict[int, Dict[str, Any]] = {}
     judge = load_judge(cfg, device) if eval_task is not None and eval_task.verifier is None else None
@@ -352,6 +364,9 @@ def train_step(trainer: Trainer, step: int) -> Dict[str, Any]:
     t_collect = time.perf_counter()
     trainer.totals["samples_seen"] += int(metrics["filter/gen_batches"]) * t.prompts_per_step * t.samples_per_prompt
     metrics["samples_seen"] = trainer.totals["samples_seen"]
+    # cumulative sampling cost (Tree-GRPO vs flat GRPO at equal tokens generated); .get: checkpoints made before it
+    trainer.totals["tokens_generated"] = trainer.totals.get("tokens_generated", 0) + metrics["rollout/tokens_generated"]
+    metrics["rollout/tokens_generated_total"] = trainer.totals["tokens_generated"]
     if data is None:  # every group was filtered out: nothing to learn from at this step
         trainer.totals["elapsed"] += t_collect - t0
         metrics.update({"skipped": 1.0, "lr": trainer.scheduler.get_last_lr()[0], "time/update": 0.0,
@@ -362,6 +377,8 @@ def train_step(trainer: Trainer, step: int) -> Dict[str, Any]:
     if t.effective_rank:  # a metric of what was sampled, read before the update changes the policy
         metrics.update(effective_rank_metrics(trainer.model, data.batch))
     seq_adv, token_adv = advantages(cfg, data, step, metrics)  # 4
+    if t.advantage.verl_shaping:  # VERL's bonus from the hidden states of what was sampled, before the update
+        seq_adv, token_adv = verl_shaping(trainer, data, seq_adv, token_adv, step, metrics)
     mask, pg_mask = loss_masks(trainer.pipeline, cfg, data, metrics)  # 5
     if t.objective == "dpo":  # 6, RLSF: preference pairs from the group's scores, DPO instead of the PG loss
         metrics.update(update_preference(trainer, step, data, pg_mask))
@@ -401,13 +418,22 @@ def draw_prompts(trainer: Trainer) -> List[Dict[str, Any]]:
     return trainer.task.dataset.select(idx).to_list()
 
 
-def generate(trainer: Trainer, rows: List[Dict[str, Any]], step: int, gen_batch: int) -> RolloutBatch:
-    """Step 2: G completions per prompt, with behaviour log-probs and entropies."""
+def generate(trainer: Trainer, rows: List[Dict[str, Any]], step: int, gen_batch: int) -> Tuple[RolloutBatch, int]:
+    """Step 2: ``(batch, tokens generated)``: G completions per prompt, with behaviour log-probs and entropies, and
+    the number of tokens the engine sampled for them. With ``rollout.tree.enabled`` the G completions are the leaves
+    of Tree-GRPO's trees (rollout/tree.py), whose shared prefixes were sampled, and are counted, once."""
     r = trainer.cfg.rollout
-    batch = trainer.engine.generate([row["prompt"] for row in rows], trainer.cfg.trainer.samples_per_prompt,
-                                    max_new_tokens=r.max_new_tokens, temperature=r.temperature, top_p=r.top_p,
-                                    seed=rollout_seed(trainer.cfg.seed, step, gen_batch))
-    return with_trainer_logprobs(trainer, batch)
+    prompts, G = [row["prompt"] for row in rows], trainer.cfg.trainer.samples_per_prompt
+    seed = rollout_seed(trainer.cfg.seed, step, gen_batch)
+    if r.tree.enabled:
+        trees = tree_rollouts(trainer.engine, trainer.tokenizer, prompts, r.tree, max_new_tokens=r.max_new_tokens,
+                              temperature=r.temperature, top_p=r.top_p, seed=seed)
+        batch, n_tokens = trees.batch, trees.tokens_generated
+    else:
+        batch = trainer.engine.generate(prompts, G, max_new_tokens=r.max_new_tokens, temperature=r.temperature,
+                                        top_p=r.top_p, seed=seed)
+        n_tokens = int(batch.response_mask.sum().item())
+    return with_trainer_logprobs(trainer, batch), n_tokens
 
 
 def with_trainer_logprobs(trainer: Trainer, batch: RolloutBatch) -> RolloutBatch:
@@ -500,10 +526,12 @@ def collect(trainer: Trainer, step: int, metrics: Dict[str, Any]) -> Optional[Co
     parts: List[Collected] = []
     sums: Dict[str, float] = {}
     kept_groups, gen_batches, t_gen, t_score = 0, 0, 0.0, 0.0
+    tokens_generated = 0
     while True:
         t0 = time.perf_counter()
         rows = draw_prompts(trainer)
-        batch = generate(trainer, rows, step, gen_batches)
+        batch, n_tokens = generate(trainer, rows, step, gen_batches)
+        tokens_generated += n_tokens
         gen_batches += 1
         t1 = time.perf_counter()
         part, step_metrics = score(trainer, batch, rows, step, gen_batches - 1)
@@ -519,7 +547,8 @@ def collect(trainer: Trainer, step: int, metrics: Dict[str, Any]) -> Optional[Co
 
     metrics.update({k: v / gen_batches for k, v in sums.items()})
     metrics.update({"filter/gen_batches": gen_batches, "filter/kept_groups": min(kept_groups, Q),
-                    "time/generate": t_gen, "time/score": t_score})
+                    "time/generate": t_gen, "time/score": t_score,
+                    "rollout/tokens_generated": tokens_generated})  # every generation batch's, kept or not
     if pipeline.refill and kept_groups < Q:
         Console(stderr=True).print(
             f"[yellow]step {step}: {'/'.join(pipeline.refill)} kept {kept_groups}/{Q} groups after max_gen_batches="
@@ -576,10 +605,60 @@ def advantages(cfg, data: Collected, step: int, metrics: Dict[str, Any]):
                                                     valid=data.valid, names=data.names)  # [Qk, G]
         metrics.update({f"advantage/{k}": v for k, v in combine_stats.items()})
     else:
-        seq_adv = algos.compute_advantages(data.scores, a.estimator, eps=a.eps, valid=data.valid)  # [Qk, G]
+        tree_ids = data.batch.tree_ids  # [N] Tree-GRPO rollouts (rollout.tree), else None
+        seq_adv = algos.compute_advantages(data.scores, a.estimator, eps=a.eps, valid=data.valid,
+                                           tree_ids=None if tree_ids is None else tree_ids.view_as(data.scores))
     token_adv = algos.token_advantages(seq_adv, data.token, data.batch.response_mask,
                                        group_size=data.batch.group_size, eps=a.eps, reward_mask=data.token_mask,
                                        valid=data.valid)  # [N, T]
+    check_finite("advantages", token_adv, step)
+    return seq_adv, token_adv
+
+
+def verl_shaping(trainer: Trainer, data: Collected, seq_adv: torch.Tensor, token_adv: torch.Tensor, step: int,
+                 metrics: Dict[str, Any]):
+    """Step 4, ``trainer.advantage.verl_shaping``: VERL's exploration-exploitation bonus (arXiv 2509.23808;
+    docs/algorithms.md "VERL advantage shaping"). Returns the shaped ``(seq_adv [Qk, G], token_adv [N, T])``.
+
+    Each response's (ER, ERV, ERA) under the policy that sampled it (models/effective_rank.response_rank_dynamics),
+    the bonus against the running baselines of earlier steps (algos.verl_shaped_advantages; none at the first step,
+    which only starts the baselines), added to the response's last token or to all its tokens
+    (``verl.tokens``); then this step's means (over accepted rollouts) update the baselines."""
+    v = trainer.cfg.trainer.advantage.verl
+    t0 = time.perf_counter()
+    batch = data.batch
+    dyn = response_rank_dynamics(trainer.model, batch.prompt_ids, batch.prompt_mask, batch.response_ids,
+                                 batch.response_mask, stride=int(v.stride))  # [N, 3] (ER, ERV, ERA)
+    stats = dyn.flip(-1)  # [N, 3] in algos.VERL_STATS order (ERA, ERV, ER), the order of w_explore / w_exploit
+    valid = data.valid.reshape(-1)
+    baseline = trainer.verl_baseline
+    n_valid = max(int(valid.sum()), 1)
+    names = algos.VERL_STATS
+    out = {f"verl/{k}_mean": float(stats[valid, i].sum() / n_valid) for i, k in enumerate(names)}
+    if baseline is None:
+        bonus = torch.zeros(stats.shape[0], dtype=torch.float64)  # the first step only starts the baselines
+    else:
+        seq_adv, parts = algos.verl_shaped_advantages(
+            seq_adv, stats, baseline, w_explore=list(v.w_explore), w_exploit=list(v.w_exploit), gain=v.gain,
+            weight=v.weight, kappa=v.kappa, clip=v.clip, valid=data.valid)
+        bonus = parts["bonus"]
+        out.update({"verl/gate_mean": float(parts["gate"][valid].sum() / n_valid),
+                    "verl/phi_mean": float(parts["phi"][valid].sum() / n_valid),
+                    "verl/capped_frac": float(((parts["phi"] > bonus) & (bonus > 0))[valid].float().sum() / n_valid)})
+        out.update({f"verl/baseline_{k}": float(baseline[i]) for i, k in enumerate(names)})
+    mask = batch.response_mask
+    if v.tokens == "all":
+        token_adv = token_adv + algos.broadcast_to_tokens(bonus, mask).to(token_adv.dtype)
+    else:  # the response's final token (right-padded rows: position length - 1); empty responses get nothing
+        lengths = mask.sum(-1).long()
+        rows = torch.nonzero(lengths > 0).flatten()
+        token_adv = token_adv.clone()
+        token_adv[rows, lengths[rows] - 1] += bonus[rows].to(token_adv.dtype)
+    trainer.verl_baseline = algos.verl_ema_update(baseline, stats[valid].sum(0) / n_valid, float(v.ema_alpha))
+    out.update({"verl/bonus_mean": float(bonus[valid].sum() / n_valid),
+                "verl/bonus_frac": float((bonus > 0)[valid].float().sum() / n_valid),
+                "verl/active": float(baseline is not None), "time/verl": time.perf_counter() - t0})
+    metrics.update(out)
     check_finite("advantages", token_adv, step)
     return seq_adv, token_adv
 

@@ -25,10 +25,19 @@ def describe_run(cfg, pipeline, run_dir) -> str:
         f"model: {model} ({cfg.model.dtype}) on {cfg.device}; task: {task}",
         f"rewards: {rewards}; gates: {', '.join(g.name for g in pipeline.gates) or 'none'}; "
         f"filters: {', '.join(filters) or 'none'}",
-        f"advantage: {t.advantage.estimator} (combine {t.advantage.combine}); loss: {t.policy_loss}, "
+        f"advantage: {t.advantage.estimator} (combine {t.advantage.combine})"
+        f"{verl_note(t.advantage)}; loss: {t.policy_loss}, "
         f"{t.loss_agg}, clip [{t.clip_low}, {t.clip_high}], kl {t.kl_coef}, lr {t.lr:g}",
     ]
     return "\n".join(lines)
+
+
+def verl_note(advantage) -> str:
+    """`` + VERL shaping (...)`` when ``trainer.advantage.verl_shaping`` is on, else empty."""
+    if not advantage.get("verl_shaping", False):
+        return ""
+    v = advantage.verl
+    return f" + VERL shaping (stride {v.stride}, kappa {v.kappa}, bonus on {v.tokens} token(s))"
 
 
 def progress_line(step: int, total: int, metrics: Dict[str, Any], seconds_per_step: float,
