@@ -122,12 +122,9 @@ def check_config(opts: PairwiseConfig, cfg) -> None:
     """Config-time checks (before anything loads)."""
     if opts.aggregation not in AGGREGATIONS:
         raise ValueError(f"reward.pairwise.aggregation={opts.aggregation!r}; choose one of: {', '.join(AGGREGATIONS)}")
-    if opts.judge == "initial" and opts.judge_verify_tokens > 0:
-        raise ValueError("reward.pairwise judge=initial cannot write a verification (the engine samples from the "
-                         "policy); set judge_verify_tokens=0 or judge=policy")
-    if opts.judge == "model" and not opts.judge_path:
-        raise ValueError("reward.pairwise judge=model needs reward.pairwise.judge_path=<a local HF folder, a hub id, "
-                         "or embedded>")
+    from drox.rewards.prm_judge import check_judge
+
+    check_judge("reward.pairwise", opts.judge, opts.judge_path, opts.judge_verify_tokens)
     if int(cfg.trainer.samples_per_prompt) < 2:
         raise ValueError("reward.pairwise compares responses of a group; set trainer.samples_per_prompt >= 2")
 

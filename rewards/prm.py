@@ -436,11 +436,10 @@ def monte_carlo_step_scores(ctx: ScoringContext, cfg: PRMConfig) -> List[List[Tu
 
 def check_backend(opts: PRMConfig, cfg) -> None:
     """Config-time check: Monte-Carlo completions continue token prefixes, which only the hf engine does."""
-    if opts.kind == "generative" and opts.judge == "initial" and opts.judge_verify_tokens > 0:
-        raise ValueError("reward.prm judge=initial cannot write a verification (the engine samples from the policy); "
-                         "set judge_verify_tokens=0 or judge=policy")
-    if opts.kind == "generative" and opts.judge == "model" and not opts.judge_path:
-        raise ValueError("reward.prm judge=model needs reward.prm.judge_path=<a local HF folder, a hub id, or embedded>")
+    if opts.kind == "generative":
+        from drox.rewards.prm_judge import check_judge
+
+        check_judge("reward.prm", opts.judge, opts.judge_path, opts.judge_verify_tokens)
     if opts.kind == "monte_carlo" and cfg.rollout.backend != "hf":
         raise ValueError(f"reward.prm kind=monte_carlo samples from token prefixes, which rollout.backend="
                          f"{cfg.rollout.backend} cannot; use rollout.backend=hf")

@@ -88,15 +88,22 @@ def judge_parts(ctx: ScoringContext, judge: str, path: str = ""):
     return (ctx.reference() if judge == "initial" else None), ctx.tokenizer, ctx.engine
 
 
+def check_judge(option: str, judge: str, path: str, verify_tokens: int) -> None:
+    """Config-time checks of a judge's options (``option``: ``reward.prm`` / ``reward.pairwise``), one line each."""
+    if judge == "initial" and verify_tokens > 0:
+        raise ValueError(f"{option} judge=initial cannot write a verification (the engine samples from the policy); "
+                         "set judge_verify_tokens=0 or judge=policy")
+    if judge == "model" and not path:
+        raise ValueError(f"{option} judge=model needs {option}.judge_path=<a local HF folder, a hub id, or embedded>")
+
+
 def judge_verdicts(ctx: ScoringContext, prompts: List[str], *, judge: str, path: str, verify_tokens: int,
                    verdict_prefix: str, good_text: str, bad_text: str, option: str) -> torch.Tensor:
     """``p(good) / (p(good) + p(bad))`` of the judge after each prompt ([len(prompts)]): with ``verify_tokens`` > 0 it
     first writes that many tokens of verification (greedy; judges that sample: policy or model), then
     ``verdict_prefix``; the verdict is read at the position that predicts the next token. ``option`` names the
     config group in errors (``reward.prm`` / ``reward.pairwise``)."""
-    if judge == "initial" and verify_tokens > 0:
-        raise ValueError(f"{option} judge=initial cannot write a verification (the engine samples from the policy); "
-                         "set judge_verify_tokens=0 or judge=policy")
+    check_judge(option, judge, path, verify_tokens)
     model, tokenizer, engine = judge_parts(ctx, judge, path)
     good = single_token(tokenizer, good_text, option, "verdict_good" if option == "reward.prm" else "verdict_a")
     bad = single_token(tokenizer, bad_text, option, "verdict_bad" if option == "reward.prm" else "verdict_b")
@@ -140,5 +147,5 @@ def generative_step_scores(ctx: ScoringContext, cfg) -> List[List[Tuple[float, i
     return per_row
 
 
-__all__ = ["generative_step_scores", "judge_parts", "judge_prompts", "judge_verdicts", "load_judge_model",
+__all__ = ["check_judge", "generative_step_scores", "judge_parts", "judge_prompts", "judge_verdicts", "load_judge_model",
            "single_token", "verdict_probability"]
