@@ -5,7 +5,7 @@ BIN     := $(VENV)/bin
 # A CPU build of torch lies on this machine's disk; an unpinned torch would pull a multi-GB CUDA build.
 TORCH   ?= torch==2.13.0
 
-.PHONY: install demo test test-reliability bench bench-step clean base-policy tables table-nsr table-spurious table-passk_limits table-one_shot table-dro table-dro_revise table-entropy_8020 table-prm_vs_variance table-dvao table-rubric_gate table-confidence table-rlcr base-policy-2op base-policy-conf test-vllm
+.PHONY: install demo test test-reliability bench bench-step clean base-policy tables table-nsr table-spurious table-passk_limits table-one_shot table-dro table-dro_revise table-entropy_8020 table-prm_vs_variance table-dvao table-rubric_gate table-confidence table-rlcr table-seed_methods base-policy-2op base-policy-conf test-vllm
 
 $(BIN)/drox: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -61,7 +61,7 @@ test-vllm: $(VLLM_VENV)/bin/drox
 # The paper comparisons (experiments/README.md). Each table trains every arm from the SFT'd base policy,
 # evaluates, and writes experiments/<name>/results.md, table.csv and plots (at most an hour each on 2 cores).
 EXPERIMENTS := nsr spurious passk_limits one_shot dro dro_revise entropy_8020 prm_vs_variance dvao rubric_gate \
-	confidence rlcr
+	confidence rlcr seed_methods
 BASE_POLICY := experiments/base_policy/model/model.safetensors
 
 $(BASE_POLICY): conf/experiment/base_policy.yaml | install
@@ -77,7 +77,7 @@ $(BASE_POLICY_2OP): conf/experiment/base_policy_2op.yaml | install
 
 base-policy-2op: $(BASE_POLICY_2OP)
 
-table-prm_vs_variance: $(BASE_POLICY_2OP)
+table-prm_vs_variance table-seed_methods: $(BASE_POLICY_2OP)
 
 # a stated confidence (rlcr): the same SFT with a prompt that asks for one and targets that state a random q
 BASE_POLICY_CONF := experiments/base_policy_conf/model/model.safetensors

@@ -401,6 +401,17 @@ class TrainerConfig:
     """How many complete checkpoints to keep."""
     eval_every: int = 0
     """Run pass@k eval every N steps (0 = only before/after when requested)."""
+    time_budget: float = 0.0
+    """Seconds of training wall time (``time/elapsed``: sampling, scoring and updates; evaluations and checkpoints
+    excluded) after which the run stops at the end of the step that spent it, checkpoints and evaluates as at its
+    last step: arms compared at equal wall time (``time/budget_spent`` is 1 on that step). The number of steps it
+    reaches depends on the machine's speed, so a rerun may stop a step earlier or later. 0 = run all ``steps``."""
+    srl_steps: int = 0
+    """SRL then RLVR in one run (SRL arXiv 2510.25992, its best recipe): steps 1..srl_steps train on the step-wise
+    rows of the expert's solutions (tasks/srl.py) with the ``srl`` reward alone (its options from ``reward.srl`` when
+    set), the later steps on whole problems with the other configured rewards (the outcome reward when none). The
+    policy, optimizer and KL reference carry over; the prompt order restarts at the switch (and with it the prompt set
+    an offline filter round chose). 0 = off."""
 
 
 @dataclass
@@ -541,7 +552,8 @@ def validate(cfg) -> None:
             raise ConfigError(f"{key}={value} must be a positive integer")
     if get("trainer.lr") <= 0:
         raise ConfigError(f"trainer.lr={get('trainer.lr')} must be > 0")
-    for key in ("trainer.clip_low", "trainer.clip_high", "trainer.kl_coef", "trainer.entropy_coef", "trainer.tis_cap"):
+    for key in ("trainer.clip_low", "trainer.clip_high", "trainer.kl_coef", "trainer.entropy_coef", "trainer.tis_cap",
+                "trainer.time_budget"):
         if get(key) < 0:
             raise ConfigError(f"{key}={get(key)} must be >= 0")
     if get("trainer.objective") == "dpo":
@@ -581,10 +593,26 @@ def validate(cfg) -> None:
                           "the static decode step: set rollout.static_decode=true (or drop rollout.dtype)")
     validate_verl(cfg)
     validate_tree(cfg)
+    validate_curriculum(cfg)
     device = str(get("device"))
     if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", device):
         raise ConfigError(f"device={device} is not allowed; choose auto, cpu, cuda, cuda:N or mps")
     validate_sft(cfg)
+
+
+def validate_curriculum(cfg) -> None:
+    """``trainer.srl_steps``: within [0, trainer.steps), on whole problems (the SRL stage expands them itself)."""
+    n, steps = OmegaConf.select(cfg, "trainer.srl_steps"), OmegaConf.select(cfg, "trainer.steps")
+    if n is None or n < 0:
+        raise ConfigError(f"trainer.srl_steps={n} must be >= 0 (0 = no SRL stage)")
+    if n == 0:
+        return
+    if n >= steps:
+        raise ConfigError(f"trainer.srl_steps={n} leaves no RLVR steps of trainer.steps={steps}; use srl_steps < steps "
+                          "(or task.srl=true '+reward=srl' for SRL alone)")
+    if OmegaConf.select(cfg, "task.srl"):
+        raise ConfigError("trainer.srl_steps>0 expands the whole problems into step-wise rows for its SRL stage "
+                          "itself; set task.srl=false (the RLVR stage trains on whole problems)")
 
 
 def validate_verl(cfg) -> None:

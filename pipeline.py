@@ -64,6 +64,7 @@ class Pipeline:
     before_step: List[Stage]  # group filters with a ``before_step`` hook (DRO's offline rounds)
     max_gen_batches: int  # generation batches per step: 1, or the refill filters' max_gen_batches
     refill: List[str] = field(default_factory=list)  # group filters that ask for more prompts (DAPO)
+    srl_rewards: Optional[Dict[str, Any]] = None  # {"srl": options}: the SRL stage's only source (trainer.srl_steps)
 
     @property
     def gate_on_fail(self) -> Dict[str, str]:
@@ -94,8 +95,11 @@ def build_pipeline(cfg) -> Pipeline:
         raise ConfigError(f"trainer.advantage.combine={combine} is not allowed; choose one of: "
                           f"{', '.join(combine_choices())}")
 
-    rewards = {name: opts for name, opts, _ in _stages(cfg, "reward", REWARD_SOURCES)} \
-        or {"outcome": REWARD_SOURCES.parse("outcome", {})}  # no source configured: plain RLVR
+    rewards = {name: opts for name, opts, _ in _stages(cfg, "reward", REWARD_SOURCES)}
+    srl_rewards = None
+    if OmegaConf.select(cfg, "trainer.srl_steps"):  # SRL then RLVR: reward.srl belongs to the first stage only
+        srl_rewards = {"srl": rewards.pop("srl", None) or REWARD_SOURCES.parse("srl", {})}
+    rewards = rewards or {"outcome": REWARD_SOURCES.parse("outcome", {})}  # no source configured: plain RLVR
     gates = [Stage(n, GATES.get(n).fn, o, m) for n, o, m in _stages(cfg, "gate", GATES)]
     filters = [Stage(n, FILTERS.get(n).fn, o, m) for n, o, m in _stages(cfg, "filter", FILTERS)]
     group = [f for f in filters if f.meta["kind"] == "group"]
@@ -110,6 +114,7 @@ def build_pipeline(cfg) -> Pipeline:
         before_step=[f for f in group if f.meta.get("before_step") is not None],
         max_gen_batches=max([int(f.opts.max_gen_batches) for f in refill], default=1),
         refill=[f.name for f in refill],
+        srl_rewards=srl_rewards,
     )
 
 

@@ -44,6 +44,9 @@ class Arm:
     overrides: List[str] = field(default_factory=list)
     kind: str = "rl"
     """rl: ``drox train``; sft: ``drox sft`` of the base (the distillation arm), then the same evaluation."""
+    smoke: List[str] = field(default_factory=list)
+    """Overrides the smoke run (--smoke, CI) adds for this arm only, after the experiment's (e.g. a tree shape that
+    fits the smoke's 2 samples per prompt)."""
 
 
 @dataclass
@@ -147,7 +150,15 @@ def _compose(overrides: List[str]):
 
 
 def _finished(run_dir: Path, steps: int) -> bool:
-    return (run_dir / "eval" / f"step-{steps:06d}" / "summary.json").is_file()
+    """The run's final evaluation exists: at ``steps``, or at the step that spent ``trainer.time_budget``."""
+    import json
+
+    if (run_dir / "eval" / f"step-{steps:06d}" / "summary.json").is_file():
+        return True
+    metrics = run_dir / "metrics.jsonl"
+    lines = metrics.read_text().splitlines() if metrics.is_file() else []
+    last = json.loads(lines[-1]) if lines else {}
+    return bool(last.get("time/budget_spent")) and (run_dir / "eval" / f"step-{last['step']:06d}" / "summary.json").is_file()
 
 
 def train_arms(exp: Experiment, runs: Path, common: List[str], log, after: Sequence[str] = ()
@@ -160,7 +171,8 @@ def train_arms(exp: Experiment, runs: Path, common: List[str], log, after: Seque
     for arm in exp.arms:
         for seed in exp.seeds:
             run_dir = runs / arm.name / f"seed-{seed}"
-            cfg = _compose([f"experiment={exp.name}", *common, *arm.overrides, *after, f"seed={seed}",
+            cfg = _compose([f"experiment={exp.name}", *common, *arm.overrides, *after, *(arm.smoke if after else []),
+                            f"seed={seed}",
                             f"logger.run_name={exp.name}/{arm.name}/seed-{seed}",
                             f"logger.tags=[{exp.name},{arm.name}]"])
             folders.setdefault(arm.name, []).append(run_dir)
@@ -387,7 +399,9 @@ def run(name: str, out: Optional[Path] = None, smoke: bool = False, log=print) -
         "task": ", ".join(f"{k}={v}" for k, v in cfg.task.items() if k in ("name", "digits", "n_ops", "ops",
                                                                             "n_train", "n_test")),
         "seeds": exp.seeds,
-        "steps": cfg.trainer.steps,
+        "steps": (cfg.trainer.steps if not cfg.trainer.time_budget else
+                  f"each run stops after the step that spends trainer.time_budget={cfg.trainer.time_budget:g} s of "
+                  f"training wall time (at most {cfg.trainer.steps}; the steps reached are the `step` column)"),
         "prompts x samples per step": f"{cfg.trainer.prompts_per_step} x {cfg.trainer.samples_per_prompt}",
         "rollout temperature": cfg.rollout.temperature,
         "eval": f"n={settings.n or max(settings.pass_at_k)} samples per problem, "

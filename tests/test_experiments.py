@@ -18,7 +18,7 @@ sys.path.insert(0, str(ROOT / "experiments"))
 import driver  # noqa: E402
 
 NAMES = ["nsr", "spurious", "passk_limits", "one_shot", "dro", "dro_revise", "entropy_8020", "prm_vs_variance", "dvao", "rubric_gate",
-         "confidence", "rlcr"]
+         "confidence", "rlcr", "seed_methods"]
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -75,3 +75,74 @@ def test_srl_trains_on_the_tiny_model(compose_cfg, tmp_path):
     rows = read_metrics(tmp_path / "metrics.jsonl")
     assert [r["step"] for r in rows] == [1, 2]
     assert all(-1.0 <= r["reward/srl/similarity_mean"] <= 1.0 for r in rows)
+
+
+# ------------------------------------------------------------------ SRL then RLVR in one run (trainer.srl_steps)
+
+
+def _curriculum_cfg(compose_cfg, run_dir, *extra):
+    return compose_cfg("task.n_ops=2", "task.n_train=12", "trainer.steps=4", "trainer.srl_steps=2",
+                       "trainer.prompts_per_step=2", "trainer.samples_per_prompt=2", "rollout.max_new_tokens=6",
+                       "trainer.save_every=2", "trainer.lr=1e-3", f"run_dir={run_dir}", *extra)
+
+
+@pytest.mark.parametrize("extra, message", [
+    (("trainer.srl_steps=4",), "trainer.srl_steps=4 leaves no RLVR steps"),
+    (("trainer.srl_steps=-1",), "trainer.srl_steps=-1 must be >= 0"),
+    (("task.srl=true",), "set task.srl=false"),
+])
+def test_curriculum_config_errors_are_one_line(compose_cfg, tmp_path, capsys, extra, message):
+    import typer
+
+    with pytest.raises(typer.Exit) as exc:
+        _curriculum_cfg(compose_cfg, tmp_path, *extra)
+    err = capsys.readouterr().err.strip()
+    assert exc.value.exit_code == 2 and err.startswith("error:") and "\n" not in err and message in err
+
+
+def test_curriculum_pipeline_gives_reward_srl_to_the_first_stage_only(compose_cfg, tmp_path):
+    from drox.pipeline import build_pipeline
+
+    cfg = _curriculum_cfg(compose_cfg, tmp_path)
+    cfg.reward = {"srl": {"fail_score": -0.5}, "format": {}}
+    pipe = build_pipeline(cfg)
+    assert list(pipe.srl_rewards) == ["srl"] and pipe.srl_rewards["srl"].fail_score == -0.5
+    assert list(pipe.rewards) == ["format"]
+    cfg.reward = {}
+    pipe = build_pipeline(cfg)  # nothing configured: srl with its defaults, then the outcome reward
+    assert pipe.srl_rewards["srl"].fail_score == -1.0 and list(pipe.rewards) == ["outcome"]
+
+
+def test_curriculum_trains_srl_rows_then_whole_problems(compose_cfg, tmp_path):
+    import json
+
+    from drox.trainers import loop
+    from drox.trainers.metrics import read_metrics
+
+    cfg = _curriculum_cfg(compose_cfg, tmp_path)
+    loop.run_training(cfg, tmp_path, progress=False)
+    rows = read_metrics(tmp_path / "metrics.jsonl")
+    assert [r["step"] for r in rows] == [1, 2, 3, 4]
+    assert all("reward/srl/mean" in r and "reward/outcome/mean" not in r for r in rows[:2])
+    assert all("reward/outcome/mean" in r and "reward/srl/mean" not in r for r in rows[2:])
+    shown = {}
+    for line in (tmp_path / "completions.jsonl").read_text().splitlines():
+        c = json.loads(line)
+        shown.setdefault(c["step"], []).append(c["prompt"])
+    assert all("Write only" in p for s in (1, 2) for p in shown[s])  # the expert's step-wise rows
+    assert not any("Write only" in p for s in (3, 4) for p in shown[s])  # whole problems
+
+
+def test_curriculum_resume_at_the_switch_matches_the_uninterrupted_run(compose_cfg, tmp_path, monkeypatch):
+    from test_trainer import _strip_time, crash_at_step_3_then_resume
+
+    from drox.trainers import loop
+    from drox.trainers.metrics import read_metrics
+
+    loop.run_training(_curriculum_cfg(compose_cfg, tmp_path / "full"), tmp_path / "full", progress=False)
+    left = crash_at_step_3_then_resume(_curriculum_cfg(compose_cfg, tmp_path / "crash"), tmp_path / "crash",
+                                       monkeypatch)
+    assert left == ["step-000002"]  # the kill came right after the last SRL step's checkpoint
+    a = _strip_time(read_metrics(tmp_path / "full" / "metrics.jsonl"))
+    b = _strip_time(read_metrics(tmp_path / "crash" / "metrics.jsonl"))
+    assert [r["step"] for r in b] == [1, 2, 3, 4] and a == b

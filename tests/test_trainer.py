@@ -297,3 +297,34 @@ def test_resume_keeps_the_reward_policy_of_the_uninterrupted_run(compose_cfg, tm
         results.append([r["reward/variance/mean"] for r in read_metrics(tmp_path / name / "metrics.jsonl")])
     assert len(results[0]) == 4
     assert results[0] == results[1]
+
+
+def test_time_budget_stops_after_the_step_that_spends_it_and_finishes_like_a_last_step(compose_cfg, tmp_path):
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "experiments"))
+    import driver
+
+    cfg = make_cfg(compose_cfg, tmp_path / "run", **{"trainer.time_budget": 1e-6, "trainer.eval_every": 4,
+                                                     "eval.n": 2, "eval.pass_at_k": "[1]", "eval.num_problems": 2})
+    loop.run_training(cfg, tmp_path / "run", progress=False)
+    rows = read_metrics(tmp_path / "run" / "metrics.jsonl")
+    assert [r["step"] for r in rows] == [1] and rows[0]["time/budget_spent"] == 1.0  # any step spends 1 us
+    assert latest_checkpoint(tmp_path / "run" / "checkpoints").name == "step-000001"
+    assert (tmp_path / "run" / "eval" / "step-000001" / "summary.json").is_file()  # evaluated as a last step
+    assert driver._finished(tmp_path / "run", 4)  # the table driver keeps it on a rerun
+    assert not driver._finished(tmp_path / "missing", 4)
+
+    cfg = make_cfg(compose_cfg, tmp_path / "long", **{"trainer.time_budget": 1e9, "trainer.steps": 2})
+    loop.run_training(cfg, tmp_path / "long", progress=False)
+    rows = read_metrics(tmp_path / "long" / "metrics.jsonl")
+    assert [(r["step"], r["time/budget_spent"]) for r in rows] == [(1, 0.0), (2, 0.0)]
+
+
+def test_negative_time_budget_is_one_line(compose_cfg, tmp_path, capsys):
+    import typer
+
+    with pytest.raises(typer.Exit) as exc:
+        make_cfg(compose_cfg, tmp_path / "run", **{"trainer.time_budget": -1})
+    err = capsys.readouterr().err.strip()
+    assert exc.value.exit_code == 2 and err == "error: trainer.time_budget=-1.0 must be >= 0"

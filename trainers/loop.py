@@ -3,8 +3,9 @@
 :func:`run_training` sets up (policy, frozen reference, engine, optimizer, prompt sampler, resume) and
 then runs :func:`train_step` for every step. One training step, top to bottom, one function per step:
 
-0. :func:`before_step`: components' ``before_step`` hooks run (DRO's offline query-filtering rounds,
-   which restrict the prompts the sampler draws from);
+0. :func:`enter_stage` (with ``trainer.srl_steps``: SRL's step-wise rows and reward, then RLVR's whole problems
+   from step srl_steps + 1) and :func:`before_step`: components' ``before_step`` hooks run (DRO's offline
+   query-filtering rounds, which restrict the prompts the sampler draws from);
 1. :func:`draw_prompts`: Q prompts (seeded epochs of permutations; the cursor is checkpointed);
 2. :func:`generate`: G completions each with the rollout engine, which also returns the behaviour
    log-probs it computed while sampling (no second forward pass for pi_old, unless the engine is not the
@@ -29,7 +30,8 @@ then runs :func:`train_step` for every step. One training step, top to bottom, o
    With ``trainer.objective=dpo`` (RLSF) :func:`update_preference` replaces it: preference pairs from each
    group's scores and the DPO loss against the frozen initial policy;
 7. :func:`log_step`: metrics -> metrics.jsonl (+ W&B) and a few completions; :func:`run_training` then
-   checkpoints and evaluates when due. (With ``trainer.effective_rank`` the hidden-state effective rank of the
+   checkpoints and evaluates when due, and stops early once ``trainer.time_budget`` seconds of training are
+   spent (arms compared at equal wall time). (With ``trainer.effective_rank`` the hidden-state effective rank of the
    step's responses is measured between steps 3 and 4, under the policy that sampled them.)
 
 Every component comes from the :class:`~drox.pipeline.Pipeline` built (and validated) once before
@@ -75,6 +77,7 @@ from drox.rollout.base import RolloutBatch, concat_batches
 from drox.rollout.hf import build_engine
 from drox.rollout.tree import tree_rollouts
 from drox.tasks import build_task
+from drox.tasks.srl import expand_steps
 from drox.trainers import algos, preference
 from drox.trainers.checkpoint import load_trainer_state, resumable_checkpoint, rng_state, save_checkpoint, set_rng_state
 from drox.trainers.metrics import MetricsLogger
@@ -243,7 +246,7 @@ def run_training(cfg: DictConfig, run_dir: str | Path, progress: bool = True,
 
     seed_everything(cfg.seed)
     device = resolve_device(cfg.device)
-    task = build_task(cfg.task, split="train")
+    stages = training_stages(cfg, build_task(cfg.task, split="train"), pipeline)  # one, or SRL then RLVR
     eval_task = build_task(cfg.task, split=cfg.eval.split) if t.eval_every > 0 else None
     model, tokenizer = load_for_training(cfg, device, resume_from)
     reference = FrozenReference(cfg.model, device)
@@ -253,7 +256,7 @@ def run_training(cfg: DictConfig, run_dir: str | Path, progress: bool = True,
     optimizer = torch.optim.AdamW(params, lr=t.lr, betas=tuple(t.betas), weight_decay=t.weight_decay,
                                   fused=bool(t.fused_optimizer))
     scheduler = build_scheduler(optimizer, t, t.steps * t.mu * t.mini_batches)
-    sampler = PromptSampler(len(task.dataset), cfg.seed)
+    sampler = PromptSampler(len(stages[0].task.dataset), cfg.seed)  # a resume replaces its whole state
 
     start_step = 0
     scoring_state: Dict[str, Any] = {}
@@ -281,7 +284,8 @@ def run_training(cfg: DictConfig, run_dir: str | Path, progress: bool = True,
     console.print(describe_sizes(cfg), highlight=False)
     logger = MetricsLogger(run_dir, cfg.logger, OmegaConf.to_container(cfg, resolve=True), resume_step=start_step,
                            resume=bool(cfg.resume))
-    trainer = Trainer(cfg=cfg, pipeline=pipeline, task=task, model=model, tokenizer=tokenizer, engine=engine,
+    stage = stage_of(stages, start_step)  # the stage of the last step done (the first at step 0)
+    trainer = Trainer(cfg=cfg, pipeline=stage.pipeline, task=stage.task, model=model, tokenizer=tokenizer, engine=engine,
                       optimizer=optimizer, scheduler=scheduler, sampler=sampler, reference=reference,
                       ref_model=ref_model, logger=logger, console=console, scoring_state=scoring_state,
                       totals=totals, verl_baseline=verl_baseline)
@@ -302,6 +306,7 @@ def run_training(cfg: DictConfig, run_dir: str | Path, progress: bool = True,
         with Progress(*columns, console=console, disable=not progress, transient=False) as bar:
             job = bar.add_task("train", total=t.steps, completed=start_step, info="")
             for step in range(start_step + 1, t.steps + 1):
+                enter_stage(trainer, stages, step)
                 before_step(trainer, step - 1)
                 metrics = train_step(trainer, step)
                 bar.update(job, advance=1, info=(f"reward {metrics['reward/mean']:.3f}  "
@@ -311,20 +316,65 @@ def run_training(cfg: DictConfig, run_dir: str | Path, progress: bool = True,
                     step_times.append(metrics["time/step"])
                     console.print(progress_line(step, t.steps, metrics, sum(step_times) / len(step_times),
                                                 group_filters=bool(pipeline.group_filters)), highlight=False)
-                if t.checkpoint != "none" and (step == t.steps or (t.save_every and step % t.save_every == 0)):
+                last = step == t.steps or bool(metrics.get("time/budget_spent"))  # trainer.time_budget ends it early
+                if t.checkpoint != "none" and (last or (t.save_every and step % t.save_every == 0)):
                     save_checkpoint(ckpt_root, step, model, tokenizer, trainer.checkpoint_state(step),
                                     t.keep_checkpoints)
-                if eval_task is not None and (step % t.eval_every == 0 or step == t.steps):
+                if eval_task is not None and (step % t.eval_every == 0 or last):
                     evals[step] = evaluate_now(step)
+                if last:
+                    if step < t.steps:
+                        console.print(f"trainer.time_budget={t.time_budget:g} s spent after step {step} of {t.steps} "
+                                      f"({trainer.totals['elapsed']:.0f} s of training)", highlight=False)
+                    break
     finally:
         logger.close()
-    if 0 in evals and t.steps in evals:
-        console.print(compare_table(evals[0], evals[t.steps], list(cfg.eval.pass_at_k), t.steps, cfg.eval.split))
+    final = max(evals, default=0)
+    if 0 in evals and final > 0:
+        console.print(compare_table(evals[0], evals[final], list(cfg.eval.pass_at_k), final, cfg.eval.split))
     console.print(f"run directory: {run_dir}", highlight=False, soft_wrap=True)
     return metrics
 
 
 # ------------------------------------------------------------------------------------------------ 0. before the step
+
+
+@dataclass
+class TrainingStage:
+    """Steps up to ``last`` of a run, with their own training rows and reward sources (``trainer.srl_steps``)."""
+
+    name: str
+    last: int
+    task: Any
+    pipeline: Pipeline
+
+
+def training_stages(cfg, task, pipeline: Pipeline) -> List[TrainingStage]:
+    """One stage of ``trainer.steps``; with ``trainer.srl_steps`` = n > 0, SRL then RLVR (SRL arXiv 2510.25992):
+    steps 1..n on the expert's step-wise rows (tasks/srl.py) with the ``srl`` reward alone, then the whole problems
+    with the configured rewards."""
+    n, steps = int(cfg.trainer.srl_steps), int(cfg.trainer.steps)
+    if n == 0:
+        return [TrainingStage("rl", steps, task, pipeline)]
+    return [TrainingStage("srl", n, expand_steps(task), replace(pipeline, rewards=pipeline.srl_rewards)),
+            TrainingStage("rlvr", steps, task, pipeline)]
+
+
+def stage_of(stages: List[TrainingStage], step: int) -> TrainingStage:
+    """The stage training step ``step`` (1-based; 0 = before the first) belongs to."""
+    return next(s for s in stages if max(step, 1) <= s.last)
+
+
+def enter_stage(trainer: Trainer, stages: List[TrainingStage], step: int) -> None:
+    """At the first step of the next stage: its rows and reward sources, and a fresh prompt order over its rows
+    (seeded as the first stage's; a resume at the boundary switches here too, so it matches an uninterrupted run)."""
+    stage = stage_of(stages, step)
+    if stage.task is trainer.task:
+        return
+    trainer.task, trainer.pipeline = stage.task, stage.pipeline
+    trainer.sampler = PromptSampler(len(stage.task.dataset), trainer.cfg.seed)
+    trainer.console.print(f"step {step}: {stage.name} stage begins ({len(stage.task.dataset)} training rows, rewards: "
+                          f"{', '.join(stage.pipeline.rewards)})", highlight=False)
 
 
 def before_step(trainer: Trainer, steps_done: int) -> None:
@@ -371,6 +421,7 @@ def train_step(trainer: Trainer, step: int) -> Dict[str, Any]:
         trainer.totals["elapsed"] += t_collect - t0
         metrics.update({"skipped": 1.0, "lr": trainer.scheduler.get_last_lr()[0], "time/update": 0.0,
                         "time/step": t_collect - t0, "time/elapsed": trainer.totals["elapsed"]})
+        metrics.update(budget_spent(trainer))
         trainer.logger.log(step, metrics)
         return metrics
 
@@ -882,6 +933,7 @@ def log_step(trainer: Trainer, step: int, data: Collected, seq_adv: torch.Tensor
         "time/elapsed": trainer.totals["elapsed"] + (t_update - t0),
     })
     trainer.totals["elapsed"] += t_update - t0
+    metrics.update(budget_spent(trainer))
     trainer.logger.log(step, metrics)
     shown = range(min(trainer.cfg.logger.completions_per_step, batch.num_rows))
     trainer.logger.log_completions(step, [{
@@ -889,6 +941,12 @@ def log_step(trainer: Trainer, step: int, data: Collected, seq_adv: torch.Tensor
         "reference": str(data.rows[i // G]["answer"]), "reward": data.scores.view(-1)[i].item(),
         "finish_reason": batch.finish_reason[i],
     } for i in shown])
+
+
+def budget_spent(trainer: Trainer) -> Dict[str, float]:
+    """``{"time/budget_spent": 0 | 1}`` with ``trainer.time_budget`` (1: training stops after this step), else {}."""
+    budget = trainer.cfg.trainer.time_budget
+    return {"time/budget_spent": float(trainer.totals["elapsed"] >= budget)} if budget > 0 else {}
 
 
 # ------------------------------------------------------------------------------------------------ eval

@@ -18,6 +18,8 @@ def describe_run(cfg, pipeline, run_dir) -> str:
     model = cfg.model.path or cfg.model.name
     task = cfg.task.name + (f" ({cfg.task.path})" if OmegaConf.select(cfg, "task.path") else "")
     rewards = ", ".join(f"{name} x{getattr(opts, 'weight', 1.0):g}" for name, opts in pipeline.rewards.items())
+    if pipeline.srl_rewards is not None:  # trainer.srl_steps: SRL then RLVR
+        rewards = f"srl on the expert's step-wise rows for {cfg.trainer.srl_steps} steps, then {rewards}"
     filters = [f.name for f in (*pipeline.group_filters, *pipeline.batch_token_filters, *pipeline.micro_token_filters)]
     t = cfg.trainer
     lines = [
