@@ -66,7 +66,7 @@ class ModelConfig:
 @dataclass
 class TaskConfig:
     name: str = "arithmetic"
-    """arithmetic | countdown | revise | jsonl | parquet | hub."""
+    """arithmetic | countdown | revise | twenty_questions (multi-turn, rollout.multiturn) | jsonl | parquet | hub."""
     seed: int = 0
     """Generator seed for synthetic tasks (train and test splits are disjoint)."""
     n_train: int = 2000
@@ -91,6 +91,11 @@ class TaskConfig:
     """countdown: how many numbers are given."""
     max_number: int = 10
     """countdown: numbers are drawn from 1..max_number."""
+    # twenty_questions
+    n_candidates: int = 6
+    """twenty_questions: items listed in the prompt, the hidden one among them (2..24; tasks/twenty_questions.py).
+    Listing candidates is meant to keep the game within reach of a small model (the paper's secrets are
+    open-ended)."""
     # files (jsonl / parquet)
     path: Optional[str] = None
     """jsonl/parquet: training file."""
@@ -155,6 +160,21 @@ class TreeConfig:
 
 
 @dataclass
+class MultiTurnConfig:
+    """rollout.multiturn: episodes of a task with an environment (``task=twenty_questions``; rollout/multiturn.py,
+    docs/algorithms.md "ΔBelief-RL and the 20-Questions task"). A rollout is a whole episode: the policy's turns and
+    the environment's replies, one transcript; the loss sees only the policy's tokens. ``drox eval`` plays the same
+    episodes (with eval's temperature, top_p and seed)."""
+
+    max_turns: int = 8
+    """Policy turns per episode at most; it ends earlier when the environment says done (20 Questions: solved).
+    [ENG] 8: with the default 6 candidates, enough to ask a few questions and then name candidates."""
+    turn_tokens: int = 24
+    """Tokens per policy turn at most (the turn ends at EOS before that); replaces ``rollout.max_new_tokens`` (and
+    ``eval.max_new_tokens``) for multi-turn tasks."""
+
+
+@dataclass
 class RolloutConfig:
     backend: str = "hf"
     """hf (the reference, CPU or GPU) | vllm (GPU, optional extra ``pip install 'drox[vllm]'``)."""
@@ -177,6 +197,8 @@ class RolloutConfig:
     """rollout.backend=vllm only."""
     tree: TreeConfig = field(default_factory=TreeConfig)
     """Tree-GRPO's tree-search rollouts (off by default)."""
+    multiturn: MultiTurnConfig = field(default_factory=MultiTurnConfig)
+    """Episodes of multi-turn tasks (``task=twenty_questions``); unused by single-turn tasks."""
 
 
 @dataclass
@@ -531,8 +553,11 @@ CHOICES = {
 POSITIVE = (
     "trainer.steps", "trainer.prompts_per_step", "trainer.samples_per_prompt", "trainer.mu",
     "trainer.mini_batches", "trainer.grad_accum", "rollout.max_new_tokens", "rollout.batch_size",
-    "eval.judge.batch_size",
+    "eval.judge.batch_size", "rollout.multiturn.max_turns", "rollout.multiturn.turn_tokens",
 )
+
+#: tasks whose rollouts are episodes with an environment (their Task has an ``env``; rollout/multiturn.py)
+MULTITURN_TASKS = ("twenty_questions",)
 
 
 def validate(cfg) -> None:
@@ -594,6 +619,7 @@ def validate(cfg) -> None:
     validate_verl(cfg)
     validate_tree(cfg)
     validate_curriculum(cfg)
+    validate_multiturn(cfg)
     device = str(get("device"))
     if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", device):
         raise ConfigError(f"device={device} is not allowed; choose auto, cpu, cuda, cuda:N or mps")
@@ -671,6 +697,23 @@ def validate_tree(cfg) -> None:
             fit = f", or rollout.tree.branches={(G // M - 1) // L} to keep G={G}"
         raise ConfigError(f"rollout.tree: trees x (1 + rounds x branches) = {M} x (1 + {L} x {N}) = {leaves} leaves "
                           f"per prompt, but trainer.samples_per_prompt={G}; set trainer.samples_per_prompt={leaves}{fit}")
+
+
+def validate_multiturn(cfg) -> None:
+    """A multi-turn task (:data:`MULTITURN_TASKS`) plays its episodes with the HF engine's ``generate_ids`` over
+    chat-templated token prefixes: one line naming what to change when the config cannot."""
+    task = OmegaConf.select(cfg, "task.name")
+    if task not in MULTITURN_TASKS:
+        return
+    if OmegaConf.select(cfg, "rollout.tree.enabled"):
+        raise ConfigError(f"task={task} plays multi-turn episodes, which rollout.tree.enabled=true cannot branch; set "
+                          "rollout.tree.enabled=false")
+    backend = OmegaConf.select(cfg, "rollout.backend")
+    if backend != "hf":
+        raise ConfigError(f"task={task} plays multi-turn episodes by continuing token prefixes (generate_ids), which "
+                          f"rollout.backend={backend} cannot; use rollout.backend=hf")
+    if not OmegaConf.select(cfg, "model.chat_template"):
+        raise ConfigError(f"task={task} formats the environment's replies as chat turns; set model.chat_template=true")
 
 
 def validate_confidence_tag(tag) -> None:

@@ -15,7 +15,8 @@ the training loop's in-run evaluations, so every ``summary.json`` has the same k
 * with ``eval.effective_rank``: the mean effective rank of the samples' last-layer hidden states
   (``effective_rank/mean``, ``/correct``, ``/incorrect``; models/effective_rank.py, VERL arXiv 2509.23808);
 * ``eval_config``: what produced them (model, checkpoint, task, split, n, temperature, top_p, max new tokens,
-  seed, number of problems, confidence tag), so a result is never separated from its protocol.
+  seed, number of problems, confidence tag; for a multi-turn task the episodes' ``rollout.multiturn``), so a result
+  is never separated from its protocol.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
 from drox.atomic import atomic_write_jsonl, atomic_write_text
+from drox.config import MULTITURN_TASKS
 from drox.evaluation.report import write_eval_outputs, write_reliability
 
 __all__ = ["eval_settings", "eval_config_record", "add_passk_intervals", "add_calibration", "calibration_pairs",
@@ -51,6 +53,9 @@ def eval_config_record(cfg: DictConfig, *, checkpoint: Optional[str] = None, ste
     """The protocol behind a summary: model, checkpoint, task, split, n, sampling settings, seed."""
     settings = eval_settings(cfg)
     task = OmegaConf.to_container(cfg.task, resolve=True)
+    multiturn = OmegaConf.select(cfg, "rollout.multiturn")
+    episodes = ({"multiturn": OmegaConf.to_container(multiturn, resolve=True)}  # the episodes' turn limits
+                if task.get("name") in MULTITURN_TASKS and multiturn is not None else {})
     return {
         "model": str(cfg.model.path or cfg.model.name),
         "checkpoint": None if checkpoint is None else str(checkpoint),
@@ -68,6 +73,7 @@ def eval_config_record(cfg: DictConfig, *, checkpoint: Optional[str] = None, ste
         "confidence_tag": settings.get("confidence_tag"),
         "confidence_score": settings.get("confidence_score"),
         "effective_rank": bool(settings.get("effective_rank")),
+        **episodes,
     }
 
 
@@ -209,7 +215,8 @@ def evaluate_policy(cfg: DictConfig, engine, task, *, model=None, tokenizer=None
     if settings.get("effective_rank"):
         record_fns["effective_rank"] = hidden_state_effective_rank(model)
     summary, per_problem, records = evaluate(engine, task, ks, settings.n, eval_cfg=settings, progress=progress,
-                                             record_fns=record_fns)
+                                             record_fns=record_fns,
+                                             multiturn=OmegaConf.select(cfg, "rollout.multiturn"))
     add_passk_intervals(summary, per_problem, ks, seed=int(settings.seed))
     if settings.get("confidence_tag"):
         add_calibration(summary, records, str(settings.confidence_tag))

@@ -29,6 +29,8 @@ def sample_batches(
     prompts_per_batch: int | None = None,
     progress: bool = True,
     margins: bool = False,
+    env=None,
+    multiturn=None,
 ) -> Iterator[Tuple[List[Dict], object]]:
     """Sample ``n`` completions of every row's ``prompt``; yields ``(expanded_rows, batch)`` per batch.
 
@@ -37,8 +39,16 @@ def sample_batches(
     ``engine.batch_size // n``) and batch ``b`` is sampled with seed ``seed + b``, so the samples depend
     on nothing but the config. ``expanded_rows`` repeats each row ``n`` times (group-major, matching
     the batch's rows: ``len(expanded_rows) == batch.num_rows``). ``margins``: ask the engine for
-    ``batch.margins`` (only then is the keyword passed, so engines without it still work).
+    ``batch.margins`` (only then is the keyword passed, so engines without it still work). ``env``: a multi-turn
+    task's environment (``task.env``): each sample is then an episode (rollout/multiturn.py) of at most
+    ``multiturn.max_turns`` turns of ``multiturn.turn_tokens`` tokens (``rollout.multiturn``; ``max_new_tokens`` is
+    not used), seeded the same way.
     """
+    if env is not None:
+        from drox.config import MultiTurnConfig
+        from drox.rollout.multiturn import play_episodes
+
+        multiturn = multiturn if multiturn is not None else MultiTurnConfig()
     per_batch = prompts_per_batch or max(1, getattr(engine, "batch_size", 64) // n)
     bar = None
     if progress:
@@ -49,10 +59,15 @@ def sample_batches(
     try:
         for b, start in enumerate(range(0, len(rows), per_batch)):
             batch_rows = rows[start : start + per_batch]
-            batch = engine.generate(
-                [r["prompt"] for r in batch_rows], n, max_new_tokens=max_new_tokens,
-                temperature=temperature, top_p=top_p, seed=seed + b, **({"margins": True} if margins else {}),
-            )
+            if env is not None:
+                batch = play_episodes(engine, engine.tokenizer, env, list(batch_rows), n,
+                                      max_turns=int(multiturn.max_turns), turn_tokens=int(multiturn.turn_tokens),
+                                      temperature=temperature, top_p=top_p, seed=seed + b).batch
+            else:
+                batch = engine.generate(
+                    [r["prompt"] for r in batch_rows], n, max_new_tokens=max_new_tokens,
+                    temperature=temperature, top_p=top_p, seed=seed + b, **({"margins": True} if margins else {}),
+                )
             expanded = [r for r in batch_rows for _ in range(n)]
             yield expanded, batch
             if bar is not None:
@@ -75,11 +90,14 @@ def sample_and_verify(
     prompts_per_batch: int | None = None,
     progress: bool = True,
     record_fns: Dict[str, Callable] | None = None,
+    multiturn=None,
 ) -> Tuple[List[Dict], int]:
     """One record per sample: problem_id, correct, answer (extracted), completion, finish_reason, length, and for
     each ``name: fn`` of ``record_fns`` (``fn(expanded_rows, batch) -> N floats``, a value read from the policy,
     e.g. :func:`drox.evaluation.runner.answer_span_confidence`) that value under ``name``; a ``fn`` whose
     ``reads_margins`` attribute is true gets batches with the sampler's ``margins`` where the engine gives them.
+    A multi-turn task (``task.env``) is played in episodes (``multiturn``: ``rollout.multiturn``), so ``correct`` is
+    "solved within the episode" and ``length`` counts the policy's tokens.
 
     Returns (records, verifier timeouts). Problems are sampled in batches of
     ``prompts_per_batch`` (default: as many as fill the engine's batch) with seed
@@ -97,6 +115,7 @@ def sample_and_verify(
         engine, rows, n=n, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed,
         prompts_per_batch=prompts_per_batch, progress=progress,
         margins=any(getattr(fn, "reads_margins", False) for fn in (record_fns or {}).values()),
+        env=getattr(task, "env", None), multiturn=multiturn,
     ):
         result = task.verifier(batch.texts, expanded)
         timeouts += result.timeouts
@@ -109,16 +128,16 @@ def sample_and_verify(
                 "reference": row["answer"],
                 "completion": batch.texts[i],
                 "finish_reason": batch.finish_reason[i],
-                "length": int(batch.lengths[i]),
+                "length": int(batch.policy_mask[i].sum()),
             })
             records[-1].update({name: values[i] for name, values in extra.items()})
     return records, timeouts
 
 
 def evaluate(engine, task, ks: Sequence[int], n: int | None = None, *, eval_cfg, progress=True,
-             record_fns: Dict[str, Callable] | None = None):
+             record_fns: Dict[str, Callable] | None = None, multiturn=None):
     """(summary dict, per-problem DataFrame, records) for pass@k with n = max(ks) by default
-    (``record_fns``: see :func:`sample_and_verify`)."""
+    (``record_fns``, ``multiturn``: see :func:`sample_and_verify`)."""
     ks = sorted(set(int(k) for k in ks))
     n = n or max(ks)
     if max(ks) > n:
@@ -126,7 +145,7 @@ def evaluate(engine, task, ks: Sequence[int], n: int | None = None, *, eval_cfg,
     records, timeouts = sample_and_verify(
         engine, task, n=n, num_problems=eval_cfg.num_problems, max_new_tokens=eval_cfg.max_new_tokens,
         temperature=eval_cfg.temperature, top_p=eval_cfg.top_p, seed=eval_cfg.seed, progress=progress,
-        record_fns=record_fns,
+        record_fns=record_fns, multiturn=multiturn,
     )
     summary, per_problem = summarize(records, ks)
     summary["verifier_timeouts"] = timeouts

@@ -35,6 +35,11 @@ class RolloutBatch:
     #   and the decode step ran in the trainer's precision: RLSF's answer-span confidence read off the sampler
     tree_ids: Optional[torch.Tensor] = None  # [N] long, Tree-GRPO rollouts only (rollout.tree, rollout/tree.py): the
     #   tree within its group (0..M-1) that row's leaf belongs to, for the ``tree`` advantage estimator; None = flat
+    action_mask: Optional[torch.Tensor] = None  # [N, T] float, 1 on policy-sampled tokens, 0 on environment tokens
+    #   (multi-turn episodes, rollout/multiturn.py: the environment's replies sit inside the response); None = every
+    #   response token is the policy's. The loss, the KL and the entropy terms see only ``policy_mask``
+    turn_ends: Optional[List[List[int]]] = None  # N lists: the response index of each policy turn's last token
+    #   (multi-turn episodes only; where turn-level rewards such as ΔBelief are placed); None = single-turn
 
     @property
     def num_rows(self) -> int:
@@ -47,6 +52,10 @@ class RolloutBatch:
     @property
     def lengths(self) -> torch.Tensor:  # [N] long, completion length in tokens
         return self.response_mask.sum(-1).long()
+
+    @property
+    def policy_mask(self) -> torch.Tensor:  # [N, T] float, 1 on the tokens the policy sampled
+        return self.response_mask if self.action_mask is None else self.response_mask * self.action_mask
 
     @property
     def truncated(self) -> torch.Tensor:  # [N] bool, hit max_new_tokens without EOS
@@ -72,6 +81,8 @@ class RolloutBatch:
             sampler_logprobs=None if self.sampler_logprobs is None else self.sampler_logprobs[rows],
             margins=None if self.margins is None else self.margins[rows],
             tree_ids=None if self.tree_ids is None else self.tree_ids[rows],
+            action_mask=None if self.action_mask is None else self.action_mask[rows],
+            turn_ends=None if self.turn_ends is None else [list(self.turn_ends[i]) for i in idx],
         )
 
 
@@ -112,6 +123,11 @@ def concat_batches(batches: List[RolloutBatch], pad_id: int) -> RolloutBatch:
                           if all(b.sampler_logprobs is not None for b in batches) else None),
         margins=cat("margins", T, 0.0, False) if all(b.margins is not None for b in batches) else None,
         tree_ids=(torch.cat([b.tree_ids for b in batches]) if all(b.tree_ids is not None for b in batches) else None),
+        # a batch without an action mask is all policy tokens (its response mask)
+        action_mask=(torch.cat([_pad_to(b.response_mask if b.action_mask is None else b.action_mask, T, 0.0, False)
+                                for b in batches]) if any(b.action_mask is not None for b in batches) else None),
+        turn_ends=([list(e) for b in batches for e in b.turn_ends]
+                   if all(b.turn_ends is not None for b in batches) else None),
     )
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from . import arithmetic, countdown, files, hub, revise, srl
+from . import arithmetic, countdown, files, hub, revise, srl, twenty_questions
 from .common import SPLITS, Task, TaskError, check_split
 from .countdown import CountdownVerifier
 from .verify import MathVerifier, Verifier, VerifyResult, answers_match, extract_answer, match_many
@@ -19,6 +19,7 @@ TASKS: dict[str, Builder] = {
     "arithmetic": arithmetic.build,
     "countdown": countdown.build,
     "revise": revise.build,
+    "twenty_questions": twenty_questions.build,
     "jsonl": files.build_jsonl,
     "parquet": files.build_parquet,
     "hub": hub.build,

@@ -29,6 +29,8 @@ class Task:
     name: str
     dataset: datasets.Dataset
     verifier: Optional["Verifier"]
+    env: Optional[Any] = None  # a multi-turn task's environment (tasks/episodes.Environment): rollouts are
+    #   episodes of policy turns and its replies (rollout/multiturn.py); None = one completion per rollout
 
 
 def with_suffix(prompt: str, cfg: Any) -> str:

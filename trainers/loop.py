@@ -10,8 +10,10 @@ then runs :func:`train_step` for every step. One training step, top to bottom, o
 2. :func:`generate`: G completions each with the rollout engine, which also returns the behaviour
    log-probs it computed while sampling (no second forward pass for pi_old, unless the engine is not the
    trainer's own model: vLLM or another precision, :func:`with_trainer_logprobs`); with ``rollout.tree.enabled``
-   the G completions are the leaves of Tree-GRPO's trees (rollout/tree.py). ``rollout/tokens_generated`` logs
-   the tokens sampled (a tree's shared prefixes once);
+   the G completions are the leaves of Tree-GRPO's trees (rollout/tree.py); for a task with an environment
+   (``task=twenty_questions``) they are whole episodes of policy turns and the environment's replies
+   (rollout/multiturn.py), whose environment tokens ``batch.action_mask`` marks. ``rollout/tokens_generated`` logs
+   the tokens sampled (a tree's shared prefixes once, an episode's policy tokens only);
 3. :func:`score`: gates judge each rollout, every reward source scores it (weighted sum, plus the
    per-source table the multi-objective combiners need), the gates' verdicts are applied and the group
    filters keep or drop each query. While a refill filter (DAPO dynamic sampling) is short of kept
@@ -19,8 +21,9 @@ then runs :func:`train_step` for every step. One training step, top to bottom, o
 4. :func:`advantages`: the group baseline of ``trainer.advantage.estimator`` (or a multi-objective
    combiner), broadcast to tokens, plus the reward-to-go of dense scores (with ``trainer.advantage.verl_shaping``,
    plus VERL's bonus from the hidden-state rank dynamics of each response, :func:`verl_shaping`);
-5. :func:`loss_masks`: the tokens the loss sees (valid rollouts, optionally minus truncated ones; token
-   filters such as the 80/20 entropy mask narrow the policy-gradient term);
+5. :func:`loss_masks`: the tokens the loss sees (the policy's tokens of valid rollouts, never an episode's
+   environment tokens; optionally minus truncated rollouts; token filters such as the 80/20 entropy mask narrow the
+   policy-gradient term);
 6. :func:`update_policy`: ``mu`` passes over the batch, each split into mini-batches of whole groups (one
    optimizer step each) and micro-batches (gradient accumulation); the registered policy loss against
    the behaviour log-probs, plus the KL to the frozen reference and the entropy bonus. Each group's prompt
@@ -60,7 +63,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from drox.config import check_environment
+from drox.config import MULTITURN_TASKS, check_environment
 from drox.errors import ConfigError, check_finite, check_weights_finite
 from drox.evaluation.report import format_table
 from drox.evaluation.runner import evaluate_policy, load_judge, write_eval_folder
@@ -75,6 +78,7 @@ from drox.rewards.base import ScoringContext, load_scoring_state, scoring_state_
 from drox.rewards.base import score as score_sources
 from drox.rollout.base import RolloutBatch, concat_batches
 from drox.rollout.hf import build_engine
+from drox.rollout.multiturn import play_episodes
 from drox.rollout.tree import tree_rollouts
 from drox.tasks import build_task
 from drox.tasks.srl import expand_steps
@@ -104,9 +108,13 @@ def describe_sizes(cfg) -> str:
     tree = cfg.rollout.tree
     shape = (f" (Tree-GRPO: {tree.trees} trees x (1 + {tree.rounds} rounds x {tree.branches} branches) leaves, "
              f"steps end at {tree.separator!r})" if tree.enabled else "")
+    cap = cfg.rollout.max_new_tokens
+    if cfg.task.name in MULTITURN_TASKS:
+        m = cfg.rollout.multiturn
+        shape, cap = f" (episodes of <= {m.max_turns} turns of <= {m.turn_tokens} tokens)", m.max_turns * m.turn_tokens
     return (
         f"per step: Q={t.prompts_per_step} prompts x G={t.samples_per_prompt} samples{shape} = {rows} rollouts "
-        f"(<= {rows * cfg.rollout.max_new_tokens} completion tokens); update: mu={t.mu} pass(es) x "
+        f"(<= {rows * cap} completion tokens); update: mu={t.mu} pass(es) x "
         f"{t.mini_batches} mini-batch(es) of {per_mb} rollouts = {t.mu * t.mini_batches} optimizer step(s) per "
         f"training step, each mini-batch in {t.grad_accum} micro-batch(es) of ~{math.ceil(per_mb / t.grad_accum)}; "
         f"{t.steps} training steps"
@@ -472,11 +480,18 @@ def draw_prompts(trainer: Trainer) -> List[Dict[str, Any]]:
 def generate(trainer: Trainer, rows: List[Dict[str, Any]], step: int, gen_batch: int) -> Tuple[RolloutBatch, int]:
     """Step 2: ``(batch, tokens generated)``: G completions per prompt, with behaviour log-probs and entropies, and
     the number of tokens the engine sampled for them. With ``rollout.tree.enabled`` the G completions are the leaves
-    of Tree-GRPO's trees (rollout/tree.py), whose shared prefixes were sampled, and are counted, once."""
+    of Tree-GRPO's trees (rollout/tree.py), whose shared prefixes were sampled, and are counted, once. For a task
+    with an environment (``task.env``) they are episodes (rollout/multiturn.py), whose policy tokens are counted."""
     r = trainer.cfg.rollout
     prompts, G = [row["prompt"] for row in rows], trainer.cfg.trainer.samples_per_prompt
     seed = rollout_seed(trainer.cfg.seed, step, gen_batch)
-    if r.tree.enabled:
+    env = getattr(trainer.task, "env", None)
+    if env is not None:
+        episodes = play_episodes(trainer.engine, trainer.tokenizer, env, rows, G, max_turns=r.multiturn.max_turns,
+                                 turn_tokens=r.multiturn.turn_tokens, temperature=r.temperature, top_p=r.top_p,
+                                 seed=seed)
+        batch, n_tokens = episodes.batch, episodes.tokens_generated
+    elif r.tree.enabled:
         trees = tree_rollouts(trainer.engine, trainer.tokenizer, prompts, r.tree, max_new_tokens=r.max_new_tokens,
                               temperature=r.temperature, top_p=r.top_p, seed=seed)
         batch, n_tokens = trees.batch, trees.tokens_generated
@@ -504,7 +519,7 @@ def with_trainer_logprobs(trainer: Trainer, batch: RolloutBatch) -> RolloutBatch
                                                     share_prompts=t.share_prompts, head_mm=trainer.cfg.model.lm_head_mm)
     finally:
         model.train(was_training)
-    mask = batch.response_mask
+    mask = batch.policy_mask  # an episode's environment tokens keep 0, as the engine gives them
     return replace(batch, sampler_logprobs=batch.logprobs, logprobs=logprobs.float().cpu() * mask,
                    entropies=entropies.float().cpu() * mask)
 
@@ -700,11 +715,13 @@ def verl_shaping(trainer: Trainer, data: Collected, seq_adv: torch.Tensor, token
     mask = batch.response_mask
     if v.tokens == "all":
         token_adv = token_adv + algos.broadcast_to_tokens(bonus, mask).to(token_adv.dtype)
-    else:  # the response's final token (right-padded rows: position length - 1); empty responses get nothing
-        lengths = mask.sum(-1).long()
-        rows = torch.nonzero(lengths > 0).flatten()
+    else:  # the response's final policy token (right-padded rows: position length - 1; an episode's last turn ends
+        # before the environment's last reply); empty responses get nothing
+        policy = batch.policy_mask
+        last = (policy * torch.arange(1, policy.shape[1] + 1)).argmax(-1)  # [N] index of the last policy token
+        rows = torch.nonzero(policy.sum(-1) > 0).flatten()
         token_adv = token_adv.clone()
-        token_adv[rows, lengths[rows] - 1] += bonus[rows].to(token_adv.dtype)
+        token_adv[rows, last[rows]] += bonus[rows].to(token_adv.dtype)
     trainer.verl_baseline = algos.verl_ema_update(baseline, stats[valid].sum(0) / n_valid, float(v.ema_alpha))
     out.update({"verl/bonus_mean": float(bonus[valid].sum() / n_valid),
                 "verl/bonus_frac": float((bonus > 0)[valid].float().sum() / n_valid),
@@ -720,13 +737,14 @@ def verl_shaping(trainer: Trainer, data: Collected, seq_adv: torch.Tensor, token
 def loss_masks(pipeline: Pipeline, cfg, data: Collected, metrics: Dict[str, Any]):
     """Step 5: ``(mask [N, T], pg_mask [N, T])``.
 
-    ``mask``: real tokens of accepted rollouts, minus truncated ones with ``trainer.mask_truncated`` (the KL
-    and entropy terms average over it); ``pg_mask``: ``mask`` narrowed by the batch-scope token filters (the
-    policy-gradient term only, as the 80/20 paper masks it; micro-batch-scope filters narrow it inside
-    :func:`update_policy`).
+    ``mask``: the policy's tokens of accepted rollouts (``batch.policy_mask``: an episode's environment tokens never
+    count), minus truncated rollouts with ``trainer.mask_truncated`` (the KL and entropy terms average over it);
+    ``pg_mask``: ``mask`` narrowed by the batch-scope token filters (the policy-gradient term only, as the 80/20
+    paper masks it; micro-batch-scope filters narrow it inside :func:`update_policy`), which thus see only the
+    policy's tokens too.
     """
     batch = data.batch
-    mask = batch.response_mask * data.valid.view(-1, 1).float()
+    mask = batch.policy_mask * data.valid.view(-1, 1).float()
     if cfg.trainer.mask_truncated:
         mask[batch.truncated] = 0.0
     pg_mask = mask
@@ -762,7 +780,7 @@ def update_policy(trainer: Trainer, step: int, batch: RolloutBatch, advantages: 
     if batch.sampler_logprobs is not None and t.tis_cap > 0:
         # another engine or precision sampled (step 2 recomputed pi_old with the trainer): each token weighted by
         # the truncated importance weight min(pi_trainer / pi_sampler, cap) (algos.truncated_is_weights)
-        weights, tis_stats = algos.truncated_is_weights(old_logprobs, batch.sampler_logprobs, batch.response_mask,
+        weights, tis_stats = algos.truncated_is_weights(old_logprobs, batch.sampler_logprobs, batch.policy_mask,
                                                         t.tis_cap)
         advantages = advantages * weights
     ref_logprobs = None
@@ -921,11 +939,11 @@ def log_step(trainer: Trainer, step: int, data: Collected, seq_adv: torch.Tensor
         "advantage/zero_groups": float((seq_adv.abs().sum(-1) == 0).float().mean().item()),
     })
     metrics.update({
-        "entropy": masked_mean(batch.entropies, batch.response_mask).item(),
+        "entropy": masked_mean(batch.entropies, batch.policy_mask).item(),
         "response_length/mean": lengths.mean().item(),
         "response_length/max": lengths.max().item(),
         "truncated_frac": batch.truncated.float().mean().item(),
-        "tokens": int(batch.response_mask.sum().item()),
+        "tokens": int(batch.policy_mask.sum().item()),  # sampled tokens (an episode's environment tokens excluded)
         "loss_tokens": int(pg_mask.sum().item()),
         "lr": trainer.scheduler.get_last_lr()[0],
         "time/update": t_update - t_collect,
