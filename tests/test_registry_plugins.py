@@ -768,6 +768,8 @@ def test_every_registered_component_is_selectable(compose_cfg, tmp_path, group, 
     if name == "function":  # its path is required
         (tmp_path / "f.py").write_text("def f(prompts, completions, **kw):\n    return [0.0] * len(completions)\n")
         extra = [f"reward.function.path={tmp_path}/f.py:f"]
+    if name == "delta_belief":  # it reads beliefs about a secret after each turn: a multi-turn task only
+        extra = ["task=twenty_questions"]
     cfg = compose_cfg(f"+{group}={name}", *extra)
     block = OmegaConf.to_container(cfg[group][name], resolve=True)
     parsed = registry.parse(name, block)
