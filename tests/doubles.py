@@ -73,3 +73,19 @@ def encode_left_padded(prompts: List[str]):
         mask[i, P - len(p):] = 1
     return ids, mask
 
+
+
+def config_error(capsys, overrides: List[str]) -> str:
+    """Composing ``overrides`` must exit with code 2 and print exactly one ``error:`` line on stderr (no
+    traceback); returns that line."""
+    import pytest
+    import typer
+
+    from drox.cli.main import compose
+
+    with pytest.raises(typer.Exit) as exc:
+        compose(overrides)
+    assert exc.value.exit_code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error:") and "\n" not in err and "Traceback" not in err, err
+    return err

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import typer
+from doubles import config_error
 from typer.testing import CliRunner
 
 from drox.cli.main import app, compose
@@ -16,14 +17,7 @@ runner = CliRunner()
 
 def _error(capsys, overrides):
     """compose() must exit with code 2 and print exactly one 'error:' line on stderr."""
-    with pytest.raises(typer.Exit) as exc:
-        compose(overrides)
-    assert exc.value.exit_code == 2
-    err = capsys.readouterr().err.strip()
-    assert err.startswith("error:"), err
-    assert "\n" not in err, f"expected one line, got:\n{err}"
-    assert "Traceback" not in err
-    return err
+    return config_error(capsys, overrides)
 
 
 def test_defaults():

@@ -10,8 +10,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-import typer
-from doubles import CharTok
+from doubles import CharTok, config_error
 
 from drox.rollout.base import RolloutBatch, concat_batches
 from drox.rollout.tree import BoundaryTokens, tree_rollouts
@@ -280,14 +279,7 @@ def test_spliced_rows_match_teacher_forced_logprobs_on_tiny(tiny_policy, tiny_cf
 
 
 def _error(capsys, overrides):
-    from drox.cli.main import compose
-
-    with pytest.raises(typer.Exit) as exc:
-        compose(overrides)
-    assert exc.value.exit_code == 2
-    err = capsys.readouterr().err.strip()
-    assert err.startswith("error:") and "\n" not in err, err
-    return err
+    return config_error(capsys, overrides)
 
 
 def test_config_errors_name_the_numbers_to_change(capsys):

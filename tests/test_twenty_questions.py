@@ -11,8 +11,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-import typer
-from doubles import CharTok, PosLM, make_batch
+from doubles import CharTok, PosLM, config_error, make_batch
 
 from drox.rewards import delta_belief as db
 from drox.rewards.base import ScoringContext
@@ -372,14 +371,7 @@ def test_delta_belief_without_turns_is_one_line():
 
 
 def _error(capsys, overrides):
-    from drox.cli.main import compose
-
-    with pytest.raises(typer.Exit) as exc:
-        compose(overrides)
-    assert exc.value.exit_code == 2
-    err = capsys.readouterr().err.strip()
-    assert err.startswith("error:") and "\n" not in err, err
-    return err
+    return config_error(capsys, overrides)
 
 
 def test_config_errors_are_one_line(capsys):
