@@ -142,6 +142,56 @@ def test_grpo_dense_with_one_reward_per_row_is_grpo():
     assert adv[3:].abs().sum() == 0  # group b all equal, group c a singleton: no contrast
 
 
+# ------------------------------------------------------------------------------------------------ trainer side
+
+
+def test_dvao_and_the_entropy_mask_on_verl_rows_by_hand():
+    """DVAO (arXiv 2605.25604) on group a = rows 0, 2, 4 (outcome 1, 0, 0 weight 1; format 1, 1, 0 weight 0.5):
+    μ = (1/3, 2/3), population σ = (√(2/9), √(2/9)), Σ b σ = 1.5·√2/3 = √2/2;
+    A = (1·(2/3) + 0.5·(1/3), 1·(-1/3) + 0.5·(1/3), 1·(-1/3) + 0.5·(-2/3)) / (√2/2) = (1.1785, -0.2357, -0.9428).
+    Group b (rows 1, 3) has equal objectives: 0. Then the 80/20 mask with ρ = 0.4 over the 11 valid tokens keeps
+    ceil(4.4) = 5, the highest entropies."""
+    from drox.integrations.verl.advantage import TrainerSide, objective_table, trainer_side_advantages
+
+    spec = TrainerSide.from_config({"trainer": {"combine": "dvao", "objectives": ["outcome", "format"],
+                                                "weights": [1.0, 0.5], "entropy": {"rho": 0.4}}})
+    assert spec.multi_objective and spec.active
+    extra = [{"reward_extra_info": {"outcome": o, "format": f, "acc": o}}
+             for o, f in [(1, 1), (1, 0), (0, 1), (1, 0), (0, 0)]]
+    objectives = objective_table(extra, spec.objectives)  # [N, K]
+    assert objectives.tolist() == [[1, 1], [1, 0], [0, 1], [1, 0], [0, 0]]
+    mask = torch.tensor([[1.0, 1, 0], [1, 1, 1], [1, 0, 0], [1, 1, 0], [1, 1, 1]])
+    entropy = torch.tensor([[0.9, 0.1, 5.0], [0.2, 0.3, 0.4], [0.8, 5.0, 5.0], [0.05, 0.7, 5.0], [0.6, 0.0, 0.1]])
+    verl_adv = torch.full((5, 3), 7.0)  # what verl's estimator wrote: replaced
+    adv, new_mask, metrics = trainer_side_advantages(spec, ["a", "b", "a", "b", "a"], mask, verl_adv, objectives,
+                                                     entropy)
+    r = 2 ** 0.5 / 2
+    a0, a2, a4 = (2 / 3 + 0.5 / 3) / r, (-1 / 3 + 0.5 / 3) / r, (-1 / 3 - 1 / 3) / r
+    assert (a0, a2, a4) == pytest.approx((1.178511, -0.235702, -0.942809), abs=1e-6)
+    expected = torch.tensor([[a0, a0, 0], [0, 0, 0], [a2, 0, 0], [0, 0, 0], [a4, a4, a4]])
+    torch.testing.assert_close(adv, expected, rtol=0, atol=1e-6)
+    # kept: 0.9 (row 0), 0.8 (row 2), 0.7 (row 3), 0.6 (row 4), 0.4 (row 1); entropies on padding (5.0) never count
+    assert new_mask.tolist() == [[1, 0, 0], [0, 0, 1], [1, 0, 0], [0, 1, 0], [1, 0, 0]]
+    assert metrics["drox/filter/entropy/n_kept"] == 5.0 and metrics["drox/advantage/weight/outcome"] > 0
+
+
+def test_trainer_side_options_are_checked_in_one_line():
+    from drox.errors import ConfigError
+    from drox.integrations.verl.advantage import TrainerSide, objective_table
+
+    assert not TrainerSide.from_config(None).active
+    assert not TrainerSide.from_config({"trainer": {"combine": "dvao", "objectives": ["outcome"],
+                                                    "weights": [1.0]}}).active  # one objective: the estimator
+    for node, message in (({"combine": "mean"}, "drox.trainer.combine=mean is not allowed; choose one of: sum, dvao"),
+                          ({"combine": "dvao", "objectives": ["a", "b"], "weights": [1]},
+                           "drox.trainer: 2 objectives but 1 weights"),
+                          ({"entropy": {"rho": 1.5}}, "drox.trainer.entropy.rho=1.5 must be in (0, 1]")):
+        with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+            TrainerSide.from_config({"trainer": node})
+    with pytest.raises(ConfigError, match="trajectory 1: reward_extra_info has no format"):
+        objective_table([{"reward_extra_info": {"format": 1}}, {"reward_extra_info": {"acc": 1}}], ["format"])
+
+
 # ------------------------------------------------------------------------------------------------ rule rewards
 
 
@@ -150,7 +200,7 @@ def test_rule_rewards_by_hand():
 
     plain = RewardSpec()
     assert score_response("so \\boxed{8}", {"answer": "8"}, "math", plain) == (
-        1.0, {"acc": 1.0, "outcome": 1.0, "verifier_timeouts": 0.0, "score": 1.0})
+        1.0, {"acc": 1.0, "outcome": 1.0, "format": 1.0, "verifier_timeouts": 0.0, "score": 1.0})
     dapo = RewardSpec(correct=1.0, incorrect=-1.0, format_weight=0.5)
     score, extra = score_response("it is \\boxed{7}", {"answer": "8"}, "math", dapo)
     assert (score, extra["acc"], extra["format"]) == (-0.5, 0.0, 1.0)  # -1 + 0.5 * has_box
@@ -271,6 +321,17 @@ def test_translation_of_estimators_losses_and_filters(compose_cfg, tmp_path):
     assert o["drox.reward.format.pattern"] == "'<answer>(.*?)</answer>'"
 
 
+def test_translation_of_the_trainer_side_components(compose_cfg, tmp_path):
+    o = _overrides(_plan(compose_cfg, tmp_path, "+reward=[outcome,format]", "reward.format.weight=0.5",
+                         "trainer.advantage.combine=dvao", "+filter=entropy", "filter.entropy.rho=0.3"))
+    assert o["trainer.v1.trainer_mode"] == "drox_sync"
+    assert (o["drox.trainer.combine"], o["drox.trainer.objectives"], o["drox.trainer.weights"]) == (
+        "dvao", "[outcome,format]", "[1.0,0.5]")
+    assert (o["drox.trainer.entropy.rho"], o["drox.trainer.entropy.invert"]) == ("0.3", "false")
+    o = _overrides(_plan(compose_cfg, tmp_path, "+reward=outcome", "trainer.advantage.combine=dvao"))
+    assert "trainer.v1.trainer_mode" not in o  # one objective: drox uses the estimator, so does verl
+
+
 def test_override_values_read_back_unchanged_by_hydra():
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
@@ -327,9 +388,13 @@ def _verl_cli(*args):
     ((*HF, "task=twenty_questions"), "task=twenty_questions is not supported by the verl backend: its rollouts are "
                                      "multi-turn episodes"),
     ((*HF, "+filter=query"), "+filter=query is not supported by the verl backend: DRO's query filter needs"),
-    ((*HF, "+filter=entropy"), "+filter=entropy is not supported by the verl backend: the 80/20 token mask"),
-    ((*HF, "+reward=[outcome,format]", "trainer.advantage.combine=dvao"),
-     "trainer.advantage.combine=dvao is not supported by the verl backend"),
+    ((*HF, "+filter=entropy", "trainer.kl_coef=0.01"),
+     "+filter=entropy with trainer.kl_coef=0.01 is not supported by the verl backend: verl applies the KL and entropy "
+     "terms on the same mask"),
+    ((*HF, "+filter=entropy", "filter.entropy.scope=micro_batch"),
+     "filter.entropy.scope=micro_batch is not supported by the verl backend"),
+    ((*HF, "+reward=[outcome,rouge]", "trainer.advantage.combine=dvao"),
+     "+reward=rouge is not supported by the verl backend"),
     ((*HF, "+gate=rubric"), "+gate=rubric is not supported by the verl backend"),
     ((*HF, "task=revise"), "task=revise without a verifier is not supported by the verl backend"),
     ((*HF, "--rollout-tp", "2"), "--rollout-tp=2 must divide --gpus-per-node=1"),

@@ -23,6 +23,8 @@ estimator grpo / dr_grpo / rloo        verl's grpo / grpo with norm_adv_by_std_i
         w_reinforce                    (algorithm.drox.scale, algorithm.drox.lam)
 +reward=outcome, format                drox.reward.* (DroxRewardManager)
 +filter=dynamic_sampling               algorithm.filter_groups (metric acc, or reward)
+trainer.advantage.combine=dvao|...     trainer.v1.trainer_mode=drox_sync, drox.trainer.* (trainer.py)
++filter=entropy                        trainer.v1.trainer_mode=drox_sync, drox.trainer.entropy.* (trainer.py)
 trainer.tis_cap                        algorithm.rollout_correction.rollout_is=token, rollout_is_threshold
 =====================================  ==========================================================================
 """
@@ -74,7 +76,6 @@ REWARD_REASONS = {
 }
 FILTER_REASONS = {
     "query": f"DRO's query filter needs drox's replay-buffer sampler in verl, and {NOT_BUILT}",
-    "entropy": f"the 80/20 token mask needs drox's trainer subclass (_compute_advantage), and {NOT_BUILT}",
     "mean_range": "verl's group filter drops only zero-variance groups (filter_groups); a mean range needs drox's "
                   f"sampler, and {NOT_BUILT}",
 }
@@ -242,9 +243,11 @@ def _check_supported(cfg, pipeline) -> None:
     if _get(cfg, "trainer.time_budget"):
         raise unsupported("trainer.time_budget", "verl stops at trainer.total_training_steps only")
     combine = _get(cfg, "trainer.advantage.combine")
-    if combine != "sum":
-        raise unsupported(f"trainer.advantage.combine={combine}", "multi-objective advantages (DVAO, GDPO) need "
-                          f"drox's trainer subclass, and {NOT_BUILT}")
+    if combine != "sum" and len(pipeline.rewards) > 1:
+        other = [n for n in pipeline.rewards if n not in RULE_REWARDS]
+        if other:
+            raise unsupported(f"trainer.advantage.combine={combine} over +reward={other[0]}", "drox's trainer "
+                              f"subclass combines the rule sources' scores only ({', '.join(RULE_REWARDS)})")
     for name, opts in pipeline.rewards.items():
         if name not in SUPPORTED_REWARDS:
             if name == "variance" and getattr(opts, "reward_policy", None) == "lagged":
@@ -259,7 +262,18 @@ def _check_supported(cfg, pipeline) -> None:
                           "the verl backend runs alone (drox_psr / drox_nsr / drox_w_reinforce estimators)")
     for stage in pipeline.gates:
         raise unsupported(f"+gate={stage.name}", f"gates are not ported; {NOT_BUILT}")
-    for stage in [*pipeline.group_filters, *pipeline.batch_token_filters, *pipeline.micro_token_filters]:
+    for stage in pipeline.micro_token_filters:
+        raise unsupported(f"filter.{stage.name}.scope=micro_batch", "verl splits the batch into its own mini- and "
+                          "micro-batches; drox's trainer subclass masks over the whole batch (scope=batch)")
+    for stage in pipeline.batch_token_filters:
+        if stage.name != "entropy":
+            raise unsupported(f"+filter={stage.name}", FILTER_REASONS.get(stage.name, NOT_BUILT))
+        for key in ("trainer.kl_coef", "trainer.entropy_coef"):
+            if _get(cfg, key) > 0:
+                raise unsupported(f"+filter=entropy with {key}={_get(cfg, key)}", "verl applies the KL and entropy "
+                                  "terms on the same mask as the policy loss, so the 80/20 mask would narrow them "
+                                  "too (drox keeps them on every token)")
+    for stage in pipeline.group_filters:
         if stage.name != "dynamic_sampling":
             raise unsupported(f"+filter={stage.name}", FILTER_REASONS.get(stage.name, NOT_BUILT))
         if stage.opts.metric == "score" and stage.opts.std_eps > 0:
@@ -397,6 +411,17 @@ def translate(cfg, *, run_dir: Path, topology: Optional[Topology] = None, extra:
         o["algorithm.filter_groups.max_num_gen_batches"] = int(stage.opts.max_gen_batches)
         notes.append("filter dynamic_sampling: verl's V1 trainer refills evicted groups without a max_gen_batches cap "
                      "(algorithm.filter_groups.max_inflight_gen_batches bounds what is in flight)")
+    # drox's trainer subclass (trainer.py): multi-objective advantages and the 80/20 token mask
+    if t.advantage.combine != "sum" and len(pipeline.rewards) > 1:
+        o["trainer.v1.trainer_mode"] = "drox_sync"
+        o["drox.trainer.combine"] = str(t.advantage.combine)
+        o["drox.trainer.objectives"] = list(pipeline.rewards)
+        o["drox.trainer.weights"] = [float(opts.weight) for opts in pipeline.rewards.values()]
+        o["drox.trainer.eps"] = float(t.advantage.eps)
+    for stage in pipeline.batch_token_filters:  # only entropy gets here (_check_supported)
+        o["trainer.v1.trainer_mode"] = "drox_sync"
+        o["drox.trainer.entropy.rho"] = float(stage.opts.rho)
+        o["drox.trainer.entropy.invert"] = bool(stage.opts.invert)
     if float(t.tis_cap) > 0:
         o["algorithm.rollout_correction.rollout_is"] = "token"
         o["algorithm.rollout_correction.rollout_is_threshold"] = float(t.tis_cap)

@@ -95,19 +95,18 @@ def score_response(text: str, row: Mapping[str, Any], verifier: str, spec: Rewar
     """(reward, extra) for one decoded response.
 
     ``extra`` holds scalars only (verl's validation averages every non-string value): ``acc`` (1.0 when the
-    verifier accepts, the metric DAPO's ``filter_groups.metric=acc`` reads), ``outcome`` (its points), ``format``
-    (when weighted), ``verifier_timeouts`` and ``score`` (= the reward).
+    verifier accepts, the metric DAPO's ``filter_groups.metric=acc`` reads), each source's own score ``outcome``
+    (its points) and ``format`` (0/1, whatever its weight: the objectives of drox's multi-objective advantages),
+    ``verifier_timeouts`` and ``score`` (= the reward).
     """
     result = _verifier(verifier, spec.verify_timeout)([text], [dict(row)])
     correct = bool(result.correct[0])
     outcome = spec.correct if correct else spec.incorrect
     score = spec.outcome_weight * outcome
-    extra = {"acc": 1.0 if correct else 0.0, "outcome": float(outcome), "verifier_timeouts": float(result.timeouts)}
-    if spec.format_weight:
-        from drox.rewards.format import has_container
+    from drox.rewards.format import has_container
 
-        has_box = 1.0 if has_container(text, spec.format_pattern) else 0.0
-        score += spec.format_weight * has_box
-        extra["format"] = has_box
-    extra["score"] = float(score)
+    has_box = 1.0 if has_container(text, spec.format_pattern) else 0.0
+    score += spec.format_weight * has_box
+    extra = {"acc": 1.0 if correct else 0.0, "outcome": float(outcome), "format": has_box,
+             "verifier_timeouts": float(result.timeouts), "score": float(score)}
     return float(score), extra

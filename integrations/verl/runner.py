@@ -14,7 +14,8 @@ __all__ = ["DroxTaskRunner", "DroxTaskRunnerActor"]
 
 
 class DroxTaskRunnerActor(TaskRunnerV1.__ray_actor_class__):
-    """``run(config)``: register drox's components in this process, check them, then verl's own run."""
+    """``run(config)``: register drox's components in this process (estimators, the ``drox_sync`` trainer), check
+    them, then verl's own run."""
 
     def run(self, config):
         from drox.integrations.verl import check_versions
@@ -22,6 +23,8 @@ class DroxTaskRunnerActor(TaskRunnerV1.__ray_actor_class__):
 
         check_versions()
         assert_registered()
+        import drox.integrations.verl.trainer  # noqa: F401  (registers trainer_mode drox_sync in this process)
+
         return super().run(config)
 
 

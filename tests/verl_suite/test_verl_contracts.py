@@ -204,8 +204,8 @@ def test_reward_manager_resolves_by_path_and_scores_a_real_dataproto():
         return await manager.run_single(_trajectory("Q?", response, 16, "10", info))
 
     right = asyncio.run(score("\\boxed{2*3+4}"))
-    assert right == {"reward_score": 1.5, "reward_extra_info": {"acc": 1.0, "outcome": 1.0, "verifier_timeouts": 0.0,
-                                                                "format": 1.0, "score": 1.5}}
+    assert right == {"reward_score": 1.5, "reward_extra_info": {"acc": 1.0, "outcome": 1.0, "format": 1.0,
+                                                                "verifier_timeouts": 0.0, "score": 1.5}}
     wrong = asyncio.run(score("it is 2*3*4"))  # incorrect (-1) and no box (0)
     assert (wrong["reward_score"], wrong["reward_extra_info"]["acc"]) == (-1.0, 0.0)
     # verl places the scalar on the last valid response token (the sparse layout drox's estimators read)
