@@ -192,6 +192,17 @@ def test_trainer_side_options_are_checked_in_one_line():
         objective_table([{"reward_extra_info": {"format": 1}}, {"reward_extra_info": {"acc": 1}}], ["format"])
 
 
+def test_group_sigma_max_by_hand():
+    """DRO's query-filter statistic max_j std_i L[i, j] (population std): rows (-1, -2) and (-3, -2) -> σ = (1, 0)."""
+    from drox.integrations.verl.r3 import group_sigma_max
+
+    assert group_sigma_max([[-1.0, -2.0], [-3.0, -2.0]]) == pytest.approx(1.0)
+    assert group_sigma_max([[-1.0, -1.0], [-1.1, -1.0]]) == pytest.approx(0.05)
+    assert group_sigma_max([[-1.0, -5.0]]) == 0.0  # one rollout: no spread
+    with pytest.raises(ValueError, match="one reference answer gives one length"):
+        group_sigma_max([[-1.0], [-1.0, -2.0]])
+
+
 # ------------------------------------------------------------------------------------------------ rule rewards
 
 

@@ -203,3 +203,55 @@ finally:
     a0, a2, a4 = DVAO
     assert lines["ADV"] == pytest.approx([a0, a0, 0, 0, 0, 0, a2, 0, 0, 0, 0, 0, a4, a4, a4], abs=1e-5)
     assert lines["MASK"] == [1, 0, 0, 0, 0, 1, 1, 0, 0, 0, 1, 0, 1, 0, 0]
+
+
+# ------------------------------------------------------------------------------------------------ the sampler
+
+
+def _buffer(**kwargs):
+    from omegaconf import OmegaConf
+
+    from drox.integrations.verl.sampler import DroxReplayBuffer
+
+    return DroxReplayBuffer("sync", OmegaConf.create({}), 8, "drop", OmegaConf.create({"train_batch_size": 3, **kwargs}),
+                            refill_fn=lambda *a, **k: None)
+
+
+def _finished_groups(store, buffer):
+    """Three finished groups: "hi" (σ = (1, 0), max 1), "lo" (σ = (0.05, 0)), "same" (σ max 1, every rollout
+    correct: DAPO's all-equal group)."""
+    groups = {"hi": ([[-1, -2], [-3, -2]], [1, 0]), "lo": ([[-1, -1], [-1.1, -1]], [1, 0]),
+              "same": ([[-1, -3], [-2, -1]], [1, 1])}
+    keys, rows = [], []
+    for uid, (L, acc) in groups.items():
+        for s, (row, a) in enumerate(zip(L, acc)):
+            keys.append(f"{uid}_{s}_0")
+            rows.append({"extra_fields": {"drox_L": row, "reward_extra_info": {"acc": float(a)}}})
+    store.kv_batch_put(keys, "train", list_of_dict_to_tensordict(rows))
+    buffer.partitions["train"] = {k: {"status": "success"} for k in keys}
+    buffer.finished_keys["train"] = set(groups)
+
+
+def test_the_sampler_evicts_low_sigma_groups_and_dapos(monkeypatch):
+    from verl.utils.import_utils import load_extern_type
+
+    from drox.integrations.verl.sampler import DroxReplayBuffer
+
+    assert load_extern_type("pkg://drox.integrations.verl.sampler", "DroxReplayBuffer") is DroxReplayBuffer
+    store = MemoryTQ()
+    monkeypatch.setattr(transfer_queue, "kv_batch_get", store.kv_batch_get)
+    sigma_only = _buffer(sigma_threshold=0.1)
+    _finished_groups(store, sigma_only)
+    assert sigma_only.group_sigma_max("train") == pytest.approx({"hi": 1.0, "lo": 0.05, "same": 1.0})
+    assert sigma_only._dapo_filtered_keys("train")[0] == {"lo"}
+    assert sigma_only._dapo_filtered_keys("val")[0] == set()  # validation keeps everything
+    both = _buffer(sigma_threshold=0.1, dapo_metric="acc")
+    _finished_groups(store, both)
+    assert both._dapo_filtered_keys("train")[0] == {"lo", "same"}
+    assert both.filter_groups_metric == "acc" and sigma_only.filter_groups_metric == "drox_sigma_max"
+    assert (sigma_only.gen_batch_size, sigma_only.train_batch_size) == (1, 3)  # exact refill, one prompt a fetch
+
+
+def test_the_sampler_refuses_settings_that_filter_nothing():
+    with pytest.raises(ConfigError, match="DroxReplayBuffer filters nothing"):
+        _buffer()
