@@ -343,6 +343,28 @@ def test_translation_of_the_trainer_side_components(compose_cfg, tmp_path):
     assert "trainer.v1.trainer_mode" not in o  # one objective: drox uses the estimator, so does verl
 
 
+def test_translation_of_dro(compose_cfg, tmp_path):
+    """R3 (+reward=variance) runs the drox_r3 agent loop and drox's trainer; the query filter (a threshold) drox's
+    sampler, which also takes DAPO's eviction when dynamic sampling is on."""
+    from drox.integrations.verl.launch import AGENT_LOOPS
+
+    o = _overrides(_plan(compose_cfg, tmp_path, "+reward=[outcome,variance]", "reward.variance.weighting=top_p",
+                         "+filter=[query,dynamic_sampling]", "filter.query.drop_fraction=0",
+                         "filter.query.threshold=0.05"))
+    assert o["actor_rollout_ref.rollout.agent.default_agent_loop"] == "drox_r3"
+    assert o["actor_rollout_ref.rollout.agent.agent_loop_config_path"] == str(AGENT_LOOPS) and AGENT_LOOPS.is_file()
+    assert (o["trainer.v1.trainer_mode"], o["drox.trainer.r3"], o["drox.trainer.estimator"]) == ("drox_sync", "true",
+                                                                                                 "grpo")
+    assert (o["drox.r3.weighting"], o["drox.r3.template"]) == ("top_p", "'{reasoning}\\boxed{{answer}}'")
+    assert o["trainer.v1.sampler.custom_sampler.name"] == "DroxReplayBuffer"
+    assert (o["trainer.v1.sampler.sampler_kwargs.sigma_threshold"], o["trainer.v1.sampler.sampler_kwargs.dapo_metric"],
+            o["data.gen_batch_size"]) == ("0.05", "acc", "1")
+    assert "algorithm.filter_groups.enable" not in o  # the custom sampler does DAPO's eviction
+    o = _overrides(_plan(compose_cfg, tmp_path, "+filter=query", "filter.query.drop_fraction=0",
+                         "filter.query.threshold=0.1"))
+    assert o["actor_rollout_ref.rollout.agent.default_agent_loop"] == "drox_r3" and "drox.trainer.r3" not in o
+
+
 def test_override_values_read_back_unchanged_by_hydra():
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
@@ -393,12 +415,18 @@ def _verl_cli(*args):
 @pytest.mark.parametrize("args, message", [
     ((), "model=tiny is not supported by the verl backend: it is a random model built in memory"),
     ((*HF, "+reward=variance", "reward.variance.reward_policy=lagged"),
-     "+reward=variance with reward.variance.reward_policy=lagged is not supported by the verl backend: the lagged copy "
-     "of the policy needs a reference model refreshed every k steps, which verl 0.9.1 has no API for"),
-    ((*HF, "+reward=variance"), "+reward=variance is not supported by the verl backend: DRO's R3 reward needs"),
+     "reward.variance.reward_policy=lagged is not supported by the verl backend: the lagged copy of the policy needs "
+     "a reference model refreshed every k steps, which verl 0.9.1 has no API for"),
+    ((*HF, "+reward=variance", "reward.variance.reward_policy=reference"),
+     "reward.variance.reward_policy=reference is not supported by the verl backend: scoring under the frozen initial "
+     "policy needs"),
+    ((*HF, "+reward=variance", "reward.variance.masked_baseline=true"),
+     "reward.variance.masked_baseline=true is not supported by the verl backend"),
     ((*HF, "task=twenty_questions"), "task=twenty_questions is not supported by the verl backend: its rollouts are "
                                      "multi-turn episodes"),
-    ((*HF, "+filter=query"), "+filter=query is not supported by the verl backend: DRO's query filter needs"),
+    ((*HF, "+filter=query"), "filter.query.drop_fraction=0.25 is not supported by the verl backend: verl's replay "
+                             "buffer decides group by group"),
+    ((*HF, "+filter=query", "filter.query.mode=offline"), "filter.query.mode=offline is not supported"),
     ((*HF, "+filter=entropy", "trainer.kl_coef=0.01"),
      "+filter=entropy with trainer.kl_coef=0.01 is not supported by the verl backend: verl applies the KL and entropy "
      "terms on the same mask"),

@@ -25,6 +25,9 @@ estimator grpo / dr_grpo / rloo        verl's grpo / grpo with norm_adv_by_std_i
 +filter=dynamic_sampling               algorithm.filter_groups (metric acc, or reward)
 trainer.advantage.combine=dvao|...     trainer.v1.trainer_mode=drox_sync, drox.trainer.* (trainer.py)
 +filter=entropy                        trainer.v1.trainer_mode=drox_sync, drox.trainer.entropy.* (trainer.py)
++reward=variance (DRO's R3)            rollout.agent.default_agent_loop=drox_r3 (agent_loop.py), drox.r3.*,
+                                       trainer_mode=drox_sync with drox.trainer.r3=true (trainer.py)
++filter=query (threshold, online)      trainer.v1.sampler.custom_sampler=DroxReplayBuffer (sampler.py)
 trainer.tis_cap                        algorithm.rollout_correction.rollout_is=token, rollout_is_threshold
 =====================================  ==========================================================================
 """
@@ -55,7 +58,9 @@ MIN_TOKENS_PER_GPU = 16384
 
 SIGN_ESTIMATORS = {"positive_only": "drox_psr", "negative_only": "drox_nsr", "w_reinforce": "drox_w_reinforce"}
 RULE_REWARDS = ("outcome", "format")
-SUPPORTED_REWARDS = (*RULE_REWARDS, *SIGN_ESTIMATORS)
+SUPPORTED_REWARDS = (*RULE_REWARDS, *SIGN_ESTIMATORS, "variance")
+AGENT_LOOPS = Path(__file__).resolve().parent / "config" / "agent_loops.yaml"
+"""verl's agent-loop file naming drox's R3 loop; an absolute path, the same on every node of identical images."""
 VERL_ESTIMATORS = {"grpo": ("grpo", True), "dr_grpo": ("grpo", False), "rloo": ("rloo", None)}
 """drox estimator -> (verl's built-in estimator, norm_adv_by_std_in_grpo or None); the same numbers for groups of
 G >= 2 (tests/verl_suite checks it through verl's compute_advantage)."""
@@ -63,8 +68,6 @@ KL_TYPES = {"k1": "kl", "kl": "kl", "k2": "mse", "mse": "mse", "k3": "low_var_kl
 
 NOT_BUILT = "drox.integrations.verl does not have it yet (docs/verl.md, 'Not done')"
 REWARD_REASONS = {
-    "variance": "DRO's R3 reward needs a teacher-forced pass over the reference answer on the rollout server, i.e. "
-                f"drox's R3 agent loop, and {NOT_BUILT}",
     "prm": f"step rewards need a served process reward model and dense rm_scores, and {NOT_BUILT}",
     "confidence": "self-certainty needs the policy's full logits, which verl 0.9.1's engine does not return "
                   "(verl RFC #7712)",
@@ -75,7 +78,6 @@ REWARD_REASONS = {
     "overlong": f"DAPO's overlong punishment is not ported to DroxRewardManager, and {NOT_BUILT}",
 }
 FILTER_REASONS = {
-    "query": f"DRO's query filter needs drox's replay-buffer sampler in verl, and {NOT_BUILT}",
     "mean_range": "verl's group filter drops only zero-variance groups (filter_groups); a mean range needs drox's "
                   f"sampler, and {NOT_BUILT}",
 }
@@ -250,12 +252,11 @@ def _check_supported(cfg, pipeline) -> None:
                               f"subclass combines the rule sources' scores only ({', '.join(RULE_REWARDS)})")
     for name, opts in pipeline.rewards.items():
         if name not in SUPPORTED_REWARDS:
-            if name == "variance" and getattr(opts, "reward_policy", None) == "lagged":
-                raise unsupported("+reward=variance with reward.variance.reward_policy=lagged", "the lagged copy of "
-                                  "the policy needs a reference model refreshed every k steps, which verl 0.9.1 has "
-                                  "no API for (a verl change)")
             why = REWARD_REASONS.get(name, f"it is not ported to DroxRewardManager; {NOT_BUILT}")
             raise unsupported(f"+reward={name}", f"{why} (supported: {', '.join(SUPPORTED_REWARDS)})")
+    variance = pipeline.rewards.get("variance")
+    if variance is not None:
+        _check_r3_options(variance, "reward.variance")
     signs = [n for n in pipeline.rewards if n in SIGN_ESTIMATORS]
     if signs and len(pipeline.rewards) > 1:
         raise unsupported(f"+reward=[{','.join(pipeline.rewards)}]", f"{signs[0]}'s scores are advantages, which "
@@ -274,11 +275,39 @@ def _check_supported(cfg, pipeline) -> None:
                                   "terms on the same mask as the policy loss, so the 80/20 mask would narrow them "
                                   "too (drox keeps them on every token)")
     for stage in pipeline.group_filters:
+        if stage.name == "query":
+            q = stage.opts
+            if q.mode != "online":
+                raise unsupported("filter.query.mode=offline", f"DRO's offline filter rounds are not ported; {NOT_BUILT}")
+            if q.drop_fraction > 0 or q.threshold is None:
+                raise unsupported(f"filter.query.drop_fraction={q.drop_fraction}", "verl's replay buffer decides "
+                                  "group by group as they finish, so DRO's rank cut within a batch has no "
+                                  "counterpart; use a threshold: filter.query.drop_fraction=0 "
+                                  "filter.query.threshold=<sigma_max>")
+            if variance is None:
+                _check_r3_options(q.variance_options, "filter.query.variance")
+            continue
         if stage.name != "dynamic_sampling":
             raise unsupported(f"+filter={stage.name}", FILTER_REASONS.get(stage.name, NOT_BUILT))
         if stage.opts.metric == "score" and stage.opts.std_eps > 0:
             raise unsupported(f"filter.dynamic_sampling.std_eps={stage.opts.std_eps}", "verl's filter_groups drops "
                               "groups whose reward std is exactly 0; use std_eps=0")
+
+
+def _check_r3_options(opts, key: str) -> None:
+    """What the verl backend's R3 (the drox_r3 agent loop + the trainer) runs: the current policy, no masked
+    baseline, no length penalty."""
+    if opts.reward_policy == "lagged":
+        raise unsupported(f"{key}.reward_policy=lagged", "the lagged copy of the policy needs a reference model "
+                          "refreshed every k steps, which verl 0.9.1 has no API for (a verl change)")
+    if opts.reward_policy != "policy":
+        raise unsupported(f"{key}.reward_policy={opts.reward_policy}", "scoring under the frozen initial policy needs "
+                          f"the reward-model router or the reference worker (SCALEOUT B2/B3), and {NOT_BUILT}")
+    if opts.masked_baseline:
+        raise unsupported(f"{key}.masked_baseline=true", f"the empty-reasoning baseline pass is not ported; {NOT_BUILT}")
+    if opts.length_weight != 0:
+        raise unsupported(f"{key}.length_weight={opts.length_weight}", f"DRO's length penalty is not ported; "
+                          f"{NOT_BUILT}")
 
 
 def _model_path(cfg) -> tuple:
@@ -405,12 +434,43 @@ def translate(cfg, *, run_dir: Path, topology: Optional[Topology] = None, extra:
                 reward["format"] = {"weight": float(opts.weight), "pattern": opts.pattern}
         if "outcome" not in pipeline.rewards:
             reward["outcome"]["weight"] = 0.0  # e.g. +reward=format alone: the verifier only feeds acc
-    for stage in pipeline.group_filters:  # only dynamic_sampling gets here (_check_supported)
-        o["algorithm.filter_groups.enable"] = True
-        o["algorithm.filter_groups.metric"] = "acc" if stage.opts.metric == "acc" else "reward"
-        o["algorithm.filter_groups.max_num_gen_batches"] = int(stage.opts.max_gen_batches)
+    query = next((f for f in pipeline.group_filters if f.name == "query"), None)
+    for stage in pipeline.group_filters:
+        if stage.name != "dynamic_sampling":
+            continue
+        metric = "acc" if stage.opts.metric == "acc" else "reward"
+        if query is not None:  # drox's sampler evicts DAPO's groups too
+            o["trainer.v1.sampler.sampler_kwargs.dapo_metric"] = metric
+        else:
+            o["algorithm.filter_groups.enable"] = True
+            o["algorithm.filter_groups.metric"] = metric
+            o["algorithm.filter_groups.max_num_gen_batches"] = int(stage.opts.max_gen_batches)
         notes.append("filter dynamic_sampling: verl's V1 trainer refills evicted groups without a max_gen_batches cap "
                      "(algorithm.filter_groups.max_inflight_gen_batches bounds what is in flight)")
+    # DRO: R3 rollouts (the drox_r3 agent loop scores the reference on the rollout server), R3 in the trainer, the
+    # query filter in drox's sampler
+    variance = pipeline.rewards.get("variance")
+    r3_opts = variance if variance is not None else (query.opts.variance_options if query is not None else None)
+    if r3_opts is not None:
+        o[f"{ro}.agent.default_agent_loop"] = "drox_r3"
+        o[f"{ro}.agent.agent_loop_config_path"] = str(AGENT_LOOPS)
+        o["drox.r3.weight"] = float(r3_opts.weight)
+        o["drox.r3.weighting"] = str(r3_opts.weighting)
+        o["drox.r3.tau"] = float(r3_opts.tau)
+        o["drox.r3.top_p"] = float(r3_opts.top_p)
+        o["drox.r3.template"] = str(r3_opts.template)
+        o["drox.r3.reference_field"] = str(r3_opts.reference_field)
+    if variance is not None:
+        o["trainer.v1.trainer_mode"] = "drox_sync"
+        o["drox.trainer.r3"] = True
+        o["drox.trainer.estimator"] = str(t.advantage.estimator)
+        o["drox.trainer.eps"] = float(t.advantage.eps)
+    if query is not None:
+        o["trainer.v1.sampler.custom_sampler.path"] = "pkg://drox.integrations.verl.sampler"
+        o["trainer.v1.sampler.custom_sampler.name"] = "DroxReplayBuffer"
+        o["trainer.v1.sampler.sampler_kwargs.sigma_threshold"] = float(query.opts.threshold)
+        o["trainer.v1.sampler.sampler_kwargs.train_batch_size"] = Q
+        o["data.gen_batch_size"] = 1  # exact refills: one prompt per fetch
     # drox's trainer subclass (trainer.py): multi-objective advantages and the 80/20 token mask
     if t.advantage.combine != "sum" and len(pipeline.rewards) > 1:
         o["trainer.v1.trainer_mode"] = "drox_sync"

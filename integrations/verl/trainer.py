@@ -6,7 +6,8 @@ tests ``trainer_mode == "sync"`` in several places (SCALEOUT.md §2.6); from the
 
 Only ``_compute_advantage`` is overridden. It runs verl's own step first (KL-in-reward, rollout correction, the
 configured estimator, all written to TransferQueue), then reads back what drox needs, applies
-:func:`drox.integrations.verl.advantage.trainer_side_advantages` (multi-objective combiners, the 80/20 token mask)
+:func:`drox.integrations.verl.advantage.trainer_side_advantages` (multi-objective combiners, DRO's R3 reward, the
+80/20 token mask)
 and writes ``advantages``/``returns`` (and the narrowed ``response_mask``) back, nested per trajectory as verl
 stores them. Its tests run on an in-memory stand-in for TransferQueue and on the real one (tests/verl_suite).
 """
@@ -22,6 +23,7 @@ from verl.workers.utils.padding import response_to_nested
 
 from drox.errors import ConfigError
 from drox.integrations.verl.advantage import TrainerSide, objective_table, trainer_side_advantages
+from drox.integrations.verl.r3 import L_FIELD, R3Options
 
 __all__ = ["TRAINER_MODE", "DroxSyncTrainer"]
 
@@ -36,6 +38,7 @@ class DroxSyncTrainer(PPOTrainerSync):
         with open_dict(config):
             config.trainer.v1.trainer_mode = "sync"
         self.drox = TrainerSide.from_config(config.get("drox"))
+        self.drox_r3 = R3Options.from_config(config.get("drox"))
         if self.drox.multi_objective and config.algorithm.get("use_kl_in_reward", False):
             raise ConfigError("drox.trainer.combine replaces the reward-based advantage, so algorithm.use_kl_in_reward "
                               "would be lost; use the KL loss (actor_rollout_ref.actor.use_kl_loss) instead")
@@ -47,17 +50,29 @@ class DroxSyncTrainer(PPOTrainerSync):
         if not spec.active:
             return batch
         fields = ["uid", "response_mask", "advantages"]
-        if spec.multi_objective:
+        if spec.multi_objective or spec.r3:
             fields.append("extra_fields")
+        if spec.r3:
+            fields.append("rm_scores")
         if spec.entropy_rho is not None:
             fields.append("entropy")
         data = tq.kv_batch_get(keys=batch.keys, partition_id=batch.partition_id, select_fields=fields)
         nested_mask = data["response_mask"]  # nested: one length per trajectory
-        objectives = objective_table(list(data["extra_fields"]), spec.objectives) if spec.multi_objective else None
+        extra = list(data["extra_fields"]) if "extra_fields" in fields else []
+        objectives = objective_table(extra, spec.objectives) if spec.multi_objective else None
+        rows_L = None
+        if spec.r3:
+            missing = [k for k, e in zip(batch.keys, extra) if L_FIELD not in (e or {})]
+            if missing:
+                raise ConfigError(f"trajectory {missing[0]} has no extra_fields[{L_FIELD!r}]: R3 needs drox's R3 "
+                                  "rollouts (rollout.agent.default_agent_loop=drox_r3)")
+            rows_L = [e[L_FIELD] for e in extra]
         padded = data.select(*[f for f in fields if f not in ("uid", "extra_fields")]).to_padded_tensor()
         advantages, mask, stats = trainer_side_advantages(
             spec, list(data["uid"]), padded["response_mask"], padded["advantages"], objectives,
-            padded["entropy"] if spec.entropy_rho is not None else None)  # [N, T] each
+            padded["entropy"] if spec.entropy_rho is not None else None,
+            base_scores=padded["rm_scores"].sum(-1) if spec.r3 else None, rows_L=rows_L,
+            r3_opts=self.drox_r3)  # [N, T] each
         metrics.update(stats)
         nested_adv = response_to_nested(advantages, nested_mask)
         out = {"advantages": nested_adv, "returns": nested_adv.clone()}

@@ -230,6 +230,13 @@ def test_reward_manager_resolves_by_path_and_scores_a_real_dataproto():
       "actor_rollout_ref.actor.use_kl_loss": True, "actor_rollout_ref.actor.kl_loss_coef": 0.001,
       "trainer.logger": ["console", "wandb"],
       "ray_kwargs.ray_init.runtime_env.env_vars.WANDB_MODE": "offline"}),
+    (("+reward=[outcome,variance]", "+filter=[query,dynamic_sampling]", "filter.query.drop_fraction=0",
+      "filter.query.threshold=0.05"),
+     {"actor_rollout_ref.rollout.agent.default_agent_loop": "drox_r3", "trainer.v1.trainer_mode": "drox_sync",
+      "drox.r3.template": "{reasoning}\\boxed{{answer}}", "drox.trainer.r3": True,
+      "trainer.v1.sampler.custom_sampler.path": "pkg://drox.integrations.verl.sampler",
+      "trainer.v1.sampler.sampler_kwargs.sigma_threshold": 0.05, "trainer.v1.sampler.sampler_kwargs.dapo_metric": "acc",
+      "trainer.v1.sampler.sampler_kwargs.train_batch_size": 2, "data.gen_batch_size": 1}),
     (("+reward=[outcome,format]", "reward.format.pattern='<answer>(.*?)</answer>'"),
      {"drox.reward.format.pattern": "<answer>(.*?)</answer>", "drox.reward.format.weight": 1.0}),
 ])

@@ -82,8 +82,10 @@ def _trainer(config):
     from drox.integrations.verl.trainer import DroxSyncTrainer
 
     trainer = DroxSyncTrainer.__new__(DroxSyncTrainer)  # verl's own pattern for trainer-method tests
+    from drox.integrations.verl.r3 import R3Options
+
     trainer.config = config
-    trainer.drox = TrainerSide.from_config(config.drox)
+    trainer.drox, trainer.drox_r3 = TrainerSide.from_config(config.drox), R3Options.from_config(config.drox)
     return trainer
 
 
@@ -255,3 +257,104 @@ def test_the_sampler_evicts_low_sigma_groups_and_dapos(monkeypatch):
 def test_the_sampler_refuses_settings_that_filter_nothing():
     with pytest.raises(ConfigError, match="DroxReplayBuffer filters nothing"):
         _buffer()
+
+
+# ------------------------------------------------------------------------------------------------ DRO's R3
+
+
+def test_r3_in_the_trainer_by_hand(monkeypatch):
+    """R3 (DRO v1 §4.1.3) in verl's advantage step. Group a: L = [[-1, -2], [-3, -2], [-2, -2]]: σ = (√(2/3), 0),
+    sigma_norm weights (1, 0), R3 = (-1, -3, -2); outcome rewards 1, 0, 1 plus 0.5·R3 -> 0.5, -1.5, 0 (mean -1/3,
+    unbiased std 1.0408) -> GRPO 0.8006, -1.1209, 0.3203 on every valid token. Group b: σ = 0, R3 = 0, equal
+    totals -> 0."""
+    store = MemoryTQ()
+    monkeypatch.setattr(transfer_queue, "kv_batch_get", store.kv_batch_get)
+    monkeypatch.setattr(transfer_queue, "kv_batch_put", store.kv_batch_put)
+    config = _verl_config("+reward=[outcome,variance]", "reward.variance.weight=0.5")
+    assert config.trainer.v1.trainer_mode == "drox_sync" and config.drox.trainer.r3
+    spec = [("a", 2, 1.0, [-1.0, -2.0]), ("a", 1, 0.0, [-3.0, -2.0]), ("b", 2, 1.0, [-1.0, -1.0]),
+            ("a", 3, 1.0, [-2.0, -2.0]), ("b", 1, 1.0, [-1.0, -1.0])]
+    keys, rows, session = [], [], {}
+    for uid, n, outcome, L in spec:
+        s = session.setdefault(uid, 0)
+        session[uid] += 1
+        keys.append(f"{uid}_{s}_0")
+        rm = torch.zeros(n)
+        rm[-1] = outcome
+        rows.append({"uid": uid, "response_mask": torch.ones(n, dtype=torch.int64), "rm_scores": rm,
+                     "old_log_probs": torch.zeros(n), "rollout_log_probs": torch.zeros(n),
+                     "extra_fields": {"drox_L": L, "reward_extra_info": {"outcome": outcome, "acc": outcome}}})
+    store.kv_batch_put(keys, "train", list_of_dict_to_tensordict(rows))
+    metrics = {}
+    _trainer(config)._compute_advantage(KVBatchMeta(keys=keys, tags=[{} for _ in keys], partition_id="train"),
+                                        metrics)
+    adv = store.kv_batch_get(keys, "train", ["advantages"])["advantages"].to_padded_tensor(0.0)
+    total = torch.tensor([0.5, -1.5, 0.0])
+    a = (total - total.mean()) / (total.std() + 1e-6)
+    assert a.tolist() == pytest.approx([0.8006, -1.1209, 0.3203], abs=1e-4)
+    expected = torch.tensor([[a[0], a[0], 0], [a[1], 0, 0], [0, 0, 0], [a[2], a[2], a[2]], [0, 0, 0]])
+    torch.testing.assert_close(adv, expected, rtol=0, atol=1e-5)
+    # group b's σ are all 0, so sigma_norm gives it weights 0 and R3 = 0 (its rollouts are indistinguishable)
+    assert metrics["drox/reward/variance/mean"] == pytest.approx((-1 - 3 - 2 + 0 + 0) / 5)
+
+
+class CharTok:
+    """id = ord(char); the test doubles' tokenizer (tests/doubles.py) without torch."""
+
+    def __call__(self, text, add_special_tokens=False):
+        return {"input_ids": [ord(c) for c in text]}
+
+    def decode(self, ids, skip_special_tokens=True):
+        return "".join(chr(i) for i in ids)
+
+
+class FakeServer:
+    """verl's server manager: the scoring request answers prompt_logprobs in verl's layout, entry t = [log p of
+    token t+1] with a padding entry last; here token p gets -p/10."""
+
+    def __init__(self):
+        self.calls = []
+
+    async def generate(self, request_id, prompt_ids, sampling_params, **_):
+        from verl.workers.rollout.replica import TokenOutput
+
+        self.calls.append((list(prompt_ids), dict(sampling_params)))
+        logprobs = [[-(t + 1) / 10] for t in range(len(prompt_ids) - 1)] + [[0.0]]
+        return TokenOutput(token_ids=[0], extra_fields={"prompt_logprobs": logprobs})
+
+
+def test_the_r3_agent_loop_scores_the_reference_after_the_reasoning(monkeypatch):
+    """The prompt "Q: 2+2?" (7 tokens), the response "2+2 is \\boxed{5}": the reasoning is "2+2 is ", the template's
+    head "2+2 is \\boxed{" (14 tokens), then the reference "4" at position 21, whose log-prob is entry 20: -2.1."""
+    import asyncio
+
+    from omegaconf import OmegaConf
+    from verl.experimental.agent_loop.agent_loop import AgentLoopOutput
+    from verl.experimental.agent_loop.single_turn_agent_loop import SingleTurnAgentLoop
+
+    from drox.integrations.verl.agent_loop import DroxR3AgentLoop
+    from drox.integrations.verl.r3 import scoring_request
+
+    tok = CharTok()
+    prompt, response = tok("Q: 2+2?")["input_ids"], tok("2+2 is \\boxed{5}")["input_ids"]
+
+    async def generated(self, sampling_params, **kwargs):
+        return AgentLoopOutput(prompt_ids=prompt, response_ids=response, response_mask=[1] * len(response),
+                               num_turns=2, metrics={})
+
+    monkeypatch.setattr(SingleTurnAgentLoop, "run", generated)
+
+    async def go():
+        agent = DroxR3AgentLoop.__new__(DroxR3AgentLoop)
+        agent.config = _verl_config("+reward=variance")
+        agent.server_manager, agent.tokenizer, agent.loop = FakeServer(), tok, asyncio.get_running_loop()
+        out = await agent.run({"temperature": 1.0}, reward_model={"ground_truth": "4"}, extra_info=None)
+        return agent, out
+
+    agent, out = asyncio.run(go())
+    ids, params = agent.server_manager.calls[-1]
+    assert tok.decode(ids) == "Q: 2+2?2+2 is \\boxed{4" and params == scoring_request()
+    assert out.extra_fields["drox_L"] == pytest.approx([-2.1])
+    assert out.response_ids == response  # the rollout itself is the single-turn loop's
+    assert OmegaConf.load(str(Path(__file__).resolve().parents[2] / "integrations/verl/config/agent_loops.yaml"))[0][
+        "_target_"] == "drox.integrations.verl.agent_loop.DroxR3AgentLoop"
