@@ -47,8 +47,10 @@ def config_groups_help() -> str:
 
 
 def fail(message: str, code: int = 2) -> None:
-    """One red line on stderr, no traceback."""
-    Console(stderr=True).print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    """One red line on stderr, no traceback (the message is printed as it is: ``[...]`` in it is not markup)."""
+    from rich.markup import escape
+
+    Console(stderr=True).print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 
@@ -364,7 +366,7 @@ def _eval_run(run_dir: Path, steps_text: Optional[str], label: Optional[str], ov
 VERL_EPILOG = (
     "Runs the experiment on verl 0.9.1 (Ray, FSDP, vLLM; one GPU node or a cluster): the drox config is composed and "
     "checked as for drox train, its task exported to parquet, and verl launched with drox's estimators, reward "
-    "manager and filters; a component verl cannot run stops with one line naming it. Needs pip install 'drox[verl]' "
+    "manager and filters; a component verl cannot run stops with one line naming it. Needs pip install 'drox\\[verl]' "
     "(see docs/verl.md), except --dry-run's command."
 )
 

@@ -459,3 +459,20 @@ def test_dry_run_prints_the_command_without_verl(tmp_path, monkeypatch):
     assert lines[-1] == ("# the resolved verl config needs verl==0.9.1 (not installed here): pip install 'drox[verl]' "
                          "(verl[verl-core]==0.9.1 in its own environment; `make test-verl` builds one in .venv-verl)")
     assert not (tmp_path / "run").exists()  # a dry run writes nothing
+
+
+def test_launching_without_verl_is_one_line_and_writes_nothing(tmp_path, monkeypatch):
+    """The message keeps its brackets (`drox[verl]`): the CLI prints error lines as text, not rich markup."""
+    import drox.integrations.verl as integration
+
+    monkeypatch.setattr(integration, "installed_verl_version", lambda: None)
+    from typer.testing import CliRunner
+
+    from drox.cli.main import app
+
+    result = CliRunner().invoke(app, ["verl", *TINY_OVERRIDES, *HF, f"run_dir={tmp_path}/run"])
+    assert result.exit_code == 2, result.output
+    assert result.output.strip() == ("error: verl is not installed in this environment; the verl backend needs "
+                                     "verl==0.9.1: pip install 'drox[verl]' (verl[verl-core]==0.9.1 in its own "
+                                     "environment; `make test-verl` builds one in .venv-verl)")
+    assert not (tmp_path / "run").exists()
