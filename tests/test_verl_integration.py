@@ -228,6 +228,169 @@ def test_rule_rewards_by_hand():
     assert RewardSpec.from_config(None) == RewardSpec()
 
 
+# ------------------------------------------------------------------------------------------------ PRM (rule oracle)
+
+PRM_TEXTS = ["1+1=2\n2+2=4", "1+1=3\n3+3=6!"]
+"""Two rollouts of one prompt (answer 4), two steps each, ending at characters 5 and 11: rollout 0 is right in both
+steps and in its answer; rollout 1's first step is wrong (1+1=3), its second is right arithmetic (3+3=6), its answer
+6 is wrong."""
+PRM_ROW = {"answer": "4", "steps": ["1 + 1 = 2", "2 + 2 = 4"], "prompt": "Hi"}
+
+
+class PieceTok:
+    """A tokenizer of multi-character pieces: id i decodes to PIECES[i] (so a step's end is not its character index)."""
+
+    PIECES = ["1+1=", "2", "\n", "2+2=", "4", "3", "3+3=", "6", "!"]
+
+    def decode(self, ids, skip_special_tokens=True):
+        return "".join(self.PIECES[int(i)] for i in ids)
+
+
+def test_prm_oracle_rule_rewards_by_hand():
+    """Sequence mode: the aggregate of the step scores (1, 1) and (0, 1) times the weight joins the outcome reward,
+    as drox's combiner sums them; dense mode: no sequence score, the steps as JSON with their step-end tokens."""
+    from drox.errors import ConfigError
+    from drox.integrations.verl.rules import (STEPS_FIELD, PRMSpec, RewardSpec, decode_steps, prm_step_scores,
+                                              score_response)
+
+    right, wrong = PRM_TEXTS
+    assert prm_step_scores(wrong, PRM_ROW, PRMSpec()) == [(0.0, 5), (1.0, 11)]
+    assert prm_step_scores(wrong, PRM_ROW, PRMSpec(match_reference=True)) == [(0.0, 5), (0.0, 11)]  # 6 != 4
+    assert prm_step_scores(right, PRM_ROW, PRMSpec(match_reference=True, incorrect=-1.0)) == [(1.0, 5), (1.0, 11)]
+    for how, agg in (("min", 0.0), ("last", 1.0), ("prod", 0.0), ("mean", 0.5)):
+        spec = RewardSpec(prm=PRMSpec(enable=True, weight=0.5, aggregation=how))
+        score, extra = score_response(wrong, PRM_ROW, "math", spec)
+        assert (score, extra["prm"], extra["prm_aggregate"], extra["prm_steps"]) == (0.5 * agg, agg, agg, 2.0), how
+        assert STEPS_FIELD not in extra
+    score, extra = score_response(right, PRM_ROW, "math", RewardSpec(prm=PRMSpec(enable=True, weight=0.5)))
+    assert (score, extra["acc"], extra["score"]) == (1.5, 1.0, 1.5)  # outcome 1 + 0.5 * min(1, 1)
+    empty = RewardSpec(prm=PRMSpec(enable=True, empty_score=0.25))
+    assert score_response("it is 4", PRM_ROW, "math", empty)[1]["prm_steps"] == 0.0
+    assert score_response("it is 4", PRM_ROW, "math", empty)[0] == 1.25  # no step: empty_score
+    # dense: the reward is the outcome alone; the steps' tokens under a tokenizer of pieces
+    tok = PieceTok()
+    ids = [0, 5, 2, 6, 7, 8]  # "1+1=" "3" "\n" "3+3=" "6" "!"
+    assert tok.decode(ids) == wrong
+    score, extra = score_response(wrong, PRM_ROW, "math", RewardSpec(prm=PRMSpec(enable=True, dense=True)), tok, ids)
+    assert (score, extra["prm"], extra["prm_aggregate"]) == (0.0, 0.0, 0.0)  # dense: the steps are not counted twice
+    assert json.loads(extra[STEPS_FIELD]) == {"score": [0.0, 1.0], "end": [5, 11], "token": [1, 4]}
+    assert decode_steps(extra[STEPS_FIELD]) == [(0.0, 1), (1.0, 4)]
+    assert all(not isinstance(v, str) for k, v in extra.items() if k != STEPS_FIELD)  # verl averages these
+    with pytest.raises(ValueError, match="needs the tokenizer"):
+        score_response(wrong, PRM_ROW, "math", RewardSpec(prm=PRMSpec(enable=True, dense=True)))
+    with pytest.raises(ValueError, match="needs a 'steps' column"):
+        prm_step_scores(wrong, {"answer": "4"}, PRMSpec(match_reference=True))
+    with pytest.raises(ConfigError, match="drox.reward.prm.aggregation=max is not allowed; choose one of: min, last"):
+        RewardSpec.from_config({"reward": {"prm": {"enable": True, "aggregation": "max"}}})
+    spec = RewardSpec.from_config({"reward": {"prm": {"enable": True, "dense": True, "weight": 2}}})
+    assert spec.prm == PRMSpec(enable=True, weight=2.0, dense=True)
+
+
+def test_prm_spec_defaults_are_drox_s():
+    from drox.integrations.verl.rules import AGGREGATIONS, PRMSpec
+    from drox.rewards.prm import AGGREGATIONS as DROX_AGGREGATIONS
+    from drox.rewards.prm import PRMConfig
+
+    mine, drox_defaults = PRMSpec(), PRMConfig()
+    for name in ("weight", "aggregation", "dense", "empty_score", "match_reference", "correct", "incorrect"):
+        assert getattr(mine, name) == getattr(drox_defaults, name), name
+    assert AGGREGATIONS == DROX_AGGREGATIONS
+
+
+def _dense_rows():
+    """PRM_TEXTS under CharTok (token t holds character t): steps end at tokens 4 and 10 of both rollouts."""
+    return [[(1.0, 4), (1.0, 10)], [(0.0, 4), (1.0, 10)]]
+
+
+def test_dense_prm_advantages_by_hand():
+    """DeepSeekMath §4.1.3 in drox's trainer subclass. Group a = rows 0 and 2 (PRM_TEXTS, lengths 11 and 12), row 1
+    is a group of its own without steps. The step rewards 1, 1 | 0, 1: mean 0.75, unbiased std 0.5, normalised
+    +0.5, +0.5 | -1.5, +0.5; reward-to-go: row 0 = 1.0 up to its first step's token 4, then 0.5 up to token 10; row 2 =
+    -1.0, then 0.5, and 0 on its token 11 after the last step. The sequence advantage verl wrote (GRPO over the
+    outcomes 1, 0: ±0.5/√0.5 = ±0.7071) is added on every valid token, as drox's token_advantages adds them."""
+    from drox.integrations.verl.advantage import TrainerSide, dense_step_rewards, trainer_side_advantages
+
+    spec = TrainerSide.from_config({"reward": {"prm": {"enable": True, "dense": True, "weight": 1.0}}})
+    assert spec.dense and spec.active and not spec.multi_objective
+    assert not TrainerSide.from_config({"reward": {"prm": {"enable": True}}}).dense  # sequence mode: verl's own
+    T = 12
+    mask = torch.zeros(3, T)
+    mask[0, :11], mask[1, :3], mask[2, :12] = 1, 1, 1
+    seq = 0.5 / (0.5 ** 0.5 + 1e-6)
+    verl_adv = torch.zeros(3, T)
+    verl_adv[0, :11], verl_adv[2, :12] = seq, -seq
+    rows = _dense_rows()
+    adv, new_mask, metrics = trainer_side_advantages(spec, ["a", "b", "a"], mask, verl_adv,
+                                                     dense_steps=[rows[0], [], rows[1]])
+    z = 0.25 / (0.5 + 1e-6)  # (1 - 0.75) / (std + eps); a step of 0 gets -3z
+    expected = torch.zeros(3, T)
+    expected[0, :5], expected[0, 5:11] = seq + 2 * z, seq + z
+    expected[2, :5], expected[2, 5:11], expected[2, 11] = -seq - 2 * z, -seq + z, -seq
+    assert (2 * z, z) == pytest.approx((1.0, 0.5), abs=1e-5) and seq == pytest.approx(0.7071, abs=1e-4)
+    torch.testing.assert_close(adv, expected, rtol=0, atol=1e-6)
+    assert torch.equal(new_mask, mask) and metrics["drox/reward/prm/steps_placed_frac"] == 1.0
+    # the source's weight scales the step rewards (a negative weight flips them); a step no token holds is not placed
+    token, placed, stats = dense_step_rewards([[(1.0, 4), (0.5, None)], [(0.0, 2)]], mask[:2], weight=-2.0)
+    assert token[0, 4] == -2.0 and placed.nonzero().tolist() == [[0, 4], [1, 2]]
+    assert stats["drox/reward/prm/steps_placed_frac"] == pytest.approx(2 / 3)
+    with pytest.raises(ValueError, match=r"row 1: a step ends at response token 12, outside the responses \(T = 12\)"):
+        dense_step_rewards([[], [(1.0, 12)]], mask[:2])
+
+
+def test_dense_prm_advantages_equal_drox_s_own_trainer(compose_cfg):
+    """The same two rollouts through drox's own trainer: the prm source (dense) and outcome scored by drox's
+    combiner, then trainers/loop.advantages (GRPO + reward-to-go); the verl side: DroxRewardManager's rules per
+    rollout, verl's sequence advantage (drox's GRPO, which verl's grpo equals: tests/verl_suite) and the trainer
+    subclass's dense step."""
+    from types import SimpleNamespace
+
+    from doubles import CharTok, make_batch
+
+    from drox.integrations.verl.advantage import TrainerSide, dense_steps_of, trainer_side_advantages
+    from drox.integrations.verl.rules import RewardSpec, score_response
+    from drox.pipeline import build_pipeline
+    from drox.rewards.base import ScoringContext, score
+    from drox.tasks.verify import MathVerifier
+    from drox.trainers import algos
+    from drox.trainers.loop import Collected, advantages
+
+    cfg = compose_cfg("+reward=[outcome,prm]", "reward.prm.dense=true", "reward.prm.weight=0.5")
+    tok = CharTok()
+    batch = make_batch(tok, ["Hi"], PRM_TEXTS, 2)
+    ctx = ScoringContext(batch=batch, rows=[PRM_ROW], task=SimpleNamespace(name="arithmetic", verifier=MathVerifier()),
+                         tokenizer=tok)
+    combined = score(ctx, build_pipeline(cfg).rewards)  # drox's parsed sources, as its trainer scores them
+    data = Collected(batch=batch, rows=[PRM_ROW], scores=combined.seq, token=combined.token,
+                     token_mask=combined.token_mask, table=combined.table, weights=combined.weights,
+                     names=list(combined.per_source), valid=torch.ones(1, 2, dtype=torch.bool))
+    _, drox_adv = advantages(cfg, data, 1, {})  # [N, T]
+
+    spec = RewardSpec.from_config({"reward": {"prm": {"enable": True, "dense": True, "weight": 0.5}}})
+    scored = [score_response(text, PRM_ROW, "math", spec, tok, tok(text)["input_ids"]) for text in PRM_TEXTS]
+    rm = torch.tensor([s for s, _ in scored])  # [N] reward_score: the outcome alone
+    assert rm.tolist() == [1.0, 0.0]
+    verl_adv = algos.broadcast_to_tokens(algos.compute_advantages(rm.view(1, 2), "grpo").view(-1),
+                                         batch.response_mask)  # [N, T]
+    side = TrainerSide.from_config({"trainer": {"eps": float(cfg.trainer.advantage.eps)},
+                                    "reward": {"prm": {"enable": True, "dense": True, "weight": 0.5}}})
+    steps = dense_steps_of([{"reward_extra_info": info} for _, info in scored])
+    assert steps == _dense_rows()
+    mine, _, _ = trainer_side_advantages(side, ["q", "q"], batch.response_mask, verl_adv, dense_steps=steps)
+    torch.testing.assert_close(mine, drox_adv.to(mine.dtype), rtol=0, atol=1e-6)
+    assert mine[0, 0].item() == pytest.approx(0.7071 + 1.0, abs=1e-4)
+
+
+def test_dense_steps_must_come_from_drox_s_reward_manager():
+    from drox.errors import ConfigError
+    from drox.integrations.verl.advantage import dense_steps_of
+
+    with pytest.raises(ConfigError, match="trajectory k_1_0: reward_extra_info has no drox_steps; dense step rewards "
+                                          "need DroxRewardManager with drox.reward.prm.dense=true"):
+        dense_steps_of([{"reward_extra_info": {"drox_steps": '{"score":[],"end":[],"token":[]}'}},
+                        {"reward_extra_info": {"acc": 1.0}}], ["k_0_0", "k_1_0"])
+
+
+
 # ------------------------------------------------------------------------------------------------ export
 
 
@@ -365,6 +528,40 @@ def test_translation_of_dro(compose_cfg, tmp_path):
     assert o["actor_rollout_ref.rollout.agent.default_agent_loop"] == "drox_r3" and "drox.trainer.r3" not in o
 
 
+def test_translation_of_the_prm(compose_cfg, tmp_path):
+    """The rule-oracle PRM goes to DroxRewardManager (drox.reward.prm.*); dense step rewards also to drox's trainer."""
+    o = _overrides(_plan(compose_cfg, tmp_path, "+reward=[outcome,prm]", "reward.prm.aggregation=last",
+                         "reward.prm.weight=0.5", "reward.prm.match_reference=true"))
+    assert {k: v for k, v in o.items() if k.startswith("drox.reward.prm.")} == {
+        "drox.reward.prm.enable": "true", "drox.reward.prm.weight": "0.5", "drox.reward.prm.aggregation": "last",
+        "drox.reward.prm.dense": "false", "drox.reward.prm.empty_score": "0.0",
+        "drox.reward.prm.match_reference": "true", "drox.reward.prm.correct": "1.0", "drox.reward.prm.incorrect": "0.0"}
+    assert "trainer.v1.trainer_mode" not in o  # sequence mode: the aggregate is in verl's reward
+    assert (o["algorithm.adv_estimator"], o["drox.reward.outcome.weight"]) == ("grpo", "1.0")
+    o = _overrides(_plan(compose_cfg, tmp_path, "+reward=prm", "reward.prm.dense=true", "trainer.advantage.eps=0.01",
+                         "trainer.advantage.estimator=dr_grpo"))
+    assert (o["trainer.v1.trainer_mode"], o["drox.reward.prm.dense"], o["drox.trainer.eps"]) == ("drox_sync", "true",
+                                                                                                 "0.01")
+    assert o["drox.reward.outcome.weight"] == "0.0"  # +reward=prm alone: the verifier only feeds acc, as in drox
+    o = _overrides(_plan(compose_cfg, tmp_path, "+reward=[outcome,prm]", "trainer.advantage.combine=dvao"))
+    assert (o["drox.trainer.objectives"], o["trainer.v1.trainer_mode"]) == ("[outcome,prm]", "drox_sync")
+
+
+def test_dense_prm_needs_drox_s_trainer():
+    from omegaconf import OmegaConf
+
+    from drox.errors import ConfigError
+    from drox.integrations.verl.resolve import check_drox_wiring
+
+    dense = {"reward": {"prm": {"enable": True, "dense": True}}}
+    check_drox_wiring(OmegaConf.create({"trainer": {"v1": {"trainer_mode": "drox_sync"}}, "drox": dense}))
+    check_drox_wiring(OmegaConf.create({"trainer": {"v1": {"trainer_mode": "sync"}},
+                                        "drox": {"reward": {"prm": {"enable": True}}}}))
+    with pytest.raises(ConfigError, match="drox.reward.prm.dense=true needs trainer.v1.trainer_mode=drox_sync "
+                                          r"\(it is sync\): only drox's trainer"):
+        check_drox_wiring(OmegaConf.create({"trainer": {"v1": {"trainer_mode": "sync"}}, "drox": dense}))
+
+
 def test_override_values_read_back_unchanged_by_hydra():
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
@@ -435,6 +632,12 @@ def _verl_cli(*args):
     ((*HF, "+reward=[outcome,rouge]", "trainer.advantage.combine=dvao"),
      "+reward=rouge is not supported by the verl backend"),
     ((*HF, "+gate=rubric"), "+gate=rubric is not supported by the verl backend"),
+    ((*HF, "+reward=prm", "reward.prm.kind=hf"),
+     "reward.prm.kind=hf is not supported by the verl backend: it scores steps with a model (hf: a PRM checkpoint, "
+     "generative: a judge LM, monte_carlo: the policy's completions), which needs a model server behind verl's "
+     "reward loop"),
+    ((*HF, "+reward=[outcome,prm]", "reward.prm.kind=monte_carlo"), "reward.prm.kind=monte_carlo is not supported"),
+    ((*HF, "+reward=prm", "reward.prm.kind=generative"), "reward.prm.kind=generative is not supported"),
     ((*HF, "task=revise"), "task=revise without a verifier is not supported by the verl backend"),
     ((*HF, "--rollout-tp", "2"), "--rollout-tp=2 must divide --gpus-per-node=1"),
 ])

@@ -15,6 +15,13 @@ advantage step, on the fields verl keeps per trajectory:
   (:func:`drox.integrations.verl.r3.group_r3`) is added, times the source's weight, to the rule rewards' sum
   (``rm_scores``), and drox's estimator (``grpo`` | ``dr_grpo`` | ``rloo``) turns the total into the advantage of
   every valid token, replacing verl's;
+* **dense PRM step rewards** (``+reward=prm`` with ``reward.prm.dense=true``; DeepSeekMath, arXiv 2402.03300,
+  §4.1.3 process supervision): ``DroxRewardManager`` put each step's score and the response token where the step ends
+  in ``reward_extra_info["drox_steps"]`` (JSON, :mod:`drox.integrations.verl.rules`); the scores, times the source's
+  weight, are placed at those tokens (:func:`dense_step_rewards`), normalised over all step rewards of the group and
+  summed from each token on (:func:`drox.trainers.algos.dense_process_advantages`), and that reward-to-go is added to
+  the sequence advantage (verl's estimator over the other sources, or the combiner's, or R3's), which is how drox's
+  own trainer combines them (``trainers/loop.advantages``: ``algos.token_advantages(seq_adv, token, ...)``);
 * **the 80/20 token mask** (``+filter=entropy``; Wang et al., arXiv 2506.01939): the top-ρ tokens by the entropy
   verl computed under the sampling policy (its ``entropy`` field) over the whole batch
   (:func:`drox.filters.entropy.entropy_filter`, scope ``batch``); the others leave ``response_mask``, which is the
@@ -34,7 +41,8 @@ from drox.integrations.verl.estimators import group_rows
 
 Tensor = torch.Tensor
 
-__all__ = ["TrainerSide", "objective_table", "trainer_side_advantages"]
+__all__ = ["TrainerSide", "dense_advantages", "dense_step_rewards", "dense_steps_of", "objective_table",
+           "trainer_side_advantages"]
 
 
 def _get(node: Any, key: str, default: Any = None) -> Any:
@@ -58,11 +66,16 @@ class TrainerSide:
     entropy_invert: bool = False
     r3: bool = False
     estimator: str = "grpo"
+    dense: bool = False
+    dense_weight: float = 1.0
 
     @classmethod
     def from_config(cls, drox_node: Any) -> "TrainerSide":
+        """``drox.trainer.*``, and ``drox.reward.prm.{enable,dense,weight}`` (the keys ``DroxRewardManager`` reads, so
+        the reward side and the trainer cannot disagree on whether step rewards are dense)."""
         node = _get(drox_node, "trainer")
         entropy = _get(node, "entropy")
+        prm = _get(_get(drox_node, "reward"), "prm")
         spec = cls(
             combine=str(_get(node, "combine", "sum")),
             objectives=tuple(str(k) for k in _get(node, "objectives", ())),
@@ -72,6 +85,8 @@ class TrainerSide:
             entropy_invert=bool(_get(entropy, "invert", False)),
             r3=bool(_get(node, "r3", False)),
             estimator=str(_get(node, "estimator", "grpo")),
+            dense=bool(_get(prm, "enable", False)) and bool(_get(prm, "dense", False)),
+            dense_weight=float(_get(prm, "weight", 1.0)),
         )
         spec.check()
         return spec
@@ -101,7 +116,7 @@ class TrainerSide:
 
     @property
     def active(self) -> bool:
-        return self.multi_objective or self.entropy_rho is not None or self.r3
+        return self.multi_objective or self.entropy_rho is not None or self.r3 or self.dense
 
 
 def objective_table(extra_fields: Sequence[Any], names: Sequence[str]) -> Tensor:
@@ -119,6 +134,81 @@ def objective_table(extra_fields: Sequence[Any], names: Sequence[str]) -> Tensor
                               "the reward manager returns")
         rows.append([float(info[k]) for k in names])
     return torch.tensor(rows, dtype=torch.float64).reshape(len(rows), len(names))
+
+
+def dense_steps_of(extra_fields: Sequence[Any], keys: Optional[Sequence[Any]] = None
+                   ) -> List[List[Tuple[float, Optional[int]]]]:
+    """Each trajectory's PRM steps ``[(score, token)]`` from its ``extra_fields["reward_extra_info"]["drox_steps"]``
+    (:func:`drox.integrations.verl.rules.decode_steps`); ``keys`` name the trajectories in the error."""
+    from drox.errors import ConfigError
+    from drox.integrations.verl.rules import STEPS_FIELD, decode_steps
+
+    out = []
+    for n, extra in enumerate(extra_fields):
+        info = (extra or {}).get("reward_extra_info") or {}
+        if STEPS_FIELD not in info:
+            name = keys[n] if keys is not None else n
+            raise ConfigError(f"trajectory {name}: reward_extra_info has no {STEPS_FIELD}; dense step rewards need "
+                              "DroxRewardManager with drox.reward.prm.dense=true (reward.reward_manager.name="
+                              "DroxRewardManager)")
+        out.append(decode_steps(info[STEPS_FIELD]))
+    return out
+
+
+def dense_step_rewards(steps: Sequence[Sequence[Tuple[float, Optional[int]]]], response_mask: Tensor,
+                       weight: float = 1.0) -> Tuple[Tensor, Tensor, Dict[str, float]]:
+    """Step scores placed at their step-end tokens, as drox's ``prm`` source places them (``dense: true``).
+
+    Args:
+        steps: ``N`` lists of ``(score, token)``, one per step in order (``token`` None: no response token holds the
+            step's end; the step is not placed, as in drox).
+        response_mask: ``[N, T]``.
+        weight: the source's weight (drox's combiner adds ``weight * token`` scores).
+    Returns:
+        ``token_rewards [N, T]`` float64 (``weight * score`` at each step's token; a later step ending in the same
+        token replaces the earlier), ``placed [N, T]`` bool (the positions holding a step reward, so a step score of
+        exactly 0 still counts) and metrics (``drox/reward/prm/steps_placed_frac``). A position outside
+        ``response_mask`` (verl may narrow the mask) is placed here and left out by
+        :func:`dense_advantages`, as drox's trainer leaves it out.
+    """
+    N, T = response_mask.shape
+    if len(steps) != N:
+        raise ValueError(f"{len(steps)} trajectories of steps for {N} rows")
+    token = torch.zeros(N, T, dtype=torch.float64)
+    placed = torch.zeros(N, T, dtype=torch.bool)
+    total = sum(len(row) for row in steps)
+    count = 0
+    for n, row in enumerate(steps):
+        for score, t in row:
+            if t is None:
+                continue
+            if not 0 <= t < T:
+                raise ValueError(f"row {n}: a step ends at response token {t}, outside the responses (T = {T})")
+            token[n, t], placed[n, t] = float(weight) * float(score), True
+            count += 1
+    return token, placed, {"drox/reward/prm/steps_placed_frac": count / max(total, 1)}
+
+
+def dense_advantages(uids: Sequence[Any], response_mask: Tensor, token_rewards: Tensor, placed: Tensor,
+                     eps: float = 1e-6) -> Tensor:
+    """DeepSeekMath §4.1.3 process supervision over verl rows (whole groups, any row order): the step rewards of each
+    group normalised over all of the group's steps, then reward-to-go per token
+    (:func:`drox.trainers.algos.dense_process_advantages`, the function drox's trainer calls).
+
+    uids ``[N]``; response_mask, token_rewards, placed ``[N, T]`` -> advantages ``[N, T]`` float64, 0 on padding."""
+    from drox.trainers.algos import dense_process_advantages
+
+    N = token_rewards.shape[0]
+    rows, valid = group_rows(uids, N)  # [Q, G]
+    G = rows.shape[1]
+    flat_valid = valid.reshape(-1)  # [Q*G]
+    take = rows.reshape(-1).clamp_min(0)
+    keep = flat_valid[:, None]
+    adv = dense_process_advantages(token_rewards[take].to(torch.float64) * keep, response_mask[take] * keep, G,
+                                   eps=eps, reward_mask=placed[take] & keep, valid=flat_valid)  # [Q*G, T]
+    out = torch.zeros(N, token_rewards.shape[1], dtype=torch.float64)
+    out[rows.reshape(-1)[flat_valid]] = adv[flat_valid].to(torch.float64)
+    return out
 
 
 def r3_advantages(spec: TrainerSide, r3_opts, uids: Sequence[Any], base_scores: Tensor,
@@ -148,7 +238,8 @@ def r3_advantages(spec: TrainerSide, r3_opts, uids: Sequence[Any], base_scores: 
 def trainer_side_advantages(spec: TrainerSide, uids: Sequence[Any], response_mask: Tensor, advantages: Tensor,
                             objectives: Optional[Tensor] = None, entropy: Optional[Tensor] = None,
                             base_scores: Optional[Tensor] = None, rows_L: Optional[Sequence[Sequence[float]]] = None,
-                            r3_opts=None) -> Tuple[Tensor, Tensor, Dict[str, float]]:
+                            r3_opts=None, dense_steps: Optional[Sequence[Sequence[Tuple[float, Optional[int]]]]] = None
+                            ) -> Tuple[Tensor, Tensor, Dict[str, float]]:
     """drox's trainer-side step on one sampled batch of ``N`` trajectories (whole groups, any row order).
 
     Args:
@@ -156,6 +247,8 @@ def trainer_side_advantages(spec: TrainerSide, uids: Sequence[Any], response_mas
         objectives: ``[N, K]`` per-source scores (:func:`objective_table`), needed by a combiner.
         entropy: ``[N, T]`` per-token entropy under the sampling policy, needed by the token mask.
         base_scores, rows_L, r3_opts: ``[N]`` rule rewards, ``N`` rows ``L[i, :]`` and the R3 options, needed by R3.
+        dense_steps: ``N`` lists of PRM steps ``(score, token)`` (:func:`dense_steps_of`), needed by dense rewards;
+            their reward-to-go is added to the sequence advantage (verl's, the combiner's or R3's).
     Returns:
         ``(advantages [N, T], response_mask [N, T], metrics)``; the mask is a subset of the input mask.
     """
@@ -181,6 +274,13 @@ def trainer_side_advantages(spec: TrainerSide, uids: Sequence[Any], response_mas
             raise ValueError("R3 needs the rule rewards [N], the reference log-probs and the R3 options")
         per_row, stats = r3_advantages(spec, r3_opts, uids, base_scores, rows_L)
         advantages = broadcast_to_tokens(per_row, response_mask).to(advantages.dtype)  # [N, T]
+        metrics.update(stats)
+    if spec.dense:
+        if dense_steps is None:
+            raise ValueError("dense step rewards need each trajectory's PRM steps")
+        token, placed, stats = dense_step_rewards(dense_steps, response_mask, spec.dense_weight)  # [N, T] each
+        dense = dense_advantages(uids, response_mask, token, placed, eps=spec.eps)  # [N, T]
+        advantages = (advantages.to(torch.float64) + dense).to(advantages.dtype)  # drox: token_advantages' sum
         metrics.update(stats)
     if spec.entropy_rho is not None:
         from drox.filters.entropy import EntropyConfig, entropy_filter

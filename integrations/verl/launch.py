@@ -22,6 +22,8 @@ estimator grpo / dr_grpo / rloo        verl's grpo / grpo with norm_adv_by_std_i
 +reward=positive_only|negative_only|   algorithm.adv_estimator=drox_psr|drox_nsr|drox_w_reinforce
         w_reinforce                    (algorithm.drox.scale, algorithm.drox.lam)
 +reward=outcome, format                drox.reward.* (DroxRewardManager)
++reward=prm (kind=oracle)              drox.reward.prm.* (DroxRewardManager); dense=true also trainer_mode=drox_sync
+                                       (the step rewards' reward-to-go in trainer.py)
 +filter=dynamic_sampling               algorithm.filter_groups (metric acc, or reward)
 trainer.advantage.combine=dvao|...     trainer.v1.trainer_mode=drox_sync, drox.trainer.* (trainer.py)
 +filter=entropy                        trainer.v1.trainer_mode=drox_sync, drox.trainer.entropy.* (trainer.py)
@@ -58,7 +60,11 @@ MIN_TOKENS_PER_GPU = 16384
 
 SIGN_ESTIMATORS = {"positive_only": "drox_psr", "negative_only": "drox_nsr", "w_reinforce": "drox_w_reinforce"}
 RULE_REWARDS = ("outcome", "format")
-SUPPORTED_REWARDS = (*RULE_REWARDS, *SIGN_ESTIMATORS, "variance")
+COMBINED_REWARDS = (*RULE_REWARDS, "prm")
+"""Sources whose own scores ``DroxRewardManager`` returns in ``reward_extra_info``: the objectives a combiner reads."""
+SUPPORTED_REWARDS = (*RULE_REWARDS, "prm", *SIGN_ESTIMATORS, "variance")
+PRM_KINDS = ("oracle",)
+"""``reward.prm.kind`` values the verl backend runs (the rule checker, in the reward workers)."""
 AGENT_LOOPS = Path(__file__).resolve().parent / "config" / "agent_loops.yaml"
 """verl's agent-loop file naming drox's R3 loop; an absolute path, the same on every node of identical images."""
 VERL_ESTIMATORS = {"grpo": ("grpo", True), "dr_grpo": ("grpo", False), "rloo": ("rloo", None)}
@@ -68,7 +74,6 @@ KL_TYPES = {"k1": "kl", "kl": "kl", "k2": "mse", "mse": "mse", "k3": "low_var_kl
 
 NOT_BUILT = "drox.integrations.verl does not have it yet (docs/verl.md, 'Not done')"
 REWARD_REASONS = {
-    "prm": f"step rewards need a served process reward model and dense rm_scores, and {NOT_BUILT}",
     "confidence": "self-certainty needs the policy's full logits, which verl 0.9.1's engine does not return "
                   "(verl RFC #7712)",
     "pairwise": f"it calls the policy inside the reward, and {NOT_BUILT}",
@@ -246,14 +251,20 @@ def _check_supported(cfg, pipeline) -> None:
         raise unsupported("trainer.time_budget", "verl stops at trainer.total_training_steps only")
     combine = _get(cfg, "trainer.advantage.combine")
     if combine != "sum" and len(pipeline.rewards) > 1:
-        other = [n for n in pipeline.rewards if n not in RULE_REWARDS]
+        other = [n for n in pipeline.rewards if n not in COMBINED_REWARDS]
         if other:
             raise unsupported(f"trainer.advantage.combine={combine} over +reward={other[0]}", "drox's trainer "
-                              f"subclass combines the rule sources' scores only ({', '.join(RULE_REWARDS)})")
+                              f"subclass combines the scores DroxRewardManager returns only "
+                              f"({', '.join(COMBINED_REWARDS)})")
     for name, opts in pipeline.rewards.items():
         if name not in SUPPORTED_REWARDS:
             why = REWARD_REASONS.get(name, f"it is not ported to DroxRewardManager; {NOT_BUILT}")
             raise unsupported(f"+reward={name}", f"{why} (supported: {', '.join(SUPPORTED_REWARDS)})")
+    prm = pipeline.rewards.get("prm")
+    if prm is not None and prm.kind not in PRM_KINDS:
+        raise unsupported(f"reward.prm.kind={prm.kind}", "it scores steps with a model (hf: a PRM checkpoint, "
+                          "generative: a judge LM, monte_carlo: the policy's completions), which needs a model server "
+                          f"behind verl's reward loop, and {NOT_BUILT}; kind=oracle runs")
     variance = pipeline.rewards.get("variance")
     if variance is not None:
         _check_r3_options(variance, "reward.variance")
@@ -432,6 +443,11 @@ def translate(cfg, *, run_dir: Path, topology: Optional[Topology] = None, extra:
                                      "incorrect": float(opts.incorrect)}
             elif name == "format":
                 reward["format"] = {"weight": float(opts.weight), "pattern": opts.pattern}
+            elif name == "prm":
+                reward["prm"] = {"enable": True, "weight": float(opts.weight),
+                                 "aggregation": str(opts.aggregation), "dense": bool(opts.dense),
+                                 "empty_score": float(opts.empty_score), "match_reference": bool(opts.match_reference),
+                                 "correct": float(opts.correct), "incorrect": float(opts.incorrect)}
         if "outcome" not in pipeline.rewards:
             reward["outcome"]["weight"] = 0.0  # e.g. +reward=format alone: the verifier only feeds acc
     query = next((f for f in pipeline.group_filters if f.name == "query"), None)
@@ -471,6 +487,10 @@ def translate(cfg, *, run_dir: Path, topology: Optional[Topology] = None, extra:
         o["trainer.v1.sampler.sampler_kwargs.sigma_threshold"] = float(query.opts.threshold)
         o["trainer.v1.sampler.sampler_kwargs.train_batch_size"] = Q
         o["data.gen_batch_size"] = 1  # exact refills: one prompt per fetch
+    # dense PRM step rewards: their reward-to-go is added by drox's trainer subclass (trainer.py)
+    if reward.get("prm", {}).get("dense"):
+        o["trainer.v1.trainer_mode"] = "drox_sync"
+        o["drox.trainer.eps"] = float(t.advantage.eps)
     # drox's trainer subclass (trainer.py): multi-objective advantages and the 80/20 token mask
     if t.advantage.combine != "sum" and len(pipeline.rewards) > 1:
         o["trainer.v1.trainer_mode"] = "drox_sync"
@@ -492,6 +512,8 @@ def translate(cfg, *, run_dir: Path, topology: Optional[Topology] = None, extra:
         o["drox.reward.format.weight"] = reward["format"]["weight"]
         if reward["format"]["pattern"] is not None:
             o["drox.reward.format.pattern"] = reward["format"]["pattern"]
+    for key, value in reward.get("prm", {}).items():
+        o[f"drox.reward.prm.{key}"] = value
     o["drox.verify_timeout"] = float(cfg.task.verify_timeout)
 
     # the run

@@ -16,7 +16,7 @@ from drox.errors import ConfigError
 CONFIG_DIR = Path(__file__).resolve().parent / "config"
 CONFIG_NAME = "drox_ppo_trainer"
 
-__all__ = ["CONFIG_DIR", "CONFIG_NAME", "compose_verl_config", "validate_verl_config"]
+__all__ = ["CONFIG_DIR", "CONFIG_NAME", "check_drox_wiring", "compose_verl_config", "validate_verl_config"]
 
 
 def compose_verl_config(overrides: Sequence[str]):
@@ -37,9 +37,21 @@ def compose_verl_config(overrides: Sequence[str]):
         raise ConfigError(f"verl's config rejected an override: {_first_line(e)}") from None
 
 
+def check_drox_wiring(config) -> None:
+    """What only drox can see in a verl config: dense PRM step rewards (``drox.reward.prm.dense``) reach the
+    advantages only through drox's trainer subclass, so they need ``trainer.v1.trainer_mode=drox_sync`` (otherwise
+    verl's trainer would train without them, silently)."""
+    from drox.integrations.verl.advantage import TrainerSide
+
+    mode = config.trainer.get("v1", {}).get("trainer_mode", None)
+    if TrainerSide.from_config(config.get("drox")).dense and mode != "drox_sync":
+        raise ConfigError(f"drox.reward.prm.dense=true needs trainer.v1.trainer_mode=drox_sync (it is {mode}): only "
+                          "drox's trainer turns the PRM's step rewards into advantages")
+
+
 def validate_verl_config(config) -> None:
-    """verl's own ``validate_config`` (batch sizes against GPUs, micro-batch settings, ...); its complaint becomes
-    one :class:`ConfigError` line."""
+    """drox's own wiring check (:func:`check_drox_wiring`), then verl's own ``validate_config`` (batch sizes against
+    GPUs, micro-batch settings, ...); each complaint becomes one :class:`ConfigError` line."""
     import contextlib
     import importlib.util
     import io
@@ -48,6 +60,7 @@ def validate_verl_config(config) -> None:
     from verl.trainer.ppo.utils import need_critic, need_reference_policy
     from verl.utils.config import validate_config
 
+    check_drox_wiring(config)
     model = config.actor_rollout_ref.model
     lora_rank = (model.get("lora") or {}).get("rank", 0) or model.get("lora_rank", 0)
     if lora_rank > 0 and config.actor_rollout_ref.rollout.name == "vllm" and importlib.util.find_spec("vllm") is None:

@@ -8,12 +8,13 @@ verl loads it by path, in each ``RewardLoopWorker`` (a CPU Ray actor), with::
 
 and calls ``await run_single(data)`` once per finished trajectory while generation goes on (SCALEOUT.md §2.3). The
 answer is a scalar ``reward_score`` (verl puts it on the response's last token) and scalar ``reward_extra_info``
-(``acc`` feeds ``algorithm.filter_groups.metric=acc``). The scoring itself is :func:`rules.score_response`.
+(``acc`` feeds ``algorithm.filter_groups.metric=acc``; drox's dense PRM steps are one JSON string, ``drox_steps``,
+since verl's validation averages every other value). The scoring itself is :func:`rules.score_response`.
 """
 
 from __future__ import annotations
 
-from typing import Any, Dict
+from typing import Any, Dict, List, Tuple
 
 from verl import DataProto
 from verl.experimental.reward_loop.reward_manager.base import RewardManagerBase
@@ -25,7 +26,9 @@ __all__ = ["DroxRewardManager"]
 
 class DroxRewardManager(RewardManagerBase):
     """Scores one trajectory with drox's verifier and rule sources; settings from the config's ``drox:`` block
-    (``drox.reward.outcome.*``, ``drox.reward.format.*``, ``drox.verify_timeout``; :class:`RewardSpec`).
+    (``drox.reward.outcome.*``, ``drox.reward.format.*``, ``drox.reward.prm.*``, ``drox.verify_timeout``;
+    :class:`RewardSpec`). ``tokenizer`` is the policy's (verl's reward workers load it), which dense PRM steps need
+    to find the response token where each step ends.
 
     ``compute_score`` (verl's ``custom_reward_function``) and the reward-model router are accepted and unused."""
 
@@ -36,18 +39,29 @@ class DroxRewardManager(RewardManagerBase):
         self.spec = RewardSpec.from_config(drox_node)
         self.reward_router_address = reward_router_address
 
-    def decode(self, item) -> str:
-        """The response text of one ``DataProtoItem``: its valid tokens (the response part of
-        ``attention_mask``), special tokens dropped, as verl's own managers decode it."""
+    @staticmethod
+    def response_ids(item) -> List[int]:
+        """The sampled token ids of one ``DataProtoItem``'s response: its valid tokens (the response part of
+        ``attention_mask``)."""
         responses = item.batch["responses"]  # [T]
         length = int(item.batch["attention_mask"][-responses.shape[-1]:].sum())
-        return self.tokenizer.decode(responses[:length], skip_special_tokens=True)
+        return [int(t) for t in responses[:length].tolist()]
 
-    async def run_single(self, data: DataProto) -> Dict[str, Any]:
-        item = data[-1:][0]  # a multi-sequence trajectory is scored on its last sequence, as verl's managers do
-        text = await self.loop.run_in_executor(None, self.decode, item)
+    def decode(self, item) -> str:
+        """The response text of one ``DataProtoItem``: its valid tokens, special tokens dropped, as verl's own
+        managers decode it."""
+        return self.tokenizer.decode(self.response_ids(item), skip_special_tokens=True)
+
+    def score(self, item) -> Tuple[float, Dict[str, Any]]:
+        """``(reward_score, reward_extra_info)`` of one ``DataProtoItem`` (:func:`rules.score_response`)."""
+        ids = self.response_ids(item)
+        text = self.tokenizer.decode(ids, skip_special_tokens=True)
         extra = item.non_tensor_batch
         reward_model = extra.get("reward_model") or {}
         row, verifier = row_of(reward_model.get("ground_truth"), extra.get("extra_info"))
-        score, info = await self.loop.run_in_executor(None, score_response, text, row, verifier, self.spec)
+        return score_response(text, row, verifier, self.spec, tokenizer=self.tokenizer, response_ids=ids)
+
+    async def run_single(self, data: DataProto) -> Dict[str, Any]:
+        item = data[-1:][0]  # a multi-sequence trajectory is scored on its last sequence, as verl's managers do
+        score, info = await self.loop.run_in_executor(None, self.score, item)
         return {"reward_score": score, "reward_extra_info": info}

@@ -4,7 +4,14 @@ What the launcher can hand to verl's reward loop (``drox verl``) is drox's rule-
 as drox sums them (``trainer.advantage.combine=sum``):
 
 * ``outcome``: the task's verifier, ``correct`` / ``incorrect`` points (RLVR; DAPO Eq. 7 with ±1), times ``weight``;
-* ``format``: 1 when the response holds a non-empty final-answer container (Spurious Rewards §3), times ``weight``.
+* ``format``: 1 when the response holds a non-empty final-answer container (Spurious Rewards §3), times ``weight``;
+* ``prm`` with ``kind=oracle``: drox's rule step checker (:func:`drox.rewards.prm.check_steps`; every ``a op b = c``
+  is a step, correct / incorrect points). Sequence mode: the steps' aggregate (:func:`drox.rewards.prm.aggregate_steps`:
+  min / last / prod / mean) times ``weight``. Dense mode (DeepSeekMath §4.1.3, ``reward.prm.dense``): nothing enters
+  the reward; each step's score, its character end in the response and the response token holding that character
+  (:class:`drox.rewards._spans.TokenCharMap`, the helper drox's own ``prm`` source uses) go into
+  ``reward_extra_info[STEPS_FIELD]`` as a JSON string, and drox's trainer subclass turns them into reward-to-go
+  advantages (``advantage.py``).
 
 The verifier is drox's own (:mod:`drox.tasks.verify`, :class:`drox.tasks.countdown.CountdownVerifier`), chosen by
 the name the exported row carries, so a verl reward worker needs no drox config, only the row.
@@ -13,13 +20,18 @@ the name the exported row carries, so a verl reward worker needs no drox config,
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
-from typing import Any, Dict, Mapping, Optional, Tuple
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
-__all__ = ["RewardSpec", "VERIFIERS", "row_of", "score_response"]
+__all__ = ["AGGREGATIONS", "PRMSpec", "RewardSpec", "STEPS_FIELD", "VERIFIERS", "aggregate", "decode_steps",
+           "encode_steps", "prm_step_scores", "row_of", "score_response", "step_tokens"]
 
 VERIFIERS = ("math", "countdown")
 """Verifier names a row may carry in ``extra_info.drox_verifier`` (``Verifier.name`` of drox's verifiers)."""
+
+STEPS_FIELD = "drox_steps"
+"""``reward_extra_info`` key of a trajectory's dense PRM steps: a JSON string (verl's validation averages every
+non-string value of ``reward_extra_info``, SCALEOUT.md §2.3), :func:`encode_steps`."""
 
 
 def _get(node: Any, key: str, default: Any = None) -> Any:
@@ -29,9 +41,45 @@ def _get(node: Any, key: str, default: Any = None) -> Any:
     return default if value is None else value
 
 
+AGGREGATIONS = ("min", "last", "prod", "mean")
+"""``drox.reward.prm.aggregation`` values (:data:`drox.rewards.prm.AGGREGATIONS`; repeated here so that this module
+imports no torch)."""
+
+
+@dataclass(frozen=True)
+class PRMSpec:
+    """drox's ``reward.prm`` with ``kind=oracle`` (:class:`drox.rewards.prm.PRMConfig`, the same defaults), read from
+    ``drox.reward.prm`` of verl's config; ``enable`` (off by default) is set by ``drox verl`` for ``+reward=prm``."""
+
+    enable: bool = False
+    weight: float = 1.0
+    aggregation: str = "min"
+    dense: bool = False
+    empty_score: float = 0.0
+    match_reference: bool = False
+    correct: float = 1.0
+    incorrect: float = 0.0
+
+    @classmethod
+    def from_config(cls, node: Any) -> "PRMSpec":
+        """``drox.reward.prm.{enable,weight,aggregation,dense,empty_score,match_reference,correct,incorrect}``."""
+        spec = cls(enable=bool(_get(node, "enable", False)), weight=float(_get(node, "weight", 1.0)),
+                   aggregation=str(_get(node, "aggregation", "min")), dense=bool(_get(node, "dense", False)),
+                   empty_score=float(_get(node, "empty_score", 0.0)),
+                   match_reference=bool(_get(node, "match_reference", False)),
+                   correct=float(_get(node, "correct", 1.0)), incorrect=float(_get(node, "incorrect", 0.0)))
+        if spec.aggregation not in AGGREGATIONS:
+            from drox.errors import ConfigError
+
+            raise ConfigError(f"drox.reward.prm.aggregation={spec.aggregation} is not allowed; choose one of: "
+                              f"{', '.join(AGGREGATIONS)}")
+        return spec
+
+
 @dataclass(frozen=True)
 class RewardSpec:
-    """The reward of one response: ``outcome_weight * (correct ? correct : incorrect) + format_weight * has_box``.
+    """The reward of one response: ``outcome_weight * (correct ? correct : incorrect) + format_weight * has_box
+    (+ prm.weight * aggregate of the steps, sequence-mode PRM)``.
 
     Read from the ``drox:`` block of the verl config (:meth:`from_config`); the defaults are drox's plain RLVR."""
 
@@ -41,11 +89,13 @@ class RewardSpec:
     format_weight: float = 0.0
     format_pattern: Optional[str] = None
     verify_timeout: float = 5.0
+    prm: PRMSpec = field(default_factory=PRMSpec)
 
     @classmethod
     def from_config(cls, drox_node: Any) -> "RewardSpec":
-        """``drox.reward.outcome.{weight,correct,incorrect}``, ``drox.reward.format.{weight,pattern}`` and
-        ``drox.verify_timeout`` of verl's config (``drox_node`` = ``config.drox``; None gives the defaults)."""
+        """``drox.reward.outcome.{weight,correct,incorrect}``, ``drox.reward.format.{weight,pattern}``,
+        ``drox.reward.prm.*`` (:class:`PRMSpec`) and ``drox.verify_timeout`` of verl's config (``drox_node`` =
+        ``config.drox``; None gives the defaults)."""
         reward = _get(drox_node, "reward")
         outcome, fmt = _get(reward, "outcome"), _get(reward, "format")
         return cls(
@@ -55,6 +105,7 @@ class RewardSpec:
             format_weight=float(_get(fmt, "weight", 0.0)),
             format_pattern=_get(fmt, "pattern", None),
             verify_timeout=float(_get(drox_node, "verify_timeout", 5.0)),
+            prm=PRMSpec.from_config(_get(reward, "prm")),
         )
 
 
@@ -91,13 +142,75 @@ def _verifier(name: str, timeout: float):
     return _VERIFIER_CACHE[key]
 
 
-def score_response(text: str, row: Mapping[str, Any], verifier: str, spec: RewardSpec) -> Tuple[float, Dict[str, float]]:
+def prm_step_scores(text: str, row: Mapping[str, Any], spec: PRMSpec) -> List[Tuple[float, int]]:
+    """``[(score, end_char)]`` for each step of ``text``: drox's oracle checker :func:`drox.rewards.prm.check_steps`
+    (against the row's ``steps`` column when ``match_reference``), ``correct`` / ``incorrect`` points, as drox's
+    ``prm`` source scores them."""
+    from drox.rewards.prm import check_steps
+
+    reference = None
+    if spec.match_reference:
+        if "steps" not in row:
+            raise ValueError("reward.prm match_reference=true needs a 'steps' column in the exported row "
+                             "(extra_info.drox_row); this task has none")
+        reference = list(row["steps"])
+    return [(spec.correct if ok else spec.incorrect, end) for ok, end in check_steps(text, reference)]
+
+
+def aggregate(scores: Sequence[float], spec: PRMSpec) -> float:
+    """One response's step scores -> its sequence score, :func:`drox.rewards.prm.aggregate_steps` (``empty_score``
+    when there is no step)."""
+    import torch
+
+    from drox.rewards.prm import aggregate_steps
+
+    S = len(scores)
+    values = torch.zeros(1, max(S, 1))  # [1, S]: the layout drox's prm source builds
+    mask = torch.zeros(1, max(S, 1))
+    values[0, :S] = torch.tensor([float(x) for x in scores])
+    mask[0, :S] = 1.0
+    return float(aggregate_steps(values, mask, spec.aggregation, spec.empty_score)[0])
+
+
+def step_tokens(tokenizer, response_ids: Sequence[int], ends: Sequence[int]) -> List[Optional[int]]:
+    """The response token holding each step's last character (``end - 1``), None where none does: drox's own
+    mapping for dense PRM rewards (:class:`drox.rewards._spans.TokenCharMap`: prefixes of the sampled ids are decoded
+    with special tokens skipped, as the response text was)."""
+    from drox.rewards._spans import TokenCharMap
+
+    cmap = TokenCharMap(tokenizer, response_ids)
+    return [cmap.token_of(int(end) - 1) for end in ends]
+
+
+def encode_steps(scores: Sequence[float], ends: Sequence[int], tokens: Sequence[Optional[int]]) -> str:
+    """The :data:`STEPS_FIELD` value: ``{"score": [..], "end": [..], "token": [..]}`` as compact JSON (one entry per
+    step, in order; ``token`` null for a step no response token holds)."""
+    if not len(scores) == len(ends) == len(tokens):
+        raise ValueError(f"{len(scores)} step scores, {len(ends)} ends and {len(tokens)} tokens")
+    return json.dumps({"score": [float(x) for x in scores], "end": [int(e) for e in ends],
+                       "token": [None if t is None else int(t) for t in tokens]}, separators=(",", ":"))
+
+
+def decode_steps(text: str) -> List[Tuple[float, Optional[int]]]:
+    """``[(score, token)]`` of one trajectory from its :data:`STEPS_FIELD` value (:func:`encode_steps`)."""
+    value = json.loads(text)
+    scores, tokens = value["score"], value["token"]
+    if len(scores) != len(tokens):
+        raise ValueError(f"{STEPS_FIELD}: {len(scores)} step scores but {len(tokens)} tokens")
+    return [(float(s), None if t is None else int(t)) for s, t in zip(scores, tokens)]
+
+
+def score_response(text: str, row: Mapping[str, Any], verifier: str, spec: RewardSpec, tokenizer=None,
+                   response_ids: Optional[Sequence[int]] = None) -> Tuple[float, Dict[str, Any]]:
     """(reward, extra) for one decoded response.
 
-    ``extra`` holds scalars only (verl's validation averages every non-string value): ``acc`` (1.0 when the
+    ``extra`` holds scalars (verl's validation averages every non-string value): ``acc`` (1.0 when the
     verifier accepts, the metric DAPO's ``filter_groups.metric=acc`` reads), each source's own score ``outcome``
     (its points) and ``format`` (0/1, whatever its weight: the objectives of drox's multi-objective advantages),
-    ``verifier_timeouts`` and ``score`` (= the reward).
+    ``verifier_timeouts`` and ``score`` (= the reward). With the PRM on (``spec.prm.enable``) also ``prm`` (its
+    sequence score as drox's combiners see it: the aggregate, 0 in dense mode), ``prm_aggregate`` and ``prm_steps``
+    (the number of steps); in dense mode also :data:`STEPS_FIELD` (a JSON string, :func:`encode_steps`), whose token
+    positions need the policy's ``tokenizer`` and the sampled ``response_ids`` that decode to ``text``.
     """
     result = _verifier(verifier, spec.verify_timeout)([text], [dict(row)])
     correct = bool(result.correct[0])
@@ -107,6 +220,20 @@ def score_response(text: str, row: Mapping[str, Any], verifier: str, spec: Rewar
 
     has_box = 1.0 if has_container(text, spec.format_pattern) else 0.0
     score += spec.format_weight * has_box
-    extra = {"acc": 1.0 if correct else 0.0, "outcome": float(outcome), "format": has_box,
-             "verifier_timeouts": float(result.timeouts), "score": float(score)}
+    extra: Dict[str, Any] = {"acc": 1.0 if correct else 0.0, "outcome": float(outcome), "format": has_box,
+                             "verifier_timeouts": float(result.timeouts)}
+    prm = spec.prm
+    if prm.enable:
+        steps = prm_step_scores(text, row, prm)
+        agg = aggregate([s for s, _ in steps], prm)
+        extra.update({"prm": 0.0 if prm.dense else agg, "prm_aggregate": agg, "prm_steps": float(len(steps))})
+        if prm.dense:
+            if tokenizer is None or response_ids is None:
+                raise ValueError("reward.prm dense=true needs the tokenizer and the response's token ids (step-end "
+                                 "tokens)")
+            ends = [end for _, end in steps]
+            extra[STEPS_FIELD] = encode_steps([s for s, _ in steps], ends, step_tokens(tokenizer, response_ids, ends))
+        else:
+            score += prm.weight * agg
+    extra["score"] = float(score)
     return float(score), extra

@@ -6,10 +6,10 @@ tests ``trainer_mode == "sync"`` in several places (SCALEOUT.md §2.6); from the
 
 Only ``_compute_advantage`` is overridden. It runs verl's own step first (KL-in-reward, rollout correction, the
 configured estimator, all written to TransferQueue), then reads back what drox needs, applies
-:func:`drox.integrations.verl.advantage.trainer_side_advantages` (multi-objective combiners, DRO's R3 reward, the
-80/20 token mask)
-and writes ``advantages``/``returns`` (and the narrowed ``response_mask``) back, nested per trajectory as verl
-stores them. Its tests run on an in-memory stand-in for TransferQueue and on the real one (tests/verl_suite).
+:func:`drox.integrations.verl.advantage.trainer_side_advantages` (multi-objective combiners, DRO's R3 reward, dense
+PRM step rewards, the 80/20 token mask) and writes ``advantages``/``returns`` (and the narrowed ``response_mask``)
+back, nested per trajectory as verl stores them. Its tests run on an in-memory stand-in for TransferQueue and on the
+real one (tests/verl_suite).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from verl.trainer.ppo.v1.trainer_sync import PPOTrainerSync
 from verl.workers.utils.padding import response_to_nested
 
 from drox.errors import ConfigError
-from drox.integrations.verl.advantage import TrainerSide, objective_table, trainer_side_advantages
+from drox.integrations.verl.advantage import TrainerSide, dense_steps_of, objective_table, trainer_side_advantages
 from drox.integrations.verl.r3 import L_FIELD, R3Options
 
 __all__ = ["TRAINER_MODE", "DroxSyncTrainer"]
@@ -50,7 +50,7 @@ class DroxSyncTrainer(PPOTrainerSync):
         if not spec.active:
             return batch
         fields = ["uid", "response_mask", "advantages"]
-        if spec.multi_objective or spec.r3:
+        if spec.multi_objective or spec.r3 or spec.dense:
             fields.append("extra_fields")
         if spec.r3:
             fields.append("rm_scores")
@@ -67,12 +67,13 @@ class DroxSyncTrainer(PPOTrainerSync):
                 raise ConfigError(f"trajectory {missing[0]} has no extra_fields[{L_FIELD!r}]: R3 needs drox's R3 "
                                   "rollouts (rollout.agent.default_agent_loop=drox_r3)")
             rows_L = [e[L_FIELD] for e in extra]
+        dense_steps = dense_steps_of(extra, batch.keys) if spec.dense else None  # PRM steps, (score, token) each
         padded = data.select(*[f for f in fields if f not in ("uid", "extra_fields")]).to_padded_tensor()
         advantages, mask, stats = trainer_side_advantages(
             spec, list(data["uid"]), padded["response_mask"], padded["advantages"], objectives,
             padded["entropy"] if spec.entropy_rho is not None else None,
             base_scores=padded["rm_scores"].sum(-1) if spec.r3 else None, rows_L=rows_L,
-            r3_opts=self.drox_r3)  # [N, T] each
+            r3_opts=self.drox_r3, dense_steps=dense_steps)  # [N, T] each
         metrics.update(stats)
         nested_adv = response_to_nested(advantages, nested_mask)
         out = {"advantages": nested_adv, "returns": nested_adv.clone()}

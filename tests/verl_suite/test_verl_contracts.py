@@ -214,6 +214,58 @@ def test_reward_manager_resolves_by_path_and_scores_a_real_dataproto():
     assert dense[0].nonzero().flatten().tolist() == [len("\\boxed{2*3+4}") - 1] and dense[0].sum() == 1.5
 
 
+PRM_TEXTS = ["1+1=2\n2+2=4", "1+1=3\n3+3=6!"]
+PRM_INFO = {"index": 0, "problem_id": "arithmetic-train-0", "split": "train", "drox_task": "arithmetic",
+            "drox_verifier": "math", "drox_row": json.dumps({"answer": "4", "steps": ["1 + 1 = 2", "2 + 2 = 4"]})}
+
+
+def test_reward_manager_scores_the_oracle_prm_on_a_real_dataproto():
+    """+reward=[outcome,prm] through verl's config: sequence mode adds weight · min(step scores) to reward_score; dense
+    mode leaves the outcome alone and returns the steps as one JSON string (CharTokenizer: token t is character t,
+    so the steps ending at characters 5 and 11 end at tokens 4 and 10)."""
+    from drox.integrations.verl.reward_manager import DroxRewardManager
+
+    async def score(config, response):
+        manager = DroxRewardManager(config=config, tokenizer=CharTokenizer(), compute_score=None)
+        return await manager.run_single(_trajectory("Q?", response, 16, "4", PRM_INFO))
+
+    sequence = _manager_config("+reward=[outcome,prm]", "reward.prm.weight=0.5", "reward.prm.aggregation=mean")
+    right, wrong = (asyncio.run(score(sequence, text)) for text in PRM_TEXTS)
+    assert right["reward_score"] == 1.5 and wrong["reward_score"] == 0.25  # 1 + 0.5·1 and 0 + 0.5·mean(0, 1)
+    assert (wrong["reward_extra_info"]["prm"], wrong["reward_extra_info"]["prm_steps"]) == (0.5, 2.0)
+    assert "drox_steps" not in wrong["reward_extra_info"]
+    dense = _manager_config("+reward=[outcome,prm]", "reward.prm.dense=true")
+    right, wrong = (asyncio.run(score(dense, text)) for text in PRM_TEXTS)
+    assert (right["reward_score"], wrong["reward_score"]) == (1.0, 0.0)  # the outcome alone
+    info = wrong["reward_extra_info"]
+    assert isinstance(info["drox_steps"], str)  # verl's validation skips strings and averages the rest
+    assert json.loads(info["drox_steps"]) == {"score": [0.0, 1.0], "end": [5, 11], "token": [4, 10]}
+    assert (info["prm"], info["prm_aggregate"]) == (0.0, 0.0)
+    assert json.loads(right["reward_extra_info"]["drox_steps"])["score"] == [1.0, 1.0]
+    # verl's validation metrics over these infos: the JSON is skipped, the scalars averaged
+    from verl.trainer.ppo.metric_utils import process_validation_metrics
+
+    infos = {k: [right["reward_extra_info"][k], info[k]] for k in info}
+    metrics = process_validation_metrics(["drox/arithmetic"] * 2, ["u", "u"], infos)["drox/arithmetic"]
+    assert "drox_steps" not in metrics and metrics["acc"]["mean@2"] == 0.5
+
+
+def test_the_prm_config_composes_and_dense_needs_drox_s_trainer():
+    from omegaconf import open_dict
+
+    from drox.integrations.verl.resolve import validate_verl_config
+
+    config = _manager_config("+reward=[outcome,prm]", "reward.prm.dense=true", "reward.prm.aggregation=prod")
+    validate_verl_config(config)
+    assert (config.drox.reward.prm.enable, config.drox.reward.prm.dense, config.trainer.v1.trainer_mode) == (
+        True, True, "drox_sync")
+    with open_dict(config):
+        config.trainer.v1.trainer_mode = "sync"
+    with pytest.raises(ConfigError, match="drox.reward.prm.dense=true needs trainer.v1.trainer_mode=drox_sync"):
+        validate_verl_config(config)
+    validate_verl_config(_manager_config("+reward=prm"))  # sequence mode: verl's own trainer
+
+
 # ------------------------------------------------------------------------------------------------ T1 config
 
 

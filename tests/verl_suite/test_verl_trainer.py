@@ -358,3 +358,113 @@ def test_the_r3_agent_loop_scores_the_reference_after_the_reasoning(monkeypatch)
     assert out.response_ids == response  # the rollout itself is the single-turn loop's
     assert OmegaConf.load(str(Path(__file__).resolve().parents[2] / "integrations/verl/config/agent_loops.yaml"))[0][
         "_target_"] == "drox.integrations.verl.agent_loop.DroxR3AgentLoop"
+
+
+# ------------------------------------------------------------------------------------------------ dense PRM rewards
+
+PRM_TEXTS = ["1+1=2\n2+2=4", "1+1=3\n3+3=6!"]
+PRM_ROW = {"answer": "4", "steps": ["1 + 1 = 2", "2 + 2 = 4"], "prompt": "Hi"}
+
+
+def _scored_by_the_reward_manager(config, texts):
+    """(reward_score, reward_extra_info) of each response from DroxRewardManager.run_single on a real DataProto, as
+    verl's reward loop hands it one finished trajectory (the policy tokenizer: doubles.CharTok, token t = character
+    t)."""
+    import asyncio
+    import json
+
+    import numpy as np
+    from verl import DataProto
+
+    from doubles import CharTok
+    from drox.integrations.verl.reward_manager import DroxRewardManager
+
+    info = {"index": 0, "problem_id": "arithmetic-train-0", "split": "train", "drox_task": "arithmetic",
+            "drox_verifier": "math", "drox_row": json.dumps({k: v for k, v in PRM_ROW.items() if k != "prompt"})}
+
+    async def one(text):
+        p = torch.tensor([[ord(c) for c in "Hi"]])
+        r = torch.tensor([[ord(c) for c in text]])
+        data = DataProto.from_dict(
+            tensors={"prompts": p, "responses": r, "input_ids": torch.cat([p, r], 1),
+                     "attention_mask": torch.ones(1, p.shape[1] + r.shape[1], dtype=torch.long)},
+            non_tensors={"data_source": np.array(["drox/arithmetic"], dtype=object),
+                         "reward_model": np.array([{"style": "rule", "ground_truth": "4"}], dtype=object),
+                         "extra_info": np.array([info], dtype=object)})
+        manager = DroxRewardManager(config=config, tokenizer=CharTok(), compute_score=None)
+        out = await manager.run_single(data)
+        return out["reward_score"], out["reward_extra_info"]
+
+    return [asyncio.run(one(text)) for text in texts]
+
+
+def _dense_prm_step(monkeypatch):
+    """+reward=[outcome,prm] with reward.prm.dense=true, end to end on the CPU side of verl: DroxRewardManager scores
+    each trajectory (reward_score = the outcome at the last token, the steps in reward_extra_info.drox_steps), verl's
+    own advantage step runs GRPO over rm_scores, then DroxSyncTrainer adds the steps' reward-to-go. Rows: group a =
+    PRM_TEXTS (rows 0 and 2, lengths 11 and 12), group b = one rollout without steps (row 1). Returns what the
+    trainer wrote (advantages, returns) and its metrics."""
+    store = MemoryTQ()
+    monkeypatch.setattr(transfer_queue, "kv_batch_get", store.kv_batch_get)
+    monkeypatch.setattr(transfer_queue, "kv_batch_put", store.kv_batch_put)
+    config = _verl_config("+reward=[outcome,prm]", "reward.prm.dense=true", "reward.prm.weight=0.5")
+    assert config.trainer.v1.trainer_mode == "drox_sync" and _trainer(config).drox.dense
+    texts = [PRM_TEXTS[0], "none", PRM_TEXTS[1]]
+    scored = _scored_by_the_reward_manager(config, texts)
+    assert [s for s, _ in scored] == [1.0, 0.0, 0.0]
+    keys = ["a_0_0", "b_0_0", "a_1_0"]
+    rows = []
+    for key, text, (reward, info) in zip(keys, texts, scored):
+        n = len(text)
+        rm = torch.zeros(n)
+        rm[-1] = reward
+        rows.append({"uid": key[0], "response_mask": torch.ones(n, dtype=torch.int64), "rm_scores": rm,
+                     "old_log_probs": torch.zeros(n), "rollout_log_probs": torch.zeros(n),
+                     "extra_fields": {"reward_extra_info": info}})
+    store.kv_batch_put(keys, "train", list_of_dict_to_tensordict(rows))
+    metrics = {}
+    _trainer(config)._compute_advantage(KVBatchMeta(keys=keys, tags=[{} for _ in keys], partition_id="train"),
+                                        metrics)
+    return store.kv_batch_get(keys, "train", ["advantages", "returns"]), metrics
+
+
+def test_dense_prm_through_verls_advantage_step_by_hand(monkeypatch):
+    """Hand values as in the main suite (test_dense_prm_advantages_by_hand): verl's GRPO over the outcomes 1, 0 gives
+    ±0.7071; the step rewards 1, 1 | 0, 1 are normalised to +0.5, +0.5 | -1.5, +0.5 (mean 0.75, unbiased std 0.5),
+    reward-to-go row 0 = [1.0 ×5, 0.5 ×6], row 2 = [-1.0 ×5, 0.5 ×6, 0]; row 1 (a group of one, no steps) gets 0."""
+    got, metrics = _dense_prm_step(monkeypatch)
+    adv = got["advantages"].to_padded_tensor(0.0)  # [3, 12]
+    seq, z = 0.5 / (0.5 ** 0.5 + 1e-6), 0.25 / (0.5 + 1e-6)
+    expected = torch.zeros(3, 12)
+    expected[0, :5], expected[0, 5:11] = seq + 2 * z, seq + z
+    expected[2, :5], expected[2, 5:11], expected[2, 11] = -seq - 2 * z, -seq + z, -seq
+    torch.testing.assert_close(adv, expected, rtol=0, atol=1e-5)
+    torch.testing.assert_close(got["returns"].to_padded_tensor(0.0), adv)
+    assert got["advantages"].offsets().tolist() == [0, 11, 15, 27]  # nested as verl stores them
+    assert metrics["drox/reward/prm/steps_placed_frac"] == 1.0
+
+
+def test_dense_prm_through_verl_equals_drox_s_own_trainer(monkeypatch):
+    """The strongest check: group a through verl (_dense_prm_step) equals drox's own trainer on the same two rollouts
+    (the prm and outcome sources scored by drox's combiner on a RolloutBatch, then trainers/loop.advantages)."""
+    from types import SimpleNamespace
+
+    from doubles import CharTok, make_batch
+    from drox.cli.main import compose
+    from drox.pipeline import build_pipeline
+    from drox.rewards.base import ScoringContext, score
+    from drox.tasks.verify import MathVerifier
+    from drox.trainers.loop import Collected, advantages
+
+    verl_adv = _dense_prm_step(monkeypatch)[0]["advantages"].to_padded_tensor(0.0)  # [3, 12]
+    cfg = compose([*TINY_OVERRIDES, "+reward=[outcome,prm]", "reward.prm.dense=true", "reward.prm.weight=0.5"])
+    tok = CharTok()
+    batch = make_batch(tok, ["Hi"], PRM_TEXTS, 2)
+    ctx = ScoringContext(batch=batch, rows=[PRM_ROW], task=SimpleNamespace(name="arithmetic", verifier=MathVerifier()),
+                         tokenizer=tok)
+    combined = score(ctx, build_pipeline(cfg).rewards)
+    data = Collected(batch=batch, rows=[PRM_ROW], scores=combined.seq, token=combined.token,
+                     token_mask=combined.token_mask, table=combined.table, weights=combined.weights,
+                     names=list(combined.per_source), valid=torch.ones(1, 2, dtype=torch.bool))
+    _, drox_adv = advantages(cfg, data, 1, {})  # [2, 12]
+    torch.testing.assert_close(verl_adv[[0, 2]], drox_adv.to(verl_adv.dtype), rtol=0, atol=1e-5)
