@@ -22,6 +22,16 @@ L_FIELD = "drox_L"
 """``extra_fields`` key of a trajectory's reference-token log-probs ``L[i, :]``."""
 
 
+def _group_table(rows: Sequence[Sequence[float]]) -> torch.Tensor:
+    """One group's ``L[i, :]`` lists (``[G][J]``, equal lengths: one reference answer) as drox's ``[1, G, J]`` float64."""
+    lengths = {len(r) for r in rows}
+    if len(lengths) > 1:
+        raise ValueError(f"the rollouts of one group carry {sorted(lengths)} reference log-probs; one reference "
+                         "answer gives one length")
+    J = lengths.pop() if lengths else 0
+    return torch.tensor([list(map(float, r)) for r in rows], dtype=torch.float64).reshape(1, len(rows), J)
+
+
 def group_sigma_max(rows: Sequence[Sequence[float]]) -> float:
     """``max_j σ_j`` of one group from its rollouts' ``L[i, :]`` (``[G][J]``, equal lengths: one reference).
 
@@ -30,12 +40,8 @@ def group_sigma_max(rows: Sequence[Sequence[float]]) -> float:
     from drox.filters.query import sigma_max_of
     from drox.rewards.variance import masked_sigma
 
-    lengths = {len(r) for r in rows}
-    if len(lengths) > 1:
-        raise ValueError(f"the rollouts of one group carry {sorted(lengths)} reference log-probs; one reference "
-                         "answer gives one length")
-    J = lengths.pop() if lengths else 0
-    L = torch.tensor([list(map(float, r)) for r in rows], dtype=torch.float64).reshape(1, len(rows), J)
+    L = _group_table(rows)  # [1, G, J]
+    J = L.shape[-1]
     sigma = masked_sigma(L, torch.ones(1, J, dtype=torch.float64), torch.ones(1, len(rows), dtype=torch.bool))
     return float(sigma_max_of(sigma)[0])
 
@@ -101,11 +107,7 @@ def group_r3(rows: Sequence[Sequence[float]], opts: R3Options) -> List[float]:
     std (:func:`drox.rewards.variance.r3_rewards`, the same function drox's own trainer uses). ``[G][J]`` -> ``[G]``."""
     from drox.rewards.variance import r3_rewards
 
-    lengths = {len(r) for r in rows}
-    if len(lengths) > 1:
-        raise ValueError(f"the rollouts of one group carry {sorted(lengths)} reference log-probs; one reference "
-                         "answer gives one length")
-    J = lengths.pop() if lengths else 0
-    L = torch.tensor([list(map(float, r)) for r in rows], dtype=torch.float64).reshape(1, len(rows), J)
+    L = _group_table(rows)  # [1, G, J]
+    J = L.shape[-1]
     r3, _, _ = r3_rewards(L, torch.ones(1, J, dtype=torch.float64), opts.weighting, opts.tau, opts.top_p)
     return r3[0].tolist()
