@@ -10,7 +10,7 @@ modules (``estimators``, ``rules``, ``export``, ``launch``) are what the main te
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Any, Optional
 
 SUPPORTED_VERL = "0.9.1"
 """The one verl release this package is written and tested against (``pip install 'drox[verl]'``)."""
@@ -18,7 +18,7 @@ SUPPORTED_VERL = "0.9.1"
 INSTALL_HINT = ("pip install 'drox[verl]' (verl[verl-core]==0.9.1 in its own environment; `make test-verl` builds "
                 "one in .venv-verl)")
 
-__all__ = ["INSTALL_HINT", "SUPPORTED_VERL", "check_versions", "installed_verl_version"]
+__all__ = ["INSTALL_HINT", "SUPPORTED_VERL", "check_versions", "config_get", "installed_verl_version"]
 
 
 def installed_verl_version() -> Optional[str]:
@@ -47,3 +47,11 @@ def check_versions() -> str:
                           f"only (its trainer hooks change between releases): pip install 'verl[verl-core]=="
                           f"{SUPPORTED_VERL}'")
     return found
+
+
+def config_get(node: Any, key: str, default: Any = None) -> Any:
+    """``node[key]`` of a config node (DictConfig, dict or object; None allowed), ``default`` when missing or None."""
+    if node is None:
+        return default
+    value = node.get(key, None) if hasattr(node, "get") else getattr(node, key, None)
+    return default if value is None else value

@@ -35,21 +35,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
+
 import torch
 
+from drox.integrations.verl import config_get
 from drox.integrations.verl.estimators import group_rows
 
 Tensor = torch.Tensor
 
 __all__ = ["TrainerSide", "dense_advantages", "dense_step_rewards", "dense_steps_of", "objective_table",
            "trainer_side_advantages"]
-
-
-def _get(node: Any, key: str, default: Any = None) -> Any:
-    if node is None:
-        return default
-    value = node.get(key, None) if hasattr(node, "get") else getattr(node, key, None)
-    return default if value is None else value
 
 
 @dataclass(frozen=True)
@@ -73,20 +68,20 @@ class TrainerSide:
     def from_config(cls, drox_node: Any) -> "TrainerSide":
         """``drox.trainer.*``, and ``drox.reward.prm.{enable,dense,weight}`` (the keys ``DroxRewardManager`` reads, so
         the reward side and the trainer cannot disagree on whether step rewards are dense)."""
-        node = _get(drox_node, "trainer")
-        entropy = _get(node, "entropy")
-        prm = _get(_get(drox_node, "reward"), "prm")
+        node = config_get(drox_node, "trainer")
+        entropy = config_get(node, "entropy")
+        prm = config_get(config_get(drox_node, "reward"), "prm")
         spec = cls(
-            combine=str(_get(node, "combine", "sum")),
-            objectives=tuple(str(k) for k in _get(node, "objectives", ())),
-            weights=tuple(float(w) for w in _get(node, "weights", ())),
-            eps=float(_get(node, "eps", 1e-6)),
-            entropy_rho=None if _get(entropy, "rho") is None else float(_get(entropy, "rho")),
-            entropy_invert=bool(_get(entropy, "invert", False)),
-            r3=bool(_get(node, "r3", False)),
-            estimator=str(_get(node, "estimator", "grpo")),
-            dense=bool(_get(prm, "enable", False)) and bool(_get(prm, "dense", False)),
-            dense_weight=float(_get(prm, "weight", 1.0)),
+            combine=str(config_get(node, "combine", "sum")),
+            objectives=tuple(str(k) for k in config_get(node, "objectives", ())),
+            weights=tuple(float(w) for w in config_get(node, "weights", ())),
+            eps=float(config_get(node, "eps", 1e-6)),
+            entropy_rho=None if config_get(entropy, "rho") is None else float(config_get(entropy, "rho")),
+            entropy_invert=bool(config_get(entropy, "invert", False)),
+            r3=bool(config_get(node, "r3", False)),
+            estimator=str(config_get(node, "estimator", "grpo")),
+            dense=bool(config_get(prm, "enable", False)) and bool(config_get(prm, "dense", False)),
+            dense_weight=float(config_get(prm, "weight", 1.0)),
         )
         spec.check()
         return spec

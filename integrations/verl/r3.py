@@ -23,7 +23,7 @@ L_FIELD = "drox_L"
 
 
 def _group_table(rows: Sequence[Sequence[float]]) -> torch.Tensor:
-    """One group's ``L[i, :]`` lists (``[G][J]``, equal lengths: one reference answer) as drox's ``[1, G, J]`` float64."""
+    """One group's ``L[i, :]`` lists (``[G][J]``, equal lengths: one reference answer) as ``[1, G, J]`` float64."""
     lengths = {len(r) for r in rows}
     if len(lengths) > 1:
         raise ValueError(f"the rollouts of one group carry {sorted(lengths)} reference log-probs; one reference "

@@ -23,6 +23,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
+from drox.integrations.verl import config_get
+
 __all__ = ["AGGREGATIONS", "PRMSpec", "RewardSpec", "STEPS_FIELD", "VERIFIERS", "aggregate", "decode_steps",
            "encode_steps", "prm_step_scores", "row_of", "score_response", "step_tokens"]
 
@@ -32,13 +34,6 @@ VERIFIERS = ("math", "countdown")
 STEPS_FIELD = "drox_steps"
 """``reward_extra_info`` key of a trajectory's dense PRM steps: a JSON string (verl's validation averages every
 non-string value of ``reward_extra_info``, SCALEOUT.md §2.3), :func:`encode_steps`."""
-
-
-def _get(node: Any, key: str, default: Any = None) -> Any:
-    if node is None:
-        return default
-    value = node.get(key, None) if hasattr(node, "get") else getattr(node, key, None)
-    return default if value is None else value
 
 
 AGGREGATIONS = ("min", "last", "prod", "mean")
@@ -63,11 +58,12 @@ class PRMSpec:
     @classmethod
     def from_config(cls, node: Any) -> "PRMSpec":
         """``drox.reward.prm.{enable,weight,aggregation,dense,empty_score,match_reference,correct,incorrect}``."""
-        spec = cls(enable=bool(_get(node, "enable", False)), weight=float(_get(node, "weight", 1.0)),
-                   aggregation=str(_get(node, "aggregation", "min")), dense=bool(_get(node, "dense", False)),
-                   empty_score=float(_get(node, "empty_score", 0.0)),
-                   match_reference=bool(_get(node, "match_reference", False)),
-                   correct=float(_get(node, "correct", 1.0)), incorrect=float(_get(node, "incorrect", 0.0)))
+        spec = cls(enable=bool(config_get(node, "enable", False)), weight=float(config_get(node, "weight", 1.0)),
+                   aggregation=str(config_get(node, "aggregation", "min")),
+                   dense=bool(config_get(node, "dense", False)),
+                   empty_score=float(config_get(node, "empty_score", 0.0)),
+                   match_reference=bool(config_get(node, "match_reference", False)),
+                   correct=float(config_get(node, "correct", 1.0)), incorrect=float(config_get(node, "incorrect", 0.0)))
         if spec.aggregation not in AGGREGATIONS:
             from drox.errors import ConfigError
 
@@ -96,16 +92,16 @@ class RewardSpec:
         """``drox.reward.outcome.{weight,correct,incorrect}``, ``drox.reward.format.{weight,pattern}``,
         ``drox.reward.prm.*`` (:class:`PRMSpec`) and ``drox.verify_timeout`` of verl's config (``drox_node`` =
         ``config.drox``; None gives the defaults)."""
-        reward = _get(drox_node, "reward")
-        outcome, fmt = _get(reward, "outcome"), _get(reward, "format")
+        reward = config_get(drox_node, "reward")
+        outcome, fmt = config_get(reward, "outcome"), config_get(reward, "format")
         return cls(
-            outcome_weight=float(_get(outcome, "weight", 1.0)),
-            correct=float(_get(outcome, "correct", 1.0)),
-            incorrect=float(_get(outcome, "incorrect", 0.0)),
-            format_weight=float(_get(fmt, "weight", 0.0)),
-            format_pattern=_get(fmt, "pattern", None),
-            verify_timeout=float(_get(drox_node, "verify_timeout", 5.0)),
-            prm=PRMSpec.from_config(_get(reward, "prm")),
+            outcome_weight=float(config_get(outcome, "weight", 1.0)),
+            correct=float(config_get(outcome, "correct", 1.0)),
+            incorrect=float(config_get(outcome, "incorrect", 0.0)),
+            format_weight=float(config_get(fmt, "weight", 0.0)),
+            format_pattern=config_get(fmt, "pattern", None),
+            verify_timeout=float(config_get(drox_node, "verify_timeout", 5.0)),
+            prm=PRMSpec.from_config(config_get(reward, "prm")),
         )
 
 

@@ -21,21 +21,18 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass
 from typing import Any, Optional
 
+
 import transfer_queue as tq
 from verl.trainer.ppo.v1.replay_buffer import ReplayBuffer
 
 from drox.errors import ConfigError
+from drox.integrations.verl import config_get
 from drox.integrations.verl.r3 import L_FIELD, group_sigma_max
 
 __all__ = ["DroxReplayBuffer", "SIGMA_METRIC", "SamplerOptions"]
 
 SIGMA_METRIC = "drox_sigma_max"
 """What the buffer's filter metric is called when only DRO's filter runs (verl's refill needs one to be set)."""
-
-
-def _get(node: Any, key: str, default: Any = None) -> Any:
-    value = node.get(key, None) if node is not None and hasattr(node, "get") else None
-    return default if value is None else value
 
 
 @dataclass(frozen=True)
@@ -47,11 +44,11 @@ class SamplerOptions:
 
     @classmethod
     def from_kwargs(cls, kwargs: Any) -> "SamplerOptions":
-        threshold = _get(kwargs, "sigma_threshold")
+        threshold = config_get(kwargs, "sigma_threshold")
         opts = cls(sigma_threshold=None if threshold is None else float(threshold),
-                   dapo_metric=_get(kwargs, "dapo_metric"),
-                   train_batch_size=_get(kwargs, "train_batch_size"),
-                   max_inflight_gen_batches=int(_get(kwargs, "max_inflight_gen_batches", 1)))
+                   dapo_metric=config_get(kwargs, "dapo_metric"),
+                   train_batch_size=config_get(kwargs, "train_batch_size"),
+                   max_inflight_gen_batches=int(config_get(kwargs, "max_inflight_gen_batches", 1)))
         if opts.sigma_threshold is None and opts.dapo_metric is None:
             raise ConfigError("DroxReplayBuffer filters nothing: set trainer.v1.sampler.sampler_kwargs.sigma_threshold "
                               "(DRO's query filter) and/or .dapo_metric (DAPO), or drop the custom sampler")
