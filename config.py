@@ -189,6 +189,11 @@ class RolloutConfig:
     static_decode: bool = True
     """Decode Llama-architecture models with a preallocated KV cache and a lean per-token step
     (rollout/static_decode.py; same logits up to float rounding); false = HF's forward for every token."""
+    decode_mm: bool = True
+    """The static decode step computes its layers' projections as (W h^T)^T (models/head.linear), for which MKL
+    takes a faster CPU kernel at a decode step's few rows (SmolLM2-135M at 8 rows: ~1.5x less time in the
+    projections, benchmarks/NOTES.md); same logits up to float rounding. false: ``F.linear``, as the tables made
+    before it (conf/experiment_scale/pinned_decode.yaml)."""
     dtype: Optional[str] = None
     """Precision of the decode step: null = the model's (model.dtype) | bfloat16 | float32. Sampling in bf16 on a
     float32 policy (static decode only) halves the bytes read per token; its behaviour log-probs then differ from

@@ -1,10 +1,14 @@
-"""Two levers for the static decode step (rollout/static_decode.py), measured against it in the same process.
+"""Levers for the static decode step (rollout/static_decode.py), measured against its plain form in one process.
+
+``base`` is the step with ``F.linear`` projections (``rollout.decode_mm=false``) and the head as (W h^T)^T.
 
 * ``fused``: q/k/v as one [(H + 2 KV) * hd, D] matmul and gate/up as one [2 I, D] matmul per layer (4 matmuls
   instead of 7; the weights concatenated once per generate call);
 * ``mkl``: every projection through MKL's packed GEMM (``torch.ops.mkl._mkl_linear`` on weights packed once
   with ``_mkl_reorder_linear_weight``), the route TorchInductor takes on CPU after freezing;
-* ``fused+mkl``: both.
+* ``fused+mkl``: both;
+* ``decode_mm``: every projection as (W h^T)^T (``rollout.decode_mm``, the default since; models/head.linear);
+* ``fused+mm``: the fused matmuls as (W h^T)^T.
 
 SmolLM2-135M (fp32, 2 threads), a prefilled prompt repeated over ``--rows`` rows, ``--tokens`` greedy decode steps;
 ms per decode step (median over ``--repeats`` passes, after one warm-up pass of every variant) and the largest
@@ -24,7 +28,7 @@ import torch.nn.functional as F
 from omegaconf import OmegaConf
 from transformers import DynamicCache
 
-from drox.models.head import lm_head
+from drox.models.head import linear
 from drox.models.loading import load_policy
 from drox.rollout.static_decode import StaticKVDecoder, _rms, _rotate
 
@@ -47,6 +51,8 @@ class LeverDecoder(StaticKVDecoder):
     def _linear(self, w, name: str, h: torch.Tensor) -> torch.Tensor:
         if self.mkl:
             return torch.ops.mkl._mkl_linear(h, getattr(w, name + "_packed"), getattr(w, name), None, self.rows)
+        if self.proj_mm:
+            return linear(h, getattr(w, name), mm=True)
         return F.linear(h, getattr(w, name))
 
     @torch.no_grad()
@@ -78,7 +84,7 @@ class LeverDecoder(StaticKVDecoder):
             else:
                 x = x + self._linear(w, "down", F.silu(self._linear(w, "gate", h)) * self._linear(w, "up", h))
         self.col = c + 1
-        return lm_head(_rms(x, self.final_norm_w, self.final_eps), self.head_w, self.head_b, mm=True).float()
+        return linear(_rms(x, self.final_norm_w, self.final_eps), self.head_w, self.head_b, mm=True).float()
 
 
 def main(argv=None) -> None:
@@ -96,6 +102,8 @@ def main(argv=None) -> None:
         "fused": dict(fuse=True, mkl=False),
         "mkl": dict(fuse=False, mkl=True),
         "fused+mkl": dict(fuse=True, mkl=True),
+        "decode_mm": dict(proj_mm=True),
+        "fused+mm": dict(fuse=True, mkl=False, proj_mm=True),
     }
 
     def decode(opts):
@@ -103,8 +111,8 @@ def main(argv=None) -> None:
         with torch.no_grad():
             out = model(**prompt, past_key_values=cache, use_cache=True, logits_to_keep=1)
         args_ = (model, cache, prompt["attention_mask"], args.tokens)
-        d = (LeverDecoder(*args_, head_mm=True, rows=args.rows, **opts) if opts
-             else StaticKVDecoder(*args_, head_mm=True))
+        d = (LeverDecoder(*args_, head_mm=True, rows=args.rows, **opts) if "fuse" in opts
+             else StaticKVDecoder(*args_, head_mm=True, **opts))
         token, pos = out.logits[:, -1].argmax(-1), prompt["attention_mask"].sum(-1)
         logits, start = [], time.perf_counter()
         for _ in range(args.tokens):

@@ -2,9 +2,11 @@
 
 * the LM head of SmolLM2 (49152 x 576) applied to 8 rows, fp32 and bf16: one decode step must read it whole,
   so its time gives the rate at which this machine streams weights (GB/s) for the matmuls of a decode step;
-  and as ``(W h^T)^T`` (``models/head.lm_head``, ``model.lm_head_mm``), for which MKL picks another kernel;
+  and as ``(W h^T)^T`` (``models/head.linear``, ``model.lm_head_mm``), for which MKL picks another kernel;
 * the memory bus itself: one sum over a 512 MB tensor (GB/s), what a weight-streaming kernel could reach;
 * a 1536 x 576 projection at 8 rows (fits in cache), fp32 and bf16: the small-matmul kernels themselves;
+* all 30 x 7 layer projections of SmolLM2 (q, k, v, o, gate, up, down; 265 MB, out of cache) at 8 rows, one
+  decode step's worth: ``F.linear`` vs ``(W h^T)^T`` (``rollout.decode_mm``);
 * sampling one token per row from 8 x 49152 probabilities: ``torch.multinomial`` vs inverse-CDF
   (``rollout/hf._inverse_cdf``);
 * one AdamW step over SmolLM2-sized parameters (134.5M) with random gradients: torch's foreach vs fused.
@@ -24,7 +26,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from drox.models.head import lm_head
+from drox.models.head import linear
 
 
 def timed(fn, repeats: int) -> float:
@@ -51,10 +53,18 @@ def main(argv=None) -> dict:
         fp32 = timed(lambda: F.linear(x, w), 20)
         wb, xb = w.bfloat16(), x.bfloat16()
         bf16 = timed(lambda: F.linear(xb, wb), 20)
-        mm = timed(lambda: lm_head(x, w, mm=True), 20)
+        mm = timed(lambda: linear(x, w, mm=True), 20)
         mb = rows * cols * 4 / 1e6
         out[name] = {"shape": [rows, cols], "fp32_ms": fp32 * 1e3, "bf16_ms": bf16 * 1e3, "fp32_MB": mb,
                      "fp32_GBps": mb / 1e3 / fp32, "mm_ms": mm * 1e3, "mm_GBps": mb / 1e3 / mm}
+    shapes = [(576, 576), (192, 576), (192, 576), (576, 576), (1536, 576), (1536, 576), (576, 1536)]
+    layers = [[torch.randn(o, i) for o, i in shapes] for _ in range(30)]
+    rows8 = {576: torch.randn(8, 576), 1536: torch.randn(8, 1536)}
+    stack = {mm: timed(lambda: [linear(rows8[w.shape[1]], w, mm=mm) for ws in layers for w in ws], 7)
+             for mm in (False, True)}
+    out["layers"] = {"linear_ms": stack[False] * 1e3, "mm_ms": stack[True] * 1e3,
+                     "MB": sum(w.numel() for ws in layers for w in ws) * 4 / 1e6}
+    del layers
     big = torch.randn(128 * 1024 * 1024)  # 512 MB
     out["bus"] = {"sum_GBps": 0.512 / timed(big.sum, 5)}
     del big
@@ -77,6 +87,8 @@ def main(argv=None) -> dict:
           f"bf16 {h['bf16_ms']:.1f} ms, (W h^T)^T {h['mm_ms']:.1f} ms ({h['mm_GBps']:.1f} GB/s)")
     print(f"memory bus: a sum over 512 MB reads {out['bus']['sum_GBps']:.1f} GB/s")
     print(f"projection 1536x576 at 8 rows: fp32 {p_['fp32_ms']:.3f} ms, bf16 {p_['bf16_ms']:.3f} ms")
+    print(f"30 x 7 layer projections at 8 rows ({out['layers']['MB']:.0f} MB): F.linear {out['layers']['linear_ms']:.1f} ms, "
+          f"(W h^T)^T {out['layers']['mm_ms']:.1f} ms")
     print(f"sampling 8 x 49152: multinomial {s['multinomial_ms']:.2f} ms, inverse CDF {s['inverse_cdf_ms']:.2f} ms")
     print(f"AdamW over {a['params'] / 1e6:.1f}M parameters: foreach {a['foreach_s']:.3f} s, fused {a['fused_s']:.3f} s")
     if args.json:

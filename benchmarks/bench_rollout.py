@@ -118,7 +118,8 @@ def main(argv=None) -> dict:
     device = resolve_device(args.device)
     model, tok = load_policy(cfg.model, device)
     per_batch = args.samples if args.eval else args.prompts * args.samples
-    engine = HFRolloutEngine(model, tok, cfg.model, batch_size=per_batch, static_decode=cfg.rollout.static_decode)
+    engine = HFRolloutEngine(model, tok, cfg.model, batch_size=per_batch, static_decode=cfg.rollout.static_decode,
+                            decode_mm=cfg.rollout.decode_mm)
     task = build_task(cfg.task, split="test")
     prompts = [task.dataset[i]["prompt"] for i in range(args.prompts)]
     ids, mask = engine.encode_prompts(prompts)

@@ -33,16 +33,19 @@ STEP_SUITE = {
     # the levers one at a time, drox only, on the headline configuration: all off, then each alone
     "lever-none": ["--model", "smollm2-135m", "--side", "drox", "--steps", "4", "--set", "trainer.share_prompts=false",
                    "--set", "rollout.static_decode=false", "--set", "trainer.fused_optimizer=false",
-                   "--set", "model.lm_head_mm=false"],
+                   "--set", "model.lm_head_mm=false", "--set", "rollout.decode_mm=false"],
     "lever-share-prompts-only": ["--model", "smollm2-135m", "--side", "drox", "--steps", "4",
                                  "--set", "rollout.static_decode=false", "--set", "trainer.fused_optimizer=false"],
     "lever-static-decode-only": ["--model", "smollm2-135m", "--side", "drox", "--steps", "4",
-                                 "--set", "trainer.share_prompts=false", "--set", "trainer.fused_optimizer=false"],
+                                 "--set", "trainer.share_prompts=false", "--set", "trainer.fused_optimizer=false",
+                                 "--set", "model.lm_head_mm=false", "--set", "rollout.decode_mm=false"],
     "lever-fused-optimizer-only": ["--model", "smollm2-135m", "--side", "drox", "--steps", "4",
                                    "--set", "trainer.share_prompts=false", "--set", "rollout.static_decode=false"],
     # the head orientation acts only inside the static decode and the shared-prompt update: shown as all-but-it
     "lever-all-but-head-mm": ["--model", "smollm2-135m", "--side", "drox", "--steps", "4",
                               "--set", "model.lm_head_mm=false"],
+    "lever-all-but-decode-mm": ["--model", "smollm2-135m", "--side", "drox", "--steps", "4",
+                                "--set", "rollout.decode_mm=false"],
     "r3-smollm2-1x8": ["--model", "smollm2-135m", "--side", "drox", "--steps", "4", "--set", "+reward=variance"],
 }
 ROLLOUT_SUITE = {
@@ -132,9 +135,11 @@ def write_results() -> str:
     if levers and head:
         rows = [("all levers (the defaults)", head)] + [
             ({"lever-none": "none (drox before issue 11)", "lever-share-prompts-only": "shared-prompt update only",
-              "lever-static-decode-only": "static-cache decode + inverse-CDF sampling only",
+              "lever-static-decode-only": "static-cache decode + inverse-CDF sampling only (F.linear everywhere)",
               "lever-fused-optimizer-only": "fused AdamW only",
-              "lever-all-but-head-mm": "all but the LM head as (W h^T)^T (model.lm_head_mm=false)"}.get(k, k), v)
+              "lever-all-but-head-mm": "all but the LM head as (W h^T)^T (model.lm_head_mm=false)",
+              "lever-all-but-decode-mm": "all but the decode step's projections as (W h^T)^T (rollout.decode_mm=false)",
+              }.get(k, k), v)
              for k, v in levers.items()]
         lines += ["", "## The levers one by one (drox only, SmolLM2-135M, 1 x 8, <= 64 tokens)", "",
                   "Separate processes, so sampled lengths differ a little between rows; compare phases: the shared "
@@ -181,6 +186,10 @@ def write_results() -> str:
                      f"| the memory bus: a sum over 512 MB | {k['bus']['sum_GBps']:.1f} GB/s | – |"]
                     if "mm_ms" in k["head"] else []),
                   f"| projection 1536 x 576 at 8 rows | {k['proj']['fp32_ms']:.3f} ms | {k['proj']['bf16_ms']:.3f} ms |",
+                  *([f"| SmolLM2's 30 x 7 layer projections at 8 rows ({k['layers']['MB']:.0f} MB, one decode step) | "
+                     f"{k['layers']['linear_ms']:.1f} ms | – |",
+                     f"| the same as (W h^T)^T (rollout.decode_mm) | {k['layers']['mm_ms']:.1f} ms | – |"]
+                    if "layers" in k else []),
                   f"| one token per row from 8 x 49152 probabilities | {k['sample']['multinomial_ms']:.2f} ms | "
                   f"{k['sample']['inverse_cdf_ms']:.2f} ms |",
                   f"| AdamW step over {k['adamw']['params'] / 1e6:.1f}M parameters | {k['adamw']['foreach_s']:.3f} s | "

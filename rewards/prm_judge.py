@@ -66,7 +66,8 @@ def load_judge_model(ctx: ScoringContext, path: str):
     device = next(ctx.policy.parameters()).device if ctx.policy is not None else torch.device("cpu")
     model, tokenizer = load_policy(model_cfg, device)
     model.requires_grad_(False)
-    engine = HFRolloutEngine(model, tokenizer, model_cfg, batch_size=getattr(ctx.engine, "batch_size", 64))
+    engine = HFRolloutEngine(model, tokenizer, model_cfg, batch_size=getattr(ctx.engine, "batch_size", 64),
+                             decode_mm=getattr(ctx.engine, "decode_mm", True))  # the policy's rollout.decode_mm
     ctx.state["judge/model"] = {"path": path, "model": model, "tokenizer": tokenizer, "engine": engine}
     return model, tokenizer, engine
 

@@ -96,13 +96,14 @@ class HFRolloutEngine:
     """Batched sampling from a HF causal LM (CPU or one GPU)."""
 
     def __init__(self, model, tokenizer, model_cfg, batch_size: int = 64, static_decode: bool = True,
-                 dtype: Optional[str] = None):
+                 dtype: Optional[str] = None, decode_mm: bool = True):
         self.model = model
         self.tokenizer = tokenizer
         self.model_cfg = model_cfg
         self.batch_size = batch_size
         self.static_decode = static_decode  # rollout.static_decode: taken where supports_static_decode(model)
         self.head_mm = bool(getattr(model_cfg, "lm_head_mm", True))  # model.lm_head_mm, on the static decode path
+        self.decode_mm = decode_mm  # rollout.decode_mm: the static decode step's projections as (W h^T)^T
         # rollout.dtype: the decode step's precision (None = the model's own); another precision needs the static
         # decode step, which holds its own copy of the weights in that dtype
         self.decode_dtype = None if dtype is None else getattr(torch, dtype)
@@ -242,7 +243,7 @@ class HFRolloutEngine:
         decoder = None
         if self.static_decode and supports_static_decode(self.model):
             decoder = StaticKVDecoder(self.model, cache, prompt_mask, max_new_tokens, dtype=self.decode_dtype,
-                                      head_mm=self.head_mm)
+                                      head_mm=self.head_mm, proj_mm=self.decode_mm)
             cache = with_cache = None  # the prompt's keys/values now live in the decoder's preallocated cache
         draw = _inverse_cdf if decoder is not None else _multinomial
         N = prompt_ids.shape[0]
@@ -308,7 +309,8 @@ def build_engine(rollout_cfg, model, tokenizer, model_cfg):
     """The configured backend (``rollout.backend``)."""
     if rollout_cfg.backend == "hf":
         return HFRolloutEngine(model, tokenizer, model_cfg, batch_size=rollout_cfg.batch_size,
-                               static_decode=rollout_cfg.static_decode, dtype=rollout_cfg.dtype)
+                               static_decode=rollout_cfg.static_decode, dtype=rollout_cfg.dtype,
+                               decode_mm=rollout_cfg.decode_mm)
     if rollout_cfg.backend == "vllm":
         from drox.rollout.vllm_engine import VLLMRolloutEngine
 

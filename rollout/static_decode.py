@@ -7,7 +7,9 @@ tables per step, and runs through module hooks and output records. This step rea
 (no copy: the next step sees the optimizer's updates) and does per layer only the math of LlamaDecoderLayer:
 RMSNorm, q/k/v projections, rotary embedding, one write into the preallocated cache, attention over the
 valid columns, output projection, RMSNorm, SwiGLU MLP. The prompt's prefill stays HF's forward; its KV
-cache is copied in once.
+cache is copied in once. With ``rollout.decode_mm`` (default on) every projection, and with ``model.lm_head_mm``
+the vocabulary head, is computed as ``(W h^T)^T`` (models/head.linear), for which MKL takes a faster CPU kernel
+at a decode step's few rows; the values are the same up to the order of the sums.
 
 On this path the engine also samples by inverse transform (one uniform per row against the running sum,
 ``rollout/hf._inverse_cdf``) instead of torch.multinomial, whose CPU kernel draws an exponential for every
@@ -25,7 +27,7 @@ from typing import Dict, Optional
 import torch
 import torch.nn.functional as F
 
-from drox.models.head import lm_head
+from drox.models.head import linear
 
 
 def supports_static_decode(model) -> bool:
@@ -68,9 +70,10 @@ class StaticKVDecoder:
     """
 
     def __init__(self, model, cache, prompt_mask: torch.Tensor, max_new_tokens: int,
-                 dtype: Optional[torch.dtype] = None, head_mm: bool = False):
+                 dtype: Optional[torch.dtype] = None, head_mm: bool = False, proj_mm: bool = False):
         config = model.config
         self.head_mm = head_mm  # the LM head as (W h^T)^T (models/head.py; model.lm_head_mm)
+        self.proj_mm = proj_mm  # the layers' projections as (W h^T)^T (models/head.py; rollout.decode_mm)
         inner = model.model
         dtype = dtype or self._param_dtype(model)
         copies: Dict[int, torch.Tensor] = {}
@@ -126,21 +129,22 @@ class StaticKVDecoder:
         mask = self.valid[:, None, None, : c + 1]  # [A, 1, 1, c+1]
         cos, sin = self.cos[positions][:, None, :], self.sin[positions][:, None, :]  # [A, 1, head_dim]
         x = F.embedding(tokens, self.embed)  # [A, D]
+        mm = self.proj_mm
         for i, w in enumerate(self.layers):
             h = _rms(x, w.in_norm, w.in_eps)
-            q = F.linear(h, w.q, w.q_b).view(A, self.heads, self.head_dim)
-            k = F.linear(h, w.k, w.k_b).view(A, self.kv_heads, self.head_dim)
-            v = F.linear(h, w.v, w.v_b).view(A, self.kv_heads, self.head_dim)
+            q = linear(h, w.q, w.q_b, mm).view(A, self.heads, self.head_dim)
+            k = linear(h, w.k, w.k_b, mm).view(A, self.kv_heads, self.head_dim)
+            v = linear(h, w.v, w.v_b, mm).view(A, self.kv_heads, self.head_dim)
             self.k[i, :, :, c] = _rotate(k, cos, sin)
             self.v[i, :, :, c] = v
             o = F.scaled_dot_product_attention(
                 _rotate(q, cos, sin)[:, :, None], self.k[i, :, :, : c + 1], self.v[i, :, :, : c + 1],
                 attn_mask=mask, scale=self.scaling, enable_gqa=self.heads != self.kv_heads)  # [A, H, 1, hd]
-            x = x + F.linear(o.reshape(A, -1), w.o, w.o_b)
+            x = x + linear(o.reshape(A, -1), w.o, w.o_b, mm)
             h = _rms(x, w.post_norm, w.post_eps)
-            x = x + F.linear(F.silu(F.linear(h, w.gate, w.gate_b)) * F.linear(h, w.up, w.up_b), w.down, w.down_b)
+            x = x + linear(F.silu(linear(h, w.gate, w.gate_b, mm)) * linear(h, w.up, w.up_b, mm), w.down, w.down_b, mm)
         self.col = c + 1
-        return lm_head(_rms(x, self.final_norm_w, self.final_eps), self.head_w, self.head_b, mm=self.head_mm).float()
+        return linear(_rms(x, self.final_norm_w, self.final_eps), self.head_w, self.head_b, mm=self.head_mm).float()
 
 
 class _LayerWeights:

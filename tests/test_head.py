@@ -7,12 +7,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from drox.models.head import head_logits, lm_head
+from drox.models.head import head_logits, linear
 
 
 @pytest.mark.parametrize("shape", [(8, 16), (3, 5, 16), (1, 16)])
 @pytest.mark.parametrize("with_bias", [False, True])
-def test_lm_head_equals_linear_with_gradients(shape, with_bias):
+def test_mm_orientation_equals_f_linear_with_gradients(shape, with_bias):
     torch.manual_seed(0)
     weight = torch.randn(40, 16, requires_grad=True)
     bias = torch.randn(40, requires_grad=True) if with_bias else None
@@ -20,12 +20,12 @@ def test_lm_head_equals_linear_with_gradients(shape, with_bias):
     upstream = torch.randn(*shape[:-1], 40)
     grads = []
     for mm in (False, True):
-        out = lm_head(hidden, weight, bias, mm=mm)
+        out = linear(hidden, weight, bias, mm=mm)
         assert out.shape == (*shape[:-1], 40) and out.is_contiguous()
         grads.append((out.detach(), *torch.autograd.grad((out * upstream).sum(),
                                                          [hidden, weight] + ([bias] if with_bias else []))))
-    linear = F.linear(hidden, weight, bias).detach()
-    torch.testing.assert_close(grads[0][0], linear)  # mm=False is F.linear itself
+    reference = F.linear(hidden, weight, bias).detach()
+    torch.testing.assert_close(grads[0][0], reference)  # mm=False is F.linear itself
     for a, b in zip(grads[0], grads[1]):
         torch.testing.assert_close(b, a, atol=1e-5, rtol=1e-5)
 
@@ -64,6 +64,20 @@ def test_lm_head_mm_is_on_and_pinned_off_with_unaligned_weights_where_results_ne
         model = compose([f"experiment={name}"]).model
         assert model.lm_head_mm is False and model.aligned_weights is False, name
     assert compose(["experiment=base_policy"]).model.aligned_weights is False  # the committed base policy
+
+
+def test_decode_mm_is_on_and_pinned_off_for_the_tables_made_before_it():
+    """rollout.decode_mm (the static decode step's projections as (W h^T)^T) changes float rounding, so every
+    committed table that decodes through the static step pins it off and regenerates exactly."""
+    from drox.cli.main import compose
+
+    assert compose(["model=tiny"]).rollout.decode_mm is True
+    for name in ("one_shot", "dro_revise", "entropy_8020",  # the first levers (pinned_head.yaml pulls it in)
+                 "dvao", "confidence", "rubric_gate", "rlcr", "prm_vs_variance", "seed_methods"):  # the head lever
+        rollout = compose([f"experiment={name}"]).rollout
+        assert rollout.static_decode is True and rollout.decode_mm is False, name
+    for name in ("nsr", "spurious", "passk_limits", "dro", "demo"):  # made before any lever: HF's forward decodes
+        assert compose([f"experiment={name}"]).rollout.static_decode is False, name
 
 
 def test_align_weights_moves_only_unaligned_tensors_and_keeps_ties_and_values(tiny_policy, tmp_path):

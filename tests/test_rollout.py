@@ -283,8 +283,9 @@ def test_plain_tiny_policy(tiny_policy, model_cfg):
     assert torch.allclose(lp, b.logprobs, atol=1e-4)
 
 
-@pytest.mark.parametrize("head_mm", [False, True])  # the LM head as F.linear or as (W h^T)^T (models/head.py)
-def test_static_decode_step_equals_hf_forward(policy, model_cfg, head_mm):
+# the LM head (model.lm_head_mm) and the layers' projections (rollout.decode_mm) as F.linear or as (W h^T)^T
+@pytest.mark.parametrize("head_mm,proj_mm", [(False, False), (True, False), (True, True)])
+def test_static_decode_step_equals_hf_forward(policy, model_cfg, head_mm, proj_mm):
     """The static-cache step's logits equal HF's forward over the whole sequence, row by row, including after
     rows are dropped (left-padded prompts of different lengths, per-row positions)."""
     from transformers import DynamicCache
@@ -299,7 +300,7 @@ def test_static_decode_step_equals_hf_forward(policy, model_cfg, head_mm):
     pos = (mask.cumsum(-1) - 1).clamp_min(0)
     with torch.no_grad():
         model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True, **{_cache_kwarg(model): cache})
-    decoder = StaticKVDecoder(model, cache, mask, max_new_tokens=4, head_mm=head_mm)
+    decoder = StaticKVDecoder(model, cache, mask, max_new_tokens=4, head_mm=head_mm, proj_mm=proj_mm)
     gen = torch.Generator().manual_seed(0)
     fed = torch.randint(100, 1000, (Q, 3), generator=gen)  # three tokens fed to every row
     rows = torch.arange(Q)
