@@ -13,7 +13,7 @@ import torch
 
 Tensor = torch.Tensor
 
-__all__ = ["entropy_from_logits", "logprobs_from_logits", "top2_margin"]
+__all__ = ["entropy_from_logits", "logprobs_from_logits", "scaled_logits", "top2_margin"]
 
 
 def _row_chunks(n: int, chunk_size: Optional[int]):
@@ -27,6 +27,13 @@ def _check_temperature(temperature: float) -> None:
         raise ValueError(f"temperature must be > 0, got {temperature}")
 
 
+def scaled_logits(logits: Tensor, temperature: float) -> Tensor:
+    """``logits.float() / temperature``, without the division at temperature 1: dividing by 1.0 is exact, so the
+    values are the same bits, and a [N, T, V] copy (and its backward) is saved."""
+    z = logits.float()
+    return z if temperature == 1.0 else z / temperature
+
+
 def entropy_from_logits(logits: Tensor, temperature: float = 1.0, chunk_size: Optional[int] = None) -> Tensor:
     """Per-token entropy ``H = -sum_v p_v log p_v`` of ``softmax(logits / temperature)``
     (docs/algorithms.md "Entropy bonus").
@@ -37,7 +44,7 @@ def entropy_from_logits(logits: Tensor, temperature: float = 1.0, chunk_size: Op
     _check_temperature(temperature)
     outs = []
     for sl in _row_chunks(logits.shape[0], chunk_size):
-        z = logits[sl].float() / temperature
+        z = scaled_logits(logits[sl], temperature)
         logp = torch.log_softmax(z, dim=-1)
         outs.append(-(logp.exp() * logp).sum(-1))
     return torch.cat(outs, 0) if len(outs) != 1 else outs[0]
@@ -58,7 +65,7 @@ def logprobs_from_logits(
         raise ValueError(f"tokens {list(tokens.shape)} do not match logits {list(logits.shape)}")
     outs = []
     for sl in _row_chunks(logits.shape[0], chunk_size):
-        z = logits[sl].float() / temperature
+        z = scaled_logits(logits[sl], temperature)
         picked = z.gather(-1, tokens[sl].long().unsqueeze(-1)).squeeze(-1)
         outs.append(picked - torch.logsumexp(z, dim=-1))
     return torch.cat(outs, 0) if len(outs) != 1 else outs[0]
@@ -72,7 +79,7 @@ def top2_margin(logits: Tensor, temperature: float = 1.0) -> Tensor:
     probabilities. Shapes: ``logits [..., V]`` -> ``[...]`` float32, in [0, 1].
     """
     _check_temperature(temperature)
-    z = logits.float() / temperature
+    z = scaled_logits(logits, temperature)
     top2 = z.topk(2, dim=-1).values  # [..., 2]
     lse = torch.logsumexp(z, dim=-1)
     return (top2[..., 0] - lse).exp() - (top2[..., 1] - lse).exp()

@@ -37,7 +37,7 @@ from typing import List, Literal, Optional
 
 import torch
 
-from drox.models.logprobs import top2_margin
+from drox.models.logprobs import scaled_logits, top2_margin
 from drox.rewards._spans import TokenCharMap, response_ids
 from drox.rewards.base import RewardOutput, ScoringContext, register_reward
 from drox.tasks.verify import extract_answer
@@ -73,7 +73,7 @@ def self_certainty_tokens(logits: torch.Tensor, temperature: float = 1.0) -> tor
 
     logits  # [b, T, V] -> [b, T] float32, ``z = logits / temperature``; >= 0, 0 iff p_t is uniform.
     """
-    z = logits.float() / temperature
+    z = scaled_logits(logits, temperature)
     return torch.logsumexp(z, -1) - z.mean(-1) - math.log(z.shape[-1])
 
 
@@ -86,7 +86,7 @@ def disparity_tokens(logits: torch.Tensor, tokens: torch.Tensor, mode: str = "to
     """
     if mode == "top1":
         return top2_margin(logits, temperature)
-    p = torch.softmax(logits.float() / temperature, -1)
+    p = torch.softmax(scaled_logits(logits, temperature), -1)
     top2 = p.topk(2, dim=-1).values  # [b, T, 2]
     return p.gather(-1, tokens.long().unsqueeze(-1)).squeeze(-1) - top2[..., 1]
 

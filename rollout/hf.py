@@ -22,7 +22,7 @@ from transformers import DynamicCache
 from drox.models.loading import render_prompts
 from drox.rollout.base import RolloutBatch, concat_batches
 from drox.rollout.static_decode import StaticKVDecoder, supports_static_decode
-from drox.models.logprobs import entropy_from_logits, logprobs_from_logits, top2_margin
+from drox.models.logprobs import entropy_from_logits, logprobs_from_logits, scaled_logits, top2_margin
 
 
 def _multinomial(weights: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
@@ -46,7 +46,7 @@ def _sample(logits: torch.Tensor, temperature: float, top_p: float, gen: torch.G
     unnormalised probabilities (_multinomial, or _inverse_cdf on the static decode path)."""
     if temperature <= 0:
         return logits.argmax(-1)
-    probs = torch.softmax(logits.float() / temperature, dim=-1)  # [B, V]
+    probs = torch.softmax(scaled_logits(logits, temperature), dim=-1)  # [B, V]
     if top_p < 1.0:
         sorted_p, order = probs.sort(dim=-1, descending=True)
         # keep the smallest prefix whose mass reaches top_p (the top token is always kept)

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from drox.errors import NonFiniteError, check_finite
-from drox.models.logprobs import entropy_from_logits, logprobs_from_logits, top2_margin
+from drox.models.logprobs import entropy_from_logits, logprobs_from_logits, scaled_logits, top2_margin
 from drox.rewards.overlong import soft_overlong_penalty
 from drox.trainers import algos
 from drox.trainers.algos import (
@@ -310,6 +310,24 @@ def test_logprobs_and_entropy_from_logits():
     assert bf.dtype == torch.float32 and entropy_from_logits(logits.bfloat16()).dtype == torch.float32
     with pytest.raises(ValueError):
         entropy_from_logits(logits, temperature=0.0)
+
+
+def test_scaled_logits_skips_only_the_exact_division_by_one():
+    """At temperature 1 the float32 logits are used as they are (no [N, T, V] copy); the log-probs and their
+    gradients are then the same bits as with the division; any other temperature divides."""
+    g = torch.Generator().manual_seed(3)
+    logits = torch.randn(2, 3, 13, generator=g, requires_grad=True)
+    tokens = torch.randint(0, 13, (2, 3), generator=g)
+    assert scaled_logits(logits, 1.0) is logits
+    assert torch.equal(scaled_logits(logits, 0.7), logits / 0.7)
+    assert scaled_logits(logits.bfloat16(), 1.0).dtype == torch.float32
+    upstream = torch.randn(2, 3, generator=g)
+    fast = logprobs_from_logits(logits, tokens)
+    (grad_fast,) = torch.autograd.grad((fast * upstream).sum(), logits)
+    z = logits / 1.0  # what the division computed
+    slow = z.gather(-1, tokens[..., None]).squeeze(-1) - torch.logsumexp(z, -1)
+    (grad_slow,) = torch.autograd.grad((slow * upstream).sum(), logits)
+    assert torch.equal(fast, slow) and torch.equal(grad_fast, grad_slow)
 
 
 def test_top2_margin_by_hand():
