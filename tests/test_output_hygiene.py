@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import subprocess
 import sys
 import warnings
@@ -83,6 +84,9 @@ def test_eval_of_a_checkpoint_output_is_clean(train_run, tmp_path):
     assert rc == 0, text[-3000:]
     assert (tmp_path / "eval" / "summary.json").is_file()
     _assert_clean(text)
+    # not a terminal, so no bar: a plain progress line per batch instead, the last one at 100%
+    lines = [line for line in text.split("\n") if line.startswith("eval samples ")]
+    assert lines and re.match(r"eval samples (\d+)/\1 \(100%\)  \d+ s  ETA 0m00s$", lines[-1]), lines
 
 
 # ------------------------------------------------------------------ progress bars in-process

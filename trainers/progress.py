@@ -49,13 +49,14 @@ def progress_line(step: int, total: int, metrics: Dict[str, Any], seconds_per_st
     eta = seconds_per_step * (total - step)
     parts = [f"step {step}/{total}", f"reward {metrics.get('reward/mean', math.nan):.3f}",
              f"acc {metrics.get('accuracy', math.nan):.3f}", f"{seconds_per_step:.1f} s/step",
-             f"ETA {_duration(eta)}"]
+             f"ETA {duration(eta)}"]
     if group_filters and "filter/kept_groups" in metrics and "filter/kept_frac" in metrics:
         parts.append(f"kept {int(metrics['filter/kept_groups'])} groups ({metrics['filter/kept_frac']:.0%} of sampled)")
     return "  ".join(parts)
 
 
-def _duration(seconds: float) -> str:
+def duration(seconds: float) -> str:
+    """``2m05s``, or ``1h03m`` from an hour on (progress lines, ETAs)."""
     seconds = max(0, int(round(seconds)))
     hours, rest = divmod(seconds, 3600)
     minutes, secs = divmod(rest, 60)
