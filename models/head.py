@@ -10,7 +10,7 @@ at 8 rows 2.3 GB/s. Same values up to the order of the sums (max |diff| ~5e-5 on
 
 The same orientation pays for the decoder layers' projections at the few rows a decode step has
 (``rollout.decode_mm``): SmolLM2-135M's 30 x 7 projections at 8 rows (fp32, 2 cores, weights out of cache),
-87-116 ms through ``F.linear`` against 57 ms; at 2 rows 59 -> 37 ms; at 64 rows and more the two are equal
+87-132 ms through ``F.linear`` against 57-78 ms; at 2 rows 59 -> 37 ms; at 64 rows and more the two are equal
 (benchmarks/NOTES.md). The input must be a row-major [M, H] matrix: fed a column-major one (the transposed
 output of the previous projection), MKL falls back to a kernel slower than ``F.linear``'s, which is why
 :func:`linear` returns a contiguous result.
