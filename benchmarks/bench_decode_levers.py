@@ -51,9 +51,7 @@ class LeverDecoder(StaticKVDecoder):
     def _linear(self, w, name: str, h: torch.Tensor) -> torch.Tensor:
         if self.mkl:
             return torch.ops.mkl._mkl_linear(h, getattr(w, name + "_packed"), getattr(w, name), None, self.rows)
-        if self.proj_mm:
-            return linear(h, getattr(w, name), mm=True)
-        return F.linear(h, getattr(w, name))
+        return linear(h, getattr(w, name), mm=self.proj_mm)  # mm=False is F.linear
 
     @torch.no_grad()
     def step(self, tokens: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:

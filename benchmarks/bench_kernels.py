@@ -5,7 +5,7 @@
   and as ``(W h^T)^T`` (``models/head.linear``, ``model.lm_head_mm``), for which MKL picks another kernel;
 * the memory bus itself: one sum over a 512 MB tensor (GB/s), what a weight-streaming kernel could reach;
 * a 1536 x 576 projection at 8 rows (fits in cache), fp32 and bf16: the small-matmul kernels themselves;
-* all 30 x 7 layer projections of SmolLM2 (q, k, v, o, gate, up, down; 265 MB, out of cache) at 8 rows, one
+* all 30 x 7 layer projections of SmolLM2 (q, k, v, o, gate, up, down; 425 MB, out of cache) at 8 rows, one
   decode step's worth: ``F.linear`` vs ``(W h^T)^T`` (``rollout.decode_mm``);
 * sampling one token per row from 8 x 49152 probabilities: ``torch.multinomial`` vs inverse-CDF
   (``rollout/hf._inverse_cdf``);
