@@ -14,9 +14,9 @@ import torch
 
 from drox.rewards.base import RewardOutput, ScoringContext, register_reward
 
-# The verifier's own box scanner (balanced braces, unclosed boxes ignored, empty boxes skipped),
-# so "has a final answer" means exactly what the outcome verifier would extract from a box.
-from drox.tasks.verify import _last_boxed
+# The test is the rubric's ``format_valid`` check (shared with +gate=rubric, so it lives below both; re-exported
+# here): the verifier's own box scanner, so "has a final answer" means what the outcome verifier would extract.
+from drox.signals.rubric import has_container
 
 
 @dataclass
@@ -26,13 +26,6 @@ class FormatConfig:
     pattern: Optional[str] = None
     """[ours] None: a non-empty ``\\boxed{...}`` (the paper's). Else a regex whose first group must match
     non-blank text somewhere in the response (e.g. ``<answer>(.*?)</answer>``)."""
-
-
-def has_container(text: str, pattern: Optional[str] = None) -> bool:
-    """Does ``text`` hold a non-empty final-answer container (``\\boxed{}`` by default)?"""
-    if pattern is None:
-        return _last_boxed(text or "") is not None
-    return any(m.group(1).strip() for m in re.finditer(pattern, text or "", re.DOTALL))
 
 
 @register_reward("format", FormatConfig)

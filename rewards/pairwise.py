@@ -8,8 +8,10 @@ p(B))`` at the verdict position when ``a`` is shown first, the probability that 
 
     P_ij = ( v(i, j) + 1 - v(j, i) ) / 2          (both orders; ``both_orders: false`` keeps v(i, j) alone)
 
-which cancels a judge's preference for a position (SERL's position-bias mitigation), so P_ji = 1 - P_ij. The
-reward of response i over its opponents O(i) is
+which cancels a judge's preference for a position (SERL's position-bias mitigation), so P_ji = 1 - P_ij. It is
+computed as ``1/2 + (v(i, j) - v(j, i)) / 2``, which is exactly 1/2 in float32 when both orders give the same
+verdict (``(v + 1 - v) / 2`` is not, for about a quarter of the values, and Copeland's sign would turn that
+rounding into a full win). The reward of response i over its opponents O(i) is
 
     win_rate:  r_i = mean_{j in O(i)} P_ij
     copeland:  r_i = mean_{j in O(i)} sign(P_ij - 1/2)      (wins minus losses, a tie counts 0; SERL's Copeland)
@@ -83,13 +85,14 @@ def matchups(G: int, opponents: int = 0) -> List[Tuple[int, int]]:
 
 
 def win_probabilities(v_first: torch.Tensor, v_second: torch.Tensor = None) -> torch.Tensor:
-    """P(i beats j) per judged pair: ``(v(i, j) + 1 - v(j, i)) / 2``, or ``v(i, j)`` with one order.
+    """P(i beats j) per judged pair: ``1/2 + (v(i, j) - v(j, i)) / 2``, or ``v(i, j)`` with one order.
 
     v_first  # [M] judge's P(first shown wins) with i shown first; v_second  # [M] with j shown first -> [M]
+    Written so that equal verdicts give exactly 0.5 (a tie): ``v - v`` is exactly 0, ``v + 1 - v`` need not be 1.
     """
     if v_second is None:
         return v_first.float()
-    return (v_first.float() + 1.0 - v_second.float()) / 2.0
+    return 0.5 + (v_first.float() - v_second.float()) / 2.0
 
 
 def pairwise_rewards(G: int, pairs: List[Tuple[int, int]], p_win: torch.Tensor, aggregation: str = "win_rate",
@@ -103,6 +106,7 @@ def pairwise_rewards(G: int, pairs: List[Tuple[int, int]], p_win: torch.Tensor, 
     per = torch.zeros(G, G)  # per[i, j] = i's result against j
     met = torch.zeros(G, G, dtype=torch.bool)
     for (i, j), p in zip(pairs, p_win.tolist()):
+        # copeland: sign(p - 1/2); p is exactly 0.5 when both orders agree (win_probabilities), a tie scoring 0
         a = p if aggregation == "win_rate" else float((p > 0.5) - (p < 0.5))
         per[i, j], per[j, i] = a, (1.0 - p) if aggregation == "win_rate" else -a
         met[i, j] = met[j, i] = True

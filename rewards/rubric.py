@@ -3,7 +3,7 @@ gate or as a reward").
 
 DRO v3 (arXiv 2506.13351, abstract; PAPERS.md §1.4) checks final answers against a rubric as hard accept/reject
 gates, in contrast to scoring the rubric as part of the reward, which a policy can satisfy without solving the
-task. This source scores the same checks (:func:`drox.gates.rubric.run_checks`, same options) so the two uses
+task. This source scores the same checks (:func:`drox.signals.rubric.run_checks`, same options) so the two uses
 compare on equal terms: ``score: all`` gives 1 when every check passes, else 0; ``score: fraction`` the share
 of checks passed (a denser term) [ours: the paper gives no rubric reward].
 
@@ -20,16 +20,18 @@ from typing import ClassVar, Literal
 
 import torch
 
-from drox.gates.rubric import RubricConfig, check_batch, rubric_vs_correct
 from drox.rewards.base import RewardOutput, ScoringContext, register_reward
+from drox.signals.rubric import RubricChecks, check_batch, rubric_vs_correct
 
 SCORES = ("all", "fraction")
 
 
 @dataclass
-class RubricRewardConfig(RubricConfig):
+class RubricRewardConfig(RubricChecks):
     """The options of ``gate.rubric`` (checks, format_pattern, min/max_tokens, ngram_*, regex*), plus:"""
 
+    on_fail: Literal["exclude", "floor"] = "exclude"
+    """Unused by the reward: the gate's option, accepted so a ``gate.rubric`` block works here unchanged."""
     weight: float = 1.0
     """Weight of this source in the combined reward (0: measure only)."""
     score: Literal[SCORES] = "all"

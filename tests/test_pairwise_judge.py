@@ -36,6 +36,29 @@ def test_win_probability_averages_both_orders():
     assert pw.win_probabilities(torch.tensor([0.8])).tolist() == pytest.approx([0.8])
 
 
+def test_equal_verdicts_in_both_orders_are_exactly_a_tie():
+    """Issue 28: ``(v + 1 - v) / 2`` in float32 is not exactly 0.5 for about a quarter of the v in [0, 1), and
+    Copeland's sign turned that 3e-8 into a full win. Equal verdicts must give exactly 0.5, for every float32 v."""
+    g = torch.Generator().manual_seed(0)
+    v = torch.cat([torch.rand(200_000, generator=g), torch.linspace(0, 1, 10_001),
+                   torch.tensor([0.0, 1.0, 1e-30, 1 - 2**-24, 0.1, 1 / 3])])
+    p = pw.win_probabilities(v, v.clone())
+    assert p.dtype == torch.float32 and bool((p == 0.5).all()), v[p != 0.5][:5].tolist()
+    assert bool(((v + 1.0 - v) / 2.0 != 0.5).any())  # the old formula: the values this test is about exist
+    # and P_ji = 1 - P_ij still holds up to rounding for unequal verdicts
+    w = torch.rand(v.shape, generator=g)
+    assert torch.allclose(pw.win_probabilities(v, w) + pw.win_probabilities(w, v), torch.ones_like(v), atol=1e-6)
+
+
+def test_copeland_and_win_rate_of_a_tie():
+    """A tie (P = 0.5 exactly) counts 0 in Copeland (module docstring: "a tie counts 0") and 0.5 in the win rate."""
+    for G in (2, 3, 4):
+        pairs = pw.matchups(G)
+        tie = pw.win_probabilities(torch.full((len(pairs),), 0.1), torch.full((len(pairs),), 0.1))
+        assert pw.pairwise_rewards(G, pairs, tie, "copeland").tolist() == [0.0] * G
+        assert pw.pairwise_rewards(G, pairs, tie).tolist() == [0.5] * G
+
+
 def test_win_rate_and_copeland_by_hand():
     """G = 3, P_01 = 0.7, P_02 = 0.9, P_12 = 0.4 (so P_10 = 0.3, P_20 = 0.1, P_21 = 0.6).
     win_rate: r0 = (0.7 + 0.9)/2 = 0.8, r1 = (0.3 + 0.4)/2 = 0.35, r2 = (0.1 + 0.6)/2 = 0.35.
@@ -81,6 +104,19 @@ def test_the_judge_reads_each_pair_in_both_orders():
     assert out.diagnostics["first_shown_wins"] == pytest.approx(sig(0.06), abs=1e-6)
     one = pw.pairwise(make_ctx(["x", "yy"], 2), pw.PairwiseConfig(both_orders=False, **CFG))
     assert one.seq.flatten().tolist() == pytest.approx([sig(0.06), 1 - sig(0.06)], abs=1e-6)
+
+
+def test_identical_responses_get_identical_rewards_end_to_end():
+    """Issue 28 end to end: two identical responses ["5", "5"], a judge with z('A') - z('B') = 0.1 everywhere, so the
+    same verdict v = sigmoid(0.1) in both orders; with the old formula this v gave Copeland rewards [-1, +1]."""
+    flat = torch.full((80, V), -30.0)
+    flat[:, ord("A")], flat[:, ord("B")] = 0.1, 0.0
+    for aggregation, expected in (("copeland", [0.0, 0.0]), ("win_rate", [0.5, 0.5])):
+        ctx = make_ctx(["5", "5"], 2)
+        ctx.policy = PosLM(flat)
+        out = pw.pairwise(ctx, pw.PairwiseConfig(aggregation=aggregation, **CFG))
+        assert out.seq.flatten().tolist() == expected, aggregation
+        assert out.diagnostics["first_shown_wins"] == pytest.approx(sig(0.1), abs=1e-6)
 
 
 def test_a_judge_that_favours_the_second_shown_and_the_initial_policy_judge():
