@@ -1,5 +1,5 @@
 """Every subpackage of drox, and every public name (``from drox import <name>`` for each of ``drox.__all__``),
-imports alone in a fresh interpreter (issue 28: ``import drox.gates`` and ``from drox import register_gate`` failed
+imports alone in a fresh interpreter (``import drox.gates`` and ``from drox import register_gate`` failed
 on an import cycle that the rest of the suite never saw, because its test files import ``drox.filters`` first).
 
 Each import runs in its own subprocess, since a cycle shows only for some import orders; the subprocesses run a few
