@@ -3,7 +3,7 @@
 `drox train` hands its arguments to a ``@hydra.main`` function, so it has Hydra's full
 behaviour (overrides, ``+group=option``, ``-m`` multirun sweeps, Hydra's error messages);
 the other commands take typer options plus trailing Hydra overrides composed with the
-compose API (DESIGN.md, "Configuration").
+compose API (docs/design.md "Configuration").
 """
 
 from __future__ import annotations

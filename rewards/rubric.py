@@ -1,7 +1,7 @@
 """``rubric``: the rubric of ``+gate=rubric`` used as a reward term instead of a gate (docs/gates.md "Rubric as a
 gate or as a reward").
 
-DRO v3 (arXiv 2506.13351, abstract; PAPERS.md §1.4) checks final answers against a rubric as hard accept/reject
+DRO v3 (arXiv 2506.13351 v3, abstract) checks final answers against a rubric as hard accept/reject
 gates, in contrast to scoring the rubric as part of the reward, which a policy can satisfy without solving the
 task. This source scores the same checks (:func:`drox.signals.rubric.run_checks`, same options) so the two uses
 compare on equal terms: ``score: all`` gives 1 when every check passes, else 0; ``score: fraction`` the share

@@ -1,8 +1,8 @@
 """The reference rollout engine: a KV-cached sampling loop over a HF causal LM.
 
 Why not ``model.generate``: (1) it keeps every row of the batch decoding until the longest
-one stops (DESIGN.md measured this in TRL); this loop drops finished rows from the KV cache;
-(2) it encodes each prompt once and repeats its KV cache G times instead of encoding G
+one stops (docs/performance.md "Evaluation sampling"); this loop drops finished rows from the
+KV cache; (2) it encodes each prompt once and repeats its KV cache G times instead of encoding G
 copies; (3) it returns the behaviour log-probs and entropies it computed while sampling, so
 an on-policy update needs no second forward pass to get them; (4) the vocabulary head runs
 only on the last position of the prompt (``logits_to_keep=1``).

@@ -4,7 +4,7 @@ Pure tensor functions in the style of :mod:`drox.trainers.algos`; layout group-m
 (rollout ``g`` of prompt ``q`` is row ``q * G + g``). docs/algorithms.md "RLSF: preference pairs and DPO".
 
 * :func:`rlsf_pairs` — RLSF (van Niekerk et al., arXiv 2507.21931; code ``ConfidentLLM``
-  ``cot_preference_data.py::_rank_data``, PAPERS.md §4.1 step 4): within each group, every ordered pair (i, j)
+  ``cot_preference_data.py::_rank_data``): within each group, every ordered pair (i, j)
   with ``s_i >= threshold`` and ``s_i > s_j`` is (chosen i, rejected j), with margin ``exp(s_i - s_j)``.
 * :func:`dpo_loss` — DPO (Rafailov et al. 2023, arXiv 2305.18290, Eq. 7):
   ``-log σ(β [(log π(y_c) - log π_ref(y_c)) - (log π(y_r) - log π_ref(y_r))])``, averaged over pairs. RLSF's

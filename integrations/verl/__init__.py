@@ -1,4 +1,4 @@
-"""drox.integrations.verl: drox's components inside verl (docs/verl.md; design: SCALEOUT.md).
+"""drox.integrations.verl: drox's components inside verl (docs/verl.md; design: its "How drox plugs into verl").
 
 Pinned to one verl release, :data:`SUPPORTED_VERL`: the hooks used (the advantage-estimator registry, the reward
 loop's manager, the V1 trainer's TaskRunner) are experimental or private in verl and change between releases.

@@ -1,8 +1,8 @@
 """What drox's trainer subclass adds to verl's advantage step (no verl import; ``trainer.py`` is the verl glue).
 
 verl 0.9.1 hands a registered estimator only ``token_level_rewards``, ``response_mask``, the group ids and
-``config.algorithm`` (SCALEOUT.md §2.1), so what needs more than that runs in the trainer, after verl's own
-advantage step, on the fields verl keeps per trajectory:
+``config.algorithm`` (docs/verl.md "Advantage estimators"), so what needs more than that runs in the trainer, after
+verl's own advantage step, on the fields verl keeps per trajectory:
 
 * **multi-objective advantages** (``trainer.advantage.combine`` = ``dvao`` | ``sum_then_normalize`` |
   ``normalize_then_sum`` | ``normalize_then_sum_no_batch``): each reward source's own score, which

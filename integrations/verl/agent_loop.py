@@ -2,10 +2,10 @@
 
 After the ordinary generation, the loop builds DRO's teacher-forced sequence (the prompt, this rollout's reasoning,
 the reference answer; :func:`drox.integrations.verl.r3.spliced_ids`) and sends it to the same vLLM server with
-``prompt_logprobs`` (SCALEOUT.md §3, B1): the server's weights are the policy that sampled, so ``L[i, j] = log
-π(y_j | q, reasoning_i, y_<j)`` under the current policy. The row ``L[i, :]`` goes into the trajectory's
-``extra_fields["drox_L"]``, where drox's trainer (R3, :mod:`drox.integrations.verl.trainer`) and sampler (the
-query filter) read it. Selected with ``rollout.agent.default_agent_loop=drox_r3`` and
+``prompt_logprobs`` (docs/verl.md "Scoring the reference answer for R3"): the server's weights are the policy that
+sampled, so ``L[i, j] = log π(y_j | q, reasoning_i, y_<j)`` under the current policy. The row ``L[i, :]`` goes into
+the trajectory's ``extra_fields["drox_L"]``, where drox's trainer (R3, :mod:`drox.integrations.verl.trainer`) and
+sampler (the query filter) read it. Selected with ``rollout.agent.default_agent_loop=drox_r3`` and
 ``rollout.agent.agent_loop_config_path`` = this package's ``config/agent_loops.yaml``.
 
 Costs one prefill of the whole sequence per rollout (vLLM does not read its prefix cache for ``prompt_logprobs``

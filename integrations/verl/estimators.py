@@ -1,9 +1,10 @@
 """drox's advantage estimators in verl's estimator signature (no verl import here; ``register.py`` registers them).
 
 verl 0.9.1 calls a registered estimator as ``fn(token_level_rewards=[B, T], response_mask=[B, T], config=
-config.algorithm, index=uid [B])`` and takes back ``(advantages [B, T], returns [B, T])`` (SCALEOUT.md §2.1). These
-functions translate that call into drox's own layout (groups ``[Q, G]`` with a ``valid`` mask, rows group-major) and
-call drox's functions from :mod:`drox.trainers.algos`; the math is not written again here.
+config.algorithm, index=uid [B])`` and takes back ``(advantages [B, T], returns [B, T])``
+(docs/verl.md "Advantage estimators"). These functions translate that call into drox's own layout (groups ``[Q, G]``
+with a ``valid`` mask, rows group-major) and call drox's functions from :mod:`drox.trainers.algos`; the math is not
+written again here.
 
 =====================  ===================================================================================
 name                   what (paper)

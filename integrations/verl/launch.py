@@ -313,7 +313,7 @@ def _check_r3_options(opts, key: str) -> None:
                           "refreshed every k steps, which verl 0.9.1 has no API for (a verl change)")
     if opts.reward_policy != "policy":
         raise unsupported(f"{key}.reward_policy={opts.reward_policy}", "scoring under the frozen initial policy needs "
-                          f"the reward-model router or the reference worker (SCALEOUT B2/B3), and {NOT_BUILT}")
+                          f"the reward-model router or the reference worker, and {NOT_BUILT}")
     if opts.masked_baseline:
         raise unsupported(f"{key}.masked_baseline=true", f"the empty-reasoning baseline pass is not ported; {NOT_BUILT}")
     if opts.length_weight != 0:

@@ -1,10 +1,10 @@
 """The verl plugin target: importing this module registers drox's advantage estimators into verl's registry.
 
-verl 0.9.1 imports it in every process that imports verl, in two ways (SCALEOUT.md §2.7): the ``verl.plugins``
-entry point that drox's pyproject declares (``drox = "drox.integrations.verl.register"``), and the environment
-variable ``VERL_USE_EXTERNAL_MODULES=drox.integrations.verl.register`` that drox's launcher sets for the driver
-and, through Ray's ``runtime_env``, for every worker. verl swallows an exception raised by an entry-point plugin
-(it logs it at DEBUG), so the launcher and the drox TaskRunner call :func:`assert_registered` themselves.
+verl 0.9.1 imports it in every process that imports verl, in two ways (docs/verl.md "Plugin loading"): the
+``verl.plugins`` entry point that drox's pyproject declares (``drox = "drox.integrations.verl.register"``), and the
+environment variable ``VERL_USE_EXTERNAL_MODULES=drox.integrations.verl.register`` that drox's launcher sets for the
+driver and, through Ray's ``runtime_env``, for every worker. verl swallows an exception raised by an entry-point
+plugin (it logs it at DEBUG), so the launcher and the drox TaskRunner call :func:`assert_registered` themselves.
 
 Registering is idempotent: a second import, or a second :func:`register` call, changes nothing.
 """

@@ -6,10 +6,11 @@ verl loads it by path, in each ``RewardLoopWorker`` (a CPU Ray actor), with::
     reward.reward_manager.name=DroxRewardManager
     reward.reward_manager.module.path=pkg://drox.integrations.verl.reward_manager
 
-and calls ``await run_single(data)`` once per finished trajectory while generation goes on (SCALEOUT.md §2.3). The
-answer is a scalar ``reward_score`` (verl puts it on the response's last token) and scalar ``reward_extra_info``
-(``acc`` feeds ``algorithm.filter_groups.metric=acc``; drox's dense PRM steps are one JSON string, ``drox_steps``,
-since verl's validation averages every other value). The scoring itself is :func:`rules.score_response`.
+and calls ``await run_single(data)`` once per finished trajectory while generation goes on
+(docs/verl.md "The reward loop"). The answer is a scalar ``reward_score`` (verl puts it on the response's last token)
+and scalar ``reward_extra_info`` (``acc`` feeds ``algorithm.filter_groups.metric=acc``; drox's dense PRM steps are
+one JSON string, ``drox_steps``, since verl's validation averages every other value). The scoring itself is
+:func:`rules.score_response`.
 """
 
 from __future__ import annotations

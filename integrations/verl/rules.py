@@ -33,7 +33,7 @@ VERIFIERS = ("math", "countdown")
 
 STEPS_FIELD = "drox_steps"
 """``reward_extra_info`` key of a trajectory's dense PRM steps: a JSON string (verl's validation averages every
-non-string value of ``reward_extra_info``, SCALEOUT.md §2.3), :func:`encode_steps`."""
+non-string value of ``reward_extra_info``, docs/verl.md "The reward loop"), :func:`encode_steps`."""
 
 
 AGGREGATIONS = ("min", "last", "prod", "mean")

@@ -1,8 +1,8 @@
 """drox's TaskRunner: verl's V1 TaskRunner (a Ray actor), with drox's registrations checked in its own process.
 
-The trainer, its estimator calls and the replay buffer live in this actor (SCALEOUT.md §4.5), so this is where
-drox's estimators must be in verl's registry. Kept in its own module (not ``main.py``, which runs as ``__main__``) so
-that Ray ships the class by reference.
+The trainer, its estimator calls and the replay buffer live in this actor (docs/verl.md "Where each piece runs"), so
+this is where drox's estimators must be in verl's registry. Kept in its own module (not ``main.py``, which runs as
+``__main__``) so that Ray ships the class by reference.
 """
 
 from __future__ import annotations

@@ -2,10 +2,11 @@
 
 Loaded by path: ``trainer.v1.sampler.custom_sampler.path=pkg://drox.integrations.verl.sampler`` and ``.name=
 DroxReplayBuffer``. verl's buffer evicts a finished prompt group and asks for fresh prompts in its place (sync mode:
-2k for k evicted, bounded in flight) when ``_dapo_filtered_keys`` names it (SCALEOUT.md §2.4); this subclass names
-the groups that fail DRO's query filter (v1 §4.2.2): ``max_j σ_j < sigma_threshold``, σ over the group's
-``extra_fields["drox_L"]`` (:mod:`drox.integrations.verl.r3`), and, when ``dapo_metric`` is set, also verl's own
-all-equal DAPO groups. The refill is verl's.
+2k for k evicted, bounded in flight) when ``_dapo_filtered_keys`` names it
+(docs/verl.md "The replay buffer and refill"); this subclass names the groups that fail DRO's query filter
+(v1 §4.2.2): ``max_j σ_j < sigma_threshold``, σ over the group's ``extra_fields["drox_L"]``
+(:mod:`drox.integrations.verl.r3`), and, when ``dapo_metric`` is set, also verl's own all-equal DAPO groups. The
+refill is verl's.
 
 A custom sampler gets only ``sampler_kwargs`` from verl, so its settings live there:
 ``trainer.v1.sampler.sampler_kwargs.{sigma_threshold, dapo_metric, train_batch_size, max_inflight_gen_batches}``

@@ -2,7 +2,8 @@
 
 Selected with ``trainer.v1.trainer_mode=drox_sync`` (``drox verl`` sets it when the experiment needs it). The name
 only picks the class: ``__init__`` sets the mode back to ``sync`` before verl's own constructor runs, because verl
-tests ``trainer_mode == "sync"`` in several places (SCALEOUT.md §2.6); from then on the run is verl's sync trainer.
+tests ``trainer_mode == "sync"`` in several places (docs/verl.md "The trainer subclass"); from then on the run is
+verl's sync trainer.
 
 Only ``_compute_advantage`` is overridden. It runs verl's own step first (KL-in-reward, rollout correction, the
 configured estimator, all written to TransferQueue), then reads back what drox needs, applies

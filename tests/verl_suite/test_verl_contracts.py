@@ -1,7 +1,7 @@
 """drox.integrations.verl against verl 0.9.1's own code, on CPU (``make test-verl``; skipped where verl is not
-installed, as in the main environment). SCALEOUT.md §5 tiers T1 and T2: plugin discovery, estimator numbers through
-verl's ``compute_advantage``, the reward manager on a real ``DataProto``, Hydra composition of the generated config
-through verl's ``validate_config``, the entry point, and the plugin inside a Ray worker."""
+installed, as in the main environment). The contracts of docs/verl.md "How drox plugs into verl": plugin discovery,
+estimator numbers through verl's ``compute_advantage``, the reward manager on a real ``DataProto``, Hydra composition
+of the generated config through verl's ``validate_config``, the entry point, and the plugin inside a Ray worker."""
 
 from __future__ import annotations
 
