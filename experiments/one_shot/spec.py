@@ -34,6 +34,12 @@ def pick_example(exp, runs, common, log):
             "64 training problems)"]
 
 
+# Equivalence margin for "matches", declared before the rerun, never tuned to results: 0.05 in pass@1 is
+# the protocol's precision target (verdicts.TARGET_HALF_WIDTH; a smaller margin could not be resolved by design),
+# and it is wider than the paper's own gap between one example and the 1.2k set (0.0 points on MATH500, 0.2 on the
+# six-benchmark average), so it is as strict as this design can afford.
+PASS1_MARGIN = 0.05
+
 SPEC = Experiment(
     name="one_shot",
     arms=[Arm("full"), Arm("one_example")],
@@ -41,14 +47,18 @@ SPEC = Experiment(
     metrics=["eval/pass@1", "eval/pass@8", "eval/pass@64"],
     claims=[
         Claim("one example raises pass@1 over the base", "eval/pass@1", "one_example", "base", +1,
-              "MATH500 36.0 -> 73.6 (Qwen2.5-Math-1.5B)"),
-        Claim("one example matches the full set", "eval/pass@1", "one_example", "full", +1,
-              "73.6 vs 73.6 (1.2k DeepScaleR subset)"),
+              "arXiv 2504.20571 abstract: one example lifts Qwen2.5-Math-1.5B on MATH500 from 36.0% to 73.6% "
+              "(six-benchmark average 17.6% -> 35.7%)"),
+        Claim("one example matches the full training set at pass@1", "eval/pass@1", "one_example", "full", 0,
+              "abstract: 'matches the performance obtained using the 1.2k DeepScaleR subset' (MATH500 73.6% vs "
+              "73.6%, average 35.7% vs 35.9%)", test="equivalence", margin=PASS1_MARGIN),
     ],
     prepare=pick_example,
+    control="full",  # the full training set with the outcome (verifier) reward: plain RLVR, the positive control
     notes="""
-"Matches" is tested as one_example - full >= 0: reproduced when the interval excludes 0 on the positive side,
-which is stronger than the paper's equality; an interval containing 0 (inconclusive) is what equality looks
-like at this n.
+"Matches" is a two-sided equivalence claim: reproduced when both 90% intervals of one_example - full lie inside
+(-0.05, +0.05) (TOST; the margin is declared in spec.py before the rerun). The example is chosen from the base's
+own accuracies (largest p(1 - p) over 8 samples of the first 64 training problems), the single-snapshot analogue
+of the paper's historical-variance ranking, which needs a full-set run over several epochs.
 """,
 )
