@@ -5,7 +5,7 @@ BIN     := $(VENV)/bin
 # A CPU build of torch lies on this machine's disk; an unpinned torch would pull a multi-GB CUDA build.
 TORCH   ?= torch==2.13.0
 
-.PHONY: install demo test test-reliability bench bench-step clean base-policy toy-base tables table-positive_control table-nsr table-spurious table-passk_limits table-one_shot table-dro table-dro_revise table-entropy_8020 table-prm_vs_variance table-dvao table-rubric_gate table-confidence table-rlcr table-seed_methods base-policy-2op base-policy-conf test-vllm test-verl
+.PHONY: install demo test test-reliability bench bench-step clean base-policy toy-base tables table-positive_control table-nsr table-passk_limits table-one_shot table-entropy_8020 table-spurious table-dro table-dro_revise table-prm_vs_variance table-dvao table-rubric_gate table-confidence table-rlcr table-seed_methods base-policy-2op base-policy-conf test-vllm test-verl
 
 $(BIN)/drox: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -77,7 +77,7 @@ test-verl: $(VERL_VENV)/bin/drox
 
 # The paper comparisons (experiments/README.md). Each table trains every arm from the SFT'd base policy,
 # evaluates, and writes experiments/<name>/results.md, table.csv and plots (at most an hour each on 2 cores).
-EXPERIMENTS := spurious passk_limits one_shot dro dro_revise entropy_8020 prm_vs_variance dvao rubric_gate \
+EXPERIMENTS := spurious dro dro_revise prm_vs_variance dvao rubric_gate \
 	confidence rlcr seed_methods
 BASE_POLICY := experiments/base_policy/model/model.safetensors
 
@@ -110,17 +110,25 @@ $(addprefix table-,$(EXPERIMENTS)): table-%: $(BASE_POLICY)
 	$(BIN)/python experiments/driver.py $*
 
 # The fast CPU testbed (experiments/toy_base/README.md): an 88,704-parameter character-level Llama pre-trained from
-# scratch by drox sft on the worked solutions (about 2 minutes; one torch thread, so the same weights on any
-# machine of this kind), then its calibration on the tables' eval settings.
-TOY_BASE := experiments/toy_base/sft/model/model.safetensors
-TOY_EXPERIMENTS := positive_control nsr
+# scratch by drox sft on the worked solutions (stage 1, about 3 minutes), then fine-tuned on a mix in which half of
+# the responses guess (stage 2, about 30 s), then its calibration on the tables' eval settings. One torch thread,
+# so the same weights on any machine of this kind.
+TOY_BASE := experiments/toy_base/mix/model/model.safetensors
+TOY_STAGE1 := experiments/toy_base/sft/model/model.safetensors
+TOY_EXPERIMENTS := positive_control nsr passk_limits one_shot entropy_8020
 
-$(TOY_BASE): conf/experiment/toy_base.yaml conf/model/toy.yaml | install
+$(TOY_STAGE1): conf/experiment/toy_base.yaml conf/model/toy.yaml | install
 	mkdir -p experiments/toy_base
 	OMP_NUM_THREADS=1 $(BIN)/drox sft experiment=toy_base run_dir=experiments/toy_base/sft overwrite=true \
 		logger.wandb_mode=disabled > experiments/toy_base/sft.log
-	OMP_NUM_THREADS=1 $(BIN)/drox eval experiment=positive_control model.path=experiments/toy_base/sft/model \
-		--out experiments/toy_base/calibration > experiments/toy_base/calibration.log
+
+$(TOY_BASE): $(TOY_STAGE1) conf/experiment/toy_base_mix.yaml experiments/toy_base/guess_data.py
+	$(BIN)/python experiments/toy_base/guess_data.py --out experiments/toy_base/guess_mix.jsonl
+	OMP_NUM_THREADS=1 $(BIN)/drox sft experiment=toy_base_mix run_dir=experiments/toy_base/mix overwrite=true \
+		logger.wandb_mode=disabled > experiments/toy_base/mix.log
+	rm -rf experiments/toy_base/calibration
+	OMP_NUM_THREADS=1 $(BIN)/drox eval experiment=positive_control --out experiments/toy_base/calibration \
+		> experiments/toy_base/calibration.log
 
 toy-base: $(TOY_BASE)
 

@@ -32,6 +32,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -810,12 +811,14 @@ def main(argv: Optional[List[str]] = None) -> None:
     out = out if out is not None else HERE / args.name
     out.mkdir(parents=True, exist_ok=True)
     log_path = out / "run.log"
+    lock = threading.Lock()  # worker threads (jobs > 1) log too: one whole line at a time
 
     def log(line: str) -> None:  # the terminal and run.log, stamped
         stamped = f"{time.strftime('%H:%M:%S')} {line}"
-        print(stamped, flush=True)
-        with open(log_path, "a") as fh:
-            fh.write(stamped + "\n")
+        with lock:
+            print(stamped, flush=True)
+            with open(log_path, "a") as fh:
+                fh.write(stamped + "\n")
 
     run(args.name, out, smoke=args.smoke, log=log)
 

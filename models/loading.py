@@ -253,7 +253,7 @@ def _hf_path(cfg) -> str:
         if not (p / "config.json").is_file():
             raise ModelError(f"model.path={cfg.path}: folder has no config.json (not a HF model folder)")
         return str(p)
-    if cfg.path.startswith((".", "/", "~")):
+    if cfg.path.startswith((".", "/", "~")) or cfg.path.count("/") != 1:  # a hub id is exactly "owner/name"
         raise ModelError(f"model.path={cfg.path}: no such folder")
     return cfg.path  # a hub id; needs a network
 

@@ -236,3 +236,28 @@ def test_recompute_rebuilds_the_committed_table_byte_for_byte(name, tmp_path):
     driver.recompute(name, tmp_path, plots=False)
     for file in ("results.md", "table.csv", "claims.csv"):
         assert (tmp_path / file).read_bytes() == (committed / file).read_bytes(), file
+
+
+BASES = {"experiments/toy_base/": "toy_base", "experiments/base_policy/": "base_policy",
+         "experiments/base_policy_2op/": "base_policy_2op", "experiments/base_policy_conf/": "base_policy_conf"}
+
+
+@pytest.mark.parametrize("name", ["positive_control"] + NAMES)
+def test_no_held_out_problem_was_in_the_bases_fine_tuning_data(name):
+    """The base a table starts from was fine-tuned on the train split of its own SFT config; none of the table's
+    held-out problems may be in it. (The train split excludes the first n_test problems of the test stream, so a
+    base built with a smaller n_test than a table's evaluates on would have seen the rest: the toy base once had 52
+    of its 128.)"""
+    from drox.cli.main import compose
+    from drox.tasks import build_task
+
+    table = compose([f"experiment={name}"])
+    base = next((sft for prefix, sft in BASES.items() if str(table.model.path or "").startswith(prefix)), None)
+    if base is None:
+        pytest.skip(f"{name} starts from {table.model.path or table.model.name}, not a base fine-tuned here")
+    base_cfg = compose([f"experiment={base}"])
+    if base_cfg.task.name != table.task.name:
+        pytest.skip(f"{name} evaluates task={table.task.name}, its base was tuned on task={base_cfg.task.name}")
+    tuned = set(build_task(base_cfg.task, split="train").dataset["prompt"])
+    held_out = build_task(table.task, split="test").dataset["prompt"]
+    assert not [p for p in held_out if p in tuned]

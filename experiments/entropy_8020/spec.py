@@ -56,8 +56,10 @@ SPEC = Experiment(
         Arm("top20", ["+filter=entropy"]),
         Arm("bottom80", ["+filter=entropy", "filter.entropy.invert=true"]),
     ],
-    seeds=[0, 1],
-    metrics=["eval/pass@1", "eval/pass@16", "eval/pass@64", "entropy", "filter/entropy/threshold",
+    seeds=list(range(8)),
+    jobs=2,
+    threads=1,
+    metrics=["eval/pass@1", "eval/pass@8", "eval/pass@32", "entropy", "filter/entropy/threshold",
              "filter/entropy/entropy_kept", "filter/entropy/entropy_dropped", "filter/entropy/kept_frac",
              "time/elapsed"],
     claims=[

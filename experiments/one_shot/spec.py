@@ -43,8 +43,10 @@ PASS1_MARGIN = 0.05
 SPEC = Experiment(
     name="one_shot",
     arms=[Arm("full"), Arm("one_example")],
-    seeds=[0, 1],
-    metrics=["eval/pass@1", "eval/pass@8", "eval/pass@64"],
+    seeds=list(range(8)),
+    jobs=2,
+    threads=1,
+    metrics=["eval/pass@1", "eval/pass@8", "eval/pass@32"],
     claims=[
         Claim("one example raises pass@1 over the base", "eval/pass@1", "one_example", "base", +1,
               "arXiv 2504.20571 abstract: one example lifts Qwen2.5-Math-1.5B on MATH500 from 36.0% to 73.6% "
