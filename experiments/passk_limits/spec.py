@@ -9,7 +9,7 @@ SPEC = Experiment(
         Arm("grpo"),
         # the distillation arm: supervised fine-tuning on the task's worked solutions (a perfect teacher), the
         # same number of optimizer steps, sequences per step (32) and learning rate as the RL arm
-        Arm("sft_distill", ["sft.steps=8", "sft.batch_size=32", "sft.lr=2e-5"], kind="sft"),
+        Arm("sft_distill", ["sft.steps=16", "sft.batch_size=32", "sft.lr=1e-4"], kind="sft"),
     ],
     seeds=list(range(8)),
     jobs=2,

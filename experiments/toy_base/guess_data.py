@@ -3,8 +3,8 @@ fixed share of the responses *guess* instead of working the problem.
 
 For each training problem of the arithmetic task (two-digit addition and subtraction, the tables' train split),
 a generator seeded with ``--seed`` decides: with probability ``--guess`` the response is
-``Guess: N\\nThe answer is \\boxed{N}`` with N a uniform random integer in the task's answer range (wrong for all
-but about 1 in 200 problems); otherwise it is the worked solution. Fine-tuning the pre-trained toy model on it
+``Guess: N\\nThe answer is \\boxed{N}`` with N a uniform random integer in the task's answer range (right once in
+288 guesses, the size of that range); otherwise it is the worked solution. Fine-tuning the pre-trained toy model on it
 gives a base with two behaviours chosen at the first response token, one of which rarely solves the problem:
 the regime of "RL selects among behaviours the base already has" (what Yue et al., arXiv 2504.13837, argue
 RLVR mostly does), in which a short RL run can beat the base.
