@@ -387,7 +387,8 @@ def claim_results(exp: Experiment, folders: Dict[str, List[Path]], base: Optiona
         if reason is None and claim.check is not None:
             reason = claim.check(values)
         results.append((claim, evaluate_claim(claim, values(claim.arm_a, claim.metric),
-                                              values(claim.arm_b, claim.metric), claim.arm_b == "base", reason)))
+                                              values(claim.arm_b, claim.metric), claim.arm_b == "base", reason,
+                                              a_is_base=claim.arm_a == "base")))
     return control, blocked, results
 
 

@@ -29,6 +29,7 @@ pass@1 claims whose interval is wider than ``TARGET_HALF_WIDTH``, the seeds that
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -100,8 +101,17 @@ def _paired_problems(a: ArmData, b: ArmData, seeds: Sequence[int], b_is_base: bo
     return rows_a, rows_b
 
 
-def evaluate_claim(claim, a: ArmData, b: ArmData, b_is_base: bool, blocked: Optional[str] = None) -> ClaimResult:
-    """The paired statistics and the verdict of one claim (see the module docstring)."""
+def evaluate_claim(claim, a: ArmData, b: ArmData, b_is_base: bool, blocked: Optional[str] = None,
+                   a_is_base: bool = False) -> ClaimResult:
+    """The paired statistics and the verdict of one claim (see the module docstring). The base may be on either
+    side: ``base - arm`` with direction d is ``arm - base`` with direction -d, negated back for the report."""
+    if a_is_base:
+        mirrored = dataclasses.replace(claim, arm_a=claim.arm_b, arm_b=claim.arm_a, direction=-claim.direction)
+        out = evaluate_claim(mirrored, b, a, b_is_base=True, blocked=blocked)
+        out.estimate, out.low, out.high = -out.estimate, -out.high, -out.low
+        out.boot_low, out.boot_high = -out.boot_high, -out.boot_low
+        out.per_seed = {s: -v for s, v in out.per_seed.items()}
+        return out
     from drox.evaluation.paired import (hierarchical_bootstrap_diff, minimum_detectable_effect, paired_t_interval,
                                         seeds_needed, tost)
 

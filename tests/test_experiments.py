@@ -134,6 +134,21 @@ def test_against_the_base_the_base_evaluation_noise_widens_the_interval():
     assert not np.isnan(result.boot_low)  # per-problem values on both sides: the hierarchical bootstrap ran
 
 
+def test_the_base_on_the_left_is_the_mirror_of_the_base_on_the_right():
+    """'the base catches up at large k' is base - arm > 0: the same statistics as arm - base < 0, negated."""
+    from verdicts import BASE_SEED, evaluate_claim
+
+    base = _arm({BASE_SEED: 0.5}, {BASE_SEED: [0.0, 0.5, 0.5, 1.0]})
+    arm = _arm({0: 0.6, 1: 0.8}, {0: [0.2, 0.6, 0.6, 1.0], 1: [0.4, 0.8, 0.8, 1.2]})
+    right = evaluate_claim(driver.Claim("arm above base", "eval/pass@1", "a", "base", +1, "-"), arm, base, True)
+    left = evaluate_claim(driver.Claim("base above arm", "eval/pass@1", "base", "a", +1, "-"), base, arm, False,
+                          a_is_base=True)
+    assert (left.estimate, left.low, left.high) == (-right.estimate, -right.high, -right.low)
+    assert (left.boot_low, left.boot_high) == (-right.boot_high, -right.boot_low)
+    assert left.n_seeds == 2 and left.per_seed == {0: pytest.approx(-0.1), 1: pytest.approx(-0.3)}
+    assert right.verdict == "inconclusive" and left.verdict == "inconclusive"  # 2 seeds, wide: the mirror agrees
+
+
 def test_equivalence_claims_are_tested_by_tost_and_zero_spread_is_not_testable():
     from verdicts import evaluate_claim
 
