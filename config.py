@@ -767,6 +767,27 @@ def check_environment(cfg) -> None:
                               "set device=cuda (or auto)")
 
 
+RESUME_MAY_CHANGE = ("trainer.steps", "trainer.time_budget", "trainer.save_every", "trainer.keep_checkpoints",
+                     "trainer.checkpoint", "trainer.eval_every", "eval.*", "logger.*", "device")
+"""What an override may change on ``drox train --resume``: how long the run goes on, what it saves, evaluates and
+logs, and the device. Every other key (model, task, seed, group size, rollout shape, loss, rewards...) made the
+weights, optimizer and sampler state in the checkpoint, so a new value would be recorded in config.yaml but never
+applied to the weights: a record of a run that did not happen."""
+
+
+def check_resume_overrides(saved, resumed, keys) -> None:
+    """ConfigError naming the ``keys`` outside :data:`RESUME_MAY_CHANGE` whose value ``resumed`` changes from the
+    run's ``saved`` config (repeating a saved value is harmless: a job script may pass its whole command line)."""
+    def may_change(key: str) -> bool:
+        return any(key == k or (k.endswith(".*") and key.startswith(k[:-1])) for k in RESUME_MAY_CHANGE)
+
+    fixed = [k for k in keys if not may_change(k) and OmegaConf.select(saved, k) != OmegaConf.select(resumed, k)]
+    if fixed:
+        raise ConfigError(f"{', '.join(fixed)} cannot change when resuming (the checkpoint was trained with the saved "
+                          f"value); start a new run with a new run_dir instead. A resume may change only "
+                          f"{', '.join(RESUME_MAY_CHANGE)}")
+
+
 def validate_sft(cfg) -> None:
     """Check ``cfg.sft``; raise ConfigError naming the key and the fix."""
     s = cfg.sft

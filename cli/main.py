@@ -118,7 +118,8 @@ def train(
     ctx: typer.Context,
     resume: Optional[Path] = typer.Option(
         None, "--resume", help="Continue the run in this folder from its last checkpoint (its config.yaml is reused; "
-        "trailing key=value overrides, e.g. trainer.steps=40, still apply)."),
+        "trailing key=value overrides of its length, checkpoints, evaluation and logging, e.g. trainer.steps=40, "
+        "still apply; others are refused)."),
 ) -> None:
     """Train a policy: drox train [HYDRA OVERRIDES] (e.g. model=tiny +reward=variance trainer.steps=50)."""
     if resume is not None:
@@ -135,7 +136,7 @@ def _resume(run_dir: Path, overrides: List[str]) -> None:
     from drox.cli.hydra_entry import user_errors
     from drox.trainers.loop import run_training
 
-    cfg, pipeline = _run_config(run_dir, overrides, flag="--resume ")
+    cfg, pipeline = _run_config(run_dir, overrides, flag="--resume ", resume=True)
     cfg.run_dir, cfg.resume = str(run_dir), True
     with user_errors():
         run_training(cfg, run_dir, pipeline=pipeline)
@@ -293,14 +294,15 @@ def _full_model_folder(checkpoint: Path) -> Path:
     return checkpoint
 
 
-def _run_config(run_dir: Path, overrides: List[str], flag: str = ""):
+def _run_config(run_dir: Path, overrides: List[str], flag: str = "", resume: bool = False):
     """The run's own resolved config.yaml with ``overrides`` (plain key=value) on top, validated by building
     its pipeline (which imports the run's plugins): ``(cfg, pipeline)``, with ``cfg.resume`` False. Shared by
-    ``--resume`` (``flag`` names the option in errors) and ``drox eval --run/--checkpoint``."""
+    ``--resume`` (``flag`` names the option in errors; ``resume``: refuse overrides a resumed run cannot apply,
+    before anything is written) and ``drox eval --run/--checkpoint``."""
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 
-    from drox.config import DroxConfig
+    from drox.config import DroxConfig, check_resume_overrides
     from drox.errors import ConfigError
     from drox.pipeline import build_pipeline
 
@@ -311,12 +313,39 @@ def _run_config(run_dir: Path, overrides: List[str], flag: str = ""):
     if bad:
         fail(f"{' '.join(bad)}: a run's config takes plain key=value overrides (e.g. eval.n=64)")
     try:
-        cfg = OmegaConf.merge(OmegaConf.structured(DroxConfig), OmegaConf.load(saved), OmegaConf.from_dotlist(overrides))
+        recorded = OmegaConf.merge(OmegaConf.structured(DroxConfig), _load_run_yaml(saved))
+        cfg = OmegaConf.merge(recorded, OmegaConf.from_dotlist(overrides))
+        if resume:
+            check_resume_overrides(recorded, cfg, [o.split("=", 1)[0].strip() for o in overrides])
         cfg.resume = False
         pipeline = build_pipeline(cfg)
     except (OmegaConfBaseException, ConfigError) as e:
         fail(_first_line(e))
     return cfg, pipeline
+
+
+def _load_run_yaml(saved: Path):
+    """A run's config.yaml, or one line naming the file, line and column where it is damaged (a hand edit or a
+    truncated copy; PyYAML's own error is a 40-line traceback)."""
+    import yaml
+    from omegaconf import DictConfig, OmegaConf
+
+    fix = "fix it by hand (`drox config` prints a whole config to compare with) or start a new run"
+    try:
+        loaded = OmegaConf.load(saved)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f":{mark.line + 1}:{mark.column + 1}" if mark is not None else ""
+        what = getattr(e, "problem", None) or str(e).splitlines()[0]
+        start = getattr(e, "context_mark", None)  # where the unclosed bracket or quote began: usually the mistake
+        if getattr(e, "context", None) and start is not None:
+            what += f", {e.context} at line {start.line + 1}, column {start.column + 1}"
+        fail(f"{saved}{where}: not valid YAML ({what}); {fix}")
+    except (UnicodeDecodeError, OSError) as e:
+        fail(f"{saved}: cannot read ({e}); {fix}")
+    if not isinstance(loaded, DictConfig):
+        fail(f"{saved}: not a mapping of config keys (a YAML list); {fix}")
+    return loaded
 
 
 def _checkpoint_config(cfg, checkpoint: Path):

@@ -234,11 +234,16 @@ def run_training(cfg: DictConfig, run_dir: str | Path, progress: bool = True,
     completely); built here when not given, before anything loads.
     """
     pipeline = pipeline if pipeline is not None else build_pipeline(cfg)
+    check_environment(cfg)  # a device or backend this machine lacks: one line, before any output exists
+    # one writer per folder: the lock is taken before anything is written and held until the run ends
+    with claim_run_dir(Path(run_dir), resume=bool(cfg.resume), overwrite=bool(cfg.get("overwrite", False))):
+        return _train_in_claimed(cfg, Path(run_dir), progress, pipeline)
+
+
+def _train_in_claimed(cfg: DictConfig, run_dir: Path, progress: bool, pipeline: Pipeline) -> Dict[str, Any]:
+    """:func:`run_training` once ``run_dir`` is this process's."""
     console = Console()
     t = cfg.trainer
-    run_dir = Path(run_dir)
-    check_environment(cfg)  # a device or backend this machine lacks: one line, before any output exists
-    claim_run_dir(run_dir, resume=bool(cfg.resume), overwrite=bool(cfg.get("overwrite", False)))
     ckpt_root = run_dir / "checkpoints"
     resume_from, damaged = resumable_checkpoint(ckpt_root) if cfg.resume else (None, [])
     for folder, why in damaged:

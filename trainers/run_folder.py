@@ -4,10 +4,18 @@ A folder "holds a run" when drox wrote its ``config.yaml`` or ``metrics.jsonl`` 
 Training into such a folder without ``--resume`` would mix two runs (two "step 1" lines, the config
 overwritten), so it is refused with one line naming the three ways out; ``overwrite=true`` deletes the old
 run's files first. Hydra's own ``.hydra/`` folder and job log are not a run.
+
+Two processes started together (a Hydra multirun or a job array with a fixed run_dir) would both pass that
+check before either writes, so the claim is an exclusive ``flock`` on ``.drox.lock`` in the folder, taken before
+the check and held until the run ends. The kernel drops it when its process dies, so a kill -9 leaves no stale
+lock in the way of ``--resume``; the file itself stays (removing it would let a waiter lock a deleted inode).
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import os
 import shutil
 from pathlib import Path
 
@@ -15,7 +23,9 @@ from drox.errors import ConfigError
 
 RUN_MARKERS = ("config.yaml", "metrics.jsonl", "checkpoints")
 """Entries whose presence means a drox run was started in the folder."""
-KEEP_ON_OVERWRITE = (".hydra",)
+LOCK_FILE = ".drox.lock"
+"""Held (flock) by the process writing the folder; holds that process's pid, for the message of a second one."""
+KEEP_ON_OVERWRITE = (".hydra", LOCK_FILE)
 """Entries ``overwrite=true`` leaves in place (Hydra's record of the current invocation)."""
 
 
@@ -23,17 +33,41 @@ def holds_run(run_dir: Path) -> bool:
     return any((Path(run_dir) / name).exists() for name in RUN_MARKERS)
 
 
-def claim_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> None:
-    """Create ``run_dir`` for a new run (or check it for a resume); ConfigError when it holds another run."""
+@contextlib.contextmanager
+def claim_run_dir(run_dir: Path, resume: bool, overwrite: bool):
+    """Lock ``run_dir`` for this process while the ``with`` block runs, creating it for a new run (or checking it
+    for a resume); ConfigError when another process writes it or it holds another run."""
     run_dir = Path(run_dir)
     if run_dir.exists() and not run_dir.is_dir():
         raise ConfigError(f"run_dir={run_dir} is a file, not a folder; choose another run_dir")
-    if holds_run(run_dir) and not resume:
-        if not overwrite:
-            raise ConfigError(f"run_dir={run_dir} already holds a run; continue it with `drox train --resume "
-                              f"{run_dir}`, choose a new run_dir, or pass overwrite=true to replace it")
-        for entry in run_dir.iterdir():
-            if entry.name in KEEP_ON_OVERWRITE:
-                continue
-            shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
     run_dir.mkdir(parents=True, exist_ok=True)
+    fd = lock_run_dir(run_dir)
+    try:
+        if holds_run(run_dir) and not resume:
+            if not overwrite:
+                raise ConfigError(f"run_dir={run_dir} already holds a run; continue it with `drox train --resume "
+                                  f"{run_dir}`, choose a new run_dir, or pass overwrite=true to replace it")
+            for entry in run_dir.iterdir():
+                if entry.name in KEEP_ON_OVERWRITE:
+                    continue
+                shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
+        yield run_dir
+    finally:
+        os.close(fd)  # releases the flock
+
+
+def lock_run_dir(run_dir: Path) -> int:
+    """The open descriptor of ``run_dir``'s lock file, exclusively flocked by this process (closing it releases
+    the lock); ConfigError naming the holder's pid when another process has it."""
+    fd = os.open(run_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+        os.close(fd)
+        raise ConfigError(f"run_dir={run_dir} is being written by another drox process (pid {holder}); wait for it "
+                          "to end or choose another run_dir (in a sweep, leave run_dir unset so that each job gets "
+                          "its own folder)") from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd
