@@ -46,7 +46,7 @@ def test_cpu_and_paper_differ_where_the_paper_says():
     from drox.cli.main import compose
 
     cpu, paper = compose(["experiment=nsr"]), compose(["experiment=nsr", "scale=paper"])
-    assert cpu.model.path == "experiments/toy_base/sft/model" and paper.model.path == "Qwen/Qwen2.5-Math-7B"
+    assert cpu.model.path == "experiments/toy_base/mix/model" and paper.model.path == "Qwen/Qwen2.5-Math-7B"
     assert (paper.trainer.lr, paper.trainer.samples_per_prompt, paper.eval.n) == (1e-6, 8, 256)
     assert cpu.eval.before_training is False and cpu.trainer.eval_every == cpu.trainer.steps
     assert compose(["experiment=nsr", "trainer.steps=5"]).trainer.eval_every == 5  # one eval, at the last step
@@ -238,7 +238,7 @@ def test_a_transfer_evaluation_reads_every_run_and_the_base_on_a_second_task(tmp
     assert "transfer/ood/pass@1: grpo − base" in text
 
 
-@pytest.mark.parametrize("name", ["positive_control", "nsr"])
+@pytest.mark.parametrize("name", ["positive_control", "nsr", "passk_limits", "one_shot", "entropy_8020"])
 def test_recompute_rebuilds_the_committed_table_byte_for_byte(name, tmp_path):
     """`driver.py <name> --recompute` rewrites results.md, table.csv and claims.csv from the committed runs/ alone
     (config, metrics, eval summaries, per-problem scores, provenance): no training, the same bytes."""
