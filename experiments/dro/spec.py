@@ -18,8 +18,10 @@ SPEC = Experiment(
         Arm("r3", ["+reward=variance"]),
         Arm("r3_filter", ["+reward=variance", "+filter=query"]),
     ],
-    seeds=[0, 1],
-    metrics=["eval/pass@1", "eval/pass@16", "eval/pass@64", "reward/variance/no_container_frac",
+    seeds=list(range(8)),
+    jobs=2,
+    threads=1,
+    metrics=["eval/pass@1", "eval/pass@8", "eval/pass@32", "reward/variance/no_container_frac",
              "time/elapsed", "samples_seen"],
     claims=[
         Claim("R3 beats DRO-Aggr at pass@1", "eval/pass@1", "r3", "aggr", +1, f"{TABLE2}: pass@1 67.1 vs 63.0"),
@@ -37,9 +39,10 @@ SPEC = Experiment(
     ],
     control="outcome",  # the binary verifier reward (the paper's "Correctness" baseline): the positive control
     notes="""
-The task gives R3 a reasoning/answer split that exists and multi-token outcomes: the SFT'd base writes its
-worked steps and then `The answer is \\boxed{N}` (R3's answer container; `no_container_frac` in the table says
-how often it did not), and two-digit operands make the reference 2-3 digit tokens. "R3 is close to the outcome
+Runs on the fast testbed (experiments/toy_base): the base writes its worked step (or a guess) and then
+`The answer is \\boxed{N}` (R3's answer container; `no_container_frac` in the table says how often it did not),
+and its character tokenizer makes the reference 1-3 digit tokens, so R3's per-token weights have something to
+weigh. What the testbed cannot say: anything about long chains of thought or FinQA. "R3 is close to the outcome
 reward" is a two-sided equivalence claim (TOST, margin 0.05 in pass@1); "the filter keeps the final score" is
 one-sided (r3_filter - r3 > -0.05). The "2-3x faster" figure sometimes quoted for DRO is not in v1, which reports
 ~45% less training time from the filter on ParaRev (§5.2.1, Fig. 3(c)); v2/v3 were read only through their
