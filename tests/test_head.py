@@ -54,16 +54,23 @@ def test_head_logits_uses_the_models_head_or_calls_a_wrapped_one(tiny_policy):
     assert calls == [hidden.shape]
 
 
+TOY_TABLES = ("positive_control", "nsr", "passk_limits", "one_shot", "entropy_8020", "dro")
+"""The tables rerun on the fast testbed (conf/experiment_scale/common_toy.yaml): no pins, every lever on."""
+
+
 def test_lm_head_mm_is_on_and_pinned_off_with_unaligned_weights_where_results_need_it():
     from drox.cli.main import compose
 
     cfg = compose(["model=tiny"]).model
     assert cfg.lm_head_mm is True and cfg.aligned_weights is True
-    for name in ("one_shot", "dro_revise", "entropy_8020",  # made with the first levers, before this one
-                 "nsr", "spurious", "passk_limits", "dro", "demo"):  # made before any lever
+    for name in ("dro_revise",  # made with the first levers, before this one
+                 "spurious", "demo"):  # made before any lever
         model = compose([f"experiment={name}"]).model
         assert model.lm_head_mm is False and model.aligned_weights is False, name
     assert compose(["experiment=base_policy"]).model.aligned_weights is False  # the committed base policy
+    for name in TOY_TABLES:  # rerun on the fast testbed with every lever at its default
+        model = compose([f"experiment={name}"]).model
+        assert model.lm_head_mm is True and model.aligned_weights is True, name
 
 
 def test_decode_mm_is_on_and_pinned_off_for_the_tables_made_before_it():
@@ -72,12 +79,15 @@ def test_decode_mm_is_on_and_pinned_off_for_the_tables_made_before_it():
     from drox.cli.main import compose
 
     assert compose(["model=tiny"]).rollout.decode_mm is True
-    for name in ("one_shot", "dro_revise", "entropy_8020",  # the first levers (pinned_head.yaml pulls it in)
+    for name in ("dro_revise",  # the first levers (pinned_head.yaml pulls it in)
                  "dvao", "confidence", "rubric_gate", "rlcr", "prm_vs_variance", "seed_methods"):  # the head lever
         rollout = compose([f"experiment={name}"]).rollout
         assert rollout.static_decode is True and rollout.decode_mm is False, name
-    for name in ("nsr", "spurious", "passk_limits", "dro", "demo"):  # made before any lever: HF's forward decodes
+    for name in ("spurious", "demo"):  # made before any lever: HF's forward decodes
         assert compose([f"experiment={name}"]).rollout.static_decode is False, name
+    for name in TOY_TABLES:
+        rollout = compose([f"experiment={name}"]).rollout
+        assert rollout.static_decode is True and rollout.decode_mm is True, name
 
 
 def test_align_weights_moves_only_unaligned_tensors_and_keeps_ties_and_values(tiny_policy, tmp_path):
