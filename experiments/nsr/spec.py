@@ -33,7 +33,8 @@ SPEC = Experiment(
         Claim("W-REINFORCE (λ=0.1) keeps pass@k at large k at least at GRPO's", LARGE_K, "w_reinforce", "grpo", +1,
               "MATH pass@256 96.7 vs 95.5", test="equivalence", margin=MARGIN_LARGE_K),
         Claim("PSR lowers the policy's entropy more than NSR", "entropy", "nsr", "psr", +1,
-              "§4: NSR keeps entropy near the base's, PSR collapses it (figure only, no number)"),
+              "abstract: reinforcing only correct responses 'degrades performance at higher k, due to reduced "
+              "diversity'; NSR preserves it (entropy shown in figures only, no number)"),
     ],
     notes="""
 The paper's numbers are Qwen2.5-Math-7B on MATH (pass@256, 256 samples at temperature 0.6); ours are the toy
