@@ -132,7 +132,10 @@ $(TOY_BASE): $(TOY_STAGE1) conf/experiment/toy_base_mix.yaml experiments/toy_bas
 
 toy-base: $(TOY_BASE)
 
+# A table's committed runs count as finished, so `make table-<name>` only re-aggregates them; FRESH=1 deletes them
+# first and trains every run again (from nothing, as the committed results were made).
 $(addprefix table-,$(TOY_EXPERIMENTS)): table-%: $(TOY_BASE)
+	$(if $(FRESH),rm -rf experiments/$*/runs experiments/$*/run.log)
 	$(BIN)/python experiments/driver.py $*
 
 tables: $(addprefix table-,$(TOY_EXPERIMENTS) $(EXPERIMENTS))
