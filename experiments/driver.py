@@ -23,6 +23,7 @@ table file from them without training, byte for byte.
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib.util
 import json
 import math
@@ -369,6 +370,7 @@ def claim_results(exp: Experiment, folders: Dict[str, List[Path]], base: Optiona
     """(control line or None, the control's blocking reason or None, [(claim, ClaimResult)])."""
     from verdicts import control_status, evaluate_claim
 
+    @functools.lru_cache(maxsize=None)  # the control and several claims read the same arm and metric
     def values(arm: str, metric: str):
         return arm_data(exp, folders, base, arm, metric)
 

@@ -6,13 +6,13 @@ from __future__ import annotations
 import pytest
 from omegaconf import OmegaConf
 
+from drox.config import ModelConfig
 from drox.models.loading import CHAR_SPECIALS, ModelError, char_vocabulary, load_policy
 
 
-def _toy(**over):
-    base = dict(name="toy", path=None, cache_dir=None, dtype="float32", chat_template=True, hidden_size=64,
-                num_layers=2, num_heads=4, intermediate_size=128, init_seed=0, aligned_weights=True)
-    return OmegaConf.create({**base, **over})
+def _model(**fields):
+    """A ModelConfig node as the composed config holds it (the schema's defaults for every other field)."""
+    return OmegaConf.structured(ModelConfig(**fields))
 
 
 def test_the_character_vocabulary_is_fixed():
@@ -23,7 +23,10 @@ def test_the_character_vocabulary_is_fixed():
 
 
 def test_toy_tokenizer_is_one_token_per_character_and_round_trips(tmp_path):
-    model, tok = load_policy(_toy(cache_dir=str(tmp_path)))
+    from drox.cli.main import compose
+
+    cfg = compose(["model=toy", f"model.cache_dir={tmp_path}"]).model  # conf/model/toy.yaml's architecture
+    model, tok = load_policy(cfg)
     text = "What is 23 + 45?\n\nPut the final answer in \\boxed{}.23 + 45 = 68\nThe answer is \\boxed{68}"
     enc = tok(text, return_offsets_mapping=True)
     assert len(enc["input_ids"]) == len(text)
@@ -38,5 +41,4 @@ def test_toy_tokenizer_is_one_token_per_character_and_round_trips(tmp_path):
 
 def test_a_local_model_path_that_does_not_exist_is_one_line(tmp_path):
     with pytest.raises(ModelError, match=r"model.path=experiments/nothing/here: no such folder"):
-        load_policy(OmegaConf.create(dict(name="hf", path="experiments/nothing/here", cache_dir=str(tmp_path),
-                                          dtype="float32", aligned_weights=True)))
+        load_policy(_model(name="hf", path="experiments/nothing/here", cache_dir=str(tmp_path)))
