@@ -16,7 +16,7 @@ pass@k is undefined. Instead, per problem:
 (:func:`drox.evaluation.sampling.sample_batches`) and reports each metric's mean over problems with a
 bootstrap 95% half-width (:func:`drox.evaluation.bootstrap.bootstrap_ci`).
 
-The scored text of a completion (its "outcome") is :func:`drox.rewards.variance.split_reasoning`'s final
+The scored text of a completion (its "outcome") is :func:`drox.signals.spans.split_reasoning`'s final
 answer, the same rule DRO's reward uses: the content of the last ``\\boxed{}`` (else of the last
 ``Answer:`` line), and the whole stripped completion when it has neither (``task=revise`` asks for no
 box, so there the whole rewrite is scored).
@@ -33,12 +33,12 @@ import pandas as pd
 import torch
 
 from drox.evaluation.bootstrap import bootstrap_ci
-from drox.evaluation.rouge import lcs_length, rouge_l_f1, rouge_tokens
+from drox.signals.rouge import lcs_length, rouge_l_f1, rouge_tokens
 from drox.evaluation.sampling import eval_rows, sample_batches
 from drox.models.forward import response_logprobs
 from drox.models.loading import render_prompts
-from drox.rewards._spans import encode, pad_id, right_pad
-from drox.rewards.variance import split_reasoning
+from drox.signals.spans import encode, pad_id, right_pad
+from drox.signals.spans import split_reasoning
 
 __all__ = [
     "JUDGE_TEMPLATE",
@@ -52,7 +52,7 @@ __all__ = [
     "rouge_tokens",
 ]
 
-# ROUGE-L lives in drox.evaluation.rouge (pure Python; the rouge reward source uses it too)
+# ROUGE-L lives in drox.signals.rouge (pure Python; the rouge reward source uses it too)
 
 
 # ------------------------------------------------------------------------------------------------ token helpers

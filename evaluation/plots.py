@@ -19,7 +19,7 @@ backend or figure registry, no display needed. Every file is written atomically.
   ``eval.confidence_score``): accuracy against mean confidence in 10 equal-width bins, one line per group over
   the samples of all its runs pooled (the samples.jsonl of the same eval as ``passk.png``), the step-0 evals as
   a dashed base line, the diagonal of perfect calibration; each legend entry gives the pooled ECE and the
-  number of samples (drox.evaluation.calibration.reliability_bins / ece).
+  number of samples (drox.signals.calibration.reliability_bins / ece).
 """
 
 from __future__ import annotations
@@ -291,7 +291,7 @@ def pooled_confidences(evals: Sequence[Tuple[Run, Optional[int]]]) -> Tuple[List
 
 def plot_reliability(report: Report, path: Path) -> Optional[Path]:
     """The groups' reliability diagrams in one figure; None when no eval carries a per-sample confidence."""
-    from drox.evaluation.calibration import ece, reliability_bins
+    from drox.signals.calibration import ece, reliability_bins
 
     step_of = (lambda run: report.at_step) if report.at_step is not None else (lambda run: run.last_eval_key())
     lines = []

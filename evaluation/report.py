@@ -2,7 +2,7 @@
 reliability diagram of stated confidences (reliability.png, reliability.csv).
 
 pass@k values come from ``drox.evaluation.passk`` (Chen et al. 2021, arXiv 2107.03374, §2.1 Eq. 1); the
-calibration numbers from ``drox.evaluation.calibration`` (RLCR, arXiv 2507.16806).
+calibration numbers from ``drox.signals.calibration`` (RLCR, arXiv 2507.16806).
 """
 
 from __future__ import annotations
@@ -115,8 +115,8 @@ def write_eval_outputs(
 
 def format_reliability_csv(rows: Sequence[Mapping]) -> str:
     """reliability.csv: bin_low, bin_high, count, mean_confidence, accuracy (one line per bin, empty cells for the
-    NaN mean/accuracy of an empty bin); ``rows`` from :func:`drox.evaluation.calibration.reliability_bins`."""
-    from drox.evaluation.calibration import RELIABILITY_COLUMNS
+    NaN mean/accuracy of an empty bin); ``rows`` from :func:`drox.signals.calibration.reliability_bins`."""
+    from drox.signals.calibration import RELIABILITY_COLUMNS
 
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
@@ -179,9 +179,9 @@ def write_reliability(out_dir: str | os.PathLike, correct: Sequence[bool], q: Se
                       title: str | None = None, n_bins: int = 10) -> dict[str, Path]:
     """Write reliability.csv and reliability.png into ``out_dir`` for aligned per-sample ``correct`` [N] and stated
     confidence ``q`` [N] (N >= 1; the samples that stated one), binned into ``n_bins`` equal-width bins on [0, 1]
-    as :func:`drox.evaluation.calibration.ece` bins them. Returns ``{"reliability_csv": ..., "reliability_plot": ...}``.
+    as :func:`drox.signals.calibration.ece` bins them. Returns ``{"reliability_csv": ..., "reliability_plot": ...}``.
     """
-    from drox.evaluation.calibration import brier_score, ece, reliability_bins
+    from drox.signals.calibration import brier_score, ece, reliability_bins
 
     out = Path(out_dir)
     rows = reliability_bins(correct, q, n_bins)

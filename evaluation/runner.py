@@ -8,7 +8,7 @@ the training loop's in-run evaluations, so every ``summary.json`` has the same k
   (DRO's regime) the open-ended metrics of :mod:`drox.evaluation.open_ended`;
 * with ``eval.confidence_tag`` (verifiable tasks; RLCR, arXiv 2507.16806): the calibration of the confidence each
   response states (``brier``, ``ece``, ``auroc``, ``confidence_mean``, ``accuracy_stated``,
-  ``confidence_format_fail_frac``, ``calibration_n``; :func:`drox.evaluation.calibration.calibration_summary`),
+  ``confidence_format_fail_frac``, ``calibration_n``; :func:`drox.signals.calibration.calibration_summary`),
   each sample's ``confidence`` in samples.jsonl and a reliability diagram (reliability.png / .csv); with
   ``eval.confidence_score=answer_span`` the same for RLSF's answer-span confidence read from the policy's logits
   (arXiv 2507.21931; :func:`answer_span_confidence`);
@@ -94,10 +94,10 @@ def add_passk_intervals(summary: Dict[str, Any], per_problem: pd.DataFrame, ks: 
 
 def add_calibration(summary: Dict[str, Any], records: List[Dict[str, Any]], tag_regex: str) -> None:
     """Parse each record's stated confidence q (the last ``tag_regex`` match in its ``completion``;
-    :func:`drox.rewards.brier.parse_confidence`) into ``record["confidence"]`` (None when absent or outside
+    :func:`drox.signals.calibration.parse_confidence`) into ``record["confidence"]`` (None when absent or outside
     [0, 1]) and add the calibration keys of those q against the records' ``correct`` flags to ``summary``."""
-    from drox.evaluation.calibration import calibration_summary
-    from drox.rewards.brier import parse_confidence
+    from drox.signals.calibration import calibration_summary
+    from drox.signals.calibration import parse_confidence
 
     for record in records:
         record["confidence"] = parse_confidence(record["completion"], tag_regex)
@@ -221,7 +221,7 @@ def evaluate_policy(cfg: DictConfig, engine, task, *, model=None, tokenizer=None
     if settings.get("confidence_tag"):
         add_calibration(summary, records, str(settings.confidence_tag))
     elif "confidence" in record_fns:
-        from drox.evaluation.calibration import calibration_summary
+        from drox.signals.calibration import calibration_summary
 
         summary.update(calibration_summary([r["correct"] for r in records], [r["confidence"] for r in records]))
     if "effective_rank" in record_fns:

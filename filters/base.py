@@ -34,6 +34,20 @@ FILTER_KINDS = ("group", "token")
 FILTERS = Registry("filter", "filter", config_group="filter")
 
 
+def statistic_stats(stat: Optional[torch.Tensor], among: Optional[torch.Tensor] = None) -> Dict[str, float]:
+    """``statistic/min|mean|max`` over the entries where ``among`` is True (0.0 when there are none): the logged
+    summary of a group filter's statistic [Q] (``among`` [Q] bool, None = all)."""
+    if stat is None:
+        return {}
+    s = stat.detach().float().cpu()
+    if among is not None:
+        s = s[among.bool().cpu()]
+    s = s[torch.isfinite(s)]
+    if s.numel() == 0:
+        return {"statistic/min": 0.0, "statistic/mean": 0.0, "statistic/max": 0.0}
+    return {"statistic/min": s.min().item(), "statistic/mean": s.mean().item(), "statistic/max": s.max().item()}
+
+
 @dataclass
 class GroupDecision:
     keep: torch.Tensor  # [Q] bool, True = train on this query's group

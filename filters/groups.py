@@ -22,9 +22,8 @@ from typing import Dict, Literal, Tuple
 
 import torch
 
-from drox.filters.base import GroupDecision, register_group_filter
+from drox.filters.base import GroupDecision, register_group_filter, statistic_stats
 from drox.masked_stats import group_moments
-from drox.filters.query import statistic_stats
 
 METRICS = ("acc", "score")
 

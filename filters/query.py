@@ -33,11 +33,11 @@ from typing import Any, Callable, Dict, List, Literal, Optional, Sequence, Tuple
 
 import torch
 
-from drox.filters.base import GroupDecision, RoundEnv, register_group_filter
+from drox.filters.base import GroupDecision, RoundEnv, register_group_filter, statistic_stats
 from drox.masked_stats import ceil_fraction
 from drox.registry import parse_dataclass
-from drox.rewards.variance import (VarianceConfig, VarianceStats, cached_variance_stats, masked_sigma,
-                                   rank_and_logprob, variance_stats)
+from drox.rewards.variance import rank_and_logprob, variance_stats
+from drox.signals.r3 import VarianceConfig, VarianceStats, cached_variance_stats, masked_sigma, sigma_max_of
 
 MODES = ("online", "offline")
 STATISTICS = ("sigma_max",)
@@ -111,11 +111,6 @@ def token_ranks(logits: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
     return rank_and_logprob(logits, ids, torch.ones(ids.shape, dtype=logits.dtype))[..., 1]
 
 
-def sigma_max_of(sigma: torch.Tensor) -> torch.Tensor:
-    """``max_j σ_j`` [Q] (0 when the step's references are all empty)."""
-    return sigma.max(-1).values if sigma.shape[-1] else torch.zeros(sigma.shape[0])
-
-
 def worst_rank_average(ranks: torch.Tensor, ref_mask: torch.Tensor, rho: float) -> torch.Tensor:
     """Per trace, the mean of the ``k = max(1, ceil(rho·|y|))`` largest reference-token ranks.
 
@@ -174,19 +169,6 @@ def select_by_statistic(stat: torch.Tensor, eligible: torch.Tensor, threshold: O
     info = {"dropped_threshold": float(below.sum()), "dropped_fraction": float(len(lowest)),
             "restored": float(restored), "eligible": float(eligible.sum())}
     return keep, info
-
-
-def statistic_stats(stat: Optional[torch.Tensor], among: Optional[torch.Tensor] = None) -> Dict[str, float]:
-    """``statistic/min|mean|max`` over the entries where ``among`` is True (0.0 when there are none)."""
-    if stat is None:
-        return {}
-    s = stat.detach().float().cpu()
-    if among is not None:
-        s = s[among.bool().cpu()]
-    s = s[torch.isfinite(s)]
-    if s.numel() == 0:
-        return {"statistic/min": 0.0, "statistic/mean": 0.0, "statistic/max": 0.0}
-    return {"statistic/min": s.min().item(), "statistic/mean": s.mean().item(), "statistic/max": s.max().item()}
 
 
 # ------------------------------------------------------------------------------------------------ online filter

@@ -9,18 +9,14 @@ is missing, not a float, or outside [0,1]; a format failure scores 0 there (``br
 
 from __future__ import annotations
 
-import math
 import re
 from dataclasses import dataclass
 from typing import List, Optional
 
 import torch
 
-from drox.evaluation.calibration import auroc, brier_score, ece
+from drox.signals.calibration import DEFAULT_TAG, auroc, brier_score, ece, parse_confidence
 from drox.rewards.base import RewardOutput, ScoringContext, register_reward
-
-DEFAULT_TAG = r"<confidence>(.*?)</confidence>"
-
 
 @dataclass
 class BrierConfig:
@@ -32,18 +28,6 @@ class BrierConfig:
     """Score of a response with no parseable q in [0,1]. The RLCR code scores a format failure 0 on
     its scale 1 + paper/2 (paper reward in [-1, 1] -> [0.5, 1.5]), i.e. -2 on the paper's scale used
     here: worse than any stated confidence, so omitting the tag never pays."""
-
-
-def parse_confidence(text: str, tag_regex: str = DEFAULT_TAG) -> Optional[float]:
-    """q from the last ``tag_regex`` match in ``text``; None if absent, not a float, not finite, or outside [0,1]."""
-    matches = list(re.finditer(tag_regex, text or "", re.DOTALL))
-    if not matches:
-        return None
-    try:
-        q = float(matches[-1].group(1).strip())
-    except ValueError:
-        return None
-    return q if math.isfinite(q) and 0.0 <= q <= 1.0 else None
 
 
 def rlcr_reward(correct: bool, q: float) -> float:

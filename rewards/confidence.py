@@ -17,7 +17,7 @@
   The span [ENG, differs from RLSF]: RLSF generates an answer after "So the answer is" and matches
   it into the trace with difflib; here the answer is :func:`drox.tasks.verify.extract_answer` of the
   response, its LAST occurrence in the response text is the span, and the sampled tokens that overlap
-  it are found by decoding prefixes (:class:`drox.rewards._spans.TokenCharMap`). No answer, or a
+  it are found by decoding prefixes (:class:`drox.signals.spans.TokenCharMap`). No answer, or a
   span that maps to no token: 0 (as RLSF's "no overlap").
 * ``neg_entropy`` — entropy minimisation (RENT/EM; Intuitor App. B.4):
   ``−(1/|o|) Σ_t H(p_t)``, read from the rollout's own per-token entropies (no extra pass: the
@@ -38,7 +38,7 @@ from typing import List, Literal, Optional
 import torch
 
 from drox.models.logprobs import scaled_logits, top2_margin
-from drox.rewards._spans import TokenCharMap, response_ids
+from drox.signals.spans import TokenCharMap, response_ids
 from drox.rewards.base import RewardOutput, ScoringContext, register_reward
 from drox.tasks.verify import extract_answer
 from drox.masked_stats import masked_mean

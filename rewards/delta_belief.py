@@ -36,7 +36,7 @@ from typing import List, Literal, Optional, Sequence, Tuple
 import torch
 
 from drox.config import MULTITURN_TASKS
-from drox.rewards._spans import TokenCharMap, encode, pad_id, right_pad
+from drox.signals.spans import TokenCharMap, encode, pad_id, right_pad
 from drox.rewards.base import RewardOutput, ScoringContext, register_reward
 from drox.rollout.base import unpadded
 

@@ -37,7 +37,7 @@ the response token where each step ends, as ``token [Q, G, T]`` with ``token_mas
 reward-to-go advantages (:func:`drox.trainers.algos.dense_process_advantages`). The sequence score is
 then 0 (the aggregate is only logged) so the steps are not counted twice. A step's end in the
 response is mapped to the sampled token holding its last character by decoding prefixes of the
-sampled ids (:class:`drox.rewards._spans.TokenCharMap`); two steps ending in one token keep the later.
+sampled ids (:class:`drox.signals.spans.TokenCharMap`); two steps ending in one token keep the later.
 """
 
 from __future__ import annotations
@@ -48,11 +48,11 @@ from typing import Any, Dict, List, Literal, Optional, Sequence, Tuple
 
 import torch
 
-from drox.rewards._spans import TokenCharMap, response_ids
+from drox.signals.spans import TokenCharMap, response_ids
 from drox.rewards.base import RewardOutput, ScoringContext, register_reward
+from drox.rewards.prm_judge import JUDGES
 
 KINDS = ("oracle", "hf", "monte_carlo", "generative")
-JUDGES = ("policy", "initial", "model")
 ESTIMATES = ("soft", "hard")
 AGGREGATIONS = ("min", "last", "prod", "mean")
 HEADS = ("token_classification", "sequence_classification", "causal_lm")

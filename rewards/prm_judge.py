@@ -21,8 +21,12 @@ from typing import List, Tuple
 
 import torch
 
-from drox.rewards._spans import right_pad
+from drox.signals.spans import right_pad
 from drox.rewards.base import ScoringContext
+
+JUDGES = ("policy", "initial", "model")
+"""Who judges (``reward.prm.judge``, ``reward.pairwise.judge``): the policy being trained, the frozen initial policy,
+or a separate LM."""
 
 
 def judge_prompts(question: str, steps: List[str], template: str) -> List[str]:

@@ -1,7 +1,7 @@
 """``rouge``: ROUGE-N F1 of the response's final answer against the reference (DRO v1 §5.1's baseline reward).
 
 DRO (arXiv 2506.13351 v1, Table 1) compares R3 with a "ROUGE-1 F1 reward" on ParaRev. The final answer is
-what R3 also scores against (:func:`drox.rewards.variance.split_reasoning`: the last ``\\boxed{}``, else the last
+what R3 also scores against (:func:`drox.signals.spans.split_reasoning`: the last ``\\boxed{}``, else the last
 ``Answer:`` line, else the whole response, as on open-ended rewrites). docs/rewards.md.
 """
 
@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
-from drox.evaluation.rouge import rouge_n_f1
+from drox.signals.rouge import rouge_n_f1
 from drox.rewards.base import RewardOutput, ScoringContext, register_reward
 
 
@@ -31,7 +31,7 @@ class RougeConfig:
 
 @register_reward("rouge", RougeConfig)
 def rouge_reward(ctx: ScoringContext, cfg: RougeConfig) -> RewardOutput:
-    from drox.rewards.variance import split_reasoning
+    from drox.signals.spans import split_reasoning
 
     rows = ctx.expanded_rows
     if rows and cfg.reference_field not in rows[0]:

@@ -4,7 +4,7 @@ docs/algorithms.md "R3: DRO's reasoning reflection reward").
 For each query with reference outcome ``y`` (``row[reference_field]``, the ``answer`` column; no
 verifier is needed, so it works on ``task=revise``) and each rollout ``i`` of its group:
 
-1. reasoning ``ĉ_i`` = the response text before its final answer (:func:`split_reasoning`);
+1. reasoning ``ĉ_i`` = the response text before its final answer (:func:`drox.signals.spans.split_reasoning`);
 2. splice: ``template`` with ``{reasoning}`` = ``ĉ_i`` and ``{answer}`` = ``y``; default
    ``"{reasoning}\\boxed{{answer}}"`` = reasoning + ``\\boxed{`` + y + ``}``. Only the reference's own
    tokens are scored ([ENG]); the template text after ``{answer}`` is not even fed to the model,
@@ -35,185 +35,25 @@ Outputs: ``seq [Q, G]``; ``extras``: ``sigma [Q, J]`` and ``ref_mask [Q, J]`` (J
 of the step, padding has σ = 0 and mask 0), ``sigma_max [Q]`` (DRO §4.2.2 query filter statistic),
 ``ref_logprobs [Q, G, J]`` and ``ref_ranks [Q, G, J]`` (rank of ``y_j`` in the reward policy's
 distribution, 1 = argmax: DRO §4.2.2's hardness filter) so the query filter needs no second pass.
+
+The options, the splice and the math (σ, weights, R3, length penalty) live in :mod:`drox.signals.r3`, shared with
+the query filter and the verl backend; this module holds the teacher-forced scoring pass (:func:`variance_stats`,
+which the query filter also calls) and the reward source.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import List, Literal, Optional, Tuple
+from typing import List, Optional
 
 import torch
 
-from drox.rewards._spans import encode, final_answer_start, pad_id, right_pad
-from drox.masked_stats import ceil_fraction, group_moments
 from drox.models.logprobs import logprobs_from_logits
 from drox.rewards.base import RewardOutput, ScoringContext, frozen_copy, register_reward
 from drox.rollout.base import unpadded
-from drox.tasks.verify import extract_answer
-
-WEIGHTINGS = ("sigma_norm", "softmax", "top_p", "uniform")
-REWARD_POLICIES = ("policy", "reference", "lagged")
-
-
-@dataclass
-class VarianceConfig:
-    weight: float = 1.0
-    """Weight of this source in the combined reward."""
-    weighting: Literal[WEIGHTINGS] = "sigma_norm"
-    """w(σ): sigma_norm (σ/Σσ) | softmax (softmax(σ/tau)) | top_p (top mask) | uniform (DRO-Aggr). [ENG]"""
-    tau: float = 1.0
-    """Temperature of the softmax weighting, in nats of log-prob std. [ENG]"""
-    top_p: float = 0.2
-    """Fraction of reference tokens (largest σ, at least one) that the top_p weighting keeps. [ENG]"""
-    template: str = "{reasoning}\\boxed{{answer}}"
-    """Splice: {reasoning} = text before the final answer, {answer} = the reference (only its tokens scored)."""
-    reference_field: str = "answer"
-    """Dataset column holding the reference outcome y."""
-    masked_baseline: bool = False
-    """Subtract the reference log-probs given an empty reasoning (DRO v1 §4.1.3 (b); empty = [ENG])."""
-    reward_policy: Literal[REWARD_POLICIES] = "policy"
-    """policy (current) | reference (frozen initial copy) | lagged (copy refreshed every lag_steps)."""
-    lag_steps: int = 10
-    """Refresh period of the lagged reward policy, in training steps. [ENG]"""
-    length_weight: float = 0.0
-    """Weight of DRO's length penalty r_len added to R3 (0 = off; the paper's weights are [NF])."""
-    length_beta: float = 1.0
-    """β of r_len = 1 - β·||y|-|ŷ||/|y| (the paper's values are [NF])."""
-
-    def __post_init__(self):
-        if self.tau <= 0:
-            raise ValueError(f"reward.variance.tau must be > 0, got {self.tau}")
-        if not 0 < self.top_p <= 1:
-            raise ValueError(f"reward.variance.top_p must be in (0, 1], got {self.top_p}")
-        if self.lag_steps < 1:
-            raise ValueError(f"reward.variance.lag_steps must be >= 1, got {self.lag_steps}")
-        parse_template(self.template)
-
-
-# ------------------------------------------------------------------------------------------------ pure math
-
-
-def sigma_weights(sigma: torch.Tensor, mask: torch.Tensor, weighting: Literal[WEIGHTINGS] = "sigma_norm", tau: float = 1.0,
-                  top_p: float = 0.2) -> torch.Tensor:
-    """Reasoning-reflective token weights ``w_Δ(σ_j)`` (DRO v1 §4.1.3; the map itself is [ENG], docs/algorithms.md).
-
-    sigma  # [Q, J] cross-rollout std of each reference token's log-prob (0 on padding)
-    mask   # [Q, J] 1 on real reference tokens
-    returns w  # [Q, J], 0 on padding; sums to 1 per query except ``uniform`` (weight 1 each = DRO-Aggr).
-    ``sigma_norm``: σ/Σσ (a query whose σ are all 0 gets w = 0: its rollouts are indistinguishable anyway).
-    ``softmax``: softmax(σ/τ) over the real tokens. ``top_p``: 1/k on the k = max(1, ceil(top_p·|y|))
-    tokens with the largest σ (ties broken by position).
-    """
-    m = mask.bool()
-    s = torch.where(m, sigma, torch.zeros_like(sigma))
-    if weighting == "sigma_norm":
-        return s / s.sum(-1, keepdim=True).clamp_min(1e-8)
-    if weighting == "softmax":
-        if tau <= 0:
-            raise ValueError(f"reward.variance.tau must be > 0, got {tau}")
-        logits = torch.where(m, s / tau, torch.full_like(s, -float("inf")))
-        w = torch.softmax(logits, dim=-1)
-        return torch.nan_to_num(w, nan=0.0)  # a query with no reference token: all -inf -> NaN -> 0
-    if weighting == "top_p":
-        if not 0 < top_p <= 1:
-            raise ValueError(f"reward.variance.top_p must be in (0, 1], got {top_p}")
-        n = m.sum(-1)  # [Q]
-        k = torch.clamp(ceil_fraction(top_p, n), min=1)  # exact: 0.6·25 keeps 15
-        # rank tokens by σ (padding last); stable sort keeps earlier positions first among ties
-        order = torch.sort(torch.where(m, s, torch.full_like(s, -1.0)), dim=-1, descending=True, stable=True).indices
-        rank = torch.empty_like(order)
-        rank.scatter_(-1, order, torch.arange(s.shape[-1]).expand_as(order).clone())
-        keep = (rank < k[:, None]) & m
-        return keep.float() / keep.sum(-1, keepdim=True).clamp_min(1).float()
-    if weighting == "uniform":
-        return m.float()
-    raise ValueError(f"reward.variance.weighting={weighting!r}; choose one of: {', '.join(WEIGHTINGS)}")
-
-
-def masked_sigma(logprobs: torch.Tensor, ref_mask: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-    """σ_j over the VALID rollouts only (population std): logprobs [Q,G,J], ref_mask [Q,J], valid [Q,G] -> [Q,J].
-
-    Equals the variance reward's ``sigma`` when every rollout is valid; a group with fewer than two
-    valid rollouts has σ = 0.
-    """
-    return group_moments(logprobs, valid).std().squeeze(1) * ref_mask.to(logprobs.dtype)
-
-
-def r3_rewards(logprobs: torch.Tensor, mask: torch.Tensor, weighting: Literal[WEIGHTINGS] = "sigma_norm", tau: float = 1.0,
-               top_p: float = 0.2, baseline: Optional[torch.Tensor] = None, valid: Optional[torch.Tensor] = None
-               ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """R3 (DRO v1 §4.1.3; docs/algorithms.md) for Q groups at once.
-
-    logprobs  # [Q, G, J] ℓ_{i,j} = log π_rwd(y_j | q, ĉ_i, y_<j) (anything on padding)
-    mask      # [Q, J] 1 on real reference tokens
-    baseline  # [Q, J] ℓ^mask_j from the masked-CoT pass, or None
-    valid     # [Q, G] bool, rollouts a gate accepted (None: all); σ is taken over these only, so rejected
-              # garbage cannot set the token weights of the accepted rollouts
-    returns (R3 [Q, G], sigma [Q, J], w [Q, J]) with ``σ_j = std_i ℓ_{i,j}`` (population std, [ENG]) and
-    ``R3_i = Σ_j w_j (ℓ_{i,j} − ℓ^mask_j)``. σ is taken before the baseline (which is constant in i).
-    """
-    m = mask.to(logprobs.dtype)
-    L = logprobs * m[:, None, :]
-    if valid is None:
-        sigma = L.std(dim=1, unbiased=False) * m  # [Q, J]
-    else:
-        sigma = masked_sigma(L, mask, valid)  # [Q, J]
-    w = sigma_weights(sigma, mask, weighting, tau, top_p).to(L.dtype)
-    if baseline is not None:
-        L = L - (baseline * m)[:, None, :]
-    return (w[:, None, :] * L).sum(-1), sigma, w
-
-
-def length_penalty(ref_len: torch.Tensor, answer_len: torch.Tensor, beta: float) -> torch.Tensor:
-    """DRO v1 §4.2.1 length penalty on the final outcome: ``1 − β·||y| − |ŷ||/|y|`` (not clamped).
-
-    ref_len, answer_len  # [N] token counts -> [N]. An empty reference (|y| = 0) gives 1.
-    """
-    ref = ref_len.float()
-    return 1.0 - beta * (ref - answer_len.float()).abs() / ref.clamp_min(1.0)
-
-
-# ------------------------------------------------------------------------------------------------ text -> ids
-
-
-def split_reasoning(text: str) -> Tuple[str, str]:
-    """(reasoning, final answer) of a response; see :func:`drox.rewards._spans.final_answer_start`.
-
-    The reasoning is the text before the last ``\\boxed{`` (else before the last ``Answer:`` line); the
-    whole response when it has neither, and then the final answer is the whole response as well
-    (open-ended tasks: the rewrite itself is the outcome). The final answer is
-    :func:`drox.tasks.verify.extract_answer` of the tail (``""`` when that finds nothing).
-    """
-    cut = final_answer_start(text)
-    if cut >= len(text):
-        return text, text.strip()
-    return text[:cut], extract_answer(text[cut:]) or ""
-
-
-def parse_template(template: str) -> str:
-    """The part of the splice template before ``{answer}`` (it must contain ``{reasoning}`` once)."""
-    if template.count("{answer}") != 1 or template.count("{reasoning}") != 1:
-        raise ValueError(f"reward.variance.template must contain {{reasoning}} and {{answer}} once each: {template!r}")
-    head = template.split("{answer}")[0]
-    if "{reasoning}" not in head:
-        raise ValueError(f"reward.variance.template: {{reasoning}} must come before {{answer}}: {template!r}")
-    return head
-
-
-def splice(tokenizer, reasoning: str, ref_ids: List[int], template: str) -> Tuple[List[int], int]:
-    """Response ids ``tokens(head(ĉ)) + ref_ids`` and the index where the reference starts.
-
-    The head (template up to ``{answer}`` with ``{reasoning}`` filled in) and the reference are
-    tokenised separately and concatenated, so every rollout of a query scores exactly the same
-    reference tokens ``y_1..y_|y|`` (σ_j compares the same token across rollouts, DRO §4.1.3) and the
-    reasoning's text is never merged with the reference into a different token at the seam.
-    """
-    head = parse_template(template).replace("{reasoning}", reasoning)
-    head_ids = encode(tokenizer, head)
-    return head_ids + list(ref_ids), len(head_ids)
-
-
-# ------------------------------------------------------------------------------------------------ the source
+from drox.signals.r3 import (REWARD_POLICIES, STATS_KEY, VarianceConfig, VarianceStats, length_penalty,
+                             parse_template, r3_rewards, remember_variance_stats, sigma_max_of, splice)
+from drox.signals.spans import encode, final_answer_start, pad_id, right_pad, split_reasoning
 
 
 def rank_and_logprob(logits: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -229,7 +69,8 @@ def rank_and_logprob(logits: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor
 
 
 def reward_policy_model(ctx: ScoringContext, mode: str, lag_steps: int):
-    """The model R3 is computed with: None (= the current policy) or a frozen copy kept in ``ctx.state``."""
+    """The model R3 is computed with (DRO v1 §4.2.1's reward policy): None (= the current policy) or a frozen copy
+    kept in ``ctx.state`` (``reference``: the trainer's initial policy; ``lagged``: refreshed every ``lag_steps``)."""
     if mode not in REWARD_POLICIES:
         raise ValueError(f"reward.variance.reward_policy={mode!r}; choose one of: {', '.join(REWARD_POLICIES)}")
     if mode == "policy":
@@ -248,52 +89,28 @@ def reward_policy_model(ctx: ScoringContext, mode: str, lag_steps: int):
     return held["model"]
 
 
-@dataclass
-class VarianceStats:
-    """R3's per-query statistics of one step: the documented interface through which the query filter
-    (and anything else that ranks prompts by σ) reads them. J = the step's longest reference."""
-
-    sigma: torch.Tensor  # [Q, J] σ_j over the (valid) rollouts, 0 on padding
-    sigma_max: torch.Tensor  # [Q] max_j σ_j (DRO's query-filter statistic)
-    ref_mask: torch.Tensor  # [Q, J] 1 on real reference tokens
-    ref_logprobs: torch.Tensor  # [Q, G, J] ℓ_{i,j} = log π_rwd(y_j | q, ĉ_i, y_<j)
-    ref_ranks: torch.Tensor  # [Q, G, J] rank of y_j in π_rwd's distribution (1 = argmax)
-
-
-_STATS_KEY = "variance/stats"  # ctx.cache entry: this step's VarianceStats, whoever computed them first
-
-
 def variance_stats(ctx: ScoringContext, opts: VarianceConfig) -> VarianceStats:
     """This step's :class:`VarianceStats`: reused when the ``variance`` reward (or an earlier call) already
     computed them in this step, else computed with ``opts`` in one counted forward pass over the ``Q·G``
     spliced rollouts (the masked baseline and the length penalty do not change σ and are skipped)."""
-    if _STATS_KEY not in ctx.cache:
+    if STATS_KEY not in ctx.cache:
         refs = _score_references(ctx, opts, with_baseline=False)
         _, sigma, _ = r3_rewards(refs.logprobs, refs.ref_mask, opts.weighting, opts.tau, opts.top_p, None,
                                  valid=ctx.valid)
-        ctx.cache[_STATS_KEY] = _stats(refs, sigma)
-    return ctx.cache[_STATS_KEY]
-
-
-def cached_variance_stats(ctx: ScoringContext) -> Optional[VarianceStats]:
-    """This step's :class:`VarianceStats` if something already computed them (no model work), else None."""
-    return ctx.cache.get(_STATS_KEY)
-
-
-def remember_variance_stats(ctx: ScoringContext, stats: VarianceStats) -> None:
-    """Make ``stats`` this step's :class:`VarianceStats` (what :func:`variance_stats` then returns)."""
-    ctx.cache[_STATS_KEY] = stats
+        ctx.cache[STATS_KEY] = _stats(refs, sigma)
+    return ctx.cache[STATS_KEY]
 
 
 def _stats(refs: "_References", sigma: torch.Tensor) -> VarianceStats:
-    J = refs.ref_mask.shape[1]
-    sigma_max = sigma.max(-1).values if J else torch.zeros(sigma.shape[0])
-    return VarianceStats(sigma=sigma, sigma_max=sigma_max, ref_mask=refs.ref_mask, ref_logprobs=refs.logprobs,
-                         ref_ranks=refs.ranks)
+    """The :class:`VarianceStats` of scored references ``refs`` and their σ [Q, J]."""
+    return VarianceStats(sigma=sigma, sigma_max=sigma_max_of(sigma), ref_mask=refs.ref_mask,
+                         ref_logprobs=refs.logprobs, ref_ranks=refs.ranks)
 
 
 @dataclass
 class _References:
+    """What :func:`_score_references` gathers: the reference tokens' log-probs and ranks after each rollout."""
+
     logprobs: torch.Tensor  # [Q, G, J]
     ranks: torch.Tensor  # [Q, G, J]
     ref_mask: torch.Tensor  # [Q, J]
@@ -388,5 +205,5 @@ def variance(ctx: ScoringContext, cfg: VarianceConfig) -> RewardOutput:
     return RewardOutput(seq=seq, diagnostics=diagnostics, extras=extras)
 
 
-__all__ = ["VarianceConfig", "VarianceStats", "cached_variance_stats", "length_penalty", "parse_template", "r3_rewards", "rank_and_logprob",
-           "remember_variance_stats", "reward_policy_model", "sigma_weights", "splice", "split_reasoning", "variance", "variance_stats"]
+__all__ = ["VarianceConfig", "VarianceStats", "rank_and_logprob", "reward_policy_model", "variance",
+           "variance_stats"]

@@ -17,10 +17,9 @@ from typer.testing import CliRunner
 from drox.cli.main import app
 from drox.config import validate
 from drox.errors import ConfigError
-from drox.evaluation.calibration import bin_index, calibration_summary, ece, reliability_bins
+from drox.signals.calibration import DEFAULT_TAG, bin_index, calibration_summary, ece, reliability_bins
 from drox.evaluation.report import format_calibration_line, format_reliability_csv, write_reliability
 from drox.evaluation.runner import add_calibration, evaluate_policy, write_eval_folder
-from drox.rewards.brier import DEFAULT_TAG
 
 TAG_OVERRIDE = "eval.confidence_tag='<confidence>(.*?)</confidence>'"
 

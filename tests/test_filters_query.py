@@ -15,6 +15,7 @@ from omegaconf import OmegaConf
 from drox.filters import FILTERS
 from drox.filters import query as qf
 from drox.rewards import variance as var_mod
+from drox.signals import r3 as r3_mod
 from drox.rewards.base import REWARD_SOURCES, RewardOutput, ScoringContext, score
 from doubles import CharTok, PosLM, make_batch
 
@@ -32,7 +33,7 @@ def make_ctx(batch=None, rows=None, policy=None, correct=None, verifier=None, **
 def with_stats(ctx, sigma_max, sigma=None, ref_logprobs=None, ref_mask=None):
     """``ctx`` holding this step's variance statistics, as if the variance reward had run."""
     Q = len(sigma_max)
-    var_mod.remember_variance_stats(ctx, var_mod.VarianceStats(
+    r3_mod.remember_variance_stats(ctx, r3_mod.VarianceStats(
         sigma=sigma if sigma is not None else sigma_max[:, None], sigma_max=sigma_max,
         ref_mask=ref_mask if ref_mask is not None else torch.ones(Q, 1),
         ref_logprobs=ref_logprobs if ref_logprobs is not None else torch.zeros(Q, 3, 1),
@@ -92,7 +93,7 @@ def test_query_respects_valid_rollouts():
                       [[-1.0, -1.0], [-3.0, -1.0], [-9.0, -1.0]],
                       [[-1.0, -1.0], [-2.0, -1.0], [-3.0, -1.0]]])
     mask = torch.ones(3, 2)
-    _, sigma_all, _ = var_mod.r3_rewards(L, mask)
+    _, sigma_all, _ = r3_mod.r3_rewards(L, mask)
     valid = torch.tensor([[1, 1, 0], [1, 1, 0], [0, 0, 0]], dtype=torch.bool)
     ctx = with_stats(make_ctx(), sigma_all.max(-1).values, sigma=sigma_all, ref_logprobs=L, ref_mask=mask)
     dec = qf.query_filter(ctx, None, valid, opts("query", drop_fraction=0.0, threshold=0.5))

@@ -33,7 +33,7 @@ from drox.plugins import import_plugins, load_callable, load_module, plugins_fro
 from drox.registry import CONF_DIR, Registry, coerce_value
 from drox.rewards.base import REWARD_SOURCES, ScoringContext, score
 from drox.rewards.function import call_reward_function, function_reward
-from drox.rewards.variance import sigma_weights
+from drox.signals.r3 import sigma_weights
 from drox.trainers.algos import ADVANTAGE_ESTIMATORS, compute_advantages
 
 from doubles import CharTok, make_batch

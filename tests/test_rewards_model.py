@@ -16,7 +16,9 @@ import torch
 from drox.rewards import confidence as conf_mod
 from drox.rewards import prm as prm_mod
 from drox.rewards import variance as var_mod
-from drox.rewards._spans import final_answer_start
+from drox.signals import r3 as r3_mod
+from drox.signals import spans as spans_mod
+from drox.signals.spans import final_answer_start
 from drox.rewards.base import REWARD_SOURCES, ScoringContext, score
 from doubles import CharTok, PosLM, make_batch
 from drox.trainers import algos
@@ -37,24 +39,24 @@ L3 = torch.tensor([[-1.0, -2.0, -0.5], [-1.0, -1.0, -1.5], [-1.0, -3.0, -1.0]])
 
 
 def test_r3_sigma_norm_and_uniform_by_hand():
-    r3, sigma, w = var_mod.r3_rewards(L3[None], torch.ones(1, 3), "sigma_norm")
+    r3, sigma, w = r3_mod.r3_rewards(L3[None], torch.ones(1, 3), "sigma_norm")
     assert sigma[0].tolist() == pytest.approx([0.0, 0.8165, 0.4082], abs=1e-4)
     # w = σ / Σσ = [0, 2/3, 1/3]; R3_1 = 2/3·(-2) + 1/3·(-0.5) = -1.5; R3_2 = -2/3 - 0.5; R3_3 = -2 - 1/3
     assert w[0].tolist() == pytest.approx([0.0, 0.6667, 0.3333], abs=1e-4)
     assert r3[0].tolist() == pytest.approx([-1.5, -1.1667, -2.3333], abs=1e-4)
     # DRO-Aggr: plain sums; rollouts 1 and 2 tie although they differ on the informative token
-    r3u, _, wu = var_mod.r3_rewards(L3[None], torch.ones(1, 3), "uniform")
+    r3u, _, wu = r3_mod.r3_rewards(L3[None], torch.ones(1, 3), "uniform")
     assert wu[0].tolist() == [1.0, 1.0, 1.0]
     assert r3u[0].tolist() == pytest.approx([-3.5, -3.5, -5.0], abs=1e-4)
 
 
 def test_r3_softmax_and_top_p_by_hand():
     # softmax(σ): exp([0, .8165, .4082]) = [1, 2.2627, 1.5041], sum 4.7668 -> [.2098, .4747, .3155]
-    r3, _, w = var_mod.r3_rewards(L3[None], torch.ones(1, 3), "softmax", tau=1.0)
+    r3, _, w = r3_mod.r3_rewards(L3[None], torch.ones(1, 3), "softmax", tau=1.0)
     assert w[0].tolist() == pytest.approx([0.2098, 0.4747, 0.3155], abs=1e-4)
     assert r3[0, 0].item() == pytest.approx(-0.2098 - 2 * 0.4747 - 0.5 * 0.3155, abs=2e-4)
     # top_p = 0.34 of 3 tokens -> ceil(1.02) = 2 tokens with the largest σ (2 and 3), 1/2 each
-    r3, _, w = var_mod.r3_rewards(L3[None], torch.ones(1, 3), "top_p", top_p=0.34)
+    r3, _, w = r3_mod.r3_rewards(L3[None], torch.ones(1, 3), "top_p", top_p=0.34)
     assert w[0].tolist() == [0.0, 0.5, 0.5]
     assert r3[0].tolist() == pytest.approx([-1.25, -1.25, -2.0])
 
@@ -62,35 +64,35 @@ def test_r3_softmax_and_top_p_by_hand():
 def test_r3_masked_baseline_and_padding():
     base = torch.tensor([[-0.5, -1.0, -2.0]])
     # Σ_j w_j ℓ^mask_j = 2/3·(-1) + 1/3·(-2) = -4/3, subtracted from every rollout
-    r3, _, _ = var_mod.r3_rewards(L3[None], torch.ones(1, 3), "sigma_norm", baseline=base)
+    r3, _, _ = r3_mod.r3_rewards(L3[None], torch.ones(1, 3), "sigma_norm", baseline=base)
     assert r3[0].tolist() == pytest.approx([-0.1667, 0.1667, -1.0], abs=1e-4)
     # a second, shorter reference padded to J = 3: its padding gets σ = 0 and weight 0
     L = torch.stack([L3, torch.tensor([[-1.0, -2.0, 99.0], [-3.0, -2.0, 99.0], [-2.0, -2.0, 99.0]])])
     mask = torch.tensor([[1.0, 1.0, 1.0], [1.0, 1.0, 0.0]])
-    r3, sigma, w = var_mod.r3_rewards(L, mask, "sigma_norm")
+    r3, sigma, w = r3_mod.r3_rewards(L, mask, "sigma_norm")
     assert sigma[1, 2] == 0 and w[1].tolist() == [1.0, 0.0, 0.0]
     assert r3[1].tolist() == pytest.approx([-1.0, -3.0, -2.0])
 
 
 def test_length_penalty_by_hand():
     # |y| = 3, |ŷ| = 1, β = 0.5: 1 - 0.5·2/3
-    out = var_mod.length_penalty(torch.tensor([3, 3]), torch.tensor([1, 3]), 0.5)
+    out = r3_mod.length_penalty(torch.tensor([3, 3]), torch.tensor([1, 3]), 0.5)
     assert out.tolist() == pytest.approx([0.6667, 1.0], abs=1e-4)
 
 
 def test_split_reasoning_and_splice_ids():
-    assert var_mod.split_reasoning("3+5=8 so \\boxed{8}.") == ("3+5=8 so ", "8")
-    assert var_mod.split_reasoning("work\nAnswer: 12\n") == ("work\n", "12")
-    assert var_mod.split_reasoning("Bob left.") == ("Bob left.", "Bob left.")
+    assert spans_mod.split_reasoning("3+5=8 so \\boxed{8}.") == ("3+5=8 so ", "8")
+    assert spans_mod.split_reasoning("work\nAnswer: 12\n") == ("work\n", "12")
+    assert spans_mod.split_reasoning("Bob left.") == ("Bob left.", "Bob left.")
     assert final_answer_start("a \\boxed{1} b \\boxed{2") == len("a \\boxed{1} b ")  # unclosed box still counts
     tok = CharTok()
-    ids, start = var_mod.splice(tok, "ab ", [ord("x"), ord("y")], "{reasoning}\\boxed{{answer}}")
+    ids, start = r3_mod.splice(tok, "ab ", [ord("x"), ord("y")], "{reasoning}\\boxed{{answer}}")
     assert ids == [97, 98, 32, 92, 98, 111, 120, 101, 100, 123, 120, 121]  # "ab \boxed{" + "xy"; no "}" fed
     assert start == 10
-    ids, start = var_mod.splice(tok, "r", [ord("z")], "{reasoning}\nAnswer: {answer}.")
+    ids, start = r3_mod.splice(tok, "r", [ord("z")], "{reasoning}\nAnswer: {answer}.")
     assert tok.decode(ids) == "r\nAnswer: z" and start == len("r\nAnswer: ")
     with pytest.raises(ValueError, match="template"):
-        var_mod.parse_template("{answer} {reasoning}")
+        r3_mod.parse_template("{answer} {reasoning}")
 
 
 def _expected_ref_logprobs(table, P, texts, ref, template="{reasoning}\\boxed{{answer}}"):
@@ -98,7 +100,7 @@ def _expected_ref_logprobs(table, P, texts, ref, template="{reasoning}\\boxed{{a
     logp = torch.log_softmax(table, -1)
     out = []
     for text in texts:
-        head = template.split("{answer}")[0].replace("{reasoning}", var_mod.split_reasoning(text)[0])
+        head = template.split("{answer}")[0].replace("{reasoning}", spans_mod.split_reasoning(text)[0])
         out.append([logp[P + len(head) + j - 1, ord(c)].item() for j, c in enumerate(ref)])
     return torch.tensor(out)
 
@@ -120,8 +122,8 @@ def test_variance_source_end_to_end_on_a_fake_lm():
     # baseline rows: empty reasoning -> the reference starts right after "\boxed{"
     base0 = _expected_ref_logprobs(table, 2, [""], refs[0])[0]
     base1 = _expected_ref_logprobs(table, 2, [""], refs[1])[0]
-    want0, sig0, _ = var_mod.r3_rewards(L0[None], torch.ones(1, 2), baseline=base0[None])
-    want1, _, _ = var_mod.r3_rewards(L1[None], torch.ones(1, 1), baseline=base1[None])
+    want0, sig0, _ = r3_mod.r3_rewards(L0[None], torch.ones(1, 2), baseline=base0[None])
+    want1, _, _ = r3_mod.r3_rewards(L1[None], torch.ones(1, 1), baseline=base1[None])
     assert torch.allclose(out.seq, torch.cat([want0, want1]), atol=1e-5)
     assert torch.allclose(out.extras["sigma"][0], sig0[0], atol=1e-5)
     assert out.extras["sigma_max"].shape == (2,) and out.extras["sigma_max"][0] == pytest.approx(sig0.max().item())
@@ -366,9 +368,9 @@ def test_r3_sigma_ignores_rollouts_a_gate_rejected():
     # so all weight sits on token 0 and R3_i = L[i, 0]; the rejected third rollout would move both.
     L = torch.tensor([[[-1.0, -2.0], [-3.0, -2.0], [-10.0, -4.0]]])
     mask = torch.ones(1, 2)
-    r3, sigma, w = var_mod.r3_rewards(L, mask, "sigma_norm", valid=torch.tensor([[True, True, False]]))
+    r3, sigma, w = r3_mod.r3_rewards(L, mask, "sigma_norm", valid=torch.tensor([[True, True, False]]))
     assert torch.allclose(sigma, torch.tensor([[1.0, 0.0]]))
     assert torch.allclose(w, torch.tensor([[1.0, 0.0]]))
     assert torch.allclose(r3, torch.tensor([[-1.0, -3.0, -10.0]]))
-    _, sigma_all, _ = var_mod.r3_rewards(L, mask, "sigma_norm")
+    _, sigma_all, _ = r3_mod.r3_rewards(L, mask, "sigma_norm")
     assert sigma_all[0, 1] > 0.9  # pop std(-2, -2, -4) = 0.9428

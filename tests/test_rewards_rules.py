@@ -8,9 +8,9 @@ import random
 import pytest
 import torch
 
-from drox.evaluation.calibration import auroc, brier_score, ece
+from drox.signals.calibration import auroc, brier_score, ece, parse_confidence
 from drox.rewards.base import REWARD_SOURCES, ScoringContext, score
-from drox.rewards.brier import parse_confidence, rlcr_reward
+from drox.rewards.brier import rlcr_reward
 from drox.rewards.format import has_container
 from drox.rewards.spurious import majority_wrong_answer, perturbed_label, random_draws
 from drox.rollout.base import RolloutBatch
@@ -349,7 +349,7 @@ def test_random_draws_are_fresh_in_a_refill_batch_of_the_same_step():
 
 
 def test_rouge_reward_hand_values():
-    from drox.evaluation.rouge import rouge_n_f1
+    from drox.signals.rouge import rouge_n_f1
 
     # "the cat sat" vs "the cat the mat": clipped unigram overlap 2 (the, cat); P = 2/3, R = 2/4 -> F1 = 4/7
     assert rouge_n_f1("the cat sat", "the cat the mat") == pytest.approx(4 / 7)

@@ -201,7 +201,7 @@ def test_response_suffix_teaches_a_stated_confidence():
     import random
 
     from drox.cli.main import compose
-    from drox.rewards.brier import parse_confidence
+    from drox.signals.calibration import parse_confidence
     from drox.tasks.verify import extract_answer
 
     plain, _ = sft.load_pairs(compose(["experiment=base_policy_conf", "task.n_train=40", "sft.response_suffix=''",

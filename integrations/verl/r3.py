@@ -5,7 +5,7 @@ log π(y_j | q, reasoning_i, y_<j)`` for the G rollouts i of a prompt. Its query
 whose reference tokens' log-probs vary across the rollouts: ``σ_j = std_i L[i, j]`` (population std) and the
 statistic ``max_j σ_j``. Under verl, each trajectory carries its row ``L[i, :]`` as ``extra_fields["drox_L"]``
 (a list of floats, |y| long), written by the rollout side; the functions here group them and call drox's own
-functions (:func:`drox.rewards.variance.masked_sigma`, :func:`drox.filters.query.sigma_max_of`).
+functions (:func:`drox.signals.r3.masked_sigma`, :func:`drox.signals.r3.sigma_max_of`).
 """
 
 from __future__ import annotations
@@ -37,8 +37,7 @@ def group_sigma_max(rows: Sequence[Sequence[float]]) -> float:
 
     Example: rows ``[[-1, -2], [-3, -2]]``: σ = (1, 0) -> 1.0. A group of one rollout, or an empty reference,
     gives 0 (no spread to measure)."""
-    from drox.filters.query import sigma_max_of
-    from drox.rewards.variance import masked_sigma
+    from drox.signals.r3 import masked_sigma, sigma_max_of
 
     L = _group_table(rows)  # [1, G, J]
     J = L.shape[-1]
@@ -50,7 +49,7 @@ def group_sigma_max(rows: Sequence[Sequence[float]]) -> float:
 class R3Options:
     """``drox.r3`` of verl's config: drox's ``reward.variance`` options that the rollout side and the trainer read
     (``weight`` of the source, the ``weighting`` map w(σ) with ``tau``/``top_p``, the splice ``template``, the
-    row's ``reference_field``); see :class:`drox.rewards.variance.VarianceConfig`."""
+    row's ``reference_field``); see :class:`drox.signals.r3.VarianceConfig`."""
 
     weight: float = 1.0
     weighting: str = "sigma_norm"
@@ -76,8 +75,8 @@ def spliced_ids(tokenizer, prompt_ids: Sequence[int], response_text: str, refere
 
     Returns ``(ids, first, n)``: the sequence, the position of the first reference token, the reference's length.
     """
-    from drox.rewards._spans import encode
-    from drox.rewards.variance import splice, split_reasoning
+    from drox.signals.r3 import splice
+    from drox.signals.spans import encode, split_reasoning
 
     reasoning, _ = split_reasoning(response_text)
     ref_ids = encode(tokenizer, reference)
@@ -104,8 +103,8 @@ def reference_logprobs(prompt_logprobs: Sequence[Sequence[float]], first: int, n
 
 def group_r3(rows: Sequence[Sequence[float]], opts: R3Options) -> List[float]:
     """R3 of each rollout of one group (DRO v1 §4.1.3): ``R3_i = Σ_j w(σ_j) L[i, j]`` with σ_j the cross-rollout
-    std (:func:`drox.rewards.variance.r3_rewards`, the same function drox's own trainer uses). ``[G][J]`` -> ``[G]``."""
-    from drox.rewards.variance import r3_rewards
+    std (:func:`drox.signals.r3.r3_rewards`, the same function drox's own trainer uses). ``[G][J]`` -> ``[G]``."""
+    from drox.signals.r3 import r3_rewards
 
     L = _group_table(rows)  # [1, G, J]
     J = L.shape[-1]

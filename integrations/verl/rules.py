@@ -9,7 +9,7 @@ as drox sums them (``trainer.advantage.combine=sum``):
   is a step, correct / incorrect points). Sequence mode: the steps' aggregate (:func:`drox.rewards.prm.aggregate_steps`:
   min / last / prod / mean) times ``weight``. Dense mode (DeepSeekMath §4.1.3, ``reward.prm.dense``): nothing enters
   the reward; each step's score, its character end in the response and the response token holding that character
-  (:class:`drox.rewards._spans.TokenCharMap`, the helper drox's own ``prm`` source uses) go into
+  (:class:`drox.signals.spans.TokenCharMap`, the helper drox's own ``prm`` source uses) go into
   ``reward_extra_info[STEPS_FIELD]`` as a JSON string, and drox's trainer subclass turns them into reward-to-go
   advantages (``advantage.py``).
 
@@ -170,9 +170,9 @@ def aggregate(scores: Sequence[float], spec: PRMSpec) -> float:
 
 def step_tokens(tokenizer, response_ids: Sequence[int], ends: Sequence[int]) -> List[Optional[int]]:
     """The response token holding each step's last character (``end - 1``), None where none does: drox's own
-    mapping for dense PRM rewards (:class:`drox.rewards._spans.TokenCharMap`: prefixes of the sampled ids are decoded
+    mapping for dense PRM rewards (:class:`drox.signals.spans.TokenCharMap`: prefixes of the sampled ids are decoded
     with special tokens skipped, as the response text was)."""
-    from drox.rewards._spans import TokenCharMap
+    from drox.signals.spans import TokenCharMap
 
     cmap = TokenCharMap(tokenizer, response_ids)
     return [cmap.token_of(int(end) - 1) for end in ends]

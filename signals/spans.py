@@ -1,6 +1,5 @@
-"""Text <-> token helpers shared by the model-based reward sources (variance, confidence, prm).
-
-Not a reward source: the leading underscore keeps ``rewards/__init__`` from importing it as one.
+"""Text <-> token helpers shared by the model-based reward sources (variance, confidence, prm, delta_belief),
+the query filter, open-ended evaluation and the verl backend.
 
 Where a response's final answer starts, and which sampled token holds a given character, are
 needed by DRO's splice (variance), RLSF's answer span (confidence) and step-end positions (prm).
@@ -15,7 +14,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import torch
 
 # the verifier's own patterns: one definition of "final answer" across drox
-from drox.tasks.verify import _ANSWER_LINE, _BOXED
+from drox.tasks.verify import _ANSWER_LINE, _BOXED, extract_answer
 
 
 def final_answer_start(text: str) -> int:
@@ -38,6 +37,20 @@ def final_answer_start(text: str) -> int:
         if m and m.group(1).strip().strip("*").strip().rstrip(".").strip():
             return start
     return len(text)
+
+
+def split_reasoning(text: str) -> Tuple[str, str]:
+    """(reasoning, final answer) of a response; see :func:`final_answer_start`.
+
+    The reasoning is the text before the last ``\\boxed{`` (else before the last ``Answer:`` line); the
+    whole response when it has neither, and then the final answer is the whole response as well
+    (open-ended tasks: the rewrite itself is the outcome). The final answer is
+    :func:`drox.tasks.verify.extract_answer` of the tail (``""`` when that finds nothing).
+    """
+    cut = final_answer_start(text)
+    if cut >= len(text):
+        return text, text.strip()
+    return text[:cut], extract_answer(text[cut:]) or ""
 
 
 def encode(tokenizer, text: str) -> List[int]:

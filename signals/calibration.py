@@ -7,14 +7,32 @@ bins whose first/last edges are ±inf; AUROC of confidence as a score for correc
 
 :func:`reliability_bins` (the table behind ``drox eval``'s reliability diagram) uses the same binning as
 :func:`ece`, so ECE is exactly ``Σ_b count_b/N · |accuracy_b − mean_confidence_b|`` over its rows;
-:func:`calibration_summary` is the block of eval summary keys (docs/evaluation.md "Calibration").
+:func:`calibration_summary` is the block of eval summary keys (docs/evaluation.md "Calibration");
+:func:`parse_confidence` reads the stated confidence q out of a response (the ``brier`` reward and ``drox eval``).
 """
 
 from __future__ import annotations
 
+import math
+import re
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
+
+DEFAULT_TAG = r"<confidence>(.*?)</confidence>"
+"""Where RLCR's prompt asks for the stated confidence (``damanimehul/RLCR``'s tag); group 1 holds q."""
+
+
+def parse_confidence(text: str, tag_regex: str = DEFAULT_TAG) -> Optional[float]:
+    """q from the last ``tag_regex`` match in ``text``; None if absent, not a float, not finite, or outside [0,1]."""
+    matches = list(re.finditer(tag_regex, text or "", re.DOTALL))
+    if not matches:
+        return None
+    try:
+        q = float(matches[-1].group(1).strip())
+    except ValueError:
+        return None
+    return q if math.isfinite(q) and 0.0 <= q <= 1.0 else None
 
 
 def _pair(correct: Sequence[float], q: Sequence[float]) -> Tuple[np.ndarray, np.ndarray]:
@@ -100,7 +118,7 @@ def calibration_summary(correct: Sequence[bool], q: Sequence[Optional[float]]) -
     samples whose q is None; 1.0 when N = 0) and ``calibration_n`` (samples with a q). When calibration_n > 0, over
     those samples only: ``brier``, ``ece``, ``auroc``, ``confidence_mean`` and ``accuracy_stated`` (their accuracy,
     the number ``confidence_mean`` should match). A q outside [0, 1] is a caller's error (ValueError):
-    ``drox.rewards.brier.parse_confidence`` already returns None for those.
+    :func:`parse_confidence` already returns None for those.
     """
     if len(correct) != len(q):
         raise ValueError(f"correct has {len(correct)} values but q has {len(q)}")
