@@ -37,7 +37,7 @@ from drox.signals.rouge import lcs_length, rouge_l_f1, rouge_tokens
 from drox.evaluation.sampling import eval_rows, sample_batches
 from drox.models.forward import response_logprobs
 from drox.models.loading import render_prompts
-from drox.signals.spans import encode, pad_id, right_pad
+from drox.signals.spans import encode, left_pad, pad_id, right_pad
 from drox.signals.spans import split_reasoning
 
 __all__ = [
@@ -56,18 +56,6 @@ __all__ = [
 
 
 # ------------------------------------------------------------------------------------------------ token helpers
-
-
-def _left_pad(rows: Sequence[Sequence[int]], pad: int) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Ragged id lists -> (ids [n, P] long left-padded with ``pad``, mask [n, P] long)."""
-    width = max((len(r) for r in rows), default=0)
-    ids = torch.full((len(rows), max(width, 1)), int(pad), dtype=torch.long)
-    mask = torch.zeros(len(rows), max(width, 1), dtype=torch.long)
-    for i, r in enumerate(rows):
-        if r:
-            ids[i, width - len(r):] = torch.tensor(list(r), dtype=torch.long)
-            mask[i, width - len(r):] = 1
-    return ids, mask
 
 
 def _encode_policy_prompts(tokenizer, prompts: Sequence[str], model_cfg) -> List[List[int]]:
@@ -135,7 +123,7 @@ def reference_logprob_per_token(
     out: List[float] = []
     with _eval_mode(model):
         for start in range(0, len(ref_rows), batch_size):
-            p_ids, p_mask = _left_pad(prompt_rows[start:start + batch_size], pad)  # [B, P]
+            p_ids, p_mask = left_pad(prompt_rows[start:start + batch_size], pad, min_width=1)  # [B, P]
             r_ids, r_mask = right_pad(ref_rows[start:start + batch_size], pad)  # [B, T]
             logprobs, _ = response_logprobs(model, p_ids, p_mask, r_ids, r_mask)  # [B, T], 0 on padding
             per_token = logprobs.double().sum(-1).cpu() / r_mask.double().sum(-1)  # [B]
@@ -210,7 +198,7 @@ def _judge_prob_a(judge_model, judge_tokenizer, texts: Sequence[str], batch_size
     p_a, mass = [], []
     with _eval_mode(judge_model):
         for start in range(0, len(rows), batch_size):
-            ids, mask = _left_pad(rows[start:start + batch_size], pad)  # [B, P]
+            ids, mask = left_pad(rows[start:start + batch_size], pad, min_width=1)  # [B, P]
             pos = (mask.cumsum(-1) - 1).clamp_min(0)
             out = judge_model(input_ids=ids.to(device), attention_mask=mask.to(device), position_ids=pos.to(device),
                               use_cache=False, logits_to_keep=1)

@@ -29,6 +29,7 @@ import torch
 
 from drox.models.head import head_logits
 from drox.models.logprobs import entropy_from_logits, logprobs_from_logits
+from drox.signals.spans import pad_rows
 
 # families whose CausalLM head is lm_head(final_norm(h)) with no scaling or soft-capping, and whose decoder
 # passes a 4-D attention mask through unchanged (transformers' masking_utils returns a 4-D mask as-is)
@@ -122,13 +123,9 @@ def pack(prompt_ids, prompt_mask, response_ids, response_mask) -> Optional[Packe
         rows_ids.append(torch.cat(ids))
         rows_pos.append(torch.cat(pos))
         rows_seg.append(torch.cat(seg))
-    S = max(x.shape[0] for x in rows_ids)
 
     def stack(rows, fill):
-        out = torch.full((len(rows), S), fill, dtype=torch.long)
-        for i, x in enumerate(rows):
-            out[i, : x.shape[0]] = x
-        return out
+        return pad_rows(rows, fill, side="right")  # [B, S], S = the longest packed row
 
     cat = (lambda xs: torch.cat(xs).long()) if toks else (lambda xs: torch.zeros(0, dtype=torch.long))
     return PackedGroups(

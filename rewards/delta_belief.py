@@ -36,7 +36,7 @@ from typing import List, Literal, Optional, Sequence, Tuple
 import torch
 
 from drox.config import MULTITURN_TASKS
-from drox.signals.spans import TokenCharMap, encode, pad_id, right_pad
+from drox.signals.spans import TokenCharMap, encode, left_pad, pad_id, right_pad
 from drox.rewards.base import RewardOutput, ScoringContext, register_reward
 from drox.rollout.base import unpadded
 
@@ -106,18 +106,6 @@ def belief_points(action_mask: torch.Tensor, response_mask: torch.Tensor,
     return points
 
 
-def left_pad(rows: Sequence[Sequence[int]], pad: int) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Ragged id lists -> (ids [n, L] long left-padded with ``pad``, mask [n, L] long)."""
-    width = max((len(r) for r in rows), default=1)
-    ids = torch.full((len(rows), width), int(pad), dtype=torch.long)
-    mask = torch.zeros(len(rows), width, dtype=torch.long)
-    for i, r in enumerate(rows):
-        if r:
-            ids[i, width - len(r):] = torch.tensor(list(r), dtype=torch.long)
-            mask[i, width - len(r):] = 1
-    return ids, mask
-
-
 def aggregate_beliefs(logprobs: torch.Tensor, secret_mask: torch.Tensor, how: str = "sum") -> torch.Tensor:
     """Beliefs from the elicitation's token log-probs: sum (or mean) over the secret's tokens.
 
@@ -174,7 +162,7 @@ def delta_belief(ctx: ScoringContext, cfg: DeltaBeliefConfig) -> RewardOutput:
             spans.append(span)
             owner.append(n)
     pad = pad_id(ctx.tokenizer)
-    h_ids, h_mask = left_pad(histories, pad)  # [M, P'] each read's history (prompt + transcript prefix)
+    h_ids, h_mask = left_pad(histories, pad, min_width=1)  # [M, P'] each read's history (prompt + transcript prefix)
     e_ids, e_mask = right_pad(queries, pad)  # [M, E] its elicitation
     secret_mask = torch.zeros_like(e_mask)  # [M, E]
     for m, (first, last) in enumerate(spans):

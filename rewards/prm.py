@@ -48,7 +48,7 @@ from typing import Any, Dict, List, Literal, Optional, Sequence, Tuple
 
 import torch
 
-from drox.signals.spans import TokenCharMap, response_ids
+from drox.signals.spans import TokenCharMap, pad_ids, response_ids
 from drox.rewards.base import RewardOutput, ScoringContext, register_reward
 from drox.rewards.prm_judge import JUDGES
 
@@ -325,12 +325,7 @@ def _prm_forward(ctx: ScoringContext, model, tokenizer, inputs: List[List[int]],
     bs = max(1, ctx.forward_batch_size)
     for start in range(0, len(inputs), bs):
         chunk, pos = inputs[start : start + bs], positions[start : start + bs]
-        width = max(len(r) for r in chunk)
-        ids = torch.full((len(chunk), width), int(pad), dtype=torch.long)
-        attn = torch.zeros(len(chunk), width, dtype=torch.long)
-        for i, r in enumerate(chunk):  # right padding: real tokens keep positions 0..len-1
-            ids[i, : len(r)] = torch.tensor(r)
-            attn[i, : len(r)] = 1
+        ids, attn = pad_ids(chunk, pad, side="right")  # [b, W]: real tokens keep positions 0..len-1
         with torch.no_grad():
             res = model(input_ids=ids.to(device), attention_mask=attn.to(device))
         logits = res.logits if hasattr(res, "logits") else res[0]

@@ -22,6 +22,7 @@ from transformers import DynamicCache
 from drox.models.loading import render_prompts
 from drox.rollout.base import RolloutBatch, concat_batches
 from drox.rollout.static_decode import StaticKVDecoder, supports_static_decode
+from drox.signals.spans import left_pad
 from drox.models.logprobs import entropy_from_logits, logprobs_from_logits, scaled_logits, top2_margin
 
 
@@ -198,11 +199,7 @@ class HFRolloutEngine:
         try:
             for start in range(0, len(prefixes), per_chunk):
                 rows = prefixes[start : start + per_chunk]
-                P = max(len(r) for r in rows)
-                ids = torch.full((len(rows), P), self.pad_id, dtype=torch.long)
-                mask = torch.zeros(len(rows), P, dtype=torch.long)
-                for i, r in enumerate(rows):  # left-padded, as encode_prompts pads prompts
-                    ids[i, P - len(r):], mask[i, P - len(r):] = torch.tensor(r, dtype=torch.long), 1
+                ids, mask = left_pad(rows, self.pad_id)  # [Q, P], as encode_prompts pads prompts
                 chunk_caps = caps[start : start + per_chunk]
                 row_caps = None if len(set(chunk_caps)) == 1 else torch.tensor(chunk_caps, dtype=torch.long)
                 chunks.append(self._generate_chunk(ids, mask, group_size, max(chunk_caps), temperature, top_p, gen,

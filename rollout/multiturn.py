@@ -32,6 +32,7 @@ import torch
 
 from drox.rollout.base import RolloutBatch, unpadded
 from drox.rollout.tree import derived_seed
+from drox.signals.spans import pad_ids, pad_rows
 from drox.tasks.episodes import transcript_text
 
 __all__ = ["Episodes", "ReplyTokens", "play_episodes"]
@@ -145,15 +146,10 @@ def play_episodes(engine, tokenizer, env, rows: List[Dict[str, Any]], group_size
             ep.turns.append((text, reply.text))
             ep.done, ep.solved = bool(reply.done), bool(reply.solved)
 
-    T = max(len(ep.tokens) for ep in episodes)
-    response_ids = torch.full((N, T), engine.pad_id, dtype=torch.long)
-    response_mask, logprobs, entropies, action_mask = (torch.zeros(N, T) for _ in range(4))
-    for n, ep in enumerate(episodes):
-        k = len(ep.tokens)
-        response_ids[n, :k] = torch.tensor(ep.tokens, dtype=torch.long)
-        response_mask[n, :k] = 1.0
-        logprobs[n, :k], entropies[n, :k] = torch.tensor(ep.logprobs), torch.tensor(ep.entropies)
-        action_mask[n, :k] = torch.tensor(ep.action)
+    response_ids, response_mask = pad_ids([ep.tokens for ep in episodes], engine.pad_id, side="right")  # [N, T]
+    response_mask = response_mask.float()
+    logprobs, entropies, action_mask = (pad_rows([getattr(ep, f) for ep in episodes], 0.0, dtype=torch.float32)
+                                        for f in ("logprobs", "entropies", "action"))
     batch = RolloutBatch(
         prompt_ids=prompt_ids.repeat_interleave(G, 0), prompt_mask=prompt_mask.repeat_interleave(G, 0),
         response_ids=response_ids, response_mask=response_mask, logprobs=logprobs, entropies=entropies,

@@ -44,6 +44,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import torch
 
 from drox.rollout.base import RolloutBatch, unpadded
+from drox.signals.spans import pad_ids, pad_rows
 
 __all__ = ["BoundaryTokens", "TreeLeaf", "TreeRollout", "derived_seed", "tree_rollouts"]
 
@@ -149,18 +150,10 @@ def tree_rollouts(engine, tokenizer, prompts: List[str], tree_cfg, *, max_new_to
     order = [i for tree_leaves in members for i in tree_leaves]  # group-major: q's trees are q*M .. q*M + M - 1
     G = M * (1 + L * N)
     rows = [leaves[i] for i in order]
-    T = max(len(leaf.tokens) for leaf in rows)
-    pad = engine.pad_id
-    response_ids = torch.full((len(rows), T), pad, dtype=torch.long)
-    response_mask = torch.zeros(len(rows), T)
-    logprobs = torch.zeros(len(rows), T)
-    entropies = torch.zeros(len(rows), T)
-    for n, leaf in enumerate(rows):
-        n_tok = len(leaf.tokens)
-        response_ids[n, :n_tok] = torch.tensor(leaf.tokens, dtype=torch.long)
-        response_mask[n, :n_tok] = 1.0
-        logprobs[n, :n_tok] = torch.tensor(leaf.logprobs)
-        entropies[n, :n_tok] = torch.tensor(leaf.entropies)
+    response_ids, response_mask = pad_ids([leaf.tokens for leaf in rows], engine.pad_id, side="right")  # [N, T]
+    response_mask = response_mask.float()
+    logprobs = pad_rows([leaf.logprobs for leaf in rows], 0.0, dtype=torch.float32)
+    entropies = pad_rows([leaf.entropies for leaf in rows], 0.0, dtype=torch.float32)
     prompt_rows = torch.arange(Q).repeat_interleave(G) * M  # each group's prompt, as the chains' batch padded it
     batch = RolloutBatch(
         prompt_ids=chains.prompt_ids[prompt_rows], prompt_mask=chains.prompt_mask[prompt_rows],

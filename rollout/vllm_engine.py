@@ -43,6 +43,7 @@ import torch
 from drox.errors import ConfigError
 from drox.rollout.base import RolloutBatch, unpadded
 from drox.rollout.hf import encode_prompts, eos_token_ids
+from drox.signals.spans import left_pad, pad_ids, pad_rows
 
 
 def import_vllm():
@@ -133,22 +134,11 @@ def to_rollout_batch(outputs, *, group_size: int, pad_id: int, temperature: floa
             finish.append("length" if c.finish_reason == "length" else "eos")
             texts.append(c.text)
     N = len(responses)
-    P = max((len(p) for p in prompt_rows), default=0)
-    T = max((len(r) for r in responses), default=0)
-    prompt_ids = torch.full((N, P), pad_id, dtype=torch.long)
-    prompt_mask = torch.zeros(N, P, dtype=torch.long)
-    response_ids = torch.full((N, T), pad_id, dtype=torch.long)
-    response_mask = torch.zeros(N, T)
-    lp = torch.zeros(N, T)
-    for n in range(N):
-        p, r = prompt_rows[n], responses[n]
-        if p:
-            prompt_ids[n, P - len(p):] = torch.tensor(p)
-            prompt_mask[n, P - len(p):] = 1
-        if r:
-            response_ids[n, : len(r)] = torch.tensor(r)
-            response_mask[n, : len(r)] = 1.0
-            lp[n, : len(r)] = torch.tensor(logprobs[n])
+    prompt_ids, prompt_mask = left_pad(prompt_rows, pad_id)  # [N, P]
+    response_ids, response_mask = pad_ids(responses, pad_id, side="right")  # [N, T]
+    response_mask = response_mask.float()
+    lp = pad_rows(logprobs, 0.0, dtype=torch.float32)  # [N, T]
+    T = response_ids.shape[1]
     return RolloutBatch(prompt_ids=prompt_ids, prompt_mask=prompt_mask, response_ids=response_ids,
                         response_mask=response_mask, logprobs=lp, entropies=torch.zeros(N, T), finish_reason=finish,
                         texts=texts, group_size=group_size, prompts=list(prompts), temperature=temperature)

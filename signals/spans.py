@@ -110,16 +110,53 @@ def response_ids(batch, n: int) -> List[int]:
     return batch.response_ids[n, :length].tolist()
 
 
-def right_pad(rows: Sequence[Sequence[int]], pad_id: int) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Ragged id lists -> (ids [n, T'] long right-padded with ``pad_id``, mask [n, T'] float)."""
-    width = max((len(r) for r in rows), default=0)
-    ids = torch.full((len(rows), max(width, 1)), int(pad_id), dtype=torch.long)
-    mask = torch.zeros(len(rows), max(width, 1))
+def pad_rows(rows: Sequence[Sequence], fill, *, side: str = "right", dtype: torch.dtype = torch.long,
+             min_width: int = 0) -> torch.Tensor:
+    """Ragged rows (lists or 1-D tensors) -> one ``[n, W]`` tensor of ``dtype``, ``W = max(min_width, longest row)``,
+    each row's values at its right end (``side="left"``) or its left end (``side="right"``), ``fill`` elsewhere.
+
+    Example: ``pad_rows([[5, 6], [7]], 0, side="left")`` -> ``[[5, 6], [0, 7]]``.
+    """
+    if side not in ("left", "right"):
+        raise ValueError(f"side must be 'left' or 'right', got {side!r}")
+    width = max(max((len(r) for r in rows), default=0), min_width)
+    out = torch.full((len(rows), width), fill, dtype=dtype)
     for i, r in enumerate(rows):
-        if r:
-            ids[i, : len(r)] = torch.tensor(list(r), dtype=torch.long)
-            mask[i, : len(r)] = 1.0
-    return ids, mask
+        n = len(r)
+        if n:
+            values = torch.as_tensor(r if isinstance(r, torch.Tensor) else list(r), dtype=dtype)
+            if side == "left":
+                out[i, width - n:] = values
+            else:
+                out[i, :n] = values
+    return out
+
+
+def pad_ids(rows: Sequence[Sequence[int]], pad_id: int, *, side: str = "right",
+            min_width: int = 0) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Ragged token-id rows -> ``(ids [n, W] long, mask [n, W] long)``: :func:`pad_rows` with ``pad_id``, and 1 in
+    ``mask`` where a row's own ids are. Left padding (``side="left"``) is how prompts are batched for generation
+    (every prompt ends at the last column, where the first sampled token follows); right padding keeps each row's
+    tokens at positions ``0..len-1``.
+
+    Example: ``pad_ids([[5, 6], [7]], 0, side="left")`` -> ``([[5, 6], [0, 7]], [[1, 1], [0, 1]])``.
+    """
+    ids = pad_rows(rows, int(pad_id), side=side, dtype=torch.long, min_width=min_width)
+    lengths = torch.tensor([len(r) for r in rows], dtype=torch.long)[:, None]  # [n, 1]
+    cols = torch.arange(ids.shape[1])[None, :]  # [1, W]
+    mask = (cols >= ids.shape[1] - lengths) if side == "left" else (cols < lengths)
+    return ids, mask.long()
+
+
+def left_pad(rows: Sequence[Sequence[int]], pad_id: int, min_width: int = 0) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Ragged id lists -> ``(ids [n, W] long left-padded with pad_id, mask [n, W] long)``; see :func:`pad_ids`."""
+    return pad_ids(rows, pad_id, side="left", min_width=min_width)
+
+
+def right_pad(rows: Sequence[Sequence[int]], pad_id: int) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Ragged id lists -> (ids [n, T'] long right-padded with ``pad_id``, mask [n, T'] float), at least one column."""
+    ids, mask = pad_ids(rows, pad_id, side="right", min_width=1)
+    return ids, mask.float()
 
 
 def pad_id(tokenizer) -> int:

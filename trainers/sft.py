@@ -51,6 +51,7 @@ from drox.errors import ConfigError, check_finite
 from drox.models.loading import load_policy, resolve_device, terminal_progress_bars
 from drox.rollout.base import unpadded
 from drox.rollout.hf import HFRolloutEngine
+from drox.signals.spans import pad_ids, pad_rows
 from drox.tasks import TaskError, build_task
 from drox.tasks.files import read_jsonl
 from drox.trainers.loop import build_scheduler, seed_everything
@@ -193,15 +194,8 @@ def tokenize_pairs(pairs: Sequence[Tuple[str, str]], engine: HFRolloutEngine, ma
 
 def collate(examples: Sequence[Example], pad_id: int):
     """Right-padded ``(input_ids, attention_mask, labels)``, each ``[B, L]``; padding is labelled -100."""
-    L = max(len(e.input_ids) for e in examples)
-    ids = torch.full((len(examples), L), pad_id, dtype=torch.long)
-    labels = torch.full((len(examples), L), IGNORE, dtype=torch.long)
-    mask = torch.zeros((len(examples), L), dtype=torch.long)
-    for i, e in enumerate(examples):
-        n = len(e.input_ids)
-        ids[i, :n] = torch.tensor(e.input_ids)
-        labels[i, :n] = torch.tensor(e.labels)
-        mask[i, :n] = 1
+    ids, mask = pad_ids([e.input_ids for e in examples], pad_id, side="right")
+    labels = pad_rows([e.labels for e in examples], IGNORE, side="right")
     return ids, mask, labels
 
 
