@@ -1,12 +1,14 @@
-"""Atomic file writes: a crash never leaves a half-written result (temp file beside the target + rename)."""
+"""Atomic file and folder writes: a crash never leaves a half-written result (temp file or folder beside the
+target + rename)."""
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
-from typing import IO, Any, Callable, Iterable
+from typing import IO, Any, Callable, Iterable, Optional
 
 
 def atomic_write(path: str | Path, write: Callable[[IO], None], mode: str = "w") -> Path:
@@ -35,6 +37,30 @@ def atomic_write(path: str | Path, write: Callable[[IO], None], mode: str = "w")
 def atomic_write_text(path: str | Path, text: str) -> Path:
     return atomic_write(path, lambda fh: fh.write(text))
 
+
+def atomic_write_dir(path: str | Path, write: Callable[[Path], None], tmp_prefix: Optional[str] = None) -> Path:
+    """Call ``write(folder)`` on a fresh temp folder beside ``path``, then rename it to ``path`` when whole.
+
+    So any folder named ``path`` was written completely (a crash leaves only a temp folder, named
+    ``tmp_prefix`` + random, default ``.tmp-<name>-``, which the caller may sweep up by that prefix). An existing
+    ``path`` is replaced whole (removed, then the rename). The folder gets the permissions of any new folder
+    (the umask's), not ``mkdtemp``'s private 0700.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=tmp_prefix or f".tmp-{path.name}-", dir=path.parent))
+    try:
+        write(tmp)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o777 & ~umask)
+        if path.exists():
+            shutil.rmtree(path)
+        tmp.rename(path)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return path
 
 
 def atomic_write_jsonl(path: str | Path, records: Iterable[Any]) -> Path:

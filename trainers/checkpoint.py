@@ -11,13 +11,13 @@ from __future__ import annotations
 import random
 import re
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any, Dict, Optional
 
 import numpy as np
 import torch
 
+from drox.atomic import atomic_write_dir
 from drox.errors import check_weights_finite
 from drox.models.loading import terminal_progress_bars
 
@@ -40,23 +40,25 @@ def set_rng_state(state: Dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def save_pretrained(model, tokenizer, folder: Path) -> None:
+    """``save_pretrained`` of model and tokenizer into ``folder`` (HF layout: weights, config, tokenizer files)."""
+    with terminal_progress_bars():  # no "Writing model shards" bar debris in a log file
+        model.save_pretrained(str(folder))
+        tokenizer.save_pretrained(str(folder))
+
+
 def save_checkpoint(ckpt_root: Path, step: int, model, tokenizer, trainer_state: Dict[str, Any], keep: int) -> Path:
     """Write ``ckpt_root/step-NNNNNN/`` whole or not at all; refuses non-finite weights (NonFiniteError)."""
     check_weights_finite(model.parameters(), step, "at checkpoint time (nothing written)")
     ckpt_root.mkdir(parents=True, exist_ok=True)
     final = ckpt_root / f"step-{step:06d}"
-    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-step-{step:06d}-", dir=ckpt_root))
-    try:
-        with terminal_progress_bars():  # no "Writing model shards" bar debris in a log file
-            model.save_pretrained(str(tmp))
-            tokenizer.save_pretrained(str(tmp))
-        torch.save(trainer_state, tmp / STATE_FILE)
-        if final.exists():  # re-saving the same step (e.g. after a resume): replace it whole
-            shutil.rmtree(final)
-        tmp.rename(final)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+
+    def write(folder: Path) -> None:
+        save_pretrained(model, tokenizer, folder)
+        torch.save(trainer_state, folder / STATE_FILE)
+
+    # re-saving the same step (e.g. after a resume) replaces it whole
+    atomic_write_dir(final, write, tmp_prefix=f".tmp-step-{step:06d}-")
     _prune(ckpt_root, keep)
     return final
 

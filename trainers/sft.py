@@ -32,8 +32,6 @@ from __future__ import annotations
 
 import os
 import random
-import shutil
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,15 +43,16 @@ from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from drox.atomic import atomic_write_text
+from drox.atomic import atomic_write_dir, atomic_write_text
 from drox.config import validate_sft
 from drox.errors import ConfigError, check_finite
-from drox.models.loading import load_policy, resolve_device, terminal_progress_bars
+from drox.models.loading import load_policy, resolve_device
 from drox.rollout.base import unpadded
 from drox.rollout.hf import HFRolloutEngine
 from drox.signals.spans import pad_ids, pad_rows
 from drox.tasks import TaskError, build_task
 from drox.tasks.files import read_jsonl
+from drox.trainers.checkpoint import save_pretrained
 from drox.trainers.loop import build_scheduler, seed_everything
 from drox.trainers.metrics import MetricsLogger
 from drox.trainers.sampler import PromptSampler
@@ -249,22 +248,7 @@ def sft_step(model, optimizer, scheduler, batch: Sequence[Example], sft_cfg, pad
 def save_model(model, tokenizer, final: Path) -> Path:
     """``save_pretrained`` of model and tokenizer into a temp folder beside ``final``, renamed when whole
     (an existing ``final`` from an earlier run into the same folder is replaced)."""
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{final.name}-", dir=final.parent))
-    try:
-        with terminal_progress_bars():  # no "Writing model shards" bar debris in a log file
-            model.save_pretrained(str(tmp))
-            tokenizer.save_pretrained(str(tmp))
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o777 & ~umask)  # mkdtemp made it private; the model folder is a normal folder
-        if final.exists():
-            shutil.rmtree(final)
-        tmp.rename(final)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    return final
+    return atomic_write_dir(final, lambda folder: save_pretrained(model, tokenizer, folder))
 
 
 # ------------------------------------------------------------------------------------------------ the run
