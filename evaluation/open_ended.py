@@ -35,7 +35,7 @@ import torch
 from drox.evaluation.bootstrap import bootstrap_ci
 from drox.signals.rouge import lcs_length, rouge_l_f1, rouge_tokens
 from drox.evaluation.sampling import eval_rows, sample_batches
-from drox.models.forward import response_logprobs
+from drox.models.forward import eval_mode, response_logprobs
 from drox.models.loading import render_prompts
 from drox.signals.spans import encode, left_pad, pad_id, right_pad
 from drox.signals.spans import split_reasoning
@@ -70,13 +70,8 @@ def _encode_policy_prompts(tokenizer, prompts: Sequence[str], model_cfg) -> List
 @contextlib.contextmanager
 def _eval_mode(model):
     """``torch.no_grad`` with the model in eval mode, restoring its training flag afterwards."""
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            yield model
-    finally:
-        model.train(was_training)
+    with eval_mode(model), torch.no_grad():
+        yield model
 
 
 def _check_batch_size(batch_size: int) -> int:

@@ -10,12 +10,26 @@ each position's matmul work, and the log-softmax and entropy over 49152 logits c
 
 from __future__ import annotations
 
-from typing import Optional, Tuple
+import contextlib
+from typing import Iterator, Optional, Tuple
 
 import torch
 
 from drox.models.logprobs import entropy_from_logits, logprobs_from_logits
 from drox.models.shared_prompt import pack, plan, shared_prompt_logprobs, supports_shared_prompts
+
+
+@contextlib.contextmanager
+def eval_mode(model: torch.nn.Module) -> Iterator[torch.nn.Module]:
+    """``model`` in eval mode (no dropout) inside the block, its training flag restored afterwards (also on error).
+
+    Gradients are untouched: combine with ``torch.no_grad()`` where none are needed."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
 
 
 def teacher_forced_inputs(prompt_ids, prompt_mask, response_ids, response_mask):

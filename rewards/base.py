@@ -20,7 +20,7 @@ from typing import Any, Callable, Dict, List, Optional
 import torch
 
 from drox.errors import ConfigError, NonFiniteError, check_finite
-from drox.models.forward import response_logits
+from drox.models.forward import eval_mode, response_logits
 from drox.models.logprobs import logprobs_from_logits
 from drox.registry import Registry
 
@@ -82,21 +82,16 @@ class ScoringContext:
             raise ValueError("this reward source needs a model, but the scoring context has none")
         device = next(model.parameters()).device
         outs = []
-        was_training = model.training
-        model.eval()
-        try:
-            with torch.no_grad():
-                for start in range(0, prompt_ids.shape[0], self.forward_batch_size):
-                    sl = slice(start, start + self.forward_batch_size)
-                    r_ids, r_mask = response_ids[sl].to(device), response_mask[sl].to(device)
-                    logits = response_logits(model, prompt_ids[sl].to(device), prompt_mask[sl].to(device),
-                                             r_ids, r_mask)
-                    outs.append(reduce(logits, r_ids, r_mask).cpu())
-                    self.counters["forward_passes"] = self.counters.get("forward_passes", 0) + 1
-                    self.counters["forward_tokens"] = (self.counters.get("forward_tokens", 0)
-                                                       + float((prompt_mask[sl].sum() + r_mask.sum()).item()))
-        finally:
-            model.train(was_training)
+        with eval_mode(model), torch.no_grad():
+            for start in range(0, prompt_ids.shape[0], self.forward_batch_size):
+                sl = slice(start, start + self.forward_batch_size)
+                r_ids, r_mask = response_ids[sl].to(device), response_mask[sl].to(device)
+                logits = response_logits(model, prompt_ids[sl].to(device), prompt_mask[sl].to(device),
+                                         r_ids, r_mask)
+                outs.append(reduce(logits, r_ids, r_mask).cpu())
+                self.counters["forward_passes"] = self.counters.get("forward_passes", 0) + 1
+                self.counters["forward_tokens"] = (self.counters.get("forward_tokens", 0)
+                                                   + float((prompt_mask[sl].sum() + r_mask.sum()).item()))
         return torch.cat(outs) if outs else torch.empty(0)
 
     def logprobs(self, prompt_ids, prompt_mask, response_ids, response_mask, model=None, temperature: float = 1.0):

@@ -19,6 +19,7 @@ from typing import List, Optional, Sequence, Union
 import torch
 from transformers import DynamicCache
 
+from drox.models.forward import eval_mode
 from drox.models.loading import render_prompts
 from drox.rollout.base import RolloutBatch, concat_batches
 from drox.rollout.static_decode import StaticKVDecoder, supports_static_decode
@@ -158,20 +159,18 @@ class HFRolloutEngine:
 
             # disable=None: drawn on a terminal, off in a pipe or log file (no carriage-return debris)
             bar = tqdm(total=len(prompts) * group_size, desc="sampling", unit="seq", leave=False, disable=None)
-        was_training = self.model.training
-        self.model.eval()
-        try:
-            for start in range(0, len(prompts), prompts_per_chunk):
-                chunk = prompts[start : start + prompts_per_chunk]
-                ids, mask = self.encode_prompts(chunk)  # [Q, P], padded to the chunk's longest prompt
-                chunks.append(self._generate_chunk(ids, mask, group_size, max_new_tokens, temperature, top_p, gen,
-                                                   margins=margins))
+        with eval_mode(self.model):
+            try:
+                for start in range(0, len(prompts), prompts_per_chunk):
+                    chunk = prompts[start : start + prompts_per_chunk]
+                    ids, mask = self.encode_prompts(chunk)  # [Q, P], padded to the chunk's longest prompt
+                    chunks.append(self._generate_chunk(ids, mask, group_size, max_new_tokens, temperature, top_p,
+                                                       gen, margins=margins))
+                    if bar is not None:
+                        bar.update(len(chunk) * group_size)
+            finally:
                 if bar is not None:
-                    bar.update(len(chunk) * group_size)
-        finally:
-            if bar is not None:
-                bar.close()
-            self.model.train(was_training)
+                    bar.close()
         parts = [RolloutBatch(**c, group_size=group_size, temperature=temperature) for c in chunks]
         batch = concat_batches(parts, self.pad_id)
         batch.prompts = list(prompts)
@@ -194,9 +193,7 @@ class HFRolloutEngine:
         gen.manual_seed(0 if seed is None else int(seed))
         per_chunk = max(1, self.batch_size // group_size)
         chunks = []
-        was_training = self.model.training
-        self.model.eval()
-        try:
+        with eval_mode(self.model):
             for start in range(0, len(prefixes), per_chunk):
                 rows = prefixes[start : start + per_chunk]
                 ids, mask = left_pad(rows, self.pad_id)  # [Q, P], as encode_prompts pads prompts
@@ -204,8 +201,6 @@ class HFRolloutEngine:
                 row_caps = None if len(set(chunk_caps)) == 1 else torch.tensor(chunk_caps, dtype=torch.long)
                 chunks.append(self._generate_chunk(ids, mask, group_size, max(chunk_caps), temperature, top_p, gen,
                                                    row_caps=row_caps))
-        finally:
-            self.model.train(was_training)
         parts = [RolloutBatch(**c, group_size=group_size, temperature=temperature) for c in chunks]
         batch = concat_batches(parts, self.pad_id)
         batch.prompts = []

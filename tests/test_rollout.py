@@ -453,3 +453,21 @@ def test_inverse_cdf_draws_the_right_distribution():
     assert (draws[1] == 0).all()
     again = torch.cat([_inverse_cdf(weights, torch.Generator().manual_seed(0)) for _ in range(1)], 1)
     assert torch.equal(again, draws[:, :1])
+
+
+def test_eval_mode_restores_the_training_flag_also_on_error():
+    from drox.models.forward import eval_mode
+
+    model = torch.nn.Sequential(torch.nn.Dropout(0.5))
+    with eval_mode(model) as m:
+        assert m is model and not model.training and not model[0].training
+    assert model.training and model[0].training  # was training: restored
+    model.eval()
+    with eval_mode(model):
+        pass
+    assert not model.training  # was in eval: stays in eval
+    model.train()
+    with pytest.raises(RuntimeError):
+        with eval_mode(model):
+            raise RuntimeError("boom")
+    assert model.training
