@@ -20,6 +20,23 @@ class ConfigError(ValueError):
 
 
 
+def first_line(e: BaseException, with_type: bool = False, with_cause: bool = True) -> str:
+    """One line for the user out of an exception: the first line of its message (the type's name when the message
+    is empty), ``"TypeName: "`` before it with ``with_type``, and with ``with_cause`` the first line of a chained
+    ``__cause__``'s message after it in parentheses (Hydra and verl chain the useful part there).
+
+    Example: ``ValueError("bad key\\nmore")`` raised ``from KeyError("k")`` -> ``"bad key ('k')"``.
+    """
+    text = str(e).strip() or type(e).__name__
+    head = text.splitlines()[0]
+    if with_type and str(e).strip():
+        head = f"{type(e).__name__}: {head}"
+    cause = e.__cause__ if with_cause else None
+    if cause is not None and str(cause).strip():
+        head = f"{head} ({str(cause).strip().splitlines()[0]})"
+    return head
+
+
 class NonFiniteError(RuntimeError):
     """A tensor that must be finite holds NaN or inf. Attributes: ``name``, ``step``, ``source``,
     ``num_nan``, ``num_inf``, ``numel``."""

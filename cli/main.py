@@ -99,8 +99,10 @@ def _first_line(e: BaseException) -> str:
     # Hydra chains the useful message ("Key 'foo' not in 'TrainerConfig'") as the cause
     cause = e.__cause__
     if cause is not None and str(cause).strip():
-        text = f"{text.splitlines()[0]} ({str(cause).strip().splitlines()[0]})"
-    return " ".join(text.splitlines()[:2])
+        from drox.errors import first_line
+
+        return first_line(e)
+    return " ".join(text.splitlines()[:2])  # Hydra's hint ("To append to your config use +...") is the 2nd line
 
 
 def _parse_ks(text: str) -> List[int]:

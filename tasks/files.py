@@ -12,6 +12,8 @@ from typing import Any, Iterable, Optional
 
 import datasets
 
+from drox.errors import first_line
+
 from .common import Task, TaskError, check_split, with_suffix
 from .verify import MathVerifier
 
@@ -66,7 +68,8 @@ def read_parquet(path: str) -> list[tuple[str, dict]]:
     try:
         table = pq.read_table(path)
     except Exception as e:  # noqa: BLE001 - pyarrow raises several types for a bad file
-        raise TaskError(f"{path}: not a readable Parquet file ({_first_line(e)})") from None
+        reason = first_line(e, with_type=True, with_cause=False)
+        raise TaskError(f"{path}: not a readable Parquet file ({reason})") from None
     return [(f"{path} row {i}", row) for i, row in enumerate(table.to_pylist(), start=1)]
 
 
@@ -99,7 +102,8 @@ def records_to_dataset(records: Iterable[tuple[str, dict]], source: str, cfg: An
     try:
         return datasets.Dataset.from_list(rows)
     except Exception as e:  # noqa: BLE001 - arrow type clashes between rows
-        raise TaskError(f"{source}: rows do not form a table ({_first_line(e)})") from None
+        reason = first_line(e, with_type=True, with_cause=False)
+        raise TaskError(f"{source}: rows do not form a table ({reason})") from None
 
 
 def _field(obj: dict, name: str, option: str, where: str):
@@ -109,11 +113,6 @@ def _field(obj: dict, name: str, option: str, where: str):
     if obj[name] is None:
         raise TaskError(f"{where}: field '{name}' is null")
     return obj[name]
-
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    return f"{type(e).__name__}: {text[0]}" if text else type(e).__name__
 
 
 def build_jsonl(cfg: Any, split: str) -> Task:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
-from drox.errors import ConfigError
+from drox.errors import ConfigError, first_line
 
 CONFIG_DIR = Path(__file__).resolve().parent / "config"
 CONFIG_NAME = "drox_ppo_trainer"
@@ -34,7 +34,7 @@ def compose_verl_config(overrides: Sequence[str]):
         with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base=None):
             return compose(CONFIG_NAME, overrides=list(overrides))
     except (HydraException, OmegaConfBaseException) as e:
-        raise ConfigError(f"verl's config rejected an override: {_first_line(e)}") from None
+        raise ConfigError(f"verl's config rejected an override: {first_line(e)}") from None
 
 
 def check_drox_wiring(config) -> None:
@@ -74,12 +74,6 @@ def validate_verl_config(config) -> None:
             validate_config(config=config, use_reference_policy=need_reference_policy(config),
                             use_critic=need_critic(config))
     except (AssertionError, ValueError, TypeError) as e:
-        raise ConfigError(f"verl's validate_config rejected the config: {_first_line(e)}") from None
+        raise ConfigError(f"verl's validate_config rejected the config: {first_line(e)}") from None
 
 
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip() or type(e).__name__
-    cause = e.__cause__
-    if cause is not None and str(cause).strip():
-        text = f"{text.splitlines()[0]} ({str(cause).strip().splitlines()[0]})"
-    return text.splitlines()[0]
