@@ -581,8 +581,7 @@ def validate(cfg) -> None:
         value = get(key)
         if value is None or value < 1:
             raise ConfigError(f"{key}={value} must be a positive integer")
-    if get("trainer.lr") <= 0:
-        raise ConfigError(f"trainer.lr={get('trainer.lr')} must be > 0")
+    validate_optimizer(cfg, "trainer")
     for key in ("trainer.clip_low", "trainer.clip_high", "trainer.kl_coef", "trainer.entropy_coef", "trainer.tis_cap",
                 "trainer.time_budget"):
         if get(key) < 0:
@@ -630,6 +629,20 @@ def validate(cfg) -> None:
     if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", device):
         raise ConfigError(f"device={device} is not allowed; choose auto, cpu, cuda, cuda:N or mps")
     validate_sft(cfg)
+
+
+def validate_optimizer(cfg, section: str) -> None:
+    """The AdamW and learning-rate schedule options that ``trainer`` and ``sft`` both have (``lr``, ``weight_decay``,
+    ``betas``, ``warmup_steps``, ``max_grad_norm``; ``schedule`` is in :data:`CHOICES`), checked alike for both."""
+    node = OmegaConf.select(cfg, section)
+    if not node.lr > 0:
+        raise ConfigError(f"{section}.lr={node.lr} must be > 0")
+    for key in ("weight_decay", "warmup_steps", "max_grad_norm"):
+        if node[key] < 0:
+            raise ConfigError(f"{section}.{key}={node[key]} must be >= 0")
+    betas = list(node.betas)
+    if len(betas) != 2 or not all(0 <= b < 1 for b in betas):
+        raise ConfigError(f"{section}.betas={betas} must be two numbers in [0, 1)")
 
 
 def validate_curriculum(cfg) -> None:
@@ -798,14 +811,7 @@ def validate_sft(cfg) -> None:
     if s.grad_accum > s.batch_size:
         raise ConfigError(f"sft.grad_accum={s.grad_accum} must be <= sft.batch_size={s.batch_size} "
                           "(each micro-batch needs at least one example)")
-    if not s.lr > 0:
-        raise ConfigError(f"sft.lr={s.lr} must be > 0")
-    for key in ("weight_decay", "warmup_steps", "max_grad_norm"):
-        if s[key] < 0:
-            raise ConfigError(f"sft.{key}={s[key]} must be >= 0")
-    betas = list(s.betas)
-    if len(betas) != 2 or not all(0 <= b < 1 for b in betas):
-        raise ConfigError(f"sft.betas={betas} must be two numbers in [0, 1)")
+    validate_optimizer(cfg, "sft")
     placeholder = "{value}" in str(s.response_suffix or "")
     if placeholder and not list(s.suffix_values):
         raise ConfigError("sft.response_suffix holds {value} but sft.suffix_values is empty; give the values, e.g. "

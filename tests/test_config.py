@@ -257,3 +257,24 @@ def test_a_group_given_a_list_of_numbers_is_one_line(compose_cfg, capsys):
     assert exc.value.exit_code == 2
     err = capsys.readouterr().err.strip()
     assert "in the overrides" in err and "e.g. scale=cpu" in err and "\n" not in err
+
+
+
+@pytest.mark.parametrize("section", ["trainer", "sft"])
+@pytest.mark.parametrize("key, value, message", [
+    ("lr", 0.0, "lr=0.0 must be > 0"),
+    ("weight_decay", -0.1, "weight_decay=-0.1 must be >= 0"),
+    ("warmup_steps", -1, "warmup_steps=-1 must be >= 0"),
+    ("max_grad_norm", -1.0, "max_grad_norm=-1.0 must be >= 0"),
+    ("betas", [0.9, 1.0], "betas=[0.9, 1.0] must be two numbers in [0, 1)"),
+])
+def test_trainer_and_sft_check_their_optimizer_options_alike(section, key, value, message):
+    from omegaconf import OmegaConf
+
+    from drox.config import validate_optimizer
+
+    options = {"lr": 1e-5, "weight_decay": 0.0, "betas": [0.9, 0.999], "warmup_steps": 0, "max_grad_norm": 1.0}
+    validate_optimizer(OmegaConf.create({section: options}), section)  # the defaults pass
+    with pytest.raises(ConfigError) as err:
+        validate_optimizer(OmegaConf.create({section: {**options, key: value}}), section)
+    assert str(err.value) == f"{section}.{message}"
