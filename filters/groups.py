@@ -38,8 +38,6 @@ class DynamicSamplingConfig:
     """metric=score: a group whose score std (population, valid rollouts) is <= std_eps counts as constant. [ENG]"""
 
     def __post_init__(self):
-        if self.metric not in METRICS:
-            raise ValueError(f"filter.dynamic_sampling.metric={self.metric!r}; choose one of: {', '.join(METRICS)}")
         if self.max_gen_batches < 1:
             raise ValueError(f"filter.dynamic_sampling.max_gen_batches must be >= 1, got {self.max_gen_batches}")
         if self.std_eps < 0:
@@ -56,8 +54,6 @@ class MeanRangeConfig:
     """score: mean of the combined score (OpenRLHF) | acc: mean verifier correctness (0/1)."""
 
     def __post_init__(self):
-        if self.metric not in METRICS:
-            raise ValueError(f"filter.mean_range.metric={self.metric!r}; choose one of: {', '.join(METRICS)}")
         if not self.lo < self.hi:
             raise ValueError(f"filter.mean_range: lo must be < hi, got lo={self.lo}, hi={self.hi}")
 

@@ -74,10 +74,6 @@ class QueryFilterConfig:
     """``variance`` parsed into :class:`VarianceConfig` (set by __post_init__, checked at config time)."""
 
     def __post_init__(self):
-        if self.mode not in MODES:
-            raise ValueError(f"filter.query.mode={self.mode!r}; choose one of: {', '.join(MODES)}")
-        if self.statistic not in STATISTICS:
-            raise ValueError(f"filter.query.statistic={self.statistic!r}; choose one of: {', '.join(STATISTICS)}")
         if not 0.0 <= self.drop_fraction < 1.0:
             raise ValueError(f"filter.query.drop_fraction must be in [0, 1), got {self.drop_fraction}")
         if self.min_keep < 0:

@@ -133,10 +133,6 @@ def answer_spans(tokenizer, batch) -> List[Optional[tuple]]:
 def confidence(ctx: ScoringContext, cfg: ConfidenceConfig) -> RewardOutput:
     batch = ctx.batch
     Q, G = batch.num_groups, batch.group_size
-    if cfg.kind not in KINDS:
-        raise ValueError(f"reward.confidence.kind={cfg.kind!r}; choose one of: {', '.join(KINDS)}")
-    if cfg.disparity not in DISPARITIES:
-        raise ValueError(f"reward.confidence.disparity={cfg.disparity!r}; choose one of: {', '.join(DISPARITIES)}")
     if cfg.temperature <= 0:
         raise ValueError(f"reward.confidence.temperature must be > 0, got {cfg.temperature}")
     mask = batch.response_mask.float()

@@ -124,8 +124,6 @@ def pairwise_rewards(G: int, pairs: List[Tuple[int, int]], p_win: torch.Tensor, 
 
 def check_config(opts: PairwiseConfig, cfg) -> None:
     """Config-time checks (before anything loads)."""
-    if opts.aggregation not in AGGREGATIONS:
-        raise ValueError(f"reward.pairwise.aggregation={opts.aggregation!r}; choose one of: {', '.join(AGGREGATIONS)}")
     from drox.rewards.prm_judge import check_judge
 
     check_judge("reward.pairwise", opts.judge, opts.judge_path, opts.judge_verify_tokens)

@@ -278,3 +278,35 @@ def test_trainer_and_sft_check_their_optimizer_options_alike(section, key, value
     with pytest.raises(ConfigError) as err:
         validate_optimizer(OmegaConf.create({section: {**options, key: value}}), section)
     assert str(err.value) == f"{section}.{message}"
+
+
+@pytest.mark.parametrize("cls_path, key, value, message", [
+    ("drox.filters.query:QueryFilterConfig", "mode", "both",
+     "filter.query.mode=both is not allowed; choose one of: online, offline"),
+    ("drox.filters.query:QueryFilterConfig", "statistic", "sigma_mean",
+     "filter.query.statistic=sigma_mean is not allowed; choose one of: sigma_max"),
+    ("drox.filters.groups:DynamicSamplingConfig", "metric", "reward",
+     "filter.dynamic_sampling.metric=reward is not allowed; choose one of: acc, score"),
+    ("drox.filters.groups:MeanRangeConfig", "metric", "reward",
+     "filter.mean_range.metric=reward is not allowed; choose one of: acc, score"),
+    ("drox.rewards.pairwise:PairwiseConfig", "aggregation", "elo",
+     "reward.pairwise.aggregation=elo is not allowed; choose one of: win_rate, copeland"),
+    ("drox.rewards.prm:PRMConfig", "kind", "llm",
+     "reward.prm.kind=llm is not allowed; choose one of: oracle, hf, monte_carlo, generative"),
+    ("drox.rewards.prm:PRMConfig", "head", "linear",
+     "reward.prm.head=linear is not allowed; choose one of: token_classification, sequence_classification, causal_lm"),
+    ("drox.rewards.prm:PRMConfig", "aggregation", "max",
+     "reward.prm.aggregation=max is not allowed; choose one of: min, last, prod, mean"),
+    ("drox.rewards.confidence:ConfidenceConfig", "disparity", "top2",
+     "reward.confidence.disparity=top2 is not allowed; choose one of: top1, token"),
+])
+def test_a_choice_outside_its_literal_is_refused_in_one_line(cls_path, key, value, message):
+    import importlib
+
+    from drox.registry import parse_dataclass
+
+    module, name = cls_path.split(":")
+    prefix = message.split("=")[0].rsplit(".", 1)[0]
+    with pytest.raises(ConfigError) as err:
+        parse_dataclass(getattr(importlib.import_module(module), name), {key: value}, prefix)
+    assert str(err.value) == message
