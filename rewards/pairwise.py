@@ -33,7 +33,7 @@ from typing import List, Literal, Tuple
 import torch
 
 from drox.rewards.base import RewardOutput, ScoringContext, register_reward
-from drox.rewards.prm_judge import JUDGES
+from drox.signals.prm import JUDGES
 
 AGGREGATIONS = ("win_rate", "copeland")
 

@@ -23,10 +23,7 @@ import torch
 
 from drox.signals.spans import right_pad
 from drox.rewards.base import ScoringContext
-
-JUDGES = ("policy", "initial", "model")
-"""Who judges (``reward.prm.judge``, ``reward.pairwise.judge``): the policy being trained, the frozen initial policy,
-or a separate LM."""
+from drox.signals.prm import split_steps
 
 
 def judge_prompts(question: str, steps: List[str], template: str) -> List[str]:
@@ -131,7 +128,6 @@ def judge_verdicts(ctx: ScoringContext, prompts: List[str], *, judge: str, path:
 
 def generative_step_scores(ctx: ScoringContext, cfg) -> List[List[Tuple[float, int]]]:
     """Per rollout, ``(s_k, step end char)`` for each step (module docstring), in batched judge passes."""
-    from drox.rewards.prm import split_steps
 
     batch, G = ctx.batch, ctx.batch.group_size
     prompts, owners = [], []

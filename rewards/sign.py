@@ -20,7 +20,8 @@ w_reinforce     λ (0.1)      −1             (W-REINFORCE, Eq. 9: ``λ·L_PSR 
 
 The paper writes the reward as r ∈ {−1, +1} while the code scores 1/0 and shifts by −1 for
 NSR. Both give the table above: PSR keeps the correct samples with weight 1, NSR the incorrect ones with −1, and
-W-REINFORCE is λ / −1 (λ = 1 recovers REINFORCE with ±1 rewards).
+W-REINFORCE is λ / −1 (λ = 1 recovers REINFORCE with ±1 rewards). The table is :data:`drox.signals.sign.SIGN_VALUES`,
+shared with the verl backend.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from dataclasses import dataclass
 import torch
 
 from drox.rewards.base import RewardOutput, ScoringContext, register_reward
+from drox.signals.sign import SIGN_VALUES, sign_advantages
 
 
 @dataclass
@@ -52,11 +54,6 @@ class WReinforceConfig:
     """λ, the weight of correct samples (README: "recommended value is 0.1"); 1 = REINFORCE, 0 = NSR."""
 
 
-def sign_advantages(correct: torch.Tensor, on_correct: float, on_incorrect: float) -> torch.Tensor:
-    """``on_correct`` where ``correct`` (bool) is True, else ``on_incorrect``; float32, same shape."""
-    return torch.where(correct.bool(), torch.tensor(float(on_correct)), torch.tensor(float(on_incorrect)))
-
-
 def needs_no_baseline(opts, cfg) -> None:
     """Config-time check: these scores are advantages; a group baseline would re-centre them."""
     estimator = cfg.trainer.advantage.estimator
@@ -76,16 +73,16 @@ def _correct(ctx: ScoringContext) -> torch.Tensor:
 @register_reward("positive_only", PositiveOnlyConfig, check=needs_no_baseline, advantages=True)
 def positive_only(ctx: ScoringContext, cfg: PositiveOnlyConfig) -> RewardOutput:
     """PSR (Eq. 3): reinforce correct samples only; A = 1 correct, 0 incorrect."""
-    return RewardOutput(seq=sign_advantages(_correct(ctx), 1.0, 0.0))
+    return RewardOutput(seq=sign_advantages(_correct(ctx), *SIGN_VALUES["positive_only"]))
 
 
 @register_reward("negative_only", NegativeOnlyConfig, check=needs_no_baseline, advantages=True)
 def negative_only(ctx: ScoringContext, cfg: NegativeOnlyConfig) -> RewardOutput:
     """NSR (Eq. 4): push down incorrect samples only; A = 0 correct, −1 incorrect."""
-    return RewardOutput(seq=sign_advantages(_correct(ctx), 0.0, -1.0))
+    return RewardOutput(seq=sign_advantages(_correct(ctx), *SIGN_VALUES["negative_only"]))
 
 
 @register_reward("w_reinforce", WReinforceConfig, check=needs_no_baseline, advantages=True)
 def w_reinforce(ctx: ScoringContext, cfg: WReinforceConfig) -> RewardOutput:
     """W-REINFORCE (§5 Eq. 9, λ·L_PSR + L_NSR): A = λ correct, −1 incorrect."""
-    return RewardOutput(seq=sign_advantages(_correct(ctx), cfg.lam, -1.0))
+    return RewardOutput(seq=sign_advantages(_correct(ctx), cfg.lam, SIGN_VALUES["w_reinforce"][1]))

@@ -33,6 +33,15 @@ def test_import_drox_and_the_integration_do_not_import_verl(tmp_path):
     assert out.stdout.split() == ["False", "False", "False", "0.9.1"]
 
 
+def test_the_rule_rewards_and_the_options_they_share_import_without_torch(tmp_path):
+    """A verl reward worker parses drox's own PRM options and checks steps with drox's own checker, with no torch."""
+    code = ("import sys; import drox.integrations.verl.rules, drox.signals.prm; "
+            "print('torch' in sys.modules, drox.integrations.verl.rules.AGGREGATIONS is drox.signals.prm.AGGREGATIONS)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["False", "True"]
+
+
 def test_the_verl_free_modules_import_without_verl(tmp_path):
     code = ("import sys; import drox.integrations.verl.estimators, drox.integrations.verl.rules, "
             "drox.integrations.verl.export, drox.integrations.verl.launch, drox.integrations.verl.cli; "

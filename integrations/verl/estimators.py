@@ -29,6 +29,9 @@ from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 
 import torch
 
+from drox.integrations.verl import config_get
+from drox.signals.sign import SIGN_VALUES as DROX_SIGN_VALUES
+from drox.signals.sign import sign_advantages
 from drox.trainers.algos import broadcast_to_tokens, compute_advantages, dense_process_advantages
 
 Tensor = torch.Tensor
@@ -37,11 +40,11 @@ __all__ = ["ESTIMATORS", "SIGN_VALUES", "group_rows", "grpo_dense", "last_token_
            "w_reinforce"]
 
 #: (advantage of a correct rollout, of an incorrect one); None = ``algorithm.drox.lam`` (W-REINFORCE's λ).
-#: The same table as drox's reward sources (rewards/sign.py, after RLVR-Decomposed's code).
+#: drox's own table (:data:`drox.signals.sign.SIGN_VALUES`, after RLVR-Decomposed's code) under the estimator names.
 SIGN_VALUES: Dict[str, Tuple[Optional[float], float]] = {
-    "drox_psr": (1.0, 0.0),
-    "drox_nsr": (0.0, -1.0),
-    "drox_w_reinforce": (None, -1.0),
+    "drox_psr": DROX_SIGN_VALUES["positive_only"],
+    "drox_nsr": DROX_SIGN_VALUES["negative_only"],
+    "drox_w_reinforce": DROX_SIGN_VALUES["w_reinforce"],
 }
 
 DEFAULTS = {"scale": 1.0, "lam": 0.1, "correct_above": 0.5, "eps": 1e-6}
@@ -51,13 +54,7 @@ DEFAULTS = {"scale": 1.0, "lam": 0.1, "correct_above": 0.5, "eps": 1e-6}
 def option(config: Any, key: str) -> Any:
     """``config.drox.<key>`` (``config`` = verl's ``config.algorithm``: a DictConfig, a dict or None), else the
     default of :data:`DEFAULTS`."""
-    node = None
-    if config is not None:
-        node = config.get("drox", None) if hasattr(config, "get") else getattr(config, "drox", None)
-    value = None
-    if node is not None:
-        value = node.get(key, None) if hasattr(node, "get") else getattr(node, key, None)
-    return DEFAULTS[key] if value is None else value
+    return config_get(config_get(config, "drox"), key, DEFAULTS[key])
 
 
 def group_rows(index: Optional[Sequence[Any]], num_rows: int) -> Tuple[Tensor, Tensor]:
@@ -89,8 +86,6 @@ def last_token_mask(response_mask: Tensor) -> Tensor:
 
 
 def _sign_selective(name: str, token_level_rewards: Tensor, response_mask: Tensor, config: Any) -> Tuple[Tensor, Tensor]:
-    from drox.rewards.sign import sign_advantages  # drox's own table function (lazy: drox.rewards loads every source)
-
     on_correct, on_incorrect = SIGN_VALUES[name]
     if on_correct is None:
         on_correct = float(option(config, "lam"))

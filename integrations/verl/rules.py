@@ -5,7 +5,7 @@ as drox sums them (``trainer.advantage.combine=sum``):
 
 * ``outcome``: the task's verifier, ``correct`` / ``incorrect`` points (RLVR; DAPO Eq. 7 with ±1), times ``weight``;
 * ``format``: 1 when the response holds a non-empty final-answer container (Spurious Rewards §3), times ``weight``;
-* ``prm`` with ``kind=oracle``: drox's rule step checker (:func:`drox.rewards.prm.check_steps`; every ``a op b = c``
+* ``prm`` with ``kind=oracle``: drox's rule step checker (:func:`drox.signals.prm.check_steps`; every ``a op b = c``
   is a step, correct / incorrect points). Sequence mode: the steps' aggregate (:func:`drox.rewards.prm.aggregate_steps`:
   min / last / prod / mean) times ``weight``. Dense mode (DeepSeekMath §4.1.3, ``reward.prm.dense``): nothing enters
   the reward; each step's score, its character end in the response and the response token holding that character
@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from drox.integrations.verl import config_get
+from drox.signals.prm import AGGREGATIONS, PRMConfig, check_steps
 
 __all__ = ["AGGREGATIONS", "PRMSpec", "RewardSpec", "STEPS_FIELD", "VERIFIERS", "aggregate", "decode_steps",
            "encode_steps", "prm_step_scores", "row_of", "score_response", "step_tokens"]
@@ -36,34 +37,34 @@ STEPS_FIELD = "drox_steps"
 non-string value of ``reward_extra_info``, docs/verl.md "The reward loop"), :func:`encode_steps`."""
 
 
-AGGREGATIONS = ("min", "last", "prod", "mean")
-"""``drox.reward.prm.aggregation`` values (:data:`drox.rewards.prm.AGGREGATIONS`; repeated here so that this module
-imports no torch)."""
+_PRM = PRMConfig()  # drox's defaults of reward.prm
 
 
 @dataclass(frozen=True)
 class PRMSpec:
-    """drox's ``reward.prm`` with ``kind=oracle`` (:class:`drox.rewards.prm.PRMConfig`, the same defaults), read from
-    ``drox.reward.prm`` of verl's config; ``enable`` (off by default) is set by ``drox verl`` for ``+reward=prm``."""
+    """drox's ``reward.prm`` with ``kind=oracle`` (:class:`drox.signals.prm.PRMConfig`, whose defaults these are), read
+    from ``drox.reward.prm`` of verl's config; ``enable`` (off by default) is set by ``drox verl`` for ``+reward=prm``."""
 
     enable: bool = False
-    weight: float = 1.0
-    aggregation: str = "min"
-    dense: bool = False
-    empty_score: float = 0.0
-    match_reference: bool = False
-    correct: float = 1.0
-    incorrect: float = 0.0
+    weight: float = _PRM.weight
+    aggregation: str = _PRM.aggregation
+    dense: bool = _PRM.dense
+    empty_score: float = _PRM.empty_score
+    match_reference: bool = _PRM.match_reference
+    correct: float = _PRM.correct
+    incorrect: float = _PRM.incorrect
 
     @classmethod
     def from_config(cls, node: Any) -> "PRMSpec":
         """``drox.reward.prm.{enable,weight,aggregation,dense,empty_score,match_reference,correct,incorrect}``."""
-        spec = cls(enable=bool(config_get(node, "enable", False)), weight=float(config_get(node, "weight", 1.0)),
-                   aggregation=str(config_get(node, "aggregation", "min")),
-                   dense=bool(config_get(node, "dense", False)),
-                   empty_score=float(config_get(node, "empty_score", 0.0)),
-                   match_reference=bool(config_get(node, "match_reference", False)),
-                   correct=float(config_get(node, "correct", 1.0)), incorrect=float(config_get(node, "incorrect", 0.0)))
+        spec = cls(enable=bool(config_get(node, "enable", False)),
+                   weight=float(config_get(node, "weight", _PRM.weight)),
+                   aggregation=str(config_get(node, "aggregation", _PRM.aggregation)),
+                   dense=bool(config_get(node, "dense", _PRM.dense)),
+                   empty_score=float(config_get(node, "empty_score", _PRM.empty_score)),
+                   match_reference=bool(config_get(node, "match_reference", _PRM.match_reference)),
+                   correct=float(config_get(node, "correct", _PRM.correct)),
+                   incorrect=float(config_get(node, "incorrect", _PRM.incorrect)))
         if spec.aggregation not in AGGREGATIONS:
             from drox.errors import ConfigError
 
@@ -139,11 +140,9 @@ def _verifier(name: str, timeout: float):
 
 
 def prm_step_scores(text: str, row: Mapping[str, Any], spec: PRMSpec) -> List[Tuple[float, int]]:
-    """``[(score, end_char)]`` for each step of ``text``: drox's oracle checker :func:`drox.rewards.prm.check_steps`
+    """``[(score, end_char)]`` for each step of ``text``: drox's oracle checker :func:`drox.signals.prm.check_steps`
     (against the row's ``steps`` column when ``match_reference``), ``correct`` / ``incorrect`` points, as drox's
     ``prm`` source scores them."""
-    from drox.rewards.prm import check_steps
-
     reference = None
     if spec.match_reference:
         if "steps" not in row:
@@ -212,7 +211,7 @@ def score_response(text: str, row: Mapping[str, Any], verifier: str, spec: Rewar
     correct = bool(result.correct[0])
     outcome = spec.correct if correct else spec.incorrect
     score = spec.outcome_weight * outcome
-    from drox.rewards.format import has_container
+    from drox.signals.rubric import has_container
 
     has_box = 1.0 if has_container(text, spec.format_pattern) else 0.0
     score += spec.format_weight * has_box
