@@ -15,6 +15,9 @@ from typing import Any, List, Sequence, Tuple
 
 import torch
 
+from drox.signals.r3 import VarianceConfig, masked_sigma, r3_rewards, sigma_max_of, splice
+from drox.signals.spans import encode, split_reasoning
+
 __all__ = ["L_FIELD", "R3Options", "group_r3", "group_sigma_max", "reference_logprobs", "scoring_request",
            "spliced_ids"]
 
@@ -37,26 +40,27 @@ def group_sigma_max(rows: Sequence[Sequence[float]]) -> float:
 
     Example: rows ``[[-1, -2], [-3, -2]]``: σ = (1, 0) -> 1.0. A group of one rollout, or an empty reference,
     gives 0 (no spread to measure)."""
-    from drox.signals.r3 import masked_sigma, sigma_max_of
-
     L = _group_table(rows)  # [1, G, J]
     J = L.shape[-1]
     sigma = masked_sigma(L, torch.ones(1, J, dtype=torch.float64), torch.ones(1, len(rows), dtype=torch.bool))
     return float(sigma_max_of(sigma)[0])
 
 
+_V = VarianceConfig()  # drox's defaults of reward.variance
+
+
 @dataclass(frozen=True)
 class R3Options:
     """``drox.r3`` of verl's config: drox's ``reward.variance`` options that the rollout side and the trainer read
     (``weight`` of the source, the ``weighting`` map w(σ) with ``tau``/``top_p``, the splice ``template``, the
-    row's ``reference_field``); see :class:`drox.signals.r3.VarianceConfig`."""
+    row's ``reference_field``), with the defaults of :class:`drox.signals.r3.VarianceConfig`."""
 
-    weight: float = 1.0
-    weighting: str = "sigma_norm"
-    tau: float = 1.0
-    top_p: float = 0.2
-    template: str = "{reasoning}\\boxed{{answer}}"
-    reference_field: str = "answer"
+    weight: float = _V.weight
+    weighting: str = _V.weighting
+    tau: float = _V.tau
+    top_p: float = _V.top_p
+    template: str = _V.template
+    reference_field: str = _V.reference_field
 
     @classmethod
     def from_config(cls, drox_node: Any) -> "R3Options":
@@ -75,9 +79,6 @@ def spliced_ids(tokenizer, prompt_ids: Sequence[int], response_text: str, refere
 
     Returns ``(ids, first, n)``: the sequence, the position of the first reference token, the reference's length.
     """
-    from drox.signals.r3 import splice
-    from drox.signals.spans import encode, split_reasoning
-
     reasoning, _ = split_reasoning(response_text)
     ref_ids = encode(tokenizer, reference)
     tail, start = splice(tokenizer, reasoning, ref_ids, template)
@@ -104,8 +105,6 @@ def reference_logprobs(prompt_logprobs: Sequence[Sequence[float]], first: int, n
 def group_r3(rows: Sequence[Sequence[float]], opts: R3Options) -> List[float]:
     """R3 of each rollout of one group (DRO v1 §4.1.3): ``R3_i = Σ_j w(σ_j) L[i, j]`` with σ_j the cross-rollout
     std (:func:`drox.signals.r3.r3_rewards`, the same function drox's own trainer uses). ``[G][J]`` -> ``[G]``."""
-    from drox.signals.r3 import r3_rewards
-
     L = _group_table(rows)  # [1, G, J]
     J = L.shape[-1]
     r3, _, _ = r3_rewards(L, torch.ones(1, J, dtype=torch.float64), opts.weighting, opts.tau, opts.top_p)
