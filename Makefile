@@ -77,7 +77,7 @@ test-verl: $(VERL_VENV)/bin/drox
 
 # The paper comparisons (experiments/README.md). Each table trains every arm from the SFT'd base policy,
 # evaluates, and writes experiments/<name>/results.md, table.csv and plots (at most an hour each on 2 cores).
-EXPERIMENTS := spurious dro_revise prm_vs_variance dvao rubric_gate \
+EXPERIMENTS := spurious dro_revise prm_vs_variance rubric_gate \
 	confidence rlcr seed_methods
 BASE_POLICY := experiments/base_policy/model/model.safetensors
 
@@ -115,7 +115,7 @@ $(addprefix table-,$(EXPERIMENTS)): table-%: $(BASE_POLICY)
 # so the same weights on any machine of this kind.
 TOY_BASE := experiments/toy_base/mix/model/model.safetensors
 TOY_STAGE1 := experiments/toy_base/sft/model/model.safetensors
-TOY_EXPERIMENTS := positive_control nsr passk_limits one_shot entropy_8020 dro
+TOY_EXPERIMENTS := positive_control nsr passk_limits one_shot entropy_8020 dro dvao
 
 $(TOY_STAGE1): conf/experiment/toy_base.yaml conf/model/toy.yaml | install
 	mkdir -p experiments/toy_base
