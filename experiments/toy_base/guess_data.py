@@ -4,7 +4,7 @@ fixed share of the responses *guess* instead of working the problem.
 For each training problem of the arithmetic task (two-digit addition and subtraction, the tables' train split),
 a generator seeded with ``--seed`` decides: with probability ``--guess`` the response is
 ``Guess: N\\nThe answer is \\boxed{N}`` with N a uniform random integer in the task's answer range (right once in
-288 guesses for one operation, the size of that range; once in 486 for two); otherwise it is the worked solution. Fine-tuning the pre-trained toy model on it
+288 guesses for two-digit problems of one operation, the size of that range); otherwise it is the worked solution. Fine-tuning the pre-trained toy model on it
 gives a base with two behaviours chosen at the first response token, one of which rarely solves the problem:
 the regime of "RL selects among behaviours the base already has" (what Yue et al., arXiv 2504.13837, argue
 RLVR mostly does), in which a short RL run can beat the base.
@@ -22,8 +22,9 @@ from pathlib import Path
 
 def answer_range(digits: int, n_ops: int):
     """The smallest and largest answer of a chain of ``n_ops`` additions or subtractions of ``digits``-digit
-    numbers: 10 - 99 - 99 .. 99 + 99 + 99 for two digits and two operations."""
-    lo, hi = 10 ** (digits - 1), 10 ** digits - 1
+    numbers (one digit: 0-9, as tasks/arithmetic.make_problem draws them): 10 - 99 .. 99 + 99 for two digits and one
+    operation, 0 - 9 - 9 .. 9 + 9 + 9 for one digit and two."""
+    lo, hi = (0 if digits == 1 else 10 ** (digits - 1)), 10 ** digits - 1
     return lo - n_ops * hi, (n_ops + 1) * hi
 
 
