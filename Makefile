@@ -5,7 +5,7 @@ BIN     := $(VENV)/bin
 # A CPU build of torch lies on this machine's disk; an unpinned torch would pull a multi-GB CUDA build.
 TORCH   ?= torch==2.13.0
 
-.PHONY: install demo test test-reliability bench bench-step clean base-policy toy-base tables table-positive_control table-nsr table-passk_limits table-one_shot table-entropy_8020 table-spurious table-dro table-dro_revise table-prm_vs_variance table-dvao table-rubric_gate table-confidence table-rlcr table-seed_methods base-policy-2op base-policy-conf test-vllm test-verl
+.PHONY: install demo test test-reliability bench bench-step clean base-policy toy-base toy-base-2op tables table-positive_control table-nsr table-passk_limits table-one_shot table-entropy_8020 table-spurious table-dro table-dro_revise table-prm_vs_variance table-dvao table-rubric_gate table-confidence table-rlcr table-seed_methods base-policy-2op base-policy-conf test-vllm test-verl
 
 $(BIN)/drox: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -77,7 +77,7 @@ test-verl: $(VERL_VENV)/bin/drox
 
 # The paper comparisons (experiments/README.md). Each table trains every arm from the SFT'd base policy,
 # evaluates, and writes experiments/<name>/results.md, table.csv and plots (at most an hour each on 2 cores).
-EXPERIMENTS := spurious dro_revise prm_vs_variance dvao rubric_gate \
+EXPERIMENTS := spurious dro_revise \
 	confidence rlcr seed_methods
 BASE_POLICY := experiments/base_policy/model/model.safetensors
 
@@ -94,7 +94,7 @@ $(BASE_POLICY_2OP): conf/experiment/base_policy_2op.yaml | install
 
 base-policy-2op: $(BASE_POLICY_2OP)
 
-table-prm_vs_variance table-seed_methods: $(BASE_POLICY_2OP)
+table-seed_methods: $(BASE_POLICY_2OP)
 
 # a stated confidence (rlcr): the same SFT with a prompt that asks for one and targets that state a random q
 BASE_POLICY_CONF := experiments/base_policy_conf/model/model.safetensors
@@ -115,7 +115,7 @@ $(addprefix table-,$(EXPERIMENTS)): table-%: $(BASE_POLICY)
 # so the same weights on any machine of this kind.
 TOY_BASE := experiments/toy_base/mix/model/model.safetensors
 TOY_STAGE1 := experiments/toy_base/sft/model/model.safetensors
-TOY_EXPERIMENTS := positive_control nsr passk_limits one_shot entropy_8020 dro
+TOY_EXPERIMENTS := positive_control nsr passk_limits one_shot entropy_8020 dro dvao rubric_gate prm_vs_variance
 
 $(TOY_STAGE1): conf/experiment/toy_base.yaml conf/model/toy.yaml | install
 	mkdir -p experiments/toy_base
@@ -131,6 +131,29 @@ $(TOY_BASE): $(TOY_STAGE1) conf/experiment/toy_base_mix.yaml experiments/toy_bas
 		> experiments/toy_base/calibration.log
 
 toy-base: $(TOY_BASE)
+
+# The same two stages on two-step chains (prm_vs_variance; experiments/toy_base/README.md, "Two-step chains"):
+# stage 1 trains the one-operation stage 1 further on two-operation worked solutions, stage 2 mixes in guesses.
+TOY_BASE_2OP := experiments/toy_base_2op/mix/model/model.safetensors
+TOY_STAGE1_2OP := experiments/toy_base_2op/sft/model/model.safetensors
+
+$(TOY_STAGE1_2OP): $(TOY_STAGE1) conf/experiment/toy_base_2op.yaml
+	mkdir -p experiments/toy_base_2op
+	OMP_NUM_THREADS=1 $(BIN)/drox sft experiment=toy_base_2op run_dir=experiments/toy_base_2op/sft overwrite=true \
+		logger.wandb_mode=disabled > experiments/toy_base_2op/sft.log
+
+$(TOY_BASE_2OP): $(TOY_STAGE1_2OP) conf/experiment/toy_base_2op_mix.yaml experiments/toy_base/guess_data.py
+	$(BIN)/python experiments/toy_base/guess_data.py --experiment toy_base_2op \
+		--out experiments/toy_base_2op/guess_mix.jsonl
+	OMP_NUM_THREADS=1 $(BIN)/drox sft experiment=toy_base_2op_mix run_dir=experiments/toy_base_2op/mix overwrite=true \
+		logger.wandb_mode=disabled > experiments/toy_base_2op/mix.log
+	rm -rf experiments/toy_base_2op/calibration
+	OMP_NUM_THREADS=1 $(BIN)/drox eval experiment=prm_vs_variance --out experiments/toy_base_2op/calibration \
+		> experiments/toy_base_2op/calibration.log
+
+toy-base-2op: $(TOY_BASE_2OP)
+
+table-prm_vs_variance: $(TOY_BASE_2OP)
 
 # A table's committed runs count as finished, so `make table-<name>` only re-aggregates them; FRESH=1 deletes them
 # first and trains every run again (from nothing, as the committed results were made).

@@ -8,6 +8,7 @@ compose API (docs/design.md "Configuration").
 
 from __future__ import annotations
 
+import functools
 import sys
 import time
 from pathlib import Path
@@ -66,28 +67,69 @@ def load_plugins(overrides: List[str]) -> None:
         fail(str(e))
 
 
-def compose(overrides: List[str]):
-    """The composed config for ``overrides``, completely validated (:func:`drox.pipeline.build_pipeline`)."""
-    from hydra import compose as hydra_compose, initialize_config_dir
+def compose(overrides: List[str], validate: bool = True):
+    """The composed config for ``overrides``, completely validated (:func:`drox.pipeline.build_pipeline`; with
+    ``validate=False`` only its keys and group options). A typo in a key or option is one line naming the nearest
+    valid one (drox.cli.suggest)."""
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
+    from drox.cli.suggest import explain, undeclared_keys, unknown_key_message
     from drox.errors import ConfigError
     from drox.pipeline import build_pipeline
 
     load_plugins(overrides)
     try:
-        with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
-            try:
-                cfg = hydra_compose("config", overrides=list(overrides))
-            except (ValueError, TypeError) as e:  # Hydra's own check of a group override's value (`scale=0`; a
-                # list, `scale=[1,2]`, fails inside Hydra with a TypeError): not a HydraException
-                raise ConfigError(f"{e} (in the overrides {' '.join(overrides)}; a config group takes an option name, "
-                                  "e.g. scale=cpu)") from None
-        build_pipeline(cfg)
+        try:
+            cfg = _hydra_compose(overrides)
+        except (ValueError, TypeError) as e:  # Hydra's own check of a group override's value (`scale=0`; a
+            # list, `scale=[1,2]`, fails inside Hydra with a TypeError): not a HydraException
+            raise ConfigError(f"{e} (in the overrides {' '.join(overrides)}; a config group takes an option name, "
+                              "e.g. scale=cpu)") from None
+        for key, declared in undeclared_keys(cfg)[:1]:  # `+trainer.stpes=5` composes: a key nothing reads
+            fail(unknown_key_message(key, declared))
+        if validate:
+            build_pipeline(cfg)
     except (HydraException, OmegaConfBaseException, ConfigError) as e:
-        fail(_first_line(e))
+        cause = e.__cause__
+        text = f"{_first_line(e)}\n{cause if cause is not None else ''}"
+        fail(explain(text, overrides, functools.partial(_keys_at, overrides)) or _first_line(e))
     return cfg
+
+
+def _hydra_compose(overrides: List[str]):
+    from hydra import compose as hydra_compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
+        return hydra_compose("config", overrides=list(overrides))
+
+
+def _keys_at(overrides: List[str], dotted: str) -> Optional[List[str]]:
+    """The keys of the config node at ``dotted`` ("" the root) once the group options among ``overrides`` are
+    composed (their typos aside); None when there is no such node."""
+    from omegaconf import DictConfig, OmegaConf
+
+    groups = [o for o in overrides if "=" in o and "." not in o.split("=", 1)[0]]
+    try:
+        cfg = _hydra_compose(groups)
+    except Exception:  # a second error among the groups: name the keys of the plain config instead
+        cfg = _hydra_compose([])
+    node = OmegaConf.select(cfg, dotted) if dotted else cfg
+    return [str(k) for k in node.keys()] if isinstance(node, DictConfig) else None
+
+
+def precheck(args: List[str], validate: bool = True) -> None:
+    """Compose the plain overrides of a `@hydra.main` command line once, so that a typo is drox's one line and exit 2
+    instead of Hydra's block and exit 1. Sweeps (``seed=0,1``), ``hydra.*`` keys and flags are left to Hydra."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    plain = [a for a in args if "=" in a and not a.startswith("-") and not a.lstrip("+~").startswith("hydra")]
+    try:
+        parsed = OverridesParser.create().parse_overrides(plain)
+    except HydraException:
+        return  # not an override Hydra can parse: Hydra's own message follows
+    compose([text for o, text in zip(parsed, plain) if not o.is_sweep_override()], validate=validate)
 
 
 def _first_line(e: BaseException) -> str:
@@ -126,7 +168,7 @@ def train(
     """Train a policy: drox train [HYDRA OVERRIDES] (e.g. model=tiny +reward=variance trainer.steps=50)."""
     if resume is not None:
         return _resume(resume, list(ctx.args))
-    load_plugins(list(ctx.args))
+    precheck(list(ctx.args))
     from drox.cli.hydra_entry import hydra_train
 
     sys.argv = ["drox train", *ctx.args]
@@ -147,6 +189,7 @@ def _resume(run_dir: Path, overrides: List[str]) -> None:
 @app.command(context_settings=EXTRA)
 def sft(ctx: typer.Context) -> None:
     """Supervised fine-tuning: drox sft [HYDRA OVERRIDES] (e.g. model=smollm2-135m sft.steps=200 sft.lr=5e-5)."""
+    precheck(list(ctx.args), validate=False)
     from drox.cli.hydra_entry import hydra_sft
 
     sys.argv = ["drox sft", *ctx.args]

@@ -29,6 +29,7 @@ import json
 import math
 import os
 import platform
+import re
 import shutil
 import subprocess
 import sys
@@ -293,13 +294,27 @@ def evaluate_transfer(exp: Experiment, folders: Dict[str, List[Path]], base: Opt
             evaluate_to(cfg, out, title=f"{arm} {path.name}: {label}", progress=sys.stderr.isatty())
 
 
+LAST = re.compile(r"^(?P<metric>.+)@last(?P<n>[1-9][0-9]*)$")
+"""``<training metric>@last<N>``: the mean of the metric over the run's last N logged training steps, for a
+per-step share measured on few rollouts (e.g. 32 per step), where the last step alone would be mostly sampling
+noise."""
+
+
 def _metric(path: Path, metric: str) -> Optional[float]:
-    """A run's (or the base's) value of ``metric``: ``transfer/<label>/<key>`` from its transfer evaluation, any
-    other metric as drox report reads it (drox.evaluation.aggregate.metric_value)."""
+    """A run's (or the base's) value of ``metric``: ``transfer/<label>/<key>`` from its transfer evaluation,
+    ``<metric>@last<N>`` the mean over the last N logged training steps (None with fewer than N), any other metric
+    as drox report reads it (drox.evaluation.aggregate.metric_value)."""
     import json
 
-    from drox.evaluation.aggregate import load_run, metric_value
+    from drox.evaluation.aggregate import load_run, metric_series, metric_value
 
+    if (last := LAST.match(metric)) is not None:
+        series = metric_series(load_run(path), last["metric"])
+        n = int(last["n"])
+        if last["metric"].startswith("eval/") or len(series) < n:
+            return None
+        tail = [series[step] for step in sorted(series)[-n:]]
+        return sum(tail) / n
     if metric.startswith(TRANSFER):
         label, key = metric[len(TRANSFER):].split("/", 1)
         summary = path / "transfer" / label / "summary.json"

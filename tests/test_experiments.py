@@ -276,3 +276,19 @@ def test_no_held_out_problem_was_in_the_bases_fine_tuning_data(name):
     tuned = set(build_task(base_cfg.task, split="train").dataset["prompt"])
     held_out = build_task(table.task, split="test").dataset["prompt"]
     assert not [p for p in held_out if p in tuned]
+
+
+def test_a_metric_at_last_n_is_the_mean_of_the_last_n_logged_steps(tmp_path):
+    """``<metric>@last<N>``: the mean over the last N logged training steps (a step logged twice: the later line);
+    None with fewer than N steps or for an eval metric."""
+    import json
+
+    lines = [{"step": 1, "share": 0.5}, {"step": 2, "share": 0.25}, {"step": 3, "share": 1.0},
+             {"step": 3, "share": 0.75}, {"step": 4, "other": 1.0}, {"step": 5, "share": 0.0}]
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    assert driver._metric(tmp_path, "share@last1") == 0.0
+    assert driver._metric(tmp_path, "share@last3") == (0.25 + 0.75 + 0.0) / 3
+    assert driver._metric(tmp_path, "share@last4") == (0.5 + 0.25 + 0.75 + 0.0) / 4
+    assert driver._metric(tmp_path, "share@last5") is None  # only 4 steps logged it
+    assert driver._metric(tmp_path, "share") == 0.0  # the plain name is still the last value
+    assert driver._metric(tmp_path, "eval/pass@1@last2") is None

@@ -7,6 +7,7 @@ from typing import List, Optional
 from driver import Arm, Claim, Experiment
 
 OBJECTIVES = ["+reward=[outcome,format,overlong]", "reward.overlong.buffer=32"]  # equal base weights (1, 1, 1)
+SMOKE = ["reward.overlong.buffer=4"]  # the smoke run samples 8 tokens
 OBJECTIVE_NAMES = ("outcome", "format", "overlong")
 ARM_NAMES = ("rc", "ac", "gdpo", "dvao")
 BASE_SEED = -1  # verdicts.BASE_SEED
@@ -69,13 +70,15 @@ ABSTRACT = "arXiv 2605.25604 abstract"
 SPEC = Experiment(
     name="dvao",
     arms=[
-        Arm("rc", [*OBJECTIVES, "trainer.advantage.combine=sum_then_normalize"]),
-        Arm("ac", [*OBJECTIVES, "trainer.advantage.combine=normalize_then_sum_no_batch"]),
-        Arm("gdpo", [*OBJECTIVES, "trainer.advantage.combine=normalize_then_sum"]),
-        Arm("dvao", [*OBJECTIVES, "trainer.advantage.combine=dvao"]),
+        Arm("outcome"),  # the positive control: outcome GRPO alone, no second or third objective
+        Arm("rc", [*OBJECTIVES, "trainer.advantage.combine=sum_then_normalize"], smoke=SMOKE),
+        Arm("ac", [*OBJECTIVES, "trainer.advantage.combine=normalize_then_sum_no_batch"], smoke=SMOKE),
+        Arm("gdpo", [*OBJECTIVES, "trainer.advantage.combine=normalize_then_sum"], smoke=SMOKE),
+        Arm("dvao", [*OBJECTIVES, "trainer.advantage.combine=dvao"], smoke=SMOKE),
     ],
-    seeds=[0, 1],
-    smoke=["reward.overlong.buffer=4"],  # the smoke run samples 8 tokens
+    seeds=list(range(8)),
+    jobs=2,
+    threads=1,
     metrics=["eval/pass@1", "eval/pass@16", "reward/outcome/mean", "reward/format/mean", "reward/overlong/mean",
              "response_length/mean", "advantage/adv/mean_sq", "advantage/adv/abs_max", "advantage/weight/outcome",
              "advantage/weight/overlong", "advantage/sigma/outcome", "advantage/sigma/format",
@@ -105,9 +108,7 @@ SPEC = Experiment(
               f"{ABSTRACT}: 'a superior multi-objective Pareto frontier'", test="equivalence",
               margin=OBJECTIVE_MARGIN, check=check_format_constant),
     ],
-    # No positive control: every arm trains on the same three objectives (outcome, format, length); none trains on
-    # the outcome reward alone, so no arm is plain outcome GRPO. The verdicts stand on their own intervals.
-    control=None,
+    control="outcome",  # outcome GRPO alone must beat the base before the combiners are compared
     notes="""
 Every arm trains on the same three scores per rollout (equal base weights, no tuning): the verifier's 0/1, the
 \\boxed{} format 0/1 and the soft length punishment -(L - 16)/32 for L > 16 tokens. Only the combination differs:

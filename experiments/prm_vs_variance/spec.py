@@ -18,7 +18,9 @@ SPEC = Experiment(
         Arm("prm_dense", ["+reward=prm", *PRM, "reward.prm.dense=true"]),
         Arm("r3", ["+reward=variance"]),
     ],
-    seeds=[0, 1],
+    seeds=list(range(8)),
+    jobs=2,
+    threads=1,
     metrics=["eval/pass@1", "eval/pass@4", "eval/pass@8", "accuracy", "reward/prm/mean", "time/score",
              "scoring/forward_passes", "scoring/forward_tokens", "time/elapsed"],
     claims=[
@@ -64,10 +66,12 @@ group-normalised advantage is the outcome arm's in every group without such a sa
 None of the papers compares a PRM with the outcome reward as RL rewards with a number we could verify: the
 Math-Shepherd gain is PRM-PPO over the SFT base, PRM800K's PRM > ORM is best-of-N verification, and DeepSeekMath's
 process-over-outcome supervision (§5.2.1, Fig. 5) is a curve. The claims keep the direction those results imply.
-Evaluation: 8 samples per held-out chain, not the common 64 (a two-step answer is ~35 tokens). The base was SFT'd
-on two-step chains (experiments/base_policy_2op), so a solution can be right in step 1 and wrong in step 2
-(partial credit for `prm_dense`, whose step scores enter the advantage as group-normalised reward-to-go,
-DeepSeekMath §4.1.3), while min and last are nearly the outcome reward here: a wrong final step is a wrong answer.
+The base (experiments/toy_base/README.md, "Two-step chains") is the fast testbed's toy model trained on two-step
+chains, then fine-tuned on a mix where half of the responses guess (`Guess: N`, no steps), so a solution can be
+right in step 1 and wrong in step 2 (partial credit for `prm_dense`, whose step scores enter the advantage as
+group-normalised reward-to-go, DeepSeekMath §4.1.3), and a guess has no step at all (the PRM scores it
+`reward.prm.empty_score`, 0), while min is nearly the outcome reward here: a wrong final step is a wrong answer.
+Evaluation: 128 held-out chains x 32 samples, the same chains and eval seed for every arm.
 The papers' PRMs are learned 7B judges on GSM8K/MATH; ours is exact, which is the best case for the PRM arms.
 """,
 )

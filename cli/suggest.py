@@ -1,0 +1,97 @@
+"""The commonest input error, a typo, in one line with the nearest valid name.
+
+Hydra reports an unknown key as a 7-line block whose advice (append with ``+``) is wrong for a structured config,
+and it accepts ``+trainer.stpes=5`` or ``+rewrd=outcome`` silently, as a new key nothing reads. This module turns
+both into ``unknown key trainer.stpes (did you mean trainer.steps?)`` and an unknown option of a config group into
+``unknown option model=tny (did you mean model=tiny?)``. Torch-free: it runs before anything loads.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import re
+from typing import Callable, Iterable, List, Optional, Sequence, Tuple
+
+from omegaconf import DictConfig, OmegaConf
+
+SEE_KEYS = "`drox config` prints every key"
+
+
+def nearest(word: str, candidates: Iterable[str]) -> Optional[str]:
+    """The candidate closest to ``word`` (difflib's ratio >= 0.6), or None."""
+    found = difflib.get_close_matches(word, sorted(set(candidates)), n=1, cutoff=0.6)
+    return found[0] if found else None
+
+
+def undeclared_keys(cfg: DictConfig) -> List[Tuple[str, List[str]]]:
+    """``(dotted key, the keys its node declares)`` for every key of ``cfg`` that the structured schema of its node
+    does not declare (what ``+key=value`` adds without a word). Nodes that are plain dicts (e.g. ``reward``, whose
+    keys are the chosen sources) are walked into but hold any key."""
+    found: List[Tuple[str, List[str]]] = []
+
+    def walk(node, prefix: str) -> None:
+        if not isinstance(node, DictConfig) or node._is_none() or node._is_missing():
+            return
+        schema = OmegaConf.get_type(node)
+        declared = {f.name for f in dataclasses.fields(schema)} if dataclasses.is_dataclass(schema) else None
+        for key in node.keys():
+            path = f"{prefix}{key}"
+            if declared is not None and key not in declared:
+                found.append((path, sorted(declared)))
+            else:
+                walk(node._get_node(key), f"{path}.")
+
+    walk(cfg, "")
+    return found
+
+
+def unknown_key_message(key: str, siblings: Sequence[str]) -> str:
+    """``unknown key a.b.c (did you mean a.b.d?); ...`` for a key whose last part is not among ``siblings``."""
+    parent, _, leaf = key.rpartition(".")
+    guess = nearest(leaf, siblings)
+    hint = f" (did you mean {parent + '.' if parent else ''}{guess}?)" if guess else ""
+    return f"unknown key {key}{hint}; {SEE_KEYS}"
+
+
+_NOT_IN = re.compile(r"Key '([^']+)' (?:is )?not in (?:struct|'[^']*')")
+_OVERRIDE = re.compile(r"Could not override '([^']+)'")
+_GROUP = re.compile(r"Could not find '([^']+)/([^'/]+)'")
+_CHOICE = re.compile(r"(\S+)=(\S+) is not allowed; choose one of: (.+)$", re.M)
+
+
+def explain(text: str, overrides: Sequence[str], keys_at: Callable[[str], Optional[List[str]]]) -> Optional[str]:
+    """One line for a Hydra/OmegaConf error ``text`` (its message and cause joined) that is a typo: an unknown key
+    or an unknown option of a group; None for any other error. ``keys_at(dotted)`` lists the keys of the config
+    node at ``dotted`` ("" the root), None when there is no such node."""
+    group = _GROUP.search(text)
+    if group is not None:
+        name, option = group.group(1), group.group(2)
+        options = re.split(r"[,\s]+", text.split("available options:", 1)[1].strip()) if "available options:" in text \
+            else []
+        guess = nearest(option, options)
+        added = "+" if any(o.startswith(f"+{name}=") for o in overrides) else ""
+        hint = f" (did you mean {added}{name}={guess}?)" if guess else ""
+        listed = f"; available options: {', '.join(options)}" if options else ""
+        return f"unknown option {added}{name}={option}{hint}{listed}"
+    choice = _CHOICE.search(text)
+    if choice is not None:  # a registered component's or a Literal option's name
+        key, value, options = choice.group(1), choice.group(2), choice.group(3).strip()
+        guess = nearest(value, re.split(r",\s*", options))
+        hint = f" (did you mean {key}={guess}?)" if guess else ""
+        return f"{key}={value} is not allowed{hint}; choose one of: {options}"
+    override, missing = _OVERRIDE.search(text), _NOT_IN.search(text)
+    if override is None or missing is None:
+        return None
+    key = override.group(1)
+    parts = key.split(".")
+    leaf = missing.group(1)
+    depth = parts.index(leaf) if leaf in parts else len(parts) - 1
+    parent = ".".join(parts[:depth])
+    siblings = keys_at(parent)
+    if siblings is None:
+        return None
+    guess = nearest(leaf, siblings)
+    unknown = ".".join(parts[:depth + 1])
+    hint = f" (did you mean {parent + '.' if parent else ''}{guess}?)" if guess else ""
+    return f"unknown key {unknown}{hint}; {SEE_KEYS}"

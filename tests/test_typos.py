@@ -1,0 +1,59 @@
+"""A typo in a key, a group option or a component name: one line naming the nearest valid name, exit 2, in every
+command (drox.cli.suggest)."""
+
+import subprocess
+import sys
+
+import pytest
+
+from drox.cli.suggest import explain, nearest, undeclared_keys
+
+
+def test_nearest_picks_the_closest_name_or_none():
+    assert nearest("stpes", ["steps", "seed", "lr"]) == "steps"
+    assert nearest("tny", ["hf", "tiny", "toy"]) == "tiny"
+    assert nearest("qqqqq", ["steps", "seed"]) is None
+
+
+def test_undeclared_keys_finds_what_plus_adds_to_a_structured_node_and_nothing_else():
+    from drox.cli.main import compose
+
+    assert undeclared_keys(compose(["model=tiny", "+reward=[outcome,format]"])) == []
+    from drox.cli.main import _hydra_compose
+
+    cfg = _hydra_compose(["model=tiny", "+trainer.stpes=5", "+rewrd=outcome"])  # Hydra composes both silently
+    found = dict(undeclared_keys(cfg))
+    assert set(found) == {"trainer.stpes", "rewrd"}
+    assert "steps" in found["trainer.stpes"] and "reward" in found["rewrd"]
+
+
+def test_explain_reads_hydra_and_omegaconf_messages():
+    keys = {"": ["trainer", "model", "seed"], "trainer": ["steps", "lr"]}.get
+    text = "Could not override 'trainer.stpes'.\nKey 'stpes' not in 'TrainerConfig'"
+    assert explain(text, [], keys) == ("unknown key trainer.stpes (did you mean trainer.steps?); "
+                                       "`drox config` prints every key")
+    text = "Could not override 'trainr.steps'.\nKey 'trainr' not in 'DroxConfig'"
+    assert explain(text, [], keys).startswith("unknown key trainr (did you mean trainer?)")
+    text = "In 'config': Could not find 'reward/outcom'; available options: format, outcome, prm"
+    assert explain(text, ["+reward=outcom"], keys) == ("unknown option +reward=outcom (did you mean "
+                                                       "+reward=outcome?); available options: format, outcome, prm")
+    text = "trainer.loss_agg=tokn-mean is not allowed; choose one of: seq-mean, token-mean"
+    assert explain(text, [], keys) == ("trainer.loss_agg=tokn-mean is not allowed (did you mean "
+                                       "trainer.loss_agg=token-mean?); choose one of: seq-mean, token-mean")
+    assert explain("something else entirely", [], keys) is None
+
+
+@pytest.mark.parametrize("command, expected", [
+    (["train", "model=tiny", "trainer.stpes=5"], "unknown key trainer.stpes (did you mean trainer.steps?)"),
+    (["train", "model=tiny", "+trainer.stpes=5"], "unknown key trainer.stpes (did you mean trainer.steps?)"),
+    (["sft", "model=tny"], "unknown option model=tny (did you mean model=tiny?)"),
+    (["config", "+rewrd=outcome"], "unknown key rewrd (did you mean reward?)"),
+    (["eval", "model=tiny", "trainer.advantage.estimator=grpoo"],
+     "(did you mean trainer.advantage.estimator=grpo?)"),
+])
+def test_every_command_says_it_in_one_line_with_exit_2(command, expected, tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "drox.cli.main", *command], capture_output=True, text=True,
+                          cwd=tmp_path, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    lines = [line for line in (proc.stdout + proc.stderr).splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and expected in lines[0], lines
