@@ -12,6 +12,8 @@ from typing import Any, Iterable, Optional
 
 import datasets
 
+from drox.components import register_task
+
 from .common import Task, TaskError, check_split, with_suffix
 from .verify import MathVerifier
 
@@ -116,12 +118,14 @@ def _first_line(e: BaseException) -> str:
     return f"{type(e).__name__}: {text[0]}" if text else type(e).__name__
 
 
+@register_task("jsonl")
 def build_jsonl(cfg: Any, split: str) -> Task:
     """``task=jsonl``: task.path (train) / task.test_path (test; no test split without it)."""
     path, _ = _path(cfg, split)
     return Task("jsonl", records_to_dataset(read_jsonl(path), path, cfg), MathVerifier(float(cfg.verify_timeout)))
 
 
+@register_task("parquet")
 def build_parquet(cfg: Any, split: str) -> Task:
     """``task=parquet``: like jsonl, one row per problem."""
     path, _ = _path(cfg, split)

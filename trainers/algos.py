@@ -26,7 +26,7 @@ Registries (``drox.registry.Registry``; the config's allowed values are their na
 
 from __future__ import annotations
 
-from typing import Dict, Optional, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 import torch
 
@@ -35,7 +35,7 @@ from drox.registry import Registry
 
 Tensor = torch.Tensor
 
-ADVANTAGE_ESTIMATORS = Registry("trainer.advantage.estimator", "advantage estimator")
+ADVANTAGE_ESTIMATORS = Registry("trainer.advantage.estimator", "advantage estimator", options_root="trainer.advantage")
 POLICY_LOSSES = Registry("trainer.policy_loss", "policy loss")
 LOSS_AGGREGATIONS = Registry("trainer.loss_agg", "loss aggregation")
 KL_ESTIMATORS = Registry("trainer.kl_estimator", "KL estimator")
@@ -91,10 +91,11 @@ def _check_same_shape(**tensors: Optional[Tensor]) -> None:
 # 1. sequence-level advantage estimators  (scores [Q, G] -> advantages [Q, G])
 # ---------------------------------------------------------------------------------------------------------------
 
-def register_advantage_estimator(name: str, **meta):
+def register_advantage_estimator(name: str, options: Optional[type] = None, **meta):
     """Decorator: register ``fn(scores [Q, G], eps, valid [Q, G] bool) -> [Q, G]`` under ``name``; with
-    ``tree_ids=True`` in ``meta`` the function is also passed ``tree_ids [Q, G]`` (each rollout's tree in its group)."""
-    return ADVANTAGE_ESTIMATORS.register(name, **meta)
+    ``tree_ids=True`` it also receives ``tree_ids [Q, G]``; with an ``options`` dataclass it also receives
+    ``opts``, parsed from ``trainer.advantage.<name>`` (``+trainer.advantage.<name>.<option>=...``)."""
+    return ADVANTAGE_ESTIMATORS.register(name, options, **meta)
 
 
 def _prepare(scores: Tensor, valid: Optional[Tensor]) -> Tuple[Tensor, Tensor]:
@@ -229,7 +230,7 @@ def tree_2norm_advantages(scores: Tensor, eps: float = 1e-6, valid: Optional[Ten
 
 def compute_advantages(
     scores: Tensor, estimator: str = "grpo", eps: float = 1e-6, valid: Optional[Tensor] = None,
-    tree_ids: Optional[Tensor] = None,
+    tree_ids: Optional[Tensor] = None, opts: Any = None,
 ) -> Tensor:
     """Dispatch to a registered sequence-level advantage estimator.
 
@@ -241,15 +242,17 @@ def compute_advantages(
             statistics and get advantage 0. Their scores may be anything, NaN included.
         tree_ids: ``[Q, G]`` or None: each rollout's tree within its group (Tree-GRPO rollouts,
             ``RolloutBatch.tree_ids``); passed only to estimators registered with ``tree_ids=True``.
+        opts: the estimator's parsed options (drox.pipeline), passed only to one registered with options.
     Returns:
         ``[Q, G]`` advantages, in the scores' floating dtype (float32 for integer/bool scores).
     Raises:
         ValueError: unknown estimator (the message lists the registered ones) or bad shapes.
     """
     component = ADVANTAGE_ESTIMATORS.get(estimator)
-    if component.meta.get("tree_ids"):
-        return component.fn(scores, eps=eps, valid=valid, tree_ids=tree_ids)
-    return component.fn(scores, eps=eps, valid=valid)
+    extra: Dict[str, Any] = {"tree_ids": tree_ids} if component.meta.get("tree_ids") else {}
+    if component.options is not None:
+        extra["opts"] = opts if opts is not None else component.options()
+    return component.fn(scores, eps=eps, valid=valid, **extra)
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -53,7 +53,7 @@ from drox.rollout.base import unpadded
 from drox.rollout.hf import HFRolloutEngine
 from drox.tasks import TaskError, build_task
 from drox.tasks.files import read_jsonl
-from drox.trainers.loop import build_scheduler, seed_everything
+from drox.trainers.setup import build_scheduler, seed_everything
 from drox.trainers.metrics import MetricsLogger
 from drox.trainers.sampler import PromptSampler
 
