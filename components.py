@@ -1,9 +1,10 @@
 """The registries of the extension points that have no base module of their own to live in, and where their
-built-ins are: tasks, rollout engines, rollout shapes, objectives and advantage shapers.
+built-ins are: tasks, rollout engines, rollout shapes, objectives, advantage shapers, and the RL math chosen by a
+plain string (advantage estimators, multi-objective combiners, policy losses, loss aggregations, KL estimators;
+their functions are in ``trainers/algos.py`` and ``trainers/multiobj.py``). They live here, below every layer, so
+that the config checks (drox.pipeline) read them without importing the trainers.
 
-(Reward sources, gates, filters, advantage estimators, combiners, policy losses, loss aggregations and KL
-estimators have theirs in ``rewards/base.py``, ``gates/base.py``, ``filters/base.py``, ``trainers/algos.py`` and
-``trainers/multiobj.py``.)
+(Reward sources, gates and filters have theirs in ``rewards/base.py``, ``gates/base.py`` and ``filters/base.py``.)
 
 Each built-in is *declared* here by name and module, with the facts the config checks read before anything
 loads (a task's ``multiturn``); its module registers it, with its options dataclass, the first time it is
@@ -35,14 +36,26 @@ from typing import Callable, Optional
 
 from drox.registry import Registry
 
-__all__ = ["ADVANTAGE_SHAPERS", "OBJECTIVES", "ROLLOUT_ENGINES", "ROLLOUT_SHAPES", "TASKS", "multiturn_tasks", "register_engine",
-           "register_objective", "register_shape", "register_shaper", "register_task"]
+__all__ = ["ADVANTAGE_ESTIMATORS", "ADVANTAGE_SHAPERS", "COMBINERS", "KL_ESTIMATORS", "LOSS_AGGREGATIONS", "OBJECTIVES",
+           "POLICY_LOSSES", "ROLLOUT_ENGINES", "ROLLOUT_SHAPES", "SUM", "TASKS", "combine_choices", "multiturn_tasks",
+           "register_engine", "register_objective", "register_shape", "register_shaper", "register_task"]
 
 TASKS = Registry("task.name", "task")
 ROLLOUT_ENGINES = Registry("rollout.backend", "rollout engine", options_root="rollout")
 ROLLOUT_SHAPES = Registry("rollout shape", "rollout shape")
 OBJECTIVES = Registry("trainer.objective", "objective", options_root="trainer")
 ADVANTAGE_SHAPERS = Registry("trainer.advantage", "advantage shaper", options_root="trainer.advantage")
+ADVANTAGE_ESTIMATORS = Registry("trainer.advantage.estimator", "advantage estimator", options_root="trainer.advantage")
+COMBINERS = Registry("trainer.advantage.combine", "multi-objective combiner")
+POLICY_LOSSES = Registry("trainer.policy_loss", "policy loss")
+LOSS_AGGREGATIONS = Registry("trainer.loss_agg", "loss aggregation")
+KL_ESTIMATORS = Registry("trainer.kl_estimator", "KL estimator")
+SUM = "sum"  # trainer.advantage.combine=sum: no combiner (the weighted sum of the scores, then the estimator)
+
+
+def combine_choices() -> tuple:
+    """The allowed values of ``trainer.advantage.combine``: ``sum`` and every registered combiner."""
+    return (SUM, *COMBINERS.names())
 
 
 def multiturn_tasks() -> tuple:
@@ -93,3 +106,14 @@ OBJECTIVES.declare("pg", "drox.trainers.objectives")
 OBJECTIVES.declare("dpo", "drox.trainers.preference")
 
 ADVANTAGE_SHAPERS.declare("verl", "drox.trainers.verl_shaping")
+
+for _registry, _names, _module in (
+        (ADVANTAGE_ESTIMATORS, ("grpo", "dr_grpo", "rloo", "none", "tree", "tree_2norm"), "drox.trainers.algos"),
+        (POLICY_LOSSES, ("ppo_clip",), "drox.trainers.algos"),
+        (LOSS_AGGREGATIONS, ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm", "seq-mean-token-sum"),
+         "drox.trainers.algos"),
+        (KL_ESTIMATORS, ("k1", "k2", "k3", "kl", "mse", "low_var_kl"), "drox.trainers.algos"),
+        (COMBINERS, ("dvao", "sum_then_normalize", "normalize_then_sum_no_batch", "normalize_then_sum"),
+         "drox.trainers.multiobj")):
+    for _name in _names:
+        _registry.declare(_name, _module)

@@ -7,9 +7,9 @@ loss, loss aggregation, KL estimator, every reward source, filter and gate) and 
 component declares against the rest of the config. Errors are one :class:`~drox.errors.ConfigError` line
 naming the key. The result, a :class:`Pipeline`, is what the training loop reads; it never parses options.
 
-Importing this module registers the built-in components (``drox.rewards``, ``drox.filters``,
-``drox.gates``, ``drox.trainers.algos``, ``drox.trainers.multiobj``); the ones declared in drox.components
-(tasks, engines, shapes, objectives, shapers) are imported when resolved.
+Importing this module registers the built-in reward sources, filters and gates (``drox.rewards``,
+``drox.filters``, ``drox.gates``); the components declared in drox.components (tasks, engines, shapes,
+estimators, combiners, shapers, objectives, losses, KL estimators) are imported when resolved.
 """
 
 from __future__ import annotations
@@ -22,7 +22,8 @@ from omegaconf import OmegaConf
 import drox.filters  # noqa: F401  (registers the built-in filters)
 import drox.gates  # noqa: F401  (registers the built-in gates)
 import drox.rewards  # noqa: F401  (registers the built-in reward sources)
-from drox.components import ADVANTAGE_SHAPERS, OBJECTIVES, ROLLOUT_ENGINES, ROLLOUT_SHAPES, TASKS
+from drox.components import (ADVANTAGE_ESTIMATORS, ADVANTAGE_SHAPERS, COMBINERS, KL_ESTIMATORS, LOSS_AGGREGATIONS,
+                             OBJECTIVES, POLICY_LOSSES, ROLLOUT_ENGINES, ROLLOUT_SHAPES, SUM, TASKS, combine_choices)
 from drox.config import validate
 from drox.errors import ConfigError
 from drox.filters.base import FILTERS
@@ -30,8 +31,6 @@ from drox.gates.base import GATES
 from drox.plugins import import_plugins
 from drox.registry import Registry, parse_dataclass
 from drox.rewards.base import REWARD_SOURCES
-from drox.trainers.algos import ADVANTAGE_ESTIMATORS, KL_ESTIMATORS, LOSS_AGGREGATIONS, POLICY_LOSSES
-from drox.trainers.multiobj import COMBINERS, SUM, combine_choices
 
 __all__ = ["Pipeline", "Stage", "build_pipeline"]
 

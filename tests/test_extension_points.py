@@ -197,14 +197,21 @@ def test_an_estimator_with_options_is_one_file(compose_cfg, tmp_path, capsys):
 
 def test_builtins_are_declared_lazily_and_registered_by_their_modules():
     """Every declared built-in's module registers it (with its options), and the names are the expected ones."""
+    import drox.components as c
+
     assert TASKS.names() == ["arithmetic", "countdown", "hub", "jsonl", "parquet", "revise", "twenty_questions"]
     assert multiturn_tasks() == ("twenty_questions",)
     assert ROLLOUT_ENGINES.names() == ["hf", "vllm"]
     assert ROLLOUT_SHAPES.names() == ["episodes", "flat", "tree"]
     assert OBJECTIVES.names() == ["dpo", "pg"]
     assert ADVANTAGE_SHAPERS.names() == ["verl"]
-    for registry in (TASKS, ROLLOUT_SHAPES, OBJECTIVES, ADVANTAGE_SHAPERS):
-        for name in registry.names():
+    assert {"grpo", "dr_grpo", "rloo", "none", "tree", "tree_2norm"} <= set(c.ADVANTAGE_ESTIMATORS.names())
+    assert c.combine_choices() == ("sum", "dvao", "normalize_then_sum", "normalize_then_sum_no_batch",
+                                   "sum_then_normalize")
+
+    for registry in (TASKS, ROLLOUT_SHAPES, OBJECTIVES, ADVANTAGE_SHAPERS, c.ADVANTAGE_ESTIMATORS, c.COMBINERS,
+                     c.POLICY_LOSSES, c.LOSS_AGGREGATIONS, c.KL_ESTIMATORS):
+        for name in registry.names():  # importing the declared module registers the name (else a ConfigError)
             assert registry.get(name).module.startswith("drox."), (registry.what, name)
     assert OBJECTIVES.get("dpo").options.__name__ == "DPOOptions"
     assert ADVANTAGE_SHAPERS.get("verl").options.__name__ == "VERLConfig"
@@ -229,4 +236,36 @@ def test_importing_drox_components_imports_no_component():
     code = ("import sys, drox.components as c; c.TASKS.meta('twenty_questions'); "
             "assert 'torch' not in sys.modules, 'torch'; "
             "assert not any(m.startswith(('drox.tasks', 'drox.rollout', 'drox.trainers')) for m in sys.modules)")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT.parent)
+
+
+# ------------------------------------------------------------------------------------------------ installed plugins
+
+
+def test_an_installed_package_plugs_in_through_its_entry_point(tmp_path, monkeypatch):
+    """A package whose metadata declares a ``drox.plugins`` entry point registers its components on the first
+    import_plugins, without ``plugins=``."""
+    import drox.plugins as plugins
+
+    name = f"ext_ep_{next(_counter)}"
+    (tmp_path / f"{name}_pkg.py").write_text(textwrap.dedent(TASK).replace("NAME", name))
+    info = tmp_path / f"{name}_pkg-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}-pkg\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text(f"[drox.plugins]\nmine = {name}_pkg\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(plugins, "_imported_installed", False)
+    try:
+        assert f"{name}_pkg" in plugins.installed_plugins()
+        assert name not in TASKS
+        plugins.import_plugins([])
+        assert name in TASKS and TASKS.get(name).module == f"{name}_pkg"
+    finally:
+        TASKS.unregister(name)
+        sys.modules.pop(f"{name}_pkg", None)
+
+
+def test_import_drox_imports_neither_torch_nor_a_component():
+    code = ("import sys, drox; assert 'torch' not in sys.modules, 'torch'; "
+            "assert sorted(m for m in sys.modules if m.startswith('drox')) == ['drox'], sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT.parent)
