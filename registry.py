@@ -71,8 +71,9 @@ class Registry:
             raise TypeError(f"{self.what} {name!r}: options must be a dataclass, got {options!r}")
 
         def deco(fn: Callable) -> Callable:
-            if name in self._items:
-                other = self._items[name].module
+            declared = self._lazy[name][0].partition(":")[0] if name in self._lazy else None
+            if name in self._items or (declared is not None and declared != getattr(fn, "__module__", "")):
+                other = self._items[name].module if name in self._items else declared
                 raise ConfigError(f"{self.what} '{name}' is registered twice (first by {other or 'drox'}); "
                                   "choose another name")
             declared = self._lazy.pop(name, (None, {}))[1]  # a declared built-in: its module is registering it now
@@ -90,6 +91,27 @@ class Registry:
         if name in self._items or name in self._lazy:
             raise ConfigError(f"{self.what} '{name}' is registered twice; choose another name")
         self._lazy[name] = (target, dict(meta))
+
+    def declare_package(self, package: str, path, decorators: tuple) -> None:
+        """Declare every component the modules of ``package`` (its folder ``path``; ``base`` and ``_private``
+        modules excepted) register with one of the ``decorators`` and a literal name, found by reading the source
+        (``ast``), not by importing it: a new built-in is still one file. A component chosen through a config group
+        that has no YAML file is imported now, so that its options are in Hydra's ConfigStore before composing."""
+        import ast
+
+        for file in sorted(Path(path).glob("*.py")):
+            if file.stem == "base" or file.stem.startswith("_"):
+                continue
+            for node in ast.walk(ast.parse(file.read_text(encoding="utf-8"))):
+                func = getattr(node, "func", None)
+                called = getattr(func, "id", None) or getattr(func, "attr", None)
+                if (isinstance(node, ast.Call) and called in decorators and node.args
+                        and isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, str)):
+                    name = node.args[0].value
+                    if name not in self:
+                        self.declare(name, f"{package}.{file.stem}")
+                    if self.config_group and not (CONF_DIR / self.config_group / f"{name}.yaml").is_file():
+                        self.get(name)
 
     def unregister(self, name: str) -> None:
         """Remove ``name`` (tests and interactive sessions that define a component twice)."""

@@ -269,3 +269,16 @@ def test_import_drox_imports_neither_torch_nor_a_component():
     code = ("import sys, drox; assert 'torch' not in sys.modules, 'torch'; "
             "assert sorted(m for m in sys.modules if m.startswith('drox')) == ['drox'], sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT.parent)
+
+
+def test_reward_sources_filters_and_gates_are_imported_on_first_use():
+    """Their packages declare each module's components by reading the source; the module is imported when the
+    component is first asked for (a source without a YAML file at once: Hydra needs its options to compose)."""
+    code = ("import sys; from drox.rewards import REWARD_SOURCES; from drox.filters import FILTERS; "
+            "assert {'variance', 'outcome', 'random', 'inverse'} <= set(REWARD_SOURCES.names()); "
+            "assert {'query', 'entropy', 'dynamic_sampling', 'mean_range'} <= set(FILTERS.names()); "
+            "assert 'drox.rewards.variance' not in sys.modules and 'drox.filters.query' not in sys.modules; "
+            "assert 'drox.rewards.function' in sys.modules; "
+            "assert FILTERS.get('query').meta['kind'] == 'group'; "
+            "assert 'drox.filters.query' in sys.modules and 'drox.rewards.variance' in sys.modules")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT.parent)
