@@ -32,6 +32,12 @@ _API = {
     "POLICY_LOSSES": "drox.trainers.algos",
     "KL_ESTIMATORS": "drox.trainers.algos",
     "LOSS_AGGREGATIONS": "drox.trainers.algos",
+    # tasks, rollout engines and shapes, objectives, advantage shapers (drox.components)
+    "register_task": "drox.components",
+    "register_engine": "drox.components",
+    "register_shape": "drox.components",
+    "register_objective": "drox.components",
+    "register_shaper": "drox.components",
     # errors a component may raise to stop with one line
     "ConfigError": "drox.errors",
 }

@@ -21,6 +21,7 @@ from typing import Any, Dict, List, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import OmegaConf
 
+from drox.components import multiturn_tasks
 from drox.errors import ConfigError
 
 
@@ -536,17 +537,15 @@ def register_configs() -> None:
 
 
 # Values that the schema's types cannot check and no registry holds (one place, one line per error, with the
-# fix). Names of registered components (estimators, combiners, losses, KL estimators, rewards, filters,
-# gates) are checked against their registries by drox.pipeline.build_pipeline.
+# fix). Names of registered components (tasks, engines, objectives, estimators, combiners, losses, KL estimators,
+# rewards, filters, gates) are checked against their registries by drox.pipeline.build_pipeline.
 CHOICES = {
     "model.name": ("tiny", "toy", "smollm2-135m", "hf"),
     "model.dtype": ("float32", "bfloat16", "float16"),
-    "rollout.backend": ("hf", "vllm"),
     "rollout.dtype": (None, "float32", "bfloat16"),
     "rollout.vllm.dtype": ("auto", "bfloat16", "float16", "float32"),
     "trainer.schedule": ("constant", "cosine"),
     "trainer.checkpoint": ("full", "weights", "none"),
-    "trainer.objective": ("pg", "dpo"),
     "trainer.reward_on_timeout": ("stop", "zero"),
     "sft.schedule": ("constant", "cosine"),
     "logger.wandb_mode": ("offline", "online", "disabled"),
@@ -561,10 +560,6 @@ POSITIVE = (
     "trainer.mini_batches", "trainer.grad_accum", "rollout.max_new_tokens", "rollout.batch_size",
     "eval.judge.batch_size", "rollout.multiturn.max_turns", "rollout.multiturn.turn_tokens",
 )
-
-#: tasks whose rollouts are episodes with an environment (their Task has an ``env``; rollout/multiturn.py)
-MULTITURN_TASKS = ("twenty_questions",)
-
 
 def validate(cfg) -> None:
     """Check the plain values the types cannot; raise ConfigError naming the key and how to fix it."""
@@ -719,10 +714,10 @@ def validate_tree(cfg) -> None:
 
 
 def validate_multiturn(cfg) -> None:
-    """A multi-turn task (:data:`MULTITURN_TASKS`) plays its episodes with the HF engine's ``generate_ids`` over
+    """A multi-turn task (declared ``multiturn``, drox.components.multiturn_tasks) plays its episodes with the HF engine's ``generate_ids`` over
     chat-templated token prefixes: one line naming what to change when the config cannot."""
     task = OmegaConf.select(cfg, "task.name")
-    if task not in MULTITURN_TASKS:
+    if task not in multiturn_tasks():
         return
     if OmegaConf.select(cfg, "rollout.tree.enabled"):
         raise ConfigError(f"task={task} plays multi-turn episodes, which rollout.tree.enabled=true cannot branch; set "

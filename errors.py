@@ -8,11 +8,10 @@
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
-import torch
-
-Tensor = torch.Tensor
+if TYPE_CHECKING:  # torch is imported by the checks that need it: the error types import nothing heavy
+    import torch
 
 
 class ConfigError(ValueError):
@@ -49,13 +48,15 @@ class NonFiniteError(RuntimeError):
         self.num_nan, self.num_inf, self.numel = num_nan, num_inf, numel
 
 
-def check_finite(name: str, t: Tensor, step: int, source: Optional[str] = None) -> Tensor:
+def check_finite(name: str, t: "torch.Tensor", step: int, source: Optional[str] = None) -> "torch.Tensor":
     """Raise :class:`NonFiniteError` if ``t`` has NaN or inf entries; return ``t`` unchanged otherwise.
 
     The message is one line, e.g.
     ``step 3: NaN in rewards (source 'outcome'): 2 NaN, 0 inf of 8 entries; first at index (1, 0)``.
     Integer/bool tensors are always finite. Costs one device sync.
     """
+    import torch
+
     if not isinstance(t, torch.Tensor) or not (t.is_floating_point() or t.is_complex()):
         return t
     with torch.no_grad():
@@ -77,6 +78,8 @@ def check_weights_finite(params, step: int, when: str) -> None:
     """Raise :class:`NonFiniteError` when any parameter holds NaN or inf (one fused reduction: a NaN or inf
     anywhere makes the sum of all parameter sums non-finite). Guards the optimizer step and checkpoints, so
     that non-finite weights are never trained on or written."""
+    import torch
+
     params = [p for p in params]
     if not params:
         return

@@ -38,6 +38,11 @@ class GroupMoments:
         return self.var(unbiased).clamp_min(0.0).sqrt()
 
 
+def float_dtype(t: Tensor) -> torch.dtype:
+    """The dtype results are returned in: the input's own floating dtype, else float32."""
+    return t.dtype if t.is_floating_point() else torch.float32
+
+
 def group_moments(x: Tensor, valid: Tensor) -> GroupMoments:
     """Moments of ``x [Q, G, *D]`` over the valid rollouts ``valid [Q, G]`` of each group (dim 1).
 

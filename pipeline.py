@@ -2,13 +2,14 @@
 
 :func:`build_pipeline` is the one place a composed config is validated (``drox train``, ``drox eval``,
 ``drox config`` and ``--resume`` all call it): plain values (:func:`drox.config.validate`), the names of
-registered components (estimator, combiner, policy loss, loss aggregation, KL estimator, every reward
-source, filter and gate) and every component's options (types, ranges, unknown keys), plus the checks a
+registered components (task, rollout engine and shape, estimator, combiner, advantage shapers, objective, policy
+loss, loss aggregation, KL estimator, every reward source, filter and gate) and every component's options (types, ranges, unknown keys), plus the checks a
 component declares against the rest of the config. Errors are one :class:`~drox.errors.ConfigError` line
 naming the key. The result, a :class:`Pipeline`, is what the training loop reads; it never parses options.
 
-Importing this module registers the built-in components (``drox.rewards``, ``drox.filters``,
-``drox.gates``, ``drox.trainers.algos``, ``drox.trainers.multiobj``).
+Importing this module registers the built-in reward sources, filters and gates (``drox.rewards``,
+``drox.filters``, ``drox.gates``); the components declared in drox.components (tasks, engines, shapes,
+estimators, combiners, shapers, objectives, losses, KL estimators) are imported when resolved.
 """
 
 from __future__ import annotations
@@ -21,15 +22,15 @@ from omegaconf import OmegaConf
 import drox.filters  # noqa: F401  (registers the built-in filters)
 import drox.gates  # noqa: F401  (registers the built-in gates)
 import drox.rewards  # noqa: F401  (registers the built-in reward sources)
+from drox.components import (ADVANTAGE_ESTIMATORS, ADVANTAGE_SHAPERS, COMBINERS, KL_ESTIMATORS, LOSS_AGGREGATIONS,
+                             OBJECTIVES, POLICY_LOSSES, ROLLOUT_ENGINES, ROLLOUT_SHAPES, SUM, TASKS, combine_choices)
 from drox.config import validate
 from drox.errors import ConfigError
 from drox.filters.base import FILTERS
 from drox.gates.base import GATES
 from drox.plugins import import_plugins
-from drox.registry import Registry
+from drox.registry import Registry, parse_dataclass
 from drox.rewards.base import REWARD_SOURCES
-from drox.trainers.algos import ADVANTAGE_ESTIMATORS, KL_ESTIMATORS, LOSS_AGGREGATIONS, POLICY_LOSSES
-from drox.trainers.multiobj import COMBINERS, combine_choices
 
 __all__ = ["Pipeline", "Stage", "build_pipeline"]
 
@@ -39,6 +40,9 @@ NAMED = {
     "trainer.policy_loss": POLICY_LOSSES,
     "trainer.loss_agg": LOSS_AGGREGATIONS,
     "trainer.kl_estimator": KL_ESTIMATORS,
+    "trainer.objective": OBJECTIVES,
+    "rollout.backend": ROLLOUT_ENGINES,
+    "task.name": TASKS,
 }
 
 
@@ -65,6 +69,13 @@ class Pipeline:
     max_gen_batches: int  # generation batches per step: 1, or the refill filters' max_gen_batches
     refill: List[str] = field(default_factory=list)  # group filters that ask for more prompts (DAPO)
     srl_rewards: Optional[Dict[str, Any]] = None  # {"srl": options}: the SRL stage's only source (trainer.srl_steps)
+    engine: Optional[Stage] = None  # rollout.backend: builds the engine that samples (step 2)
+    shape: Optional[Stage] = None  # flat | tree | episodes: what one group of rollouts is (step 2)
+    estimator: Optional[Stage] = None  # trainer.advantage.estimator (step 4)
+    combiner: Optional[Stage] = None  # trainer.advantage.combine, None for ``sum`` (step 4)
+    shapers: List[Stage] = field(default_factory=list)  # advantage shapers after step 4 (VERL)
+    objective: Optional[Stage] = None  # trainer.objective: the update (step 6)
+    needs_reference: bool = False  # the frozen initial policy is loaded (the objective's KL term or DPO)
 
     @property
     def gate_on_fail(self) -> Dict[str, str]:
@@ -105,6 +116,8 @@ def build_pipeline(cfg) -> Pipeline:
     group = [f for f in filters if f.meta["kind"] == "group"]
     token = [f for f in filters if f.meta["kind"] == "token"]
     refill = [f for f in group if f.meta.get("refill")]
+    shape = next((n for n in ROLLOUT_SHAPES.names() if ROLLOUT_SHAPES.get(n).meta.get("when", _never)(cfg)), "flat")
+    objective = _named(cfg, OBJECTIVES, OmegaConf.select(cfg, "trainer.objective"))
     return Pipeline(
         rewards=rewards,
         gates=gates,
@@ -115,7 +128,37 @@ def build_pipeline(cfg) -> Pipeline:
         max_gen_batches=max([int(f.opts.max_gen_batches) for f in refill], default=1),
         refill=[f.name for f in refill],
         srl_rewards=srl_rewards,
+        engine=_named(cfg, ROLLOUT_ENGINES, OmegaConf.select(cfg, "rollout.backend")),
+        shape=_named(cfg, ROLLOUT_SHAPES, shape),
+        estimator=_named(cfg, ADVANTAGE_ESTIMATORS, estimator),
+        combiner=None if combine == SUM else _named(cfg, COMBINERS, combine),
+        shapers=[_named(cfg, ADVANTAGE_SHAPERS, n) for n in ADVANTAGE_SHAPERS.names()
+                 if ADVANTAGE_SHAPERS.get(n).meta.get("enabled", _never)(cfg)],
+        objective=objective,
+        needs_reference=bool(objective.meta.get("reference", _never)(cfg)),
     )
+
+
+def _never(cfg) -> bool:
+    return False
+
+
+def _named(cfg, registry: Registry, name: str) -> Stage:
+    """The component ``name`` chosen by a plain string, its options parsed from ``<options_root>.<name>`` (or its
+    declared ``options_from(cfg)``), and its declared ``check(opts, cfg)`` run."""
+    component = registry.get(name)
+    opts = None
+    if component.options is not None:
+        where = f"{registry.options_root}.{name}"
+        raw = component.meta["options_from"](cfg) if "options_from" in component.meta else OmegaConf.select(cfg, where)
+        opts = parse_dataclass(component.options, raw, where)
+    check = component.meta.get("check")
+    if check is not None:
+        try:
+            check(opts, cfg)
+        except ValueError as e:
+            raise ConfigError(str(e).splitlines()[0]) from None
+    return Stage(name, component.fn, opts, component.meta)
 
 
 def _check_name(key: str, value: Any, registry: Registry) -> None:

@@ -7,6 +7,11 @@ that whatever they register (``@register_reward``, ``@register_filter``, ``@regi
 built-in's. A file is imported once per process under the module name ``drox_plugin_<stem>``; its folder is
 not added to ``sys.path``.
 
+Installed packages plug in without ``plugins=``: every entry point of the group ``drox.plugins`` (in the
+package's ``pyproject.toml``: ``[project.entry-points."drox.plugins"] my_pkg = "my_pkg.drox_components"``) names a
+module that :func:`import_plugins` imports first, once per process, so that its components are selectable like a
+built-in's.
+
 The same loader resolves ``file.py:function`` / ``module:function`` paths (the ``function`` reward source,
 rubric checks). Every failure is one :class:`~drox.errors.ConfigError` line naming the entry.
 """
@@ -23,7 +28,11 @@ from typing import Any, Callable, Iterable, List, Optional
 
 from drox.errors import ConfigError
 
-__all__ = ["import_plugins", "load_callable", "load_module", "plugins_from_overrides"]
+__all__ = ["ENTRY_POINT_GROUP", "import_plugins", "installed_plugins", "load_callable", "load_module",
+           "plugins_from_overrides"]
+
+ENTRY_POINT_GROUP = "drox.plugins"
+_imported_installed = False
 
 
 def load_module(entry: str, key: str = "plugins") -> ModuleType:
@@ -65,8 +74,21 @@ def load_module(entry: str, key: str = "plugins") -> ModuleType:
         raise ConfigError(f"{key}: importing {entry} failed: {type(e).__name__}: {e}") from None
 
 
+def installed_plugins() -> List[str]:
+    """The modules the installed packages' ``drox.plugins`` entry points name (``module`` or ``module:attr``)."""
+    from importlib.metadata import entry_points
+
+    return [ep.value.partition(":")[0].strip() for ep in entry_points(group=ENTRY_POINT_GROUP)]
+
+
 def import_plugins(entries: Optional[Iterable[str]]) -> List[ModuleType]:
-    """Import every plugin entry, in order (registration happens on import)."""
+    """Import the installed packages' entry points (the first time), then every plugin entry, in order
+    (registration happens on import)."""
+    global _imported_installed
+    if not _imported_installed:
+        _imported_installed = True
+        for module in installed_plugins():
+            load_module(module, key=f"entry point {ENTRY_POINT_GROUP}")
     return [load_module(e) for e in (entries or [])]
 
 

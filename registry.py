@@ -13,16 +13,21 @@ the wrong type (checked against the dataclass's annotations: ``float``, ``int``,
 ranges the dataclass's ``__post_init__`` checks all fail with one line naming the key, e.g.
 ``reward.random.p=abc: expected a float``.
 
+A name can also be *declared* before its code is imported (lm-evaluation-harness style, :meth:`Registry.declare`):
+``"module"`` or ``"module:object"`` plus the cheap facts the config checks read (e.g. a task's ``multiturn``); the
+module is imported the first time the component itself is asked for, and registers it with its options there.
+
 This module imports nothing else from drox except the error type, so every layer can register into it.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Optional
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 from drox.errors import ConfigError
 
@@ -50,12 +55,14 @@ class Registry:
     ``trainer.advantage.estimator`` for an estimator); ``what``: the kind in words, for messages;
     ``config_group``: the Hydra group whose ``+group=name`` selects a component (options stored in Hydra's
     ConfigStore under ``<group>/<name>``, nested under the name, so that a component defined in a plugin
-    needs no YAML file); None for components chosen by a plain string value.
+    needs no YAML file); None for components chosen by a plain string value. ``options_root``: for those, where
+    a component's options are in the config (``<options_root>.<name>``; drox.pipeline reads them).
     """
 
-    def __init__(self, key: str, what: str, config_group: Optional[str] = None):
-        self.key, self.what, self.config_group = key, what, config_group
+    def __init__(self, key: str, what: str, config_group: Optional[str] = None, options_root: Optional[str] = None):
+        self.key, self.what, self.config_group, self.options_root = key, what, config_group, options_root
         self._items: Dict[str, Component] = {}
+        self._lazy: Dict[str, Tuple[str, Dict[str, Any]]] = {}  # declared, not imported yet: name -> (target, meta)
 
     # ---------------------------------------------------------------------------------------------- register
     def register(self, name: str, options: Optional[type] = None, **meta: Any) -> Callable[[Callable], Callable]:
@@ -64,39 +71,92 @@ class Registry:
             raise TypeError(f"{self.what} {name!r}: options must be a dataclass, got {options!r}")
 
         def deco(fn: Callable) -> Callable:
-            if name in self._items:
-                other = self._items[name].module
+            declared = self._lazy[name][0].partition(":")[0] if name in self._lazy else None
+            if name in self._items or (declared is not None and declared != getattr(fn, "__module__", "")):
+                other = self._items[name].module if name in self._items else declared
                 raise ConfigError(f"{self.what} '{name}' is registered twice (first by {other or 'drox'}); "
                                   "choose another name")
-            self._items[name] = Component(name, fn, options, dict(meta), getattr(fn, "__module__", ""))
+            declared = self._lazy.pop(name, (None, {}))[1]  # a declared built-in: its module is registering it now
+            self._items[name] = Component(name, fn, options, {**declared, **meta}, getattr(fn, "__module__", ""))
             if options is not None and self.config_group is not None:
                 _store_in_hydra(self.config_group, name, options)
             return fn
 
         return deco
 
+    def declare(self, name: str, target: str, **meta: Any) -> None:
+        """Declare ``name`` without importing it: ``target`` is ``"module"`` (which registers ``name`` when
+        imported) or ``"module:object"`` (registered here, with ``meta``, if the module does not). ``meta``: what the
+        config checks read before anything is imported (:meth:`meta`)."""
+        if name in self._items or name in self._lazy:
+            raise ConfigError(f"{self.what} '{name}' is registered twice; choose another name")
+        self._lazy[name] = (target, dict(meta))
+
+    def declare_package(self, package: str, path, decorators: tuple) -> None:
+        """Declare every component the modules of ``package`` (its folder ``path``; ``base`` and ``_private``
+        modules excepted) register with one of the ``decorators`` and a literal name, found by reading the source
+        (``ast``), not by importing it: a new built-in is still one file. A component chosen through a config group
+        that has no YAML file is imported now, so that its options are in Hydra's ConfigStore before composing."""
+        import ast
+
+        for file in sorted(Path(path).glob("*.py")):
+            if file.stem == "base" or file.stem.startswith("_"):
+                continue
+            for node in ast.walk(ast.parse(file.read_text(encoding="utf-8"))):
+                func = getattr(node, "func", None)
+                called = getattr(func, "id", None) or getattr(func, "attr", None)
+                if (isinstance(node, ast.Call) and called in decorators and node.args
+                        and isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, str)):
+                    name = node.args[0].value
+                    if name not in self:
+                        self.declare(name, f"{package}.{file.stem}")
+                    if self.config_group and not (CONF_DIR / self.config_group / f"{name}.yaml").is_file():
+                        self.get(name)
+
     def unregister(self, name: str) -> None:
         """Remove ``name`` (tests and interactive sessions that define a component twice)."""
         self._items.pop(name, None)
+        self._lazy.pop(name, None)
+
+    def _load(self, name: str) -> None:
+        """Import a declared component's module (first use)."""
+        target, meta = self._lazy[name]
+        module, _, attr = target.partition(":")
+        obj = importlib.import_module(module)
+        if name in self._lazy and attr:  # the module does not register it: the declared object is the component
+            for part in attr.split("."):
+                obj = getattr(obj, part)
+            self._lazy.pop(name)
+            self._items[name] = Component(name, obj, None, dict(meta), module)
+        if name not in self._items:
+            raise ConfigError(f"{self.what} '{name}': importing {target} did not register it")
 
     # ---------------------------------------------------------------------------------------------- look up
     def names(self) -> List[str]:
-        return sorted(self._items)
+        return sorted({*self._items, *self._lazy})
 
     def __contains__(self, name: object) -> bool:
-        return name in self._items
+        return name in self._items or name in self._lazy
+
+    def meta(self, name: str) -> Dict[str, Any]:
+        """What ``name`` declares, without importing a declared component's module ({} for an unknown name)."""
+        if name in self._items:
+            return self._items[name].meta
+        return dict(self._lazy[name][1]) if name in self._lazy else {}
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.names())
 
     def __len__(self) -> int:
-        return len(self._items)
+        return len(self.names())
 
     def __getitem__(self, name: str) -> Component:
         return self.get(name)
 
     def get(self, name: str) -> Component:
         """The component, or a one-line :class:`ConfigError` listing the registered names."""
+        if name in self._lazy:
+            self._load(name)
         try:
             return self._items[name]
         except KeyError:
@@ -108,9 +168,9 @@ class Registry:
         """The options dataclass of ``name`` built from the raw mapping ``raw`` (one-line ConfigError on
         an unknown name, an unknown key, a wrong type or a value out of range). Components without an
         options dataclass accept no options and return None."""
-        if name not in self._items:
+        if name not in self:
             raise ConfigError(f"unknown {self.what} '{name}'; available: {', '.join(self.names())}")
-        cls = self._items[name].options
+        cls = self.get(name).options
         prefix = f"{self.key}.{name}" if self.config_group else self.key
         if cls is None:
             if raw:

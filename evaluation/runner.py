@@ -29,7 +29,7 @@ import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
 from drox.atomic import atomic_write_jsonl, atomic_write_text
-from drox.config import MULTITURN_TASKS
+from drox.components import multiturn_tasks
 from drox.evaluation.report import write_eval_outputs, write_reliability
 
 __all__ = ["eval_settings", "eval_config_record", "add_passk_intervals", "add_calibration", "calibration_pairs",
@@ -55,7 +55,7 @@ def eval_config_record(cfg: DictConfig, *, checkpoint: Optional[str] = None, ste
     task = OmegaConf.to_container(cfg.task, resolve=True)
     multiturn = OmegaConf.select(cfg, "rollout.multiturn")
     episodes = ({"multiturn": OmegaConf.to_container(multiturn, resolve=True)}  # the episodes' turn limits
-                if task.get("name") in MULTITURN_TASKS and multiturn is not None else {})
+                if task.get("name") in multiturn_tasks() and multiturn is not None else {})
     return {
         "model": str(cfg.model.path or cfg.model.name),
         "checkpoint": None if checkpoint is None else str(checkpoint),

@@ -83,10 +83,16 @@ def sample_batches(
             bar.close()
 
 
+def duration(seconds: float) -> str:
+    """``2m05s``, or ``1h03m`` from an hour on (progress lines, ETAs)."""
+    seconds = max(0, int(round(seconds)))
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
+
+
 def eval_progress_line(done: int, total: int, elapsed: float) -> str:
     """``eval samples 128/512 (25%)  41 s  ETA 2m03s``: what ``drox eval`` prints per batch into a log file."""
-    from drox.trainers.progress import duration
-
     eta = elapsed / done * (total - done) if done else float("nan")
     return (f"eval samples {done}/{total} ({done / max(total, 1):.0%})  {elapsed:.0f} s  "
             f"ETA {duration(eta) if done else '?'}")

@@ -1,16 +1,12 @@
 """drox.filters: group (query-level) and token-level filters; gates live in drox.gates.
 
-Every module of this package is imported here, so a new filter is one file (``@register_filter``); a
+Every module of this package is read here (not imported: drox.registry.Registry.declare_package) and the filters
+it registers are declared by name, imported on first use; so a new filter is one file (``@register_filter``); a
 ``conf/filter/<name>.yaml`` is optional (it documents the defaults).
 """
 
-import importlib
-import pkgutil
-
 from drox.filters.base import FILTERS, GroupDecision, RoundEnv, register_filter
 
-for _mod in sorted(m.name for m in pkgutil.iter_modules(__path__)):
-    if _mod != "base" and not _mod.startswith("_"):
-        importlib.import_module(f"{__name__}.{_mod}")
+FILTERS.declare_package(__name__, __path__[0], ("register_filter", "register_group_filter", "register_token_filter"))
 
 __all__ = ["FILTERS", "GroupDecision", "RoundEnv", "register_filter"]

@@ -35,7 +35,7 @@ from typing import List, Literal, Optional, Sequence, Tuple
 
 import torch
 
-from drox.config import MULTITURN_TASKS
+from drox.components import multiturn_tasks
 from drox.signals.spans import TokenCharMap, encode, left_pad, pad_id, right_pad
 from drox.rewards.base import RewardOutput, ScoringContext, register_reward
 from drox.rollout.base import unpadded
@@ -69,9 +69,9 @@ class DeltaBeliefConfig:
 def check_task(opts: DeltaBeliefConfig, cfg) -> None:
     """Config time: the source needs episodes with a secret (a multi-turn task)."""
     task = cfg.task.name
-    if task not in MULTITURN_TASKS:
+    if task not in multiturn_tasks():
         raise ValueError(f"reward.delta_belief reads beliefs about a secret after each turn of a multi-turn episode; "
-                         f"task={task} has none: use task={MULTITURN_TASKS[0]}")
+                         f"task={task} has none: use task={multiturn_tasks()[0]}")
 
 
 def elicitation_tokens(tokenizer, template: str, secret: str) -> Tuple[List[int], Tuple[int, int]]:
@@ -142,7 +142,7 @@ def delta_belief(ctx: ScoringContext, cfg: DeltaBeliefConfig) -> RewardOutput:
     Q, G, T = batch.num_groups, batch.group_size, batch.response_ids.shape[1]
     if batch.turn_ends is None or batch.action_mask is None:
         raise ValueError("reward.delta_belief needs multi-turn episodes with turn boundaries and a secret; this batch "
-                         f"has none (task {getattr(ctx.task, 'name', '?')}): use task={MULTITURN_TASKS[0]}")
+                         f"has none (task {getattr(ctx.task, 'name', '?')}): use task={multiturn_tasks()[0]}")
     if ctx.tokenizer is None:
         raise ValueError("reward.delta_belief needs the tokenizer to encode the elicitation")
     points = belief_points(batch.action_mask, batch.response_mask, batch.turn_ends)

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import List, Optional, Protocol
+from typing import Any, Dict, List, Optional, Protocol, Tuple
 
 import torch
+
+from drox.components import ROLLOUT_ENGINES, register_shape
 
 
 @dataclass
@@ -160,3 +162,21 @@ class RolloutEngine(Protocol):
         progress: bool = False,
         margins: bool = False,
     ) -> RolloutBatch: ...
+
+
+def build_engine(rollout_cfg, model, tokenizer, model_cfg, opts: Any = None) -> RolloutEngine:
+    """The registered engine ``rollout.backend`` names (drox.components.ROLLOUT_ENGINES), sampling from ``model``."""
+    return ROLLOUT_ENGINES.get(str(rollout_cfg.backend)).fn(rollout_cfg, model, tokenizer, model_cfg, opts)
+
+
+def _flat_sizes(cfg) -> Tuple[str, int]:
+    return "", int(cfg.rollout.max_new_tokens)
+
+
+@register_shape("flat", describe=_flat_sizes)
+def flat_rollouts(engine, tokenizer, task, rows: List[Dict[str, Any]], group_size: int, rollout_cfg,
+                  seed: int) -> Tuple[RolloutBatch, int]:
+    """G independent completions per prompt (plain GRPO); every sampled token is counted."""
+    batch = engine.generate([row["prompt"] for row in rows], group_size, max_new_tokens=rollout_cfg.max_new_tokens,
+                            temperature=rollout_cfg.temperature, top_p=rollout_cfg.top_p, seed=seed)
+    return batch, int(batch.response_mask.sum().item())

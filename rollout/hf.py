@@ -21,7 +21,8 @@ from transformers import DynamicCache
 
 from drox.models.forward import eval_mode
 from drox.models.loading import render_prompts
-from drox.rollout.base import RolloutBatch, concat_batches
+from drox.components import register_engine
+from drox.rollout.base import RolloutBatch, build_engine, concat_batches  # noqa: F401  (build_engine: re-exported)
 from drox.rollout.static_decode import StaticKVDecoder, supports_static_decode
 from drox.signals.spans import left_pad
 from drox.models.logprobs import entropy_from_logits, logprobs_from_logits, scaled_logits, top2_margin
@@ -297,14 +298,9 @@ class HFRolloutEngine:
         )
 
 
-def build_engine(rollout_cfg, model, tokenizer, model_cfg):
-    """The configured backend (``rollout.backend``)."""
-    if rollout_cfg.backend == "hf":
-        return HFRolloutEngine(model, tokenizer, model_cfg, batch_size=rollout_cfg.batch_size,
-                               static_decode=rollout_cfg.static_decode, dtype=rollout_cfg.dtype,
-                               decode_mm=rollout_cfg.decode_mm)
-    if rollout_cfg.backend == "vllm":
-        from drox.rollout.vllm_engine import VLLMRolloutEngine
-
-        return VLLMRolloutEngine(model, tokenizer, model_cfg, rollout_cfg)
-    raise ValueError(f"rollout.backend={rollout_cfg.backend}: choose hf or vllm")
+@register_engine("hf")
+def hf_engine(rollout_cfg, model, tokenizer, model_cfg, opts=None) -> HFRolloutEngine:
+    """``rollout.backend=hf``: the trainer's own model samples (static KV-cache decode where the family allows)."""
+    return HFRolloutEngine(model, tokenizer, model_cfg, batch_size=rollout_cfg.batch_size,
+                           static_decode=rollout_cfg.static_decode, dtype=rollout_cfg.dtype,
+                           decode_mm=rollout_cfg.decode_mm)

@@ -30,6 +30,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
+from drox.components import multiturn_tasks, register_shape
 from drox.rollout.base import RolloutBatch, unpadded
 from drox.rollout.tree import derived_seed
 from drox.signals.spans import pad_ids, pad_rows
@@ -158,3 +159,20 @@ def play_episodes(engine, tokenizer, env, rows: List[Dict[str, Any]], group_size
         temperature=temperature, action_mask=action_mask, turn_ends=[list(ep.turn_ends) for ep in episodes])
     return Episodes(batch=batch, tokens_generated=int(tokens_generated), solved=[ep.solved for ep in episodes],
                     turns=[list(ep.turns) for ep in episodes])
+
+
+def _episode_sizes(cfg) -> Tuple[str, int]:
+    m = cfg.rollout.multiturn
+    return f" (episodes of <= {m.max_turns} turns of <= {m.turn_tokens} tokens)", int(m.max_turns * m.turn_tokens)
+
+
+@register_shape("episodes", when=lambda cfg: cfg.task.name in multiturn_tasks(), describe=_episode_sizes)
+def episode_shape(engine, tokenizer, task, rows: List[Dict[str, Any]], group_size: int, rollout_cfg,
+                  seed: int) -> Tuple[RolloutBatch, int]:
+    """A task with an environment (``task.env``): G whole episodes per row (:func:`play_episodes`), whose policy
+    tokens are counted (``batch.action_mask`` marks the environment's)."""
+    m = rollout_cfg.multiturn
+    episodes = play_episodes(engine, tokenizer, task.env, rows, group_size, max_turns=m.max_turns,
+                             turn_tokens=m.turn_tokens, temperature=rollout_cfg.temperature, top_p=rollout_cfg.top_p,
+                             seed=seed)
+    return episodes.batch, episodes.tokens_generated

@@ -43,6 +43,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 
+from drox.components import register_shape
 from drox.rollout.base import RolloutBatch, unpadded
 from drox.signals.spans import pad_ids, pad_rows
 
@@ -163,3 +164,20 @@ def tree_rollouts(engine, tokenizer, prompts: List[str], tree_cfg, *, max_new_to
         group_size=G, prompts=list(prompts), temperature=chains.temperature,
         tree_ids=torch.tensor([leaf.tree for leaf in rows], dtype=torch.long))
     return TreeRollout(batch=batch, leaves=leaves, order=order, tokens_generated=int(tokens_generated))
+
+
+def _tree_sizes(cfg) -> Tuple[str, int]:
+    t = cfg.rollout.tree
+    return (f" (Tree-GRPO: {t.trees} trees x (1 + {t.rounds} rounds x {t.branches} branches) leaves, steps end at "
+            f"{t.separator!r})", int(cfg.rollout.max_new_tokens))
+
+
+@register_shape("tree", when=lambda cfg: bool(cfg.rollout.tree.enabled), describe=_tree_sizes)
+def tree_shape(engine, tokenizer, task, rows: List[Dict], group_size: int, rollout_cfg,
+               seed: int) -> Tuple[RolloutBatch, int]:
+    """``rollout.tree.enabled``: each group is the leaves of the prompt's trees (:func:`tree_rollouts`), whose shared
+    prefixes were sampled, and are counted, once."""
+    trees = tree_rollouts(engine, tokenizer, [row["prompt"] for row in rows], rollout_cfg.tree,
+                          max_new_tokens=rollout_cfg.max_new_tokens, temperature=rollout_cfg.temperature,
+                          top_p=rollout_cfg.top_p, seed=seed)
+    return trees.batch, trees.tokens_generated

@@ -40,6 +40,7 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import torch
 
+from drox.components import register_engine
 from drox.errors import ConfigError
 from drox.rollout.base import RolloutBatch, unpadded
 from drox.rollout.hf import encode_prompts, eos_token_ids
@@ -303,3 +304,9 @@ def _sampling_params_class(llm):
     """The SamplingParams class a stand-in ``llm`` wants (its ``SamplingParams`` attribute), else vLLM's."""
     cls = getattr(llm, "SamplingParams", None)
     return cls if cls is not None else import_vllm().SamplingParams
+
+
+@register_engine("vllm")
+def vllm_engine(rollout_cfg, model, tokenizer, model_cfg, opts=None) -> VLLMRolloutEngine:
+    """``rollout.backend=vllm``: a vLLM engine colocated with the trainer (options: ``rollout.vllm``)."""
+    return VLLMRolloutEngine(model, tokenizer, model_cfg, rollout_cfg)

@@ -1,29 +1,22 @@
 """drox.tasks: prompts + reference answers (a ``datasets.Dataset``) and a verifier.
 
-``build_task(cfg.task, split)`` looks ``cfg.name`` up in ``TASKS``; a new task is one
-builder ``(cfg, split) -> Task`` and one entry there.
+``build_task(cfg.task, split)`` looks ``cfg.name`` up in the registry ``TASKS`` (drox.components); a new task is
+one builder ``(cfg, split) -> Task`` decorated with ``@register_task(name)``, in any file (``plugins=[my_task.py]``).
+The built-in tasks' modules are imported when first used.
 """
 
 from __future__ import annotations
 
 from typing import Any, Callable
 
-from . import arithmetic, countdown, files, hub, revise, srl, twenty_questions
+from drox.components import TASKS, register_task
+
+from . import srl
 from .common import SPLITS, Task, TaskError, check_split
 from .countdown import CountdownVerifier
 from .verify import MathVerifier, Verifier, VerifyResult, answers_match, extract_answer, match_many
 
 Builder = Callable[[Any, str], Task]
-
-TASKS: dict[str, Builder] = {
-    "arithmetic": arithmetic.build,
-    "countdown": countdown.build,
-    "revise": revise.build,
-    "twenty_questions": twenty_questions.build,
-    "jsonl": files.build_jsonl,
-    "parquet": files.build_parquet,
-    "hub": hub.build,
-}
 
 VERIFIER_CHOICES = ("auto", "math", "none")
 
@@ -31,9 +24,9 @@ VERIFIER_CHOICES = ("auto", "math", "none")
 def build_task(cfg: Any, split: str = "train") -> Task:
     """The ``split`` ("train" | "test") of the task ``cfg`` (a TaskConfig) describes."""
     check_split(split)
-    builder = TASKS.get(str(cfg.name))
-    if builder is None:
+    if str(cfg.name) not in TASKS:
         raise TaskError(f"unknown task '{cfg.name}'; choose one of: {', '.join(TASKS)}")
+    builder = TASKS.get(str(cfg.name)).fn
     choice = str(getattr(cfg, "verifier", "auto"))
     if choice not in VERIFIER_CHOICES:
         raise TaskError(f"unknown task.verifier '{choice}'; choose one of: {', '.join(VERIFIER_CHOICES)}")
@@ -74,4 +67,5 @@ __all__ = [
     "build_task",
     "extract_answer",
     "match_many",
+    "register_task",
 ]

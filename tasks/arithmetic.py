@@ -7,6 +7,8 @@ from typing import Any
 
 import datasets
 
+from drox.components import register_task
+
 from .common import Task, TaskError, draw_split, with_suffix
 from .verify import MathVerifier
 
@@ -60,6 +62,7 @@ def _check(cfg: Any) -> tuple[int, int, list[str]]:
     return digits, n_ops, ops
 
 
+@register_task("arithmetic")
 def build(cfg: Any, split: str) -> Task:
     """``task=arithmetic``: columns problem_id, prompt, answer, steps, solution."""
     digits, n_ops, ops = _check(cfg)

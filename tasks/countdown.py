@@ -10,6 +10,8 @@ from typing import Any, Optional, Sequence
 
 import datasets
 
+from drox.components import register_task
+
 from .common import Task, TaskError, draw_split, with_suffix
 from .verify import Verifier, VerifyResult, extract_answer
 
@@ -99,6 +101,7 @@ class CountdownVerifier(Verifier):
         return VerifyResult(correct=correct, extracted=extracted, timeouts=0)
 
 
+@register_task("countdown")
 def build(cfg: Any, split: str) -> Task:
     """``task=countdown``: columns problem_id, prompt, answer, numbers, target."""
     n_numbers, max_number = int(cfg.n_numbers), int(cfg.max_number)

@@ -12,6 +12,7 @@ from typing import Any, Iterable, Optional
 
 import datasets
 
+from drox.components import register_task
 from drox.errors import first_line
 
 from .common import Task, TaskError, check_split, with_suffix
@@ -115,12 +116,14 @@ def _field(obj: dict, name: str, option: str, where: str):
     return obj[name]
 
 
+@register_task("jsonl")
 def build_jsonl(cfg: Any, split: str) -> Task:
     """``task=jsonl``: task.path (train) / task.test_path (test; no test split without it)."""
     path, _ = _path(cfg, split)
     return Task("jsonl", records_to_dataset(read_jsonl(path), path, cfg), MathVerifier(float(cfg.verify_timeout)))
 
 
+@register_task("parquet")
 def build_parquet(cfg: Any, split: str) -> Task:
     """``task=parquet``: like jsonl, one row per problem."""
     path, _ = _path(cfg, split)

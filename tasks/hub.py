@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
+from drox.components import register_task
+
 from .common import Task, TaskError, check_split
 from .files import records_to_dataset
 from .verify import MathVerifier
@@ -48,6 +50,7 @@ def _load(repo: str, config: Optional[str], split: str):
         ) from None
 
 
+@register_task("hub")
 def build(cfg: Any, split: str) -> Task:
     """``task=hub``: ``task.hub_name`` is gsm8k, math500 or a dataset id (fields from
     task.prompt_field / task.answer_field / task.id_field)."""

@@ -11,6 +11,8 @@ from typing import Any
 
 import datasets
 
+from drox.components import register_task
+
 from .common import Task, draw_split, with_suffix
 
 # (wordy, concise); slots: {name} {thing} {place} {time}
@@ -98,6 +100,7 @@ def make_problem(rng: random.Random) -> dict:
     return {"source": wordy.format(**slots), "answer": concise.format(**slots), "template": index}
 
 
+@register_task("revise")
 def build(cfg: Any, split: str) -> Task:
     """``task=revise``: columns problem_id, prompt, answer (reference), source, template."""
 

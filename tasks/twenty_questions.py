@@ -35,6 +35,8 @@ from typing import Any, Dict, FrozenSet, List, Optional, Sequence, Tuple
 
 import datasets
 
+from drox.components import register_task
+
 from .common import Task, TaskError, draw_split, with_suffix
 from .episodes import Reply, transcript_turns
 from .verify import Verifier, VerifyResult
@@ -178,6 +180,7 @@ def make_prompt(candidates: Sequence[str]) -> str:
             f"about: {topics}. When you know it, ask \"Is it a <name>?\" with one name.")
 
 
+@register_task("twenty_questions", multiturn=True)
 def build(cfg: Any, split: str) -> Task:
     """``task=twenty_questions``: columns problem_id, prompt, answer (the secret), candidates; ``task.env`` is the
     oracle."""

@@ -135,6 +135,13 @@ def test_offline_query_rounds_choose_the_prompts_sampled(compose_cfg, tmp_path):
     state = torch.load(tmp_path / "a" / "checkpoints" / "step-000003" / "trainer_state.pt", weights_only=False)
     kept = state["sampler"]["indices"]
     assert kept is not None and len(kept) == rounds[1]["round/kept"]
+    # the rounds are training cost: their rollouts (12 prompts x 2 traces each) count in samples_seen and their
+    # seconds in time/elapsed of the step they precede (a step samples Q x G = 4 x 4 rollouts)
+    steps = read_metrics(tmp_path / "a" / "metrics.jsonl")
+    assert [r["round/generated_rollouts"] for r in rounds] == [24.0, 24.0]
+    assert [r["samples_seen"] for r in steps] == [24 + 16, 24 + 32, 24 + 32 + 24 + 16]
+    assert steps[0]["time/elapsed"] >= rounds[0]["round/seconds"] + steps[0]["time/step"] - 1e-9
+    assert steps[2]["time/elapsed"] - steps[1]["time/elapsed"] >= rounds[1]["round/seconds"] + steps[2]["time/step"] - 1e-9
 
 
 def test_combiners_see_the_overlong_penalty_as_an_objective(compose_cfg, tmp_path):

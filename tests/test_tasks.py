@@ -195,7 +195,7 @@ def test_revise_has_reference_and_no_verifier():
 
 def test_registry_and_verifier_choice():
     assert set(TASKS) >= {"arithmetic", "countdown", "revise", "jsonl", "parquet", "hub"}
-    with pytest.raises(TaskError, match=r"unknown task 'nope'; choose one of: arithmetic, countdown, revise"):
+    with pytest.raises(TaskError, match=r"unknown task 'nope'; choose one of: arithmetic, countdown, hub, jsonl, parquet, revise, "):
         build_task(cfg(name="nope"))
     with pytest.raises(TaskError, match="unknown split"):
         build_task(cfg(name="arithmetic"), "dev")

@@ -390,9 +390,10 @@ def test_config_errors_are_one_line(capsys):
 
 
 def test_multiturn_tasks_are_the_ones_with_an_environment():
-    from drox.config import MULTITURN_TASKS, TaskConfig
+    from drox.components import multiturn_tasks
+    from drox.config import TaskConfig
 
-    assert _task("test").env is not None and "twenty_questions" in MULTITURN_TASKS
+    assert _task("test").env is not None and multiturn_tasks() == ("twenty_questions",)
     assert build_task(TaskConfig(name="arithmetic", n_train=4, n_test=2), "test").env is None
 
 

@@ -372,7 +372,7 @@ def test_dense_prm_advantages_equal_drox_s_own_trainer(compose_cfg):
     data = Collected(batch=batch, rows=[PRM_ROW], scores=combined.seq, token=combined.token,
                      token_mask=combined.token_mask, table=combined.table, weights=combined.weights,
                      names=list(combined.per_source), valid=torch.ones(1, 2, dtype=torch.bool))
-    _, drox_adv = advantages(cfg, data, 1, {})  # [N, T]
+    _, drox_adv = advantages(build_pipeline(cfg), cfg, data, 1, {})  # [N, T]
 
     spec = RewardSpec.from_config({"reward": {"prm": {"enable": True, "dense": True, "weight": 0.5}}})
     scored = [score_response(text, PRM_ROW, "math", spec, tok, tok(text)["input_ids"]) for text in PRM_TEXTS]

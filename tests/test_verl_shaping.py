@@ -168,5 +168,5 @@ def test_two_tiny_steps_with_the_shaping(compose_cfg, tmp_path):
     assert second["verl/baseline_er"] == pytest.approx(first["verl/er_mean"])
     assert second["verl/baseline_erv"] == pytest.approx(first["verl/erv_mean"])
     state = load_trainer_state(tmp_path / "on" / "checkpoints" / "step-000002")
-    assert state["verl_baseline"].shape == (3,)
-    assert "verl_baseline" not in load_trainer_state(tmp_path / "off" / "checkpoints" / "step-000002")
+    assert state["shapers"]["verl"].shape == (3,)  # the shaper's state: VERL's running baselines
+    assert "shapers" not in load_trainer_state(tmp_path / "off" / "checkpoints" / "step-000002")

@@ -26,19 +26,14 @@ Registries (``drox.registry.Registry``; the config's allowed values are their na
 
 from __future__ import annotations
 
-from typing import Dict, Optional, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 import torch
 
-from drox.masked_stats import group_moments, masked_mean
-from drox.registry import Registry
+from drox.components import ADVANTAGE_ESTIMATORS, KL_ESTIMATORS, LOSS_AGGREGATIONS, POLICY_LOSSES
+from drox.masked_stats import float_dtype, group_moments, masked_mean
 
 Tensor = torch.Tensor
-
-ADVANTAGE_ESTIMATORS = Registry("trainer.advantage.estimator", "advantage estimator")
-POLICY_LOSSES = Registry("trainer.policy_loss", "policy loss")
-LOSS_AGGREGATIONS = Registry("trainer.loss_agg", "loss aggregation")
-KL_ESTIMATORS = Registry("trainer.kl_estimator", "KL estimator")
 
 __all__ = [
     "ADVANTAGE_ESTIMATORS",
@@ -75,11 +70,6 @@ __all__ = [
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def _float_dtype(t: Tensor) -> torch.dtype:
-    """The dtype results are returned in: the input's own floating dtype, else float32."""
-    return t.dtype if t.is_floating_point() else torch.float32
-
-
 def _check_same_shape(**tensors: Optional[Tensor]) -> None:
     shapes = {k: tuple(v.shape) for k, v in tensors.items() if v is not None}
     if len(set(shapes.values())) > 1:
@@ -91,10 +81,11 @@ def _check_same_shape(**tensors: Optional[Tensor]) -> None:
 # 1. sequence-level advantage estimators  (scores [Q, G] -> advantages [Q, G])
 # ---------------------------------------------------------------------------------------------------------------
 
-def register_advantage_estimator(name: str, **meta):
+def register_advantage_estimator(name: str, options: Optional[type] = None, **meta):
     """Decorator: register ``fn(scores [Q, G], eps, valid [Q, G] bool) -> [Q, G]`` under ``name``; with
-    ``tree_ids=True`` in ``meta`` the function is also passed ``tree_ids [Q, G]`` (each rollout's tree in its group)."""
-    return ADVANTAGE_ESTIMATORS.register(name, **meta)
+    ``tree_ids=True`` it also receives ``tree_ids [Q, G]``; with an ``options`` dataclass it also receives
+    ``opts``, parsed from ``trainer.advantage.<name>`` (``+trainer.advantage.<name>.<option>=...``)."""
+    return ADVANTAGE_ESTIMATORS.register(name, options, **meta)
 
 
 def _prepare(scores: Tensor, valid: Optional[Tensor]) -> Tuple[Tensor, Tensor]:
@@ -130,7 +121,7 @@ def grpo_advantages(scores: Tensor, eps: float = 1e-6, valid: Optional[Tensor] =
     m = group_moments(s, valid)
     adv = m.centred / (m.std(unbiased=True) + eps)
     adv = torch.where(valid & ~_constant(m), adv, torch.zeros_like(adv))
-    return adv.to(_float_dtype(scores))
+    return adv.to(float_dtype(scores))
 
 
 @register_advantage_estimator("dr_grpo", group_baseline=True)
@@ -143,7 +134,7 @@ def dr_grpo_advantages(scores: Tensor, eps: float = 1e-6, valid: Optional[Tensor
     s, valid = _prepare(scores, valid)
     m = group_moments(s, valid)
     adv = torch.where(valid & ~_constant(m), s - m.mean, torch.zeros_like(s))
-    return adv.to(_float_dtype(scores))
+    return adv.to(float_dtype(scores))
 
 
 @register_advantage_estimator("rloo", group_baseline=True)
@@ -159,7 +150,7 @@ def rloo_advantages(scores: Tensor, eps: float = 1e-6, valid: Optional[Tensor] =
     total = m.x.sum(-1, keepdim=True)
     baseline = (total - s) / (m.n - 1).clamp_min(1.0)
     adv = torch.where(valid & ~_constant(m), s - baseline, torch.zeros_like(s))
-    return adv.to(_float_dtype(scores))
+    return adv.to(float_dtype(scores))
 
 
 @register_advantage_estimator("none")
@@ -171,7 +162,7 @@ def no_baseline_advantages(scores: Tensor, eps: float = 1e-6, valid: Optional[Te
     "No baseline: the none estimator".
     """
     s, valid = _prepare(scores, valid)
-    return torch.where(valid, s, torch.zeros_like(s)).to(_float_dtype(scores))
+    return torch.where(valid, s, torch.zeros_like(s)).to(float_dtype(scores))
 
 
 def _within_trees(scores: Tensor, eps: float, valid: Tensor, tree_ids: Tensor) -> Tensor:
@@ -207,7 +198,7 @@ def tree_advantages(scores: Tensor, eps: float = 1e-6, valid: Optional[Tensor] =
         raise ValueError("the tree advantage needs tree_ids [Q, G] (rollout.tree.enabled=true)")
     s, valid = _prepare(scores, valid)
     adv = grpo_advantages(s, eps, valid) + _within_trees(s, eps, valid, tree_ids)
-    return adv.to(_float_dtype(scores))
+    return adv.to(float_dtype(scores))
 
 
 @register_advantage_estimator("tree_2norm", group_baseline=True, tree_ids=True)
@@ -224,12 +215,12 @@ def tree_2norm_advantages(scores: Tensor, eps: float = 1e-6, valid: Optional[Ten
         raise ValueError("the tree_2norm advantage needs tree_ids [Q, G] (rollout.tree.enabled=true)")
     s, valid = _prepare(scores, valid)
     adv = _within_trees(grpo_advantages(s, eps, valid), eps, valid, tree_ids)
-    return adv.to(_float_dtype(scores))
+    return adv.to(float_dtype(scores))
 
 
 def compute_advantages(
     scores: Tensor, estimator: str = "grpo", eps: float = 1e-6, valid: Optional[Tensor] = None,
-    tree_ids: Optional[Tensor] = None,
+    tree_ids: Optional[Tensor] = None, opts: Any = None,
 ) -> Tensor:
     """Dispatch to a registered sequence-level advantage estimator.
 
@@ -241,15 +232,17 @@ def compute_advantages(
             statistics and get advantage 0. Their scores may be anything, NaN included.
         tree_ids: ``[Q, G]`` or None: each rollout's tree within its group (Tree-GRPO rollouts,
             ``RolloutBatch.tree_ids``); passed only to estimators registered with ``tree_ids=True``.
+        opts: the estimator's parsed options (drox.pipeline), passed only to one registered with options.
     Returns:
         ``[Q, G]`` advantages, in the scores' floating dtype (float32 for integer/bool scores).
     Raises:
         ValueError: unknown estimator (the message lists the registered ones) or bad shapes.
     """
     component = ADVANTAGE_ESTIMATORS.get(estimator)
-    if component.meta.get("tree_ids"):
-        return component.fn(scores, eps=eps, valid=valid, tree_ids=tree_ids)
-    return component.fn(scores, eps=eps, valid=valid)
+    extra: Dict[str, Any] = {"tree_ids": tree_ids} if component.meta.get("tree_ids") else {}
+    if component.options is not None:
+        extra["opts"] = opts if opts is not None else component.options()
+    return component.fn(scores, eps=eps, valid=valid, **extra)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -265,7 +258,7 @@ def broadcast_to_tokens(adv: Tensor, mask: Tensor) -> Tensor:
     adv = adv.reshape(-1)
     if mask.dim() != 2 or adv.shape[0] != mask.shape[0]:
         raise ValueError(f"adv has {adv.shape[0]} rows but mask is {list(mask.shape)}; expected [N] and [N, T]")
-    out_dtype = _float_dtype(adv)
+    out_dtype = float_dtype(adv)
     return adv.to(out_dtype)[:, None] * mask.to(out_dtype)
 
 
@@ -329,7 +322,7 @@ def dense_process_advantages(
     norm = norm.reshape(N, T)
     # reward-to-go: reverse cumulative sum along T (includes the reward at position t itself)
     rtg = norm.flip(-1).cumsum(-1).flip(-1)
-    return (rtg * mask.to(torch.float64)).to(_float_dtype(token_rewards))
+    return (rtg * mask.to(torch.float64)).to(float_dtype(token_rewards))
 
 
 def combine_advantages(
@@ -477,7 +470,7 @@ def verl_shaped_advantages(
     bonus = torch.minimum(phi.clamp_min(0.0), a.abs() / kappa)
     rows = _rows_valid(valid, a.shape[0], a.device)
     bonus = torch.where(rows, bonus, torch.zeros_like(bonus))
-    shaped = (a + bonus).reshape(adv.shape).to(_float_dtype(adv))
+    shaped = (a + bonus).reshape(adv.shape).to(float_dtype(adv))
     return shaped, {"delta": delta, "gate": gate, "phi": phi, "bonus": bonus}
 
 

@@ -22,28 +22,21 @@ from typing import Dict, Optional, Sequence, Tuple
 
 import torch
 
-from drox.masked_stats import group_moments
-from drox.registry import Registry
-from drox.trainers.algos import _float_dtype, grpo_advantages
+from drox.components import COMBINERS, SUM, combine_choices
+from drox.masked_stats import float_dtype, group_moments
+from drox.trainers.algos import grpo_advantages
 
 Tensor = torch.Tensor
 
-#: ``trainer.advantage.combine``: name -> ``fn(table [Q, G, K] float64, weights [K] float64, valid [Q, G] bool,
-#: eps) -> (adv [Q, G] float64, {"weight": [K] float64 | None, ...})``. Inputs are already checked and invalid
-#: entries zeroed. ``sum`` (:data:`SUM`) is not a combiner: it means "weighted sum of the sources' scores, then
-#: the advantage estimator", which the trainer does without this module.
-COMBINERS = Registry("trainer.advantage.combine", "multi-objective combiner")
-SUM = "sum"
+#: :data:`COMBINERS` (drox.components), ``trainer.advantage.combine``: name -> ``fn(table [Q, G, K] float64, weights
+#: [K] float64, valid [Q, G] bool, eps) -> (adv [Q, G] float64, {"weight": [K] float64 | None, ...})``. Inputs are
+#: already checked and invalid entries zeroed. ``sum`` (:data:`SUM`) is not a combiner: it means "weighted sum of
+#: the sources' scores, then the advantage estimator", which the trainer does without this module.
 
 
 def register_combiner(name: str, **meta):
     """Decorator: register a combiner under ``name`` in :data:`COMBINERS`."""
     return COMBINERS.register(name, **meta)
-
-
-def combine_choices() -> Tuple[str, ...]:
-    """The allowed values of ``trainer.advantage.combine``: ``sum`` and every registered combiner."""
-    return (SUM, *COMBINERS.names())
 
 
 def _population_stats(table: Tensor, valid: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
@@ -177,4 +170,4 @@ def combine_objectives(
     stats["adv/abs_max"] = float(a.abs().max()) if a.numel() else 0.0
     stats["adv/mean_sq"] = float((a**2).mean()) if a.numel() else 0.0
     stats.update({k: float(v) for k, v in extra.items()})
-    return adv.to(_float_dtype(table)), stats
+    return adv.to(float_dtype(table)), stats

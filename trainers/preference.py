@@ -10,15 +10,21 @@ Pure tensor functions in the style of :mod:`drox.trainers.algos`; layout group-m
   ``-log σ(β [(log π(y_c) - log π_ref(y_c)) - (log π(y_r) - log π_ref(y_r))])``, averaged over pairs. RLSF's
   margin is not part of DPO's loss (the code uses it for its reward-model variant); it is returned for logging.
 
-``trainer.objective=dpo`` trains with them (:func:`drox.trainers.loop.update_preference`).
+``trainer.objective=dpo`` trains with them: the registered objective :func:`update_preference`.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Dict, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
+
+from drox.components import register_objective
+from drox.errors import check_finite
+from drox.models.forward import response_logprobs
+from drox.trainers.objectives import optimizer_step
 
 Tensor = torch.Tensor
 
@@ -61,3 +67,69 @@ def dpo_loss(policy_logps: Tensor, ref_logps: Tensor, chosen: Tensor, rejected: 
     stats = {"pairs": float(chosen.numel()), "reward_acc": (logits > 0).float().mean().item(),
              "reward_margin": logits.detach().mean().item()}
     return loss, stats
+
+
+def _dpo_options(cfg) -> Dict[str, float]:
+    return {"beta": cfg.trainer.dpo_beta, "threshold": cfg.trainer.dpo_threshold}
+
+
+@dataclass
+class DPOOptions:
+    """``trainer.objective=dpo``'s options, read from ``trainer.dpo_beta`` and ``trainer.dpo_threshold`` (checked
+    by drox.config.validate, with the grad_accum=1 it needs)."""
+
+    beta: float = 0.1
+    """DPO's beta (the strength of the implicit KL to the initial policy)."""
+    threshold: float = 0.9
+    """A response can be "chosen" only with a reward >= this (RLSF's code: 0.9 on confidence)."""
+
+
+@register_objective("dpo", DPOOptions, reference=lambda cfg: True, options_from=_dpo_options)
+def update_preference(trainer, step: int, data, token_adv, loss_mask, mask: torch.Tensor,
+                      opts: DPOOptions) -> Dict[str, float]:
+    """Step 6 with ``trainer.objective=dpo``: RLSF's pairs within each group (:func:`rlsf_pairs` over
+    ``data.scores [Qk, G]``, gated rollouts left out), then the DPO loss on the responses' log-probabilities
+    (``mask [N, T]``: the tokens that count) against the frozen initial policy; ``mu`` passes x mini-batches of
+    whole groups, one optimizer step each (grad_accum is 1: validated)."""
+    cfg, model = trainer.cfg, trainer.model
+    t = cfg.trainer
+    batch = data.batch
+    Q, G = batch.num_groups, batch.group_size
+    device = next(model.parameters()).device
+    chosen, rejected, margin = rlsf_pairs(data.scores, opts.threshold, data.valid)  # [P] rows
+    with torch.no_grad():
+        ref_logprobs, _ = response_logprobs(trainer.ref_model, batch.prompt_ids, batch.prompt_mask,
+                                            batch.response_ids, batch.response_mask, batch.temperature,
+                                            share_prompts=t.share_prompts, head_mm=cfg.model.lm_head_mm)
+    ref_logps = sequence_logps(ref_logprobs.float().cpu(), mask)  # [N]
+    model.train()
+    sums: Dict[str, float] = {}
+    gen = torch.Generator().manual_seed(cfg.seed * 7919 + step)
+    for epoch in range(t.mu):
+        order = torch.randperm(Q, generator=gen) if epoch > 0 else torch.arange(Q)
+        for group_ids in order.chunk(t.mini_batches):
+            rows = (group_ids[:, None] * G + torch.arange(G)[None, :]).flatten()  # [n_mb]
+            position = torch.full((Q * G,), -1, dtype=torch.long)
+            position[rows] = torch.arange(rows.numel())
+            in_mb = position[chosen] >= 0  # pairs never cross groups, so both rows are in or out together
+            trainer.optimizer.zero_grad(set_to_none=True)
+            logprobs, _ = response_logprobs(model, batch.prompt_ids[rows], batch.prompt_mask[rows],
+                                            batch.response_ids[rows], batch.response_mask[rows], batch.temperature,
+                                            share_prompts=t.share_prompts, head_mm=cfg.model.lm_head_mm)
+            logps = sequence_logps(logprobs.float(), mask[rows].to(device))  # [n_mb]
+            loss, stats = dpo_loss(logps, ref_logps[rows].to(device), position[chosen[in_mb]].to(device),
+                                              position[rejected[in_mb]].to(device), opts.beta)
+            check_finite("loss", loss.detach(), step)
+            loss.backward()
+            grad_norm = optimizer_step(trainer, step)
+            for k, v in {"loss": loss.item(), "grad_norm": grad_norm, **stats}.items():
+                sums[k] = sums.get(k, 0.0) + v
+    trainer.engine.policy_changed()
+    model.eval()
+    n_opt = t.mu * t.mini_batches
+    mean = {k: v / n_opt for k, v in sums.items()}  # over the optimizer steps
+    out = {"loss": mean["loss"], "grad_norm": mean["grad_norm"], "dpo/reward_acc": mean["reward_acc"],
+           "dpo/reward_margin": mean["reward_margin"]}
+    out["dpo/pairs"] = float(chosen.numel())  # all pairs of the step (the per-mini-batch mean is not it)
+    out["dpo/margin_mean"] = float(margin.mean()) if margin.numel() else 0.0
+    return out

@@ -12,6 +12,8 @@ from typing import Any, Dict
 
 from omegaconf import OmegaConf
 
+from drox.evaluation.sampling import duration  # with the eval progress lines, below the trainers
+
 
 def describe_run(cfg, pipeline, run_dir) -> str:
     """One line per part: run folder, model, task, reward sources with weights, gates, filters, estimator, loss."""
@@ -53,11 +55,3 @@ def progress_line(step: int, total: int, metrics: Dict[str, Any], seconds_per_st
     if group_filters and "filter/kept_groups" in metrics and "filter/kept_frac" in metrics:
         parts.append(f"kept {int(metrics['filter/kept_groups'])} groups ({metrics['filter/kept_frac']:.0%} of sampled)")
     return "  ".join(parts)
-
-
-def duration(seconds: float) -> str:
-    """``2m05s``, or ``1h03m`` from an hour on (progress lines, ETAs)."""
-    seconds = max(0, int(round(seconds)))
-    hours, rest = divmod(seconds, 3600)
-    minutes, secs = divmod(rest, 60)
-    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"

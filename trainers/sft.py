@@ -53,7 +53,7 @@ from drox.signals.spans import pad_ids, pad_rows
 from drox.tasks import TaskError, build_task
 from drox.tasks.files import read_jsonl
 from drox.trainers.checkpoint import save_pretrained
-from drox.trainers.loop import build_scheduler, seed_everything
+from drox.trainers.setup import build_scheduler, seed_everything
 from drox.trainers.metrics import MetricsLogger
 from drox.trainers.sampler import PromptSampler
 

@@ -214,13 +214,13 @@ def _get(cfg, key: str) -> Any:
 
 def _check_supported(cfg, pipeline) -> None:
     """Raise :class:`UnsupportedError` for the first component the verl backend cannot run."""
-    from drox.config import MULTITURN_TASKS
+    from drox.components import multiturn_tasks
 
     if cfg.plugins:
         raise unsupported(f"plugins={list(cfg.plugins)}", "components from your own files are not shipped to verl's "
                           "Ray workers; register them with verl directly (docs/verl.md)")
     task = _get(cfg, "task.name")
-    if task in MULTITURN_TASKS:
+    if task in multiturn_tasks():
         raise unsupported(f"task={task}", "its rollouts are multi-turn episodes with an environment, and verl's "
                           f"multi-turn loop is tool calling; {NOT_BUILT}")
     if _get(cfg, "task.verifier") == "none" or (task == "revise" and _get(cfg, "task.verifier") != "math"):

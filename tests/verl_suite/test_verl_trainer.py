@@ -466,5 +466,5 @@ def test_dense_prm_through_verl_equals_drox_s_own_trainer(monkeypatch):
     data = Collected(batch=batch, rows=[PRM_ROW], scores=combined.seq, token=combined.token,
                      token_mask=combined.token_mask, table=combined.table, weights=combined.weights,
                      names=list(combined.per_source), valid=torch.ones(1, 2, dtype=torch.bool))
-    _, drox_adv = advantages(cfg, data, 1, {})  # [2, 12]
+    _, drox_adv = advantages(build_pipeline(cfg), cfg, data, 1, {})  # [2, 12]
     torch.testing.assert_close(verl_adv[[0, 2]], drox_adv.to(verl_adv.dtype), rtol=0, atol=1e-5)
