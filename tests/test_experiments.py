@@ -253,7 +253,7 @@ def test_recompute_rebuilds_the_committed_table_byte_for_byte(name, tmp_path):
         assert (tmp_path / file).read_bytes() == (committed / file).read_bytes(), file
 
 
-BASES = {"experiments/toy_base/": "toy_base", "experiments/base_policy/": "base_policy",
+BASES = {"experiments/toy_base/": "toy_base", "experiments/toy_base_2op/": "toy_base_2op", "experiments/base_policy/": "base_policy",
          "experiments/base_policy_2op/": "base_policy_2op", "experiments/base_policy_conf/": "base_policy_conf"}
 
 
