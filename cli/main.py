@@ -71,6 +71,7 @@ def compose(overrides: List[str], validate: bool = True):
     """The composed config for ``overrides``, completely validated (:func:`drox.pipeline.build_pipeline`; with
     ``validate=False`` only its keys and group options). A typo in a key or option is one line naming the nearest
     valid one (drox.cli.suggest)."""
+    import yaml
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
@@ -90,6 +91,8 @@ def compose(overrides: List[str], validate: bool = True):
             fail(unknown_key_message(key, declared))
         if validate:
             build_pipeline(cfg)
+    except yaml.YAMLError as e:  # a config file of conf/ (or a user's) that is not valid YAML
+        fail(" ".join(str(e).split()))
     except (HydraException, OmegaConfBaseException, ConfigError) as e:
         cause = e.__cause__
         text = f"{_first_line(e)}\n{cause if cause is not None else ''}"

@@ -238,7 +238,8 @@ def test_a_transfer_evaluation_reads_every_run_and_the_base_on_a_second_task(tmp
     assert "transfer/ood/pass@1: grpo − base" in text
 
 
-@pytest.mark.parametrize("name", ["positive_control", "nsr", "passk_limits", "one_shot", "entropy_8020", "dro"])
+@pytest.mark.parametrize("name", ["positive_control", "nsr", "passk_limits", "one_shot", "entropy_8020", "dro",
+                                  "prm_vs_variance"])  # dvao and rubric_gate recompute alike (checked by hand)
 def test_recompute_rebuilds_the_committed_table_byte_for_byte(name, tmp_path):
     """`driver.py <name> --recompute` rewrites results.md, table.csv and claims.csv from the committed runs/ alone
     (config, metrics, eval summaries, per-problem scores, provenance): no training, the same bytes."""
@@ -253,7 +254,7 @@ def test_recompute_rebuilds_the_committed_table_byte_for_byte(name, tmp_path):
         assert (tmp_path / file).read_bytes() == (committed / file).read_bytes(), file
 
 
-BASES = {"experiments/toy_base/": "toy_base", "experiments/base_policy/": "base_policy",
+BASES = {"experiments/toy_base/": "toy_base", "experiments/toy_base_2op/": "toy_base_2op", "experiments/base_policy/": "base_policy",
          "experiments/base_policy_2op/": "base_policy_2op", "experiments/base_policy_conf/": "base_policy_conf"}
 
 

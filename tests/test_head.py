@@ -54,7 +54,7 @@ def test_head_logits_uses_the_models_head_or_calls_a_wrapped_one(tiny_policy):
     assert calls == [hidden.shape]
 
 
-TOY_TABLES = ("positive_control", "nsr", "passk_limits", "one_shot", "entropy_8020", "dro", "dvao", "rubric_gate")
+TOY_TABLES = ("positive_control", "nsr", "passk_limits", "one_shot", "entropy_8020", "dro", "dvao", "rubric_gate", "prm_vs_variance")
 """The tables rerun on the fast testbed (conf/experiment_scale/common_toy.yaml): no pins, every lever on."""
 
 
@@ -80,7 +80,7 @@ def test_decode_mm_is_on_and_pinned_off_for_the_tables_made_before_it():
 
     assert compose(["model=tiny"]).rollout.decode_mm is True
     for name in ("dro_revise",  # the first levers (pinned_head.yaml pulls it in)
-                 "confidence", "rlcr", "prm_vs_variance", "seed_methods"):  # the head lever
+                 "confidence", "rlcr", "seed_methods"):  # the head lever
         rollout = compose([f"experiment={name}"]).rollout
         assert rollout.static_decode is True and rollout.decode_mm is False, name
     for name in ("spurious", "demo"):  # made before any lever: HF's forward decodes

@@ -94,7 +94,8 @@ def test_dpo_objective_config_errors_are_one_line(capsys):
     for overrides, message in (
             (["trainer.objective=dpo", "trainer.grad_accum=2"], "trainer.objective=dpo needs trainer.grad_accum=1"),
             (["trainer.objective=dpo", "trainer.dpo_beta=0"], "trainer.dpo_beta=0.0 must be > 0"),
-            (["trainer.objective=ppo"], "trainer.objective=ppo is not allowed; choose one of: dpo, pg")):
+            (["trainer.objective=ppo"], "trainer.objective=ppo is not allowed (did you mean trainer.objective=dpo?); "
+                                        "choose one of: dpo, pg")):
         with pytest.raises(typer.Exit) as exc:
             compose(overrides)
         err = capsys.readouterr().err.strip()

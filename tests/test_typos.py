@@ -57,3 +57,21 @@ def test_every_command_says_it_in_one_line_with_exit_2(command, expected, tmp_pa
     assert proc.returncode == 2, proc.stderr
     lines = [line for line in (proc.stdout + proc.stderr).splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: ") and expected in lines[0], lines
+
+
+def test_a_config_file_that_is_not_valid_yaml_is_one_line(tmp_path, monkeypatch, capsys):
+    import shutil
+
+    import typer
+
+    from drox.cli import main
+
+    conf = tmp_path / "conf"
+    shutil.copytree(main.CONF_DIR, conf)
+    (conf / "experiment" / "broken.yaml").write_text("# @package _global_\neval:\n  n: 8\neval:\n  n: 4\n")
+    monkeypatch.setattr(main, "CONF_DIR", conf)
+    with pytest.raises(typer.Exit) as exit_info:
+        main.compose(["experiment=broken"])
+    assert exit_info.value.exit_code == 2
+    err = capsys.readouterr().err
+    assert "found duplicate key eval" in err and "broken.yaml" in err and len(err.strip().splitlines()) == 1
