@@ -20,9 +20,10 @@ NOT_CODE = {"tests", "experiments", "conf", "docs"}
 
 LAYERS = [
     {"drox", "errors", "registry", "components", "config", "plugins", "atomic", "masked_stats"},
-    {"models", "tasks"},
+    {"tasks"},  # tasks and their verifiers (answer extraction, which signals/ shares)
+    {"signals"},  # shared math (padding, spans, R3 statistics, calibration, ROUGE): below everything that uses it
+    {"models"},
     {"rollout"},
-    {"signals"},
     {"rewards", "gates", "filters"},
     {"evaluation", "pipeline"},
     {"trainers"},
