@@ -75,7 +75,7 @@ def compose(overrides: List[str], validate: bool = True):
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
-    from drox.cli.suggest import explain, undeclared_keys, unknown_key_message
+    from drox.cli.suggest import component_option_blocks, explain, undeclared_keys, unknown_key_message
     from drox.errors import ConfigError
     from drox.pipeline import build_pipeline
 
@@ -87,7 +87,7 @@ def compose(overrides: List[str], validate: bool = True):
             # list, `scale=[1,2]`, fails inside Hydra with a TypeError): not a HydraException
             raise ConfigError(f"{e} (in the overrides {' '.join(overrides)}; a config group takes an option name, "
                               "e.g. scale=cpu)") from None
-        for key, declared in undeclared_keys(cfg)[:1]:  # `+trainer.stpes=5` composes: a key nothing reads
+        for key, declared in undeclared_keys(cfg, component_option_blocks())[:1]:  # `+trainer.stpes=5` composes: a key nothing reads
             fail(unknown_key_message(key, declared))
         if validate:
             build_pipeline(cfg)

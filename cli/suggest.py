@@ -11,9 +11,11 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import re
-from typing import Callable, Iterable, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 from omegaconf import DictConfig, OmegaConf
+
+from drox.registry import Registry
 
 SEE_KEYS = "`drox config` prints every key"
 
@@ -24,11 +26,26 @@ def nearest(word: str, candidates: Iterable[str]) -> Optional[str]:
     return found[0] if found else None
 
 
-def undeclared_keys(cfg: DictConfig) -> List[Tuple[str, List[str]]]:
+def component_option_blocks() -> Dict[str, set]:
+    """``{options root: names}``: where a component chosen by a plain string keeps its options
+    (``+trainer.<objective>.<option>=...``, drox.components), so ``trainer.<name>`` of a registered objective is
+    not a typo. Torch-free: the registries only."""
+    from drox import components
+
+    blocks: Dict[str, set] = {}
+    for registry in vars(components).values():
+        if isinstance(registry, Registry) and registry.options_root:
+            blocks.setdefault(registry.options_root, set()).update(registry.names())
+    return blocks
+
+
+def undeclared_keys(cfg: DictConfig, option_blocks: Optional[Dict[str, set]] = None) -> List[Tuple[str, List[str]]]:
     """``(dotted key, the keys its node declares)`` for every key of ``cfg`` that the structured schema of its node
     does not declare (what ``+key=value`` adds without a word). Nodes that are plain dicts (e.g. ``reward``, whose
-    keys are the chosen sources) are walked into but hold any key."""
+    keys are the chosen sources) are walked into but hold any key, as does ``<root>.<name>`` for a component
+    registered with options under ``<root>`` (``option_blocks``, :func:`component_option_blocks`)."""
     found: List[Tuple[str, List[str]]] = []
+    option_blocks = option_blocks or {}
 
     def walk(node, prefix: str) -> None:
         if not isinstance(node, DictConfig) or node._is_none() or node._is_missing():
@@ -37,7 +54,7 @@ def undeclared_keys(cfg: DictConfig) -> List[Tuple[str, List[str]]]:
         declared = {f.name for f in dataclasses.fields(schema)} if dataclasses.is_dataclass(schema) else None
         for key in node.keys():
             path = f"{prefix}{key}"
-            if declared is not None and key not in declared:
+            if declared is not None and key not in declared and key not in option_blocks.get(prefix[:-1], ()):
                 found.append((path, sorted(declared)))
             else:
                 walk(node._get_node(key), f"{path}.")

@@ -75,3 +75,15 @@ def test_a_config_file_that_is_not_valid_yaml_is_one_line(tmp_path, monkeypatch,
     assert exit_info.value.exit_code == 2
     err = capsys.readouterr().err
     assert "found duplicate key eval" in err and "broken.yaml" in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_registered_components_option_block_is_not_a_typo():
+    """``+trainer.<objective>.<option>=...`` keeps a plugin objective's options (drox.components): ``trainer.<name>``
+    is declared by the registry, not by TrainerConfig, and only for a registered name."""
+    from drox.cli.main import _hydra_compose
+    from drox.cli.suggest import component_option_blocks
+
+    cfg = _hydra_compose(["model=tiny", "+trainer.myobj.beta=2", "+trainer.myobk.beta=2"])
+    assert [k for k, _ in undeclared_keys(cfg, {"trainer": {"myobj"}})] == ["trainer.myobk"]
+    blocks = component_option_blocks()
+    assert "dpo" in blocks["trainer"] and "grpo" in blocks["trainer.advantage"] and "hf" in blocks["rollout"]
