@@ -183,7 +183,8 @@ def test_dvao_constant_format_objective_blocks_only_the_format_claim():
     reason = combine_check(one_left)
     assert reason and "only 1 objective(s) (outcome)" in reason and "format, overlong" in reason
     spec = driver.load_spec("dvao")
-    assert spec.control is None  # every arm trains on three objectives; none is plain outcome GRPO
+    assert spec.control == "outcome" and next(a for a in spec.arms if a.name == "outcome").overrides == []
+    # the control is outcome GRPO alone; the combiner arms train on three objectives
     format_claim = next(c for c in spec.claims if c.metric == "reward/format/mean")
     assert format_claim.check.__name__ == format_check.__name__
 
