@@ -5,7 +5,7 @@ BIN     := $(VENV)/bin
 # A CPU build of torch lies on this machine's disk; an unpinned torch would pull a multi-GB CUDA build.
 TORCH   ?= torch==2.13.0
 
-.PHONY: install demo test test-reliability bench bench-step clean base-policy toy-base toy-base-2op tables table-positive_control table-nsr table-passk_limits table-one_shot table-entropy_8020 table-spurious table-dro table-dro_revise table-prm_vs_variance table-dvao table-rubric_gate table-confidence table-rlcr table-seed_methods base-policy-2op base-policy-conf test-vllm test-verl
+.PHONY: install demo test test-tables test-reliability bench bench-step clean base-policy toy-base toy-base-2op tables table-positive_control table-nsr table-passk_limits table-one_shot table-entropy_8020 table-spurious table-dro table-dro_revise table-prm_vs_variance table-dvao table-rubric_gate table-confidence table-rlcr table-seed_methods base-policy-2op base-policy-conf test-vllm test-verl
 
 $(BIN)/drox: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -26,6 +26,10 @@ test: install
 
 # the whole reliability suite (not CI): the fast fault tests, 20 kill -9 + resume trials and a 300-step run with
 # its memory sampled -> RELIABILITY.md
+# Every committed table recomputed from its runs, byte for byte (make test recomputes one)
+test-tables: install
+	$(BIN)/python -m pytest tests/test_experiments.py -m tables
+
 test-reliability: install
 	$(BIN)/python -m pytest tests/reliability
 	$(BIN)/python tests/reliability/kill_loop.py --trials 20 --out RELIABILITY.md
