@@ -87,8 +87,9 @@ def compose(overrides: List[str], validate: bool = True):
             # list, `scale=[1,2]`, fails inside Hydra with a TypeError): not a HydraException
             raise ConfigError(f"{e} (in the overrides {' '.join(overrides)}; a config group takes an option name, "
                               "e.g. scale=cpu)") from None
-        for key, declared in undeclared_keys(cfg, component_option_blocks())[:1]:  # `+trainer.stpes=5` composes: a key nothing reads
-            fail(unknown_key_message(key, declared))
+        undeclared = undeclared_keys(cfg, component_option_blocks())  # `+trainer.stpes=5` composes: nothing reads it
+        if undeclared:
+            fail(unknown_key_message(*undeclared[0]))
         if validate:
             build_pipeline(cfg)
     except yaml.YAMLError as e:  # a config file of conf/ (or a user's) that is not valid YAML
