@@ -5,7 +5,7 @@ BIN     := $(VENV)/bin
 # A CPU build of torch lies on this machine's disk; an unpinned torch would pull a multi-GB CUDA build.
 TORCH   ?= torch==2.13.0
 
-.PHONY: install demo test test-tables test-reliability bench bench-step clean base-policy toy-base toy-base-2op tables table-positive_control table-nsr table-passk_limits table-one_shot table-entropy_8020 table-spurious table-dro table-dro_revise table-prm_vs_variance table-dvao table-rubric_gate table-confidence table-rlcr table-seed_methods base-policy-2op base-policy-conf test-vllm test-verl
+.PHONY: install demo test test-tables test-reliability bench bench-step clean base-policy toy-base toy-base-2op tables table-positive_control table-positive_control_smollm2 table-nsr table-passk_limits table-one_shot table-entropy_8020 table-spurious table-dro table-dro_revise table-prm_vs_variance table-dvao table-rubric_gate table-confidence table-rlcr table-seed_methods base-policy-2op base-policy-conf test-vllm test-verl
 
 $(BIN)/drox: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -81,7 +81,7 @@ test-verl: $(VERL_VENV)/bin/drox
 
 # The paper comparisons (experiments/README.md). Each table trains every arm from the SFT'd base policy,
 # evaluates, and writes experiments/<name>/results.md, table.csv and plots (at most an hour each on 2 cores).
-EXPERIMENTS := spurious dro_revise \
+EXPERIMENTS := positive_control_smollm2 spurious dro_revise \
 	confidence rlcr seed_methods
 BASE_POLICY := experiments/base_policy/model/model.safetensors
 
@@ -111,6 +111,7 @@ base-policy-conf: $(BASE_POLICY_CONF)
 table-rlcr: $(BASE_POLICY_CONF)
 
 $(addprefix table-,$(EXPERIMENTS)): table-%: $(BASE_POLICY)
+	$(if $(FRESH),rm -rf experiments/$*/runs experiments/$*/run.log)
 	$(BIN)/python experiments/driver.py $*
 
 # The fast CPU testbed (experiments/toy_base/README.md): an 88,704-parameter character-level Llama pre-trained from

@@ -23,9 +23,10 @@ NAMES = ["nsr", "spurious", "passk_limits", "one_shot", "dro", "dro_revise", "en
 
 
 def test_every_spec_loads_and_names_its_own_arms():
-    """positive_control (9 arms of outcome GRPO, no smoke run: nsr's covers the same code) and every table."""
+    """positive_control and positive_control_smollm2 (outcome GRPO only, no smoke run: nsr's covers the same code)
+    and every table."""
     names = sorted(p.parent.name for p in (ROOT / "experiments").glob("*/spec.py"))
-    assert set(NAMES) | {"positive_control"} == set(names)
+    assert set(NAMES) | {"positive_control", "positive_control_smollm2"} == set(names)
     for name in names:
         exp = driver.load_spec(name)
         arms = {a.name for a in exp.arms} | {"base"}
@@ -264,7 +265,7 @@ BASES = {"experiments/toy_base/": "toy_base", "experiments/toy_base_2op/": "toy_
          "experiments/base_policy_2op/": "base_policy_2op", "experiments/base_policy_conf/": "base_policy_conf"}
 
 
-@pytest.mark.parametrize("name", ["positive_control"] + NAMES)
+@pytest.mark.parametrize("name", ["positive_control", "positive_control_smollm2"] + NAMES)
 def test_no_held_out_problem_was_in_the_bases_fine_tuning_data(name):
     """The base a table starts from was fine-tuned on the train split of its own SFT config; none of the table's
     held-out problems may be in it. (The train split excludes the first n_test problems of the test stream, so a
