@@ -2,8 +2,9 @@
 imports alone in a fresh interpreter (``import drox.gates`` and ``from drox import register_gate`` failed
 on an import cycle that the rest of the suite never saw, because its test files import ``drox.filters`` first).
 
-Each import runs in its own subprocess, since a cycle shows only for some import orders; the subprocesses run a few
-at a time. A subpackage that needs an optional dependency (pyproject's ``optional-dependencies``) which is not
+Each import runs in a process of its own with no drox module loaded, since a cycle shows only for some import
+orders: a child forked from one interpreter that has imported the heavy third-party modules (torch, transformers,
+hydra) and nothing of drox. A subpackage that needs an optional dependency (pyproject's ``optional-dependencies``) which is not
 installed is skipped with that reason. ``import drox`` staying torch-free is tested in test_packaging.py.
 The shared layer ``drox.signals`` must stay below the components: an AST check over its modules.
 """
@@ -17,7 +18,6 @@ import re
 import subprocess
 import sys
 import tempfile
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -57,14 +57,73 @@ def run_alone(statement: str):
                               timeout=300)
 
 
+FORK_SERVER = r"""
+import json, os, sys, traceback
+statements = json.loads(sys.stdin.read())
+for name in ("torch", "numpy", "transformers", "omegaconf", "hydra", "yaml", "typer", "rich", "safetensors"):
+    try:  # third-party modules only: importing them is what makes a fresh interpreter slow
+        __import__(name)
+    except Exception:
+        pass
+assert not [m for m in sys.modules if m == "drox" or m.startswith("drox.")], "the fork server imported drox"
+results = {}
+for statement in statements:
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: one statement, its output into the pipe, never back into the loop
+        os.close(read_end)
+        os.dup2(write_end, 1)
+        os.dup2(write_end, 2)
+        code = 0
+        try:
+            exec(statement, {"__name__": "__main__"})
+        except BaseException:
+            traceback.print_exc()
+            code = 1
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    os.close(write_end)
+    with os.fdopen(read_end, errors="replace") as pipe:
+        output = pipe.read()
+    results[statement] = [os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]), output]
+sys.__stdout__.write(json.dumps(results))
+"""
+"""One interpreter imports the heavy third-party modules once, then forks a child per statement: each child starts
+with no drox module loaded, which is what an import-order cycle inside drox needs, for a fraction of the cost of a
+new interpreter per statement (each of which imports torch and transformers again)."""
+
+
+def run_forked(statements: list) -> dict:
+    """{statement: CompletedProcess-like (returncode, stderr)} for ``statements``, each in a child forked from one
+    server interpreter (FORK_SERVER); a fresh interpreter per statement where fork is not available."""
+    if not hasattr(os, "fork"):
+        return {statement: run_alone(statement) for statement in statements}
+    import json
+    import types
+
+    with tempfile.TemporaryDirectory() as cwd:
+        proc = subprocess.run([sys.executable, "-c", FORK_SERVER], input=json.dumps(statements),
+                              capture_output=True, text=True, cwd=cwd, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return {statement: types.SimpleNamespace(returncode=code, stderr=output)
+            for statement, (code, output) in json.loads(proc.stdout).items()}
+
+
 @pytest.fixture(scope="module")
 def results(request):
-    """Every selected target's subprocess, run a few at a time: {statement: CompletedProcess}."""
+    """Every selected target's outcome, from one fork server: {statement: (returncode, stderr)}."""
     params = [getattr(getattr(item, "callspec", None), "params", {}) for item in request.session.items
               if item.module is request.module]
-    selected = [p["statement"] for p in params if "statement" in p]
-    with ThreadPoolExecutor(max_workers=max(2, min(4, os.cpu_count() or 1))) as pool:
-        return dict(zip(selected, pool.map(run_alone, selected)))
+    return run_forked([p["statement"] for p in params if "statement" in p])
+
+
+def test_a_forked_child_sees_no_drox_module_and_reports_a_failure():
+    out = run_forked(["import sys; assert 'drox' not in sys.modules, 'drox preloaded'", "import drox.no_such_module",
+                      "import drox.gates; import sys; assert 'drox.gates' in sys.modules"])
+    codes = [o.returncode for o in out.values()]
+    assert codes == [0, 1, 0], out
+    assert "No module named 'drox.no_such_module'" in list(out.values())[1].stderr
 
 
 def test_discovery_sees_the_known_subpackages():
