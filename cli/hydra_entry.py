@@ -20,6 +20,7 @@ from drox.models.loading import ModelError
 from drox.pipeline import build_pipeline
 from drox.tasks import TaskError
 from drox.trainers.loop import run_training
+from drox.trainers.preemption import Preempted
 
 register_configs()
 
@@ -97,10 +98,13 @@ def hydra_sft(cfg: DictConfig) -> None:
 def user_errors(discard: Optional[str] = None):
     """Errors caused by the input (bad config, missing file, malformed data, NaN rewards, a folder that cannot be
     written...) end the run with one line on stderr and exit code 2, not a traceback; ``DROX_DEBUG=1`` re-raises
-    them. ``discard``: Hydra's fresh output folder of this invocation, removed on such an error when it holds
+    them. A run stopped by a preemption signal prints its one line and exits with 143. ``discard``: Hydra's fresh output folder of this invocation, removed on such an error when it holds
     nothing but Hydra's own files, so that a run that never started leaves no folder that looks like one."""
     try:
         yield
+    except Preempted as e:  # SIGTERM/SIGUSR1: checkpointed at a step boundary (trainers/preemption.py)
+        print(str(e), file=sys.stderr)
+        sys.exit(e.exit_code)
     except (ConfigError, TaskError, ModelError, NonFiniteError, ValueError, OSError) as e:
         if isinstance(e, OSError) and not isinstance(e, WRITE_ERRORS) and e.errno not in WRITE_ERRNOS:
             raise

@@ -804,6 +804,18 @@ def write_index(readme: Path = HERE / "README.md") -> None:
 
 
 def main(argv: Optional[List[str]] = None) -> None:
+    """The command line; a run stopped by SIGTERM/SIGUSR1 (drox.trainers.preemption) ends it with one line and
+    exit code 143 (the table keeps its finished runs and starts the stopped one over when it is run again)."""
+    from drox.trainers.preemption import Preempted
+
+    try:
+        _main(argv)
+    except Preempted as e:
+        print(f"{e} (a table starts a stopped run over: run the same command again)", file=sys.stderr)
+        raise SystemExit(e.exit_code)
+
+
+def _main(argv: Optional[List[str]] = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("name", help="an experiment folder, or `index` to rewrite experiments/README.md's index")
     parser.add_argument("--smoke", action="store_true", help="1 step on model=tiny into a temp folder")

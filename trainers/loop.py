@@ -26,7 +26,8 @@ none is named here (drox.components lists the extension points). One training st
    RLSF's DPO, trainers/preference.py); it steps the optimizer and tells the engine the weights changed;
 7. log, :func:`log_step`: metrics -> metrics.jsonl (+ W&B) and a few completions; :func:`run_training` then
    checkpoints and evaluates when due, and stops early once ``trainer.time_budget`` seconds of training are
-   spent (arms compared at equal wall time).
+   spent (arms compared at equal wall time), or at the first step boundary after SIGTERM/SIGUSR1, with a
+   checkpoint (trainers/preemption.py).
 
 Simplifications, stated honestly: one process; packing only within a group (its prompt and responses);
 with ``rollout.backend=hf`` the policy that samples is the policy being trained, so with ``mu=1`` and one
@@ -65,6 +66,7 @@ from drox.trainers.checkpoint import resumable_checkpoint, save_checkpoint
 from drox.trainers.evals import compare_table, run_eval
 from drox.trainers.metrics import MetricsLogger
 from drox.trainers.multiobj import combine_objectives
+from drox.trainers.preemption import Preempted, PreemptionFlag, preemption_signals
 from drox.trainers.progress import describe_run, progress_line
 from drox.trainers.run_folder import claim_run_dir
 from drox.trainers.sampler import PromptSampler
@@ -85,12 +87,15 @@ def run_training(cfg: DictConfig, run_dir: str | Path, progress: bool = True,
     """
     pipeline = pipeline if pipeline is not None else build_pipeline(cfg)
     check_environment(cfg)  # a device or backend this machine lacks: one line, before any output exists
-    # one writer per folder: the lock is taken before anything is written and held until the run ends
-    with claim_run_dir(Path(run_dir), resume=bool(cfg.resume), overwrite=bool(cfg.get("overwrite", False))):
-        return _train_in_claimed(cfg, Path(run_dir), progress, pipeline)
+    # one writer per folder: the lock is taken before anything is written and held until the run ends; SIGTERM
+    # and SIGUSR1 stop the run at the next step boundary with a checkpoint (trainers/preemption.py)
+    with claim_run_dir(Path(run_dir), resume=bool(cfg.resume), overwrite=bool(cfg.get("overwrite", False))), \
+            preemption_signals() as preempt:
+        return _train_in_claimed(cfg, Path(run_dir), progress, pipeline, preempt)
 
 
-def _train_in_claimed(cfg: DictConfig, run_dir: Path, progress: bool, pipeline: Pipeline) -> Dict[str, Any]:
+def _train_in_claimed(cfg: DictConfig, run_dir: Path, progress: bool, pipeline: Pipeline,
+                      preempt: PreemptionFlag) -> Dict[str, Any]:
     """:func:`run_training` once ``run_dir`` is this process's."""
     console = Console()
     t = cfg.trainer
@@ -141,7 +146,7 @@ def _train_in_claimed(cfg: DictConfig, run_dir: Path, progress: bool, pipeline: 
 
     if eval_task is not None and start_step == 0 and cfg.eval.before_training:
         evals[0] = evaluate_now(0)
-
+    stop_if_preempted(trainer, preempt, start_step, saved=True, run_dir=run_dir)  # a signal during the set-up
 
     step_times: List[float] = []
     columns = [TextColumn("train"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -161,11 +166,14 @@ def _train_in_claimed(cfg: DictConfig, run_dir: Path, progress: bool, pipeline: 
                     console.print(progress_line(step, t.steps, metrics, sum(step_times) / len(step_times),
                                                 group_filters=bool(pipeline.group_filters)), highlight=False)
                 last = step == t.steps or bool(metrics.get("time/budget_spent"))  # trainer.time_budget ends it early
-                if t.checkpoint != "none" and (last or (t.save_every and step % t.save_every == 0)):
+                saved = t.checkpoint != "none" and bool(last or (t.save_every and step % t.save_every == 0))
+                if saved:
                     save_checkpoint(ckpt_root, step, model, tokenizer, trainer.checkpoint_state(step),
                                     t.keep_checkpoints)
                 if eval_task is not None and (step % t.eval_every == 0 or last):
                     evals[step] = evaluate_now(step)
+                if not last:  # a preemption signal during the last step: the run ends as it would anyway
+                    stop_if_preempted(trainer, preempt, step, saved=saved, run_dir=run_dir)
                 if last:
                     if step < t.steps:
                         console.print(f"trainer.time_budget={t.time_budget:g} s spent after step {step} of {t.steps} "
@@ -178,6 +186,25 @@ def _train_in_claimed(cfg: DictConfig, run_dir: Path, progress: bool, pipeline: 
         console.print(compare_table(evals[0], evals[final], list(cfg.eval.pass_at_k), final, cfg.eval.split))
     console.print(f"run directory: {run_dir}", highlight=False, soft_wrap=True)
     return metrics
+
+
+def stop_if_preempted(trainer: Trainer, preempt: PreemptionFlag, step: int, saved: bool, run_dir: Path) -> None:
+    """After step ``step`` (0: none done yet) and its own checkpoint and evaluation: when a preemption signal has
+    arrived, checkpoint the step (unless ``saved`` already did, or ``trainer.checkpoint=none``) and raise
+    :class:`Preempted` with the one line to show."""
+    if preempt.received is None:
+        return
+    t = trainer.cfg.trainer
+    if step == 0:
+        what = "no step was done, nothing to save; start the run again"
+    elif t.checkpoint == "none":
+        what = f"trainer.checkpoint=none, so steps 1-{step} are not saved"
+    else:
+        if not saved:
+            save_checkpoint(run_dir / "checkpoints", step, trainer.model, trainer.tokenizer,
+                            trainer.checkpoint_state(step), t.keep_checkpoints)
+        what = f"checkpoint step-{step:06d} written; resume with drox train --resume {run_dir}"
+    raise Preempted(f"received {preempt.received} at step {step}: {what}")
 
 
 # ------------------------------------------------------------------------------------------------ 0. before the step

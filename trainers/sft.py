@@ -55,6 +55,7 @@ from drox.tasks.files import read_jsonl
 from drox.trainers.checkpoint import save_pretrained
 from drox.trainers.setup import build_scheduler, seed_everything
 from drox.trainers.metrics import MetricsLogger
+from drox.trainers.run_folder import lock_run_dir
 from drox.trainers.sampler import PromptSampler
 
 IGNORE = -100  # label of a position the loss skips (the prompt, padding): torch's cross_entropy default
@@ -264,6 +265,16 @@ def run_sft(cfg: DictConfig, run_dir: str | Path, progress: bool = True) -> Dict
     pairs, source = load_pairs(cfg)  # 2
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
+    fd = lock_run_dir(run_dir)  # one writer per folder (two sft runs into one folder: the second gets one line)
+    try:
+        return _sft_in_claimed(cfg, run_dir, pairs, source, progress)
+    finally:
+        os.close(fd)
+
+
+def _sft_in_claimed(cfg: DictConfig, run_dir: Path, pairs, source: str, progress: bool) -> Dict[str, Any]:
+    """:func:`run_sft` once ``run_dir`` is this process's."""
+    s = cfg.sft
     atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg))
     (run_dir / "metrics.jsonl").unlink(missing_ok=True)  # a fresh run into an old folder starts a fresh record
     console = Console()

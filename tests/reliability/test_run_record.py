@@ -104,3 +104,25 @@ def test_a_killed_writer_leaves_no_stale_lock(tmp_path):
         holder.wait(timeout=30)
     with claim_run_dir(run, resume=True, overwrite=False):
         assert (run / LOCK_FILE).read_text().strip() == str(os.getpid())
+
+
+def test_a_second_sft_writer_of_a_folder_is_refused(compose_cfg, tmp_path):
+    """Before: `drox sft` took no lock, so two fine-tunes into one folder overwrote each other's files. Now the
+    second gets the same one line as `drox train`, before it writes anything."""
+    from drox.trainers.sft import run_sft
+
+    run = tmp_path / "sft"
+    run.mkdir()
+    fd = os.open(run / LOCK_FILE, os.O_RDWR | os.O_CREAT)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    os.write(fd, b"4242\n")
+    cfg = compose_cfg(["model=tiny", "task=arithmetic", "sft.steps=1", "sft.batch_size=2", "task.n_train=8",
+                       "logger.wandb_mode=disabled", f"run_dir={run}"])
+    try:
+        with pytest.raises(ConfigError, match=rf"run_dir={run} is being written by another drox process \(pid 4242\)"):
+            run_sft(cfg, run, progress=False)
+        assert sorted(p.name for p in run.iterdir()) == [LOCK_FILE]  # nothing written
+    finally:
+        os.close(fd)
+    run_sft(cfg, run, progress=False)  # free again
+    assert (run / "model" / "config.json").is_file()
