@@ -300,3 +300,28 @@ def test_a_metric_at_last_n_is_the_mean_of_the_last_n_logged_steps(tmp_path):
     assert driver._metric(tmp_path, "share@last5") is None  # only 4 steps logged it
     assert driver._metric(tmp_path, "share") == 0.0  # the plain name is still the last value
     assert driver._metric(tmp_path, "eval/pass@1@last2") is None
+
+
+# the data sets `drox data` writes (data/<dataset>/{train,test}.jsonl); the last three are named by the paper configs
+DATASETS = {"math", "math500", "gsm8k", "deepscaler", "dapo17k", "finqa", "pararev", "bigmath", "hotpotqa", "aime24",
+            "aime25", "amc23", "pi1", "minerva", "olympiadbench", "dsr_sub", "guru_math", "bigmath_digits"}
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_paper_config_reads_local_jsonl_and_names_a_paper_model(name):
+    """Every paper-scale config trains and evaluates on local JSONL from `drox data` (data/<dataset>/<split>.jsonl),
+    and names a model other than its CPU base."""
+    import re
+
+    from drox.cli.main import compose
+
+    cpu, paper = compose([f"experiment={name}"]), compose([f"experiment={name}", "scale=paper"])
+    assert paper.task.name == "jsonl", name
+    for path, split in ((paper.task.path, "train"), (paper.task.test_path, "test")):
+        match = re.fullmatch(r"data/([a-z0-9_]+)/(train|test)\.jsonl", str(path))
+        assert match and match.group(1) in DATASETS and match.group(2) == split, (name, path)
+    assert paper.model.path and paper.model.path != cpu.model.path, name
+    assert paper.model.name == "hf" and paper.model.dtype == "bfloat16", name
+    text = (ROOT / "conf" / "experiment_scale" / f"{name}_paper.yaml").read_text()
+    assert text.startswith("# @package _global_\n"), name
+    assert "not run at paper scale" in text, name
