@@ -25,7 +25,7 @@ register_configs()
 app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
-    help="drox: RL post-training experiments for language models (train, sft, eval, report, config, demo, verl).",
+    help="drox: RL post-training experiments for language models (train, sft, eval, report, config, demo, verl, data).",
 )
 console = Console()
 EXTRA = {"allow_extra_args": True, "ignore_unknown_options": True}
@@ -481,6 +481,30 @@ def verl_cmd(
 from drox.cli.report_cmd import report  # noqa: E402  (cheap: its heavy imports are inside the command)
 
 app.command("report")(report)
+
+
+@app.command("data")
+def data(
+    name: Optional[str] = typer.Argument(None, help="The data set to write (drox data --list shows them)."),
+    out: Path = typer.Option(Path("data"), "--out", help="Folder that receives <name>/train.jsonl, test.jsonl and "
+                             "source.json (the <name> folder is replaced whole)."),
+    list_sets: bool = typer.Option(False, "--list", help="Print each data set: where it comes from, its splits and "
+                                   "fields; nothing is written."),
+    from_files: Optional[Path] = typer.Option(
+        None, "--from-files", help="Read a local copy instead of downloading: a folder holding <split>.jsonl (or "
+        ".json / .parquet) per split (train, test), with the source's own field names."),
+) -> None:
+    """Write a data set as JSONL for task=jsonl: drox data gsm8k --out data/ (needs a network, or --from-files)."""
+    from drox.cli.data_cmd import listing, write
+    from drox.tasks import TaskError
+
+    if list_sets:
+        typer.echo("\n".join(listing()))
+        return
+    try:
+        write(name, out, from_files, echo=typer.echo)
+    except TaskError as e:
+        fail(str(e))
 
 
 def main() -> None:
