@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable, List, Optional
 
-from drox.tasks.catalog import SOURCES, where
+from drox.tasks.catalog import BY_HAND, SOURCES, where
 from drox.tasks.common import TaskError
 
 
@@ -23,6 +23,8 @@ def listing() -> List[str]:
         lines.append(f"{source.name:<14} {where(source)}  [{splits}]  {fields}")
         if source.note:
             lines.append(f"{'':<14} {source.note}")
+    for name, why in BY_HAND.items():
+        lines.append(f"{name:<14} not written by drox data: {why}")
     return lines
 
 
@@ -32,10 +34,13 @@ def write(name: Optional[str], out: Path, from_files: Optional[Path], echo: Call
     if not name:
         raise TaskError("drox data needs a data set name (drox data --list shows them)")
     source = SOURCES.get(name)
+    if name in BY_HAND:
+        raise TaskError(f"drox data does not write '{name}': {BY_HAND[name]}; write {Path(out) / name}/train.jsonl "
+                        "and test.jsonl yourself, one JSON object per line with the fields prompt and answer")
     if source is None:
         from drox.cli.suggest import nearest
 
-        guess = nearest(name, SOURCES)
+        guess = nearest(name, [*SOURCES, *BY_HAND])
         hint = f" (did you mean {guess}?)" if guess else ""
         raise TaskError(f"unknown data set '{name}'{hint}; choose one of: {', '.join(SOURCES)}")
     if from_files is not None and not Path(from_files).is_dir():

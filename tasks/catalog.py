@@ -197,6 +197,14 @@ SOURCES: Dict[str, DataSource] = {s.name: s for s in [
     _qwen_eval("olympiadbench", "olympiadbench", "question", "final_answer", "id", fix_answer=first_unwrapped,
                note="675 problems of OlympiadBench; answer: final_answer[0] without its $ signs"),
     DataSource(
+        "dsr_sub", ONE_SHOT, {"train": "data/train/one_shot_rlvr/dsr_sub.parquet"}, "prompt.0.content",
+        "reward_model.ground_truth", "extra_info.index", revision=ONE_SHOT_COMMIT, builder="parquet",
+        fix_prompt=strip_around("", BOXED_INSTRUCTION),
+        note="DSR-sub, the 1,209 DeepScaleR problems the paper's full-set arm trains on (one has an empty answer and is left out); the 'Let's think step by "
+             "step...' instruction is removed (drox adds task.prompt_suffix)",
+        source="ypwang61/One-Shot-RLVR data/train/one_shot_rlvr/dsr_sub.parquet itself at the pinned commit (1,209 "
+               "rows, verl layout: prompt.0.content, reward_model.ground_truth, extra_info.index 0-1208)"),
+    DataSource(
         "pi1", ONE_SHOT, {"train": "data/train/one_shot_rlvr/pi1_r128.parquet"}, "prompt.0.content",
         "reward_model.ground_truth", "extra_info.index", dedupe=True, revision=ONE_SHOT_COMMIT, builder="parquet",
         fix_prompt=strip_around("", BOXED_INSTRUCTION),
@@ -205,6 +213,21 @@ SOURCES: Dict[str, DataSource] = {s.name: s for s in [
         source="ypwang61/One-Shot-RLVR README.md (pi_1 and its label 12.8) and the parquet file itself (verl "
                "layout: prompt.0.content, reward_model.ground_truth, extra_info.index = 124)"),
 ]}
+
+
+BY_HAND: Dict[str, str] = {
+    "finqa": ("FinQA (czyssrs/FinQA dataset/{train,dev,test}.json: pre_text, table, post_text, qa.question, "
+              "qa.exe_ans): the prompt must be assembled from the text and the table, and the format Direct Reasoning "
+              "Optimization (arXiv 2506.13351) used is not known here"),
+    "pararev": ("ParaRev (the hub's taln-ls2n/pararev: two JSONL files, no splits): its fields and the train/test "
+                "split Direct Reasoning Optimization used are not known here; the reference revision goes in answer"),
+    "guru_math": ("the math part of LLM360/guru-RL-92k (train/math__combined_54.4k.parquet, as the 80/20 authors' "
+                  "script prepares it): one file of a larger hub repository, whose fields were not read here"),
+    "bigmath_digits": ("mehuldamani/big-math-digits (RLCR's configs/Qwen-7B/math/RLCR.yaml): its fields were not "
+                       "read here"),
+}
+"""Data sets a paper config names that ``drox data`` does not write (why, and where they come from): the user
+writes ``data/<name>/{train,test}.jsonl`` with fields prompt and answer, and the command says so in one line."""
 
 
 def known(name: str) -> Optional[DataSource]:

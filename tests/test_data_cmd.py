@@ -21,7 +21,8 @@ from typer.testing import CliRunner
 from drox.cli.main import app, compose
 from drox.tasks import build_task
 from drox.tasks import prepare
-from drox.tasks.catalog import DAPO_PREFIX, DAPO_SUFFIX, ONE_SHOT_COMMIT, SOURCES
+ROOT = Path(__file__).resolve().parent.parent
+from drox.tasks.catalog import BY_HAND, DAPO_PREFIX, DAPO_SUFFIX, ONE_SHOT_COMMIT, SOURCES
 
 runner = CliRunner()
 
@@ -216,7 +217,23 @@ def test_list_names_every_set():
     result = _invoke("--list")
     assert result.exit_code == 0
     names = [line.split()[0] for line in result.output.splitlines() if line and not line.startswith(" ")]
-    assert names == list(SOURCES)
+    assert names == [*SOURCES, *BY_HAND]
+
+
+def test_every_paper_config_names_a_set_drox_data_writes_or_explains(tmp_path):
+    """conf/experiment_scale/*_paper.yaml read data/<name>/...; each name is in the catalog, or in BY_HAND, for
+    which `drox data <name>` is one line saying why it is not written and which fields to write by hand."""
+    import re
+
+    named = set()
+    for path in sorted((ROOT / "conf" / "experiment_scale").glob("*_paper.yaml")):
+        named |= set(re.findall(r"data/([a-z0-9_]+)/(?:train|test)\.jsonl", path.read_text()))
+    assert named and named <= set(SOURCES) | set(BY_HAND), named - set(SOURCES) - set(BY_HAND)
+    assert {"dsr_sub", "pi1", "math500"} <= named
+    result = _invoke("finqa", "--out", str(tmp_path))
+    assert result.exit_code == 2 and not list(tmp_path.iterdir())
+    line = [x for x in result.output.splitlines() if x.strip()]
+    assert len(line) == 1 and "does not write 'finqa'" in line[0] and "fields prompt and answer" in line[0]
 
 
 def test_catalog_entries_are_complete():
