@@ -63,6 +63,9 @@ class Arm:
     smoke: List[str] = field(default_factory=list)
     """Overrides the smoke run (--smoke, CI) adds for this arm only, after the experiment's (e.g. a tree shape that
     fits the smoke's 2 samples per prompt)."""
+    paper: List[str] = field(default_factory=list)
+    """Overrides this arm adds at ``--scale paper`` only, after its own (e.g. the full-set arm of 1-shot RLVR trains
+    on the paper's data set, not on the one example the paper config names)."""
 
 
 @dataclass
@@ -215,8 +218,13 @@ def _worker_env(exp: Experiment) -> Dict[str, str]:
     return env
 
 
+def _paper_overrides(arm: Arm, common: Sequence[str]) -> List[str]:
+    return list(arm.paper) if "scale=paper" in common else []
+
+
 def _run_config(exp: Experiment, arm: Arm, seed: int, common: List[str], after: Sequence[str]):
-    return _compose([f"experiment={exp.name}", *common, *arm.overrides, *after, *(arm.smoke if after else []),
+    return _compose([f"experiment={exp.name}", *common, *arm.overrides, *_paper_overrides(arm, common), *after,
+                     *(arm.smoke if after else []),
                      f"seed={seed}", f"logger.run_name={exp.name}/{arm.name}/seed-{seed}",
                      f"logger.tags=[{exp.name},{arm.name}]"])
 
@@ -849,13 +857,7 @@ def dry_run(name: str, scale: str = "paper", seeds: Optional[List[int]] = None, 
     echo(f"model: {cfg.model.path or cfg.model.name}")
     data = {"train": task.get("path"), "test": task.get("test_path")}
     for split, path in data.items():
-        if task.name in ("jsonl", "parquet"):
-            state = "present" if path and Path(path).is_file() else "missing"
-            fix = f" (make it with: drox data {Path(path).parent.name} --out {Path(path).parent.parent})" \
-                if state == "missing" and path and str(path).startswith("data/") else ""
-            echo(f"{split} data: {path} ({state}){fix}")
-        else:
-            echo(f"{split} data: task={task.name}" + (f" hub_name={task.hub_name}" if task.get("hub_name") else ""))
+        echo(f"{split} data: {_data_line(task, path)}")
     test_problems = count_lines(data["test"]) if task.name == "jsonl" else None
     total, unknown = 0.0, []
     lines = []
@@ -875,16 +877,18 @@ def dry_run(name: str, scale: str = "paper", seeds: Optional[List[int]] = None, 
         kind = "drox sft" if arm.kind == "sft" else "drox train"
         lines.append(f"[{arm.name}] {t.prompts_per_step} prompts x {t.samples_per_prompt} samples, "
                      f"{arm_cfg.rollout.max_new_tokens} new tokens at most; {size}")
+        if arm_cfg.task.get("path") != task.get("path") and arm_cfg.task.name == task.name:
+            lines.append(f"  its train data: {_data_line(arm_cfg.task, arm_cfg.task.get('path'))}")
         for seed in seeds:
-            args = [f"experiment={name}", *common, *arm.overrides, f"seed={seed}",
+            args = [f"experiment={name}", *common, *arm.overrides, *_paper_overrides(arm, common), f"seed={seed}",
                     f"run_dir={runs / arm.name / f'seed-{seed}'}"]
             lines.append(f"  {kind} {' '.join(shlex.quote(a) for a in args)}")
     if exp.base:
         lines.append("[base] the base policy's evaluation, once:")
         lines.append(f"  drox eval experiment={name} scale={scale} --out {runs / 'base'}")
     if exp.prepare is not None:
-        lines.append("[prepare] before training the driver runs the spec's prepare step "
-                     f"({(exp.prepare.__doc__ or '').strip().splitlines()[0] if exp.prepare.__doc__ else 'see spec.py'})")
+        lines.append(f"[prepare] before training the driver runs spec.py's {exp.prepare.__name__} (its docstring says "
+                     "what it does at each scale)")
     for line in lines:
         echo(line)
     n_runs = len(exp.arms) * len(seeds)
@@ -895,6 +899,17 @@ def dry_run(name: str, scale: str = "paper", seeds: Optional[List[int]] = None, 
          + (f" --seeds {','.join(map(str, seeds))}" if seeds != exp.seeds else "")
          + f" (writes {folder}/; not run at paper scale yet)")
     return total
+
+
+def _data_line(task, path) -> str:
+    """A data file of the dry run: the path, whether it is there, and the `drox data` command that writes it."""
+    if task.name not in ("jsonl", "parquet"):
+        return f"task={task.name}" + (f" hub_name={task.hub_name}" if task.get("hub_name") else "")
+    if path and Path(path).is_file():
+        return f"{path} (present)"
+    parts = Path(str(path)).parts if path else ()
+    fix = f" (write it with: drox data {parts[1]} --out data)" if len(parts) == 3 and parts[0] == "data" else ""
+    return f"{path} (missing){fix}"
 
 
 def _seed_list(text: str) -> List[int]:
