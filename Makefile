@@ -111,8 +111,8 @@ base-policy-conf: $(BASE_POLICY_CONF)
 table-rlcr: $(BASE_POLICY_CONF)
 
 $(addprefix table-,$(EXPERIMENTS)): table-%: $(BASE_POLICY)
-	$(if $(FRESH),rm -rf experiments/$*/runs experiments/$*/run.log)
-	$(BIN)/python experiments/driver.py $*
+	$(if $(FRESH),rm -rf $(TABLE_DIR)/runs $(TABLE_DIR)/run.log)
+	$(BIN)/python experiments/driver.py $* $(SCALE_FLAG)
 
 # The fast CPU testbed (experiments/toy_base/README.md): an 88,704-parameter character-level Llama pre-trained from
 # scratch by drox sft on the worked solutions (stage 1, about 3 minutes), then fine-tuned on a mix in which half of
@@ -161,10 +161,14 @@ toy-base-2op: $(TOY_BASE_2OP)
 table-prm_vs_variance: $(TOY_BASE_2OP)
 
 # A table's committed runs count as finished, so `make table-<name>` only re-aggregates them; FRESH=1 deletes them
-# first and trains every run again (from nothing, as the committed results were made).
+# first and trains every run again (from nothing, as the committed results were made). SCALE=paper runs the paper's
+# own setup (a GPU node; experiments/<name>/paper/, beside the CPU table; first see what it would run with
+# `python experiments/driver.py <name> --scale paper --dry-run`).
+SCALE_FLAG = $(if $(SCALE),--scale $(SCALE))
+TABLE_DIR = experiments/$*$(if $(filter paper,$(SCALE)),/paper)
 $(addprefix table-,$(TOY_EXPERIMENTS)): table-%: $(TOY_BASE)
-	$(if $(FRESH),rm -rf experiments/$*/runs experiments/$*/run.log)
-	$(BIN)/python experiments/driver.py $*
+	$(if $(FRESH),rm -rf $(TABLE_DIR)/runs $(TABLE_DIR)/run.log)
+	$(BIN)/python experiments/driver.py $* $(SCALE_FLAG)
 
 tables: $(addprefix table-,$(TOY_EXPERIMENTS) $(EXPERIMENTS))
 

@@ -3,6 +3,8 @@
     python experiments/driver.py nsr                # scale=cpu, the committed protocol (make table-nsr)
     python experiments/driver.py nsr --recompute    # results.md, table.csv, claims.csv from the committed runs
     python experiments/driver.py nsr --smoke        # 1 step on model=tiny, into a temp folder (CI)
+    python experiments/driver.py nsr --scale paper --dry-run   # the paper's setup: commands, data, GPU-hours
+    python experiments/driver.py nsr --scale paper  # run it (a GPU node), into experiments/nsr/paper/
 
 Each experiment is a folder ``experiments/<name>/`` with ``spec.py`` (the arms, seeds, metrics, the paper's
 numbers and the verdict rule) next to its README; the protocol itself (model, task, steps, eval settings) is
@@ -61,6 +63,9 @@ class Arm:
     smoke: List[str] = field(default_factory=list)
     """Overrides the smoke run (--smoke, CI) adds for this arm only, after the experiment's (e.g. a tree shape that
     fits the smoke's 2 samples per prompt)."""
+    paper: List[str] = field(default_factory=list)
+    """Overrides this arm adds at ``--scale paper`` only, after its own (e.g. the full-set arm of 1-shot RLVR trains
+    on the paper's data set, not on the one example the paper config names)."""
 
 
 @dataclass
@@ -213,8 +218,13 @@ def _worker_env(exp: Experiment) -> Dict[str, str]:
     return env
 
 
+def _paper_overrides(arm: Arm, common: Sequence[str]) -> List[str]:
+    return list(arm.paper) if "scale=paper" in common else []
+
+
 def _run_config(exp: Experiment, arm: Arm, seed: int, common: List[str], after: Sequence[str]):
-    return _compose([f"experiment={exp.name}", *common, *arm.overrides, *after, *(arm.smoke if after else []),
+    return _compose([f"experiment={exp.name}", *common, *arm.overrides, *_paper_overrides(arm, common), *after,
+                     *(arm.smoke if after else []),
                      f"seed={seed}", f"logger.run_name={exp.name}/{arm.name}/seed-{seed}",
                      f"logger.tags=[{exp.name},{arm.name}]"])
 
@@ -249,7 +259,7 @@ def _sft_arm(cfg, run_dir: Path, steps: int) -> None:
     tuned = cfg.copy()
     tuned.model.name, tuned.model.path = "hf", str(run_dir / "model")
     evaluate_to(tuned, run_dir / "eval" / f"step-{steps:06d}", title=f"sft step {steps}", step=steps,
-                progress=sys.stderr.isatty())
+                progress=True)  # a bar on a terminal, one plain line per batch in a log
 
 
 def evaluate_base(exp: Experiment, runs: Path, common: List[str], log) -> Optional[Path]:
@@ -264,7 +274,7 @@ def evaluate_base(exp: Experiment, runs: Path, common: List[str], log) -> Option
         return out
     cfg = _compose([f"experiment={exp.name}", *common])
     log(f"[base] evaluating -> {out}")
-    evaluate_to(cfg, out, title="base policy", progress=sys.stderr.isatty())
+    evaluate_to(cfg, out, title="base policy", progress=True)  # a bar, or plain lines in a log
     return out
 
 
@@ -291,7 +301,7 @@ def evaluate_transfer(exp: Experiment, folders: Dict[str, List[Path]], base: Opt
                 model = ["model.name=hf", f"model.path={weights}"]
             cfg = _compose([f"experiment={exp.name}", *common, *overrides, *after, *model])
             log(f"[{arm} {path.name}] transfer '{label}' -> {out}")
-            evaluate_to(cfg, out, title=f"{arm} {path.name}: {label}", progress=sys.stderr.isatty())
+            evaluate_to(cfg, out, title=f"{arm} {path.name}: {label}", progress=True)
 
 
 LAST = re.compile(r"^(?P<metric>.+)@last(?P<n>[1-9][0-9]*)$")
@@ -643,17 +653,38 @@ def _folders(exp: Experiment, runs: Path) -> Dict[str, List[Path]]:
     return {arm.name: [runs / arm.name / f"seed-{seed}" for seed in exp.seeds] for arm in exp.arms}
 
 
-def _common(smoke: bool) -> List[str]:
-    return ["scale=cpu", *(SMOKE if smoke else [])]
+SCALES = ("cpu", "paper")
+"""``conf/experiment_scale/<name>_<scale>.yaml``: cpu, the committed protocol; paper, the paper's own setup (GPU)."""
 
 
-def run(name: str, out: Optional[Path] = None, smoke: bool = False, log=print) -> Path:
-    exp = load_spec(name)
+def _common(smoke: bool, scale: str = "cpu") -> List[str]:
+    return [f"scale={scale}", *(SMOKE if smoke else [])]
+
+
+def table_folder(name: str, scale: str = "cpu") -> Path:
+    """Where a table's files go: ``experiments/<name>/`` at CPU scale, ``experiments/<name>/paper/`` at paper scale
+    (beside the CPU table, never over it)."""
+    return HERE / name if scale == "cpu" else HERE / name / scale
+
+
+def at_scale(exp: Experiment, scale: str) -> Experiment:
+    """The spec as it runs at ``scale``: at paper scale one run at a time with torch's own thread count (the
+    spec's ``jobs`` and ``threads`` are sized for 2 CPU cores)."""
+    if scale != "cpu":
+        exp.jobs, exp.threads = 1, None
+    return exp
+
+
+def run(name: str, out: Optional[Path] = None, smoke: bool = False, log=print, scale: str = "cpu",
+        seeds: Optional[List[int]] = None) -> Path:
+    exp = at_scale(load_spec(name), scale)
+    if seeds is not None:
+        exp.seeds = list(seeds)
     if smoke:
         exp.seeds, exp.jobs = exp.seeds[:1], 1
-    out = Path(out) if out is not None else HERE / name
+    out = Path(out) if out is not None else table_folder(name, scale)
     runs = out / "runs"
-    common = _common(smoke)
+    common = _common(smoke, scale)
     if exp.threads and exp.jobs <= 1:
         import torch
 
@@ -677,10 +708,10 @@ def run(name: str, out: Optional[Path] = None, smoke: bool = False, log=print) -
     return out
 
 
-def recompute(name: str, out: Optional[Path] = None, plots: bool = True) -> Path:
+def recompute(name: str, out: Optional[Path] = None, plots: bool = True, scale: str = "cpu") -> Path:
     """results.md, table.csv, claims.csv and the plots from the committed run outputs, without training."""
-    exp = load_spec(name)
-    out = Path(out) if out is not None else HERE / name
+    exp = at_scale(load_spec(name), scale)
+    out = Path(out) if out is not None else table_folder(name, scale)
     runs = out / "runs"
     prov_path = runs / "provenance.json"
     if not prov_path.is_file():
@@ -688,7 +719,7 @@ def recompute(name: str, out: Optional[Path] = None, plots: bool = True) -> Path
                          f"run `make table-{name}` first")
     prov = json.loads(prov_path.read_text())
     base = runs / "base" if exp.base else None
-    write_tables(exp, out, _folders(exp, runs), base, _common(False), prov, plots=plots)
+    write_tables(exp, out, _folders(exp, runs), base, _common(False, scale), prov, plots=plots)
     if out.resolve() == (HERE / name).resolve():
         write_index()
     return out
@@ -803,6 +834,96 @@ def write_index(readme: Path = HERE / "README.md") -> None:
     atomic_write_text(readme, text[:start] + index_markdown(readme.parent) + text[end:])
 
 
+def dry_run(name: str, scale: str = "paper", seeds: Optional[List[int]] = None, out: Optional[Path] = None,
+            echo=print) -> float:
+    """``--dry-run``: every run's full command line, the resolved model and data, and the estimated GPU-hours
+    (experiments/paper_scale.py says how); nothing is loaded, trained or written. Returns the total GPU-hours
+    (0 where no run's model states its size)."""
+    import shlex
+
+    from paper_scale import assumptions, count_lines, estimate
+
+    exp = at_scale(load_spec(name), scale)
+    seeds = exp.seeds if seeds is None else seeds
+    folder = Path(out) if out is not None else table_folder(name, scale)
+    if folder.resolve().is_relative_to(HERE.parent.resolve()):  # the commands run from the repository root
+        folder = folder.resolve().relative_to(HERE.parent.resolve())
+    runs = folder / "runs"
+    common = _common(False, scale)
+    cfg = _compose([f"experiment={name}", *common])
+    task = cfg.task
+    echo(f"{name} at scale={scale} (conf/experiment/{name}.yaml + conf/experiment_scale/{name}_{scale}.yaml): "
+         "a dry run, nothing is loaded or trained")
+    echo(f"model: {cfg.model.path or cfg.model.name}")
+    data = {"train": task.get("path"), "test": task.get("test_path")}
+    for split, path in data.items():
+        echo(f"{split} data: {_data_line(task, path)}")
+    test_problems = count_lines(data["test"]) if task.name == "jsonl" else None
+    total, unknown = 0.0, []
+    lines = []
+    for arm in exp.arms:
+        arm_cfg = _run_config(exp, arm, seeds[0], common, [])
+        est = estimate(arm_cfg, test_problems)
+        if est is None:
+            unknown.append(arm.name)
+        else:
+            total += est.gpu_hours * len(seeds)
+        t = arm_cfg.trainer
+        size = ("model size not in its name: no estimate" if est is None else
+                f"{est.params / 1e9:.2g}B parameters, {est.steps} steps x {est.step_seconds:.0f} s + evaluation "
+                f"{est.eval_seconds / 60:.0f} min ({est.eval_problems} problems"
+                f"{'' if est.eval_problems_counted else ' assumed'} x n={arm_cfg.eval.n}) = "
+                f"{est.gpu_hours:.1f} GPU-hours per run")
+        kind = "drox sft" if arm.kind == "sft" else "drox train"
+        lines.append(f"[{arm.name}] {t.prompts_per_step} prompts x {t.samples_per_prompt} samples, "
+                     f"{arm_cfg.rollout.max_new_tokens} new tokens at most; {size}")
+        if arm_cfg.task.get("path") != task.get("path") and arm_cfg.task.name == task.name:
+            lines.append(f"  its train data: {_data_line(arm_cfg.task, arm_cfg.task.get('path'))}")
+        for seed in seeds:
+            args = [f"experiment={name}", *common, *arm.overrides, *_paper_overrides(arm, common), f"seed={seed}",
+                    f"run_dir={runs / arm.name / f'seed-{seed}'}"]
+            lines.append(f"  {kind} {' '.join(shlex.quote(a) for a in args)}")
+    if exp.base:
+        lines.append("[base] the base policy's evaluation, once:")
+        lines.append(f"  drox eval experiment={name} scale={scale} --out {runs / 'base'}")
+    if exp.prepare is not None:
+        lines.append(f"[prepare] before training the driver runs spec.py's {exp.prepare.__name__} (its docstring says "
+                     "what it does at each scale)")
+    for line in lines:
+        echo(line)
+    n_runs = len(exp.arms) * len(seeds)
+    echo(f"runs: {len(exp.arms)} arms x {len(seeds)} seeds = {n_runs}; estimated {total:.0f} GPU-hours on one H100"
+         + (f" (no estimate for {', '.join(unknown)})" if unknown else ""))
+    echo(f"estimate: {assumptions()}")
+    echo(f"run it: python experiments/driver.py {name} --scale {scale}"
+         + (f" --seeds {','.join(map(str, seeds))}" if seeds != exp.seeds else "")
+         + f" (writes {folder}/; not run at paper scale yet)")
+    return total
+
+
+def _data_line(task, path) -> str:
+    """A data file of the dry run: the path, whether it is there, and the `drox data` command that writes it."""
+    if task.name not in ("jsonl", "parquet"):
+        return f"task={task.name}" + (f" hub_name={task.hub_name}" if task.get("hub_name") else "")
+    if path and Path(path).is_file():
+        return f"{path} (present)"
+    parts = Path(str(path)).parts if path else ()
+    fix = f" (write it with: drox data {parts[1]} --out data)" if len(parts) == 3 and parts[0] == "data" else ""
+    return f"{path} (missing){fix}"
+
+
+def _seed_list(text: str) -> List[int]:
+    """--seeds 0,1,2 -> [0, 1, 2]; anything else is one line and exit code 2."""
+    try:
+        seeds = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        seeds = []
+    if not seeds:
+        print(f"error: --seeds '{text}': give comma-separated integers, e.g. --seeds 0,1,2", file=sys.stderr)
+        raise SystemExit(2)
+    return seeds
+
+
 def main(argv: Optional[List[str]] = None) -> None:
     """The command line; a run stopped by SIGTERM/SIGUSR1 (drox.trainers.preemption) ends it with one line and
     exit code 143 (the table keeps its finished runs and starts the stopped one over when it is run again)."""
@@ -822,14 +943,24 @@ def _main(argv: Optional[List[str]] = None) -> None:
     parser.add_argument("--recompute", action="store_true",
                         help="rewrite results.md, table.csv, claims.csv and the plots from the committed runs")
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--scale", choices=SCALES, default="cpu",
+                        help="cpu: the committed protocol; paper: the paper's model, data and hyper-parameters "
+                             "(a GPU node; written under experiments/<name>/paper/)")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="print every run's command line, the model, the data and the estimated GPU-hours")
+    parser.add_argument("--seeds", type=_seed_list, default=None, help="comma-separated seeds instead of the spec's")
     parser.add_argument("--job", nargs=2, metavar=("ARM", "SEED"), help=argparse.SUPPRESS)  # a worker process
     args = parser.parse_args(argv)
     if args.name == "index":
         write_index()
         return
     os.chdir(HERE.parent)  # the configs name the base policy relative to the repository root
+    if args.dry_run:
+        load_spec(args.name)  # an unknown name: one line
+        dry_run(args.name, args.scale, args.seeds, args.out)
+        return
     if args.recompute:
-        recompute(args.name, args.out)
+        recompute(args.name, args.out, scale=args.scale)
         return
     if args.job:
         run_job(args.name, args.out if args.out is not None else HERE / args.name, args.job[0], int(args.job[1]),
@@ -838,7 +969,7 @@ def _main(argv: Optional[List[str]] = None) -> None:
     out = args.out
     if args.smoke and out is None:
         out = Path(tempfile.mkdtemp(prefix=f"drox-smoke-{args.name}-"))
-    out = out if out is not None else HERE / args.name
+    out = out if out is not None else table_folder(args.name, args.scale)
     out.mkdir(parents=True, exist_ok=True)
     log_path = out / "run.log"
     lock = threading.Lock()  # worker threads (jobs > 1) log too: one whole line at a time
@@ -850,7 +981,7 @@ def _main(argv: Optional[List[str]] = None) -> None:
             with open(log_path, "a") as fh:
                 fh.write(stamped + "\n")
 
-    run(args.name, out, smoke=args.smoke, log=log)
+    run(args.name, out, smoke=args.smoke, log=log, scale=args.scale, seeds=args.seeds)
 
 
 if __name__ == "__main__":

@@ -61,7 +61,8 @@ def train_run(tokenizer_converted, tmp_path_factory):
     root = tmp_path_factory.mktemp("hygiene")
     run_dir = root / "run"
     rc, text = _run(["train", *SMALL, "trainer.steps=1", "trainer.prompts_per_step=2",
-                     "trainer.samples_per_prompt=2", "trainer.save_every=1", f"run_dir={run_dir}"], cwd=root)
+                     "trainer.samples_per_prompt=2", "trainer.save_every=1", "trainer.eval_every=1",
+                     "eval.before_training=false", "eval.pass_at_k=[1,2]", f"run_dir={run_dir}"], cwd=root)
     return rc, text, run_dir
 
 
@@ -71,6 +72,9 @@ def test_train_output_is_clean(train_run):
     assert (run_dir / "checkpoints" / "step-000001" / "model.safetensors").is_file()
     assert "run directory:" in text  # the output was captured at all
     _assert_clean(text)
+    # the evaluation inside training prints the same plain per-batch line as `drox eval` off a terminal
+    lines = [line for line in text.split("\n") if line.startswith("eval samples ")]
+    assert lines and re.match(r"eval samples (\d+)/\1 \(100%\)  \d+ s  ETA 0m00s$", lines[-1]), text[-2000:]
 
 
 def test_eval_of_a_checkpoint_output_is_clean(train_run, tmp_path):

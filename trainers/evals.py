@@ -16,8 +16,11 @@ def run_eval(trainer, eval_task, run_dir: Path, step: int, judge=None) -> Dict[s
     """Evaluate the current policy on the eval split (pass@k, or the open-ended metrics for a task without a
     verifier); outputs under eval/step-N/, numbers logged under eval/."""
     cfg = trainer.cfg
+    # off a terminal (a log file, Slurm, nohup) one plain progress line per batch, as `drox eval` prints; on a
+    # terminal the training bar stays the only live display
     summary, per_problem, records = evaluate_policy(cfg, trainer.engine, eval_task, model=trainer.model,
-                                                    tokenizer=trainer.tokenizer, judge=judge, progress=False)
+                                                    tokenizer=trainer.tokenizer, judge=judge,
+                                                    progress=not trainer.console.is_terminal)
     write_eval_folder(run_dir / "eval" / f"step-{step:06d}", cfg, summary, per_problem, records,
                       title=f"step {step}", step=step, with_config=False)
     trainer.logger.log(step, {k: v for k, v in summary.items() if isinstance(v, (int, float))}, prefix="eval")

@@ -9,7 +9,11 @@ def pick_example(exp, runs, common, log):
     """The paper ranks examples by the std of their training accuracy over the epochs of a full-set run
     (`data_selection.py`, method 'std'). At CPU scale a full-set run sees each example about once, so the
     historical variance is taken over 8 samples of the base policy instead: the training problem (of the first
-    64) whose base accuracy p has the largest p(1 - p), ties to the first."""
+    64) whose base accuracy p has the largest p(1 - p), ties to the first. At paper scale nothing is chosen: the
+    paper's own example, π1, is the paper config's training file."""
+    if "scale=paper" in common:
+        return ["1-shot example: the paper's π1 (data/pi1, conf/experiment_scale/one_shot_paper.yaml); the full-set "
+                "arm trains on DSR-sub (data/dsr_sub)"]
     from driver import _compose
     from drox.evaluation.runner import evaluate_to
 
@@ -42,7 +46,8 @@ PASS1_MARGIN = 0.05
 
 SPEC = Experiment(
     name="one_shot",
-    arms=[Arm("full"), Arm("one_example")],
+    arms=[Arm("full", paper=["task.path=data/dsr_sub/train.jsonl"]),  # the paper's 1,209-problem DeepScaleR subset
+          Arm("one_example")],
     seeds=list(range(8)),
     jobs=2,
     threads=1,
