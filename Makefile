@@ -24,15 +24,17 @@ demo: install
 test: install
 	$(BIN)/python -m pytest
 
-# the whole reliability suite (not CI): the fast fault tests, 20 kill -9 + resume trials and a 300-step run with
-# its memory sampled -> RELIABILITY.md
 # Every committed table recomputed from its runs, byte for byte (make test recomputes one)
 test-tables: install
 	$(BIN)/python -m pytest tests/test_experiments.py -m tables
 
+# the whole reliability suite (not CI): the fast fault tests, 20 kill -9 + resume trials, 6 kill -9 trials of a
+# smoke-size table's driver (run again, it must give the uninterrupted table) and a 300-step run with its memory
+# sampled -> RELIABILITY.md
 test-reliability: install
 	$(BIN)/python -m pytest tests/reliability
 	$(BIN)/python tests/reliability/kill_loop.py --trials 20 --out RELIABILITY.md
+	$(BIN)/python tests/reliability/table_kill_loop.py --trials 6 --append RELIABILITY.md
 	$(BIN)/python tests/reliability/memory_run.py --steps 300 --append RELIABILITY.md
 
 # the rollout engine and eval sampling vs HF generate -> benchmarks/RESULTS.md

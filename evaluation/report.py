@@ -104,12 +104,14 @@ def write_eval_outputs(
     }
     # Keys in the order given (pass@k before maj@k before n): that order is the readable one.
     text = json.dumps(dict(summary), indent=2, sort_keys=False, default=_json_default) + "\n"
-    atomic_write(paths["summary"], lambda fh: fh.write(text))
     atomic_write(paths["per_problem"], lambda fh: per_problem.to_csv(fh, index=False))
     if any(f"pass@{k}" in summary for k in ks):  # a task without a verifier has no pass@k to draw
         _plot(paths["plot"], summary, list(ks), title)
     else:
         del paths["plot"]
+    # last: a folder with summary.json is a finished evaluation (the experiment driver keeps it), so a process
+    # killed before this line leaves none
+    atomic_write(paths["summary"], lambda fh: fh.write(text))
     return paths
 
 

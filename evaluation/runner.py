@@ -238,13 +238,15 @@ def write_eval_folder(out: Path, cfg: DictConfig, summary: Dict[str, Any], per_p
     summary = dict(summary)
     summary["eval_config"] = eval_config_record(cfg, checkpoint=checkpoint, step=step, n=summary.get("n"))
     ks = sorted({int(k) for k in cfg.eval.pass_at_k})
-    paths = write_eval_outputs(out, summary, per_problem, ks, title=title)
+    Path(out).mkdir(parents=True, exist_ok=True)
+    paths = {}
     correct, q = calibration_pairs(records)
     if q:
         paths.update(write_reliability(out, correct, q, title=title))
     atomic_write_jsonl(out / "samples.jsonl", records)
     if with_config:
         atomic_write_text(out / "config.yaml", OmegaConf.to_yaml(cfg))
+    paths.update(write_eval_outputs(out, summary, per_problem, ks, title=title))  # summary.json last: "finished"
     return paths
 
 

@@ -981,7 +981,18 @@ def _main(argv: Optional[List[str]] = None) -> None:
             with open(log_path, "a") as fh:
                 fh.write(stamped + "\n")
 
-    run(args.name, out, smoke=args.smoke, log=log, scale=args.scale, seeds=args.seeds)
+    from drox.errors import ConfigError
+    from drox.trainers.run_folder import lock_run_dir
+
+    try:  # one driver per table folder (its workers lock their own run folders)
+        held = lock_run_dir(out)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
+    try:
+        run(args.name, out, smoke=args.smoke, log=log, scale=args.scale, seeds=args.seeds)
+    finally:
+        os.close(held)
 
 
 if __name__ == "__main__":

@@ -324,3 +324,30 @@ def test_a_hanging_reward_source_can_be_cut_counted_and_scored_zero(compose_cfg,
     loop.run_training(cfg, tmp_path / "run", progress=False)
     row = read_metrics(tmp_path / "run" / "metrics.jsonl")[0]
     assert row["reward/test_hangs/timeouts"] == 1.0 and row["reward/test_hangs/mean"] == 0.0
+
+
+def test_an_evaluation_folder_gets_its_summary_last(tmp_path, monkeypatch):
+    """summary.json marks a finished evaluation (the experiment driver keeps such a folder when a table is run again),
+    so it is renamed into place after every other file. Before: it came first, and a kill between it and
+    per_problem.csv left a "finished" evaluation without its per-problem scores, which the table's bootstrap reads."""
+    import os
+
+    import pandas as pd
+
+    from drox.cli.main import compose
+    from drox.evaluation.runner import write_eval_folder
+
+    order = []
+    real_replace = os.replace
+
+    def recording(src, dst, *args, **kwargs):
+        order.append(Path(dst).name)
+        return real_replace(src, dst, *args, **kwargs)
+
+    monkeypatch.setattr(os, "replace", recording)
+    cfg = compose(["model=tiny", "eval.pass_at_k=[1,2]"], validate=False)
+    per_problem = pd.DataFrame({"problem_id": ["a", "b"], "n": [2, 2], "c": [1, 0], "pass@1": [0.5, 0.0],
+                                "pass@2": [1.0, 0.0]})
+    write_eval_folder(tmp_path / "eval", cfg, {"pass@1": 0.25, "pass@2": 0.5, "n": 2}, per_problem,
+                      [{"problem_id": "a", "correct": True}], title="t")
+    assert order[-1] == "summary.json" and {"per_problem.csv", "samples.jsonl", "config.yaml"} <= set(order[:-1])

@@ -126,3 +126,26 @@ def test_a_second_sft_writer_of_a_folder_is_refused(compose_cfg, tmp_path):
         os.close(fd)
     run_sft(cfg, run, progress=False)  # free again
     assert (run / "model" / "config.json").is_file()
+
+
+def test_a_second_driver_of_a_table_folder_is_refused(tmp_path, capsys):
+    """Before: two `driver.py <name>` on one table both trained every run into the same runs/ folders. Now the
+    second gets one line naming the holder's pid and exit code 2, before anything is trained or written."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "experiments"))
+    import driver
+
+    table = tmp_path / "table"
+    table.mkdir()
+    fd = os.open(table / LOCK_FILE, os.O_RDWR | os.O_CREAT)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    os.write(fd, b"4242\n")
+    try:
+        with pytest.raises(SystemExit) as stop:
+            driver.main(["nsr", "--smoke", "--out", str(table)])
+    finally:
+        os.close(fd)
+    assert stop.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"error: run_dir={table} is being written by another drox process (pid 4242); wait for it to end "
+                   "or choose another run_dir (in a sweep, leave run_dir unset so that each job gets its own folder)"]
+    assert sorted(p.name for p in table.iterdir()) == [LOCK_FILE]  # nothing trained, nothing logged
