@@ -187,7 +187,7 @@ def _resume(run_dir: Path, overrides: List[str]) -> None:
     cfg, pipeline = _run_config(run_dir, overrides, flag="--resume ", resume=True)
     cfg.run_dir, cfg.resume = str(run_dir), True
     with user_errors():
-        run_training(cfg, run_dir, pipeline=pipeline)
+        run_training(cfg, run_dir, pipeline=pipeline, resume_overrides=overrides)
 
 
 @app.command(context_settings=EXTRA)

@@ -41,7 +41,7 @@ from __future__ import annotations
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -68,7 +68,7 @@ from drox.trainers.metrics import MetricsLogger
 from drox.trainers.multiobj import combine_objectives
 from drox.trainers.preemption import Preempted, PreemptionFlag, preemption_signals
 from drox.trainers.progress import describe_run, progress_line
-from drox.trainers.run_folder import claim_run_dir
+from drox.trainers.run_folder import append_resume_record, claim_run_dir
 from drox.trainers.sampler import PromptSampler
 from drox.trainers.setup import FrozenReference, build_scheduler, describe_sizes, load_for_training, restore, seed_everything
 from drox.trainers.state import (Collected, Trainer, TrainerSampling, TrainingStage, budget_spent,  # noqa: F401
@@ -79,11 +79,12 @@ from drox.trainers.state import (Collected, Trainer, TrainerSampling, TrainingSt
 
 
 def run_training(cfg: DictConfig, run_dir: str | Path, progress: bool = True,
-                 pipeline: Optional[Pipeline] = None) -> Dict[str, Any]:
+                 pipeline: Optional[Pipeline] = None, resume_overrides: Sequence[str] = ()) -> Dict[str, Any]:
     """Train per ``cfg``, writing everything under ``run_dir``; returns the last step's metrics.
 
     ``pipeline``: the components, from :func:`drox.pipeline.build_pipeline` (which validates ``cfg``
-    completely); built here when not given, before anything loads.
+    completely); built here when not given, before anything loads. ``resume_overrides``: the command line of a
+    ``--resume``, recorded in ``RUN/resumes.jsonl``.
     """
     pipeline = pipeline if pipeline is not None else build_pipeline(cfg)
     check_environment(cfg)  # a device or backend this machine lacks: one line, before any output exists
@@ -91,11 +92,11 @@ def run_training(cfg: DictConfig, run_dir: str | Path, progress: bool = True,
     # and SIGUSR1 stop the run at the next step boundary with a checkpoint (trainers/preemption.py)
     with claim_run_dir(Path(run_dir), resume=bool(cfg.resume), overwrite=bool(cfg.get("overwrite", False))), \
             preemption_signals() as preempt:
-        return _train_in_claimed(cfg, Path(run_dir), progress, pipeline, preempt)
+        return _train_in_claimed(cfg, Path(run_dir), progress, pipeline, preempt, resume_overrides)
 
 
 def _train_in_claimed(cfg: DictConfig, run_dir: Path, progress: bool, pipeline: Pipeline,
-                      preempt: PreemptionFlag) -> Dict[str, Any]:
+                      preempt: PreemptionFlag, resume_overrides: Sequence[str] = ()) -> Dict[str, Any]:
     """:func:`run_training` once ``run_dir`` is this process's."""
     console = Console()
     t = cfg.trainer
@@ -110,6 +111,9 @@ def _train_in_claimed(cfg: DictConfig, run_dir: Path, progress: bool, pipeline: 
     if cfg.resume and resume_from is None:
         console.print(f"[yellow]resume=true but {ckpt_root} holds no complete checkpoint; starting from step 0",
                       highlight=False, soft_wrap=True)
+    if cfg.resume:  # each resume is recorded beside the config it goes on with
+        append_resume_record(run_dir, int(resume_from.name.split("-")[1]) if resume_from is not None else 0,
+                             resume_overrides)
     atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg))
 
     seed_everything(cfg.seed)

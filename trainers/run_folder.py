@@ -29,6 +29,43 @@ KEEP_ON_OVERWRITE = (".hydra", LOCK_FILE)
 """Entries ``overwrite=true`` leaves in place (Hydra's record of the current invocation)."""
 
 
+RESUMES_FILE = "resumes.jsonl"
+"""One line per ``drox train --resume`` of the run: when, from which step, with which overrides, which drox."""
+
+
+def source_commit() -> str | None:
+    """The git commit drox runs from (``abc1234``, ``+dirty`` with uncommitted changes), or None when drox is not
+    a git checkout (an installed wheel) or git is missing."""
+    import subprocess
+
+    here = Path(__file__).resolve().parent.parent
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=here, capture_output=True, text=True,
+                                timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
+                               capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return f"{commit}+dirty" if dirty else commit or None
+
+
+def append_resume_record(run_dir: Path, from_step: int, overrides) -> dict:
+    """Append this resume to ``RUN/resumes.jsonl`` (config.yaml holds the config the run goes on with; this file
+    says when each resume happened, from which checkpoint step, and what its command line changed)."""
+    import json
+    import time
+
+    from drox import __version__
+
+    record = {"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "from_step": int(from_step),
+              "overrides": [str(o) for o in overrides], "drox": __version__, "commit": source_commit()}
+    with open(Path(run_dir) / RESUMES_FILE, "a", encoding="utf-8") as fh:
+        fh.write(json.dumps(record) + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+    return record
+
+
 def holds_run(run_dir: Path) -> bool:
     return any((Path(run_dir) / name).exists() for name in RUN_MARKERS)
 

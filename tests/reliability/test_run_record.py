@@ -66,6 +66,16 @@ def test_resume_refuses_overrides_it_cannot_apply(compose_cfg, tmp_path):
     assert resumed.exit_code == 0, resumed.output
     assert latest_checkpoint(run / "checkpoints").name == "step-000003"
     assert "steps: 3" in (run / "config.yaml").read_text()
+    # each resume that ran is recorded, with its step and its command line (the refused one never started)
+    again = CliRunner().invoke(app, ["train", "--resume", str(run), "trainer.steps=4"])
+    assert again.exit_code == 0, again.output
+    import json
+
+    records = [json.loads(line) for line in (run / "resumes.jsonl").read_text().splitlines()]
+    assert [(r["from_step"], r["overrides"]) for r in records] == [
+        (2, ["trainer.steps=3", "model.hidden_size=64", "seed=0", "logger.completions_per_step=1"]),
+        (3, ["trainer.steps=4"])]
+    assert all(r["drox"] and r["time"] for r in records)
 
 
 def test_a_second_writer_of_a_run_folder_is_refused(compose_cfg, tmp_path):
