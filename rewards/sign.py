@@ -70,19 +70,22 @@ def _correct(ctx: ScoringContext) -> torch.Tensor:
     return torch.tensor(result.correct, dtype=torch.bool).view(ctx.batch.num_groups, ctx.batch.group_size)
 
 
-@register_reward("positive_only", PositiveOnlyConfig, check=needs_no_baseline, advantages=True)
+@register_reward("positive_only", PositiveOnlyConfig, check=needs_no_baseline, advantages=True,
+                 verl="drox.integrations.verl.mapping:sign_reward")
 def positive_only(ctx: ScoringContext, cfg: PositiveOnlyConfig) -> RewardOutput:
     """PSR (Eq. 3): reinforce correct samples only; A = 1 correct, 0 incorrect."""
     return RewardOutput(seq=sign_advantages(_correct(ctx), *SIGN_VALUES["positive_only"]))
 
 
-@register_reward("negative_only", NegativeOnlyConfig, check=needs_no_baseline, advantages=True)
+@register_reward("negative_only", NegativeOnlyConfig, check=needs_no_baseline, advantages=True,
+                 verl="drox.integrations.verl.mapping:sign_reward")
 def negative_only(ctx: ScoringContext, cfg: NegativeOnlyConfig) -> RewardOutput:
     """NSR (Eq. 4): push down incorrect samples only; A = 0 correct, −1 incorrect."""
     return RewardOutput(seq=sign_advantages(_correct(ctx), *SIGN_VALUES["negative_only"]))
 
 
-@register_reward("w_reinforce", WReinforceConfig, check=needs_no_baseline, advantages=True)
+@register_reward("w_reinforce", WReinforceConfig, check=needs_no_baseline, advantages=True,
+                 verl="drox.integrations.verl.mapping:sign_reward")
 def w_reinforce(ctx: ScoringContext, cfg: WReinforceConfig) -> RewardOutput:
     """W-REINFORCE (§5 Eq. 9, λ·L_PSR + L_NSR): A = λ correct, −1 incorrect."""
     return RewardOutput(seq=sign_advantages(_correct(ctx), cfg.lam, SIGN_VALUES["w_reinforce"][1]))

@@ -107,7 +107,7 @@ def _constant(m) -> Tensor:
     return (m.n < 2) | m.all_equal
 
 
-@register_advantage_estimator("grpo", group_baseline=True)
+@register_advantage_estimator("grpo", group_baseline=True, verl="drox.integrations.verl.mapping:estimator")
 def grpo_advantages(scores: Tensor, eps: float = 1e-6, valid: Optional[Tensor] = None) -> Tensor:
     """GRPO outcome supervision, DeepSeekMath (arXiv 2402.03300) §4.1.2 / Eq. 3; docs/algorithms.md.
 
@@ -124,7 +124,7 @@ def grpo_advantages(scores: Tensor, eps: float = 1e-6, valid: Optional[Tensor] =
     return adv.to(float_dtype(scores))
 
 
-@register_advantage_estimator("dr_grpo", group_baseline=True)
+@register_advantage_estimator("dr_grpo", group_baseline=True, verl="drox.integrations.verl.mapping:estimator")
 def dr_grpo_advantages(scores: Tensor, eps: float = 1e-6, valid: Optional[Tensor] = None) -> Tensor:
     """Dr. GRPO (Liu et al. 2025, arXiv 2503.20783) mean-centred advantage; docs/algorithms.md.
 
@@ -137,7 +137,7 @@ def dr_grpo_advantages(scores: Tensor, eps: float = 1e-6, valid: Optional[Tensor
     return adv.to(float_dtype(scores))
 
 
-@register_advantage_estimator("rloo", group_baseline=True)
+@register_advantage_estimator("rloo", group_baseline=True, verl="drox.integrations.verl.mapping:estimator")
 def rloo_advantages(scores: Tensor, eps: float = 1e-6, valid: Optional[Tensor] = None) -> Tensor:
     """RLOO leave-one-out baseline (Ahmadian et al. 2024, arXiv 2402.14740); docs/algorithms.md.
 
@@ -153,7 +153,7 @@ def rloo_advantages(scores: Tensor, eps: float = 1e-6, valid: Optional[Tensor] =
     return adv.to(float_dtype(scores))
 
 
-@register_advantage_estimator("none")
+@register_advantage_estimator("none", verl="drox.integrations.verl.mapping:no_baseline")
 def no_baseline_advantages(scores: Tensor, eps: float = 1e-6, valid: Optional[Tensor] = None) -> Tensor:
     """No baseline: ``A_i = r_i`` (REINFORCE; PSR / NSR / W-REINFORCE, Zhu et al. arXiv 2506.01347 §2.2).
 
@@ -181,7 +181,8 @@ def _within_trees(scores: Tensor, eps: float, valid: Tensor, tree_ids: Tensor) -
     return adv.view(Q, G, G).diagonal(dim1=1, dim2=2)  # [Q, G]
 
 
-@register_advantage_estimator("tree", group_baseline=True, tree_ids=True)
+@register_advantage_estimator("tree", group_baseline=True, tree_ids=True,
+                              verl="it normalises within rollout trees, which verl does not sample")
 def tree_advantages(scores: Tensor, eps: float = 1e-6, valid: Optional[Tensor] = None,
                     tree_ids: Optional[Tensor] = None) -> Tensor:
     """Tree-GRPO (Ji et al., "Tree Search for LLM Agent Reinforcement Learning", arXiv 2509.21240; the authors'
@@ -201,7 +202,8 @@ def tree_advantages(scores: Tensor, eps: float = 1e-6, valid: Optional[Tensor] =
     return adv.to(float_dtype(scores))
 
 
-@register_advantage_estimator("tree_2norm", group_baseline=True, tree_ids=True)
+@register_advantage_estimator("tree_2norm", group_baseline=True, tree_ids=True,
+                              verl="it normalises within rollout trees, which verl does not sample")
 def tree_2norm_advantages(scores: Tensor, eps: float = 1e-6, valid: Optional[Tensor] = None,
                           tree_ids: Optional[Tensor] = None) -> Tensor:
     """Tree-GRPO's sequential variant (the authors' ``adv_estimator == 'tree_2norm'``, arXiv 2509.21240's code):
@@ -561,7 +563,7 @@ def agg_loss(
 # ---------------------------------------------------------------------------------------------------------------
 
 
-@POLICY_LOSSES.register("ppo_clip")
+@POLICY_LOSSES.register("ppo_clip", verl="drox.integrations.verl.mapping:nothing")
 def policy_loss(
     logprobs: Tensor,
     old_logprobs: Tensor,
