@@ -495,7 +495,7 @@ def test_translation_of_estimators_losses_and_filters(compose_cfg, tmp_path):
     assert (o["actor_rollout_ref.actor.use_kl_loss"], o["actor_rollout_ref.actor.kl_loss_type"]) == ("true",
                                                                                                      "low_var_kl")
     assert (o["algorithm.filter_groups.enable"], o["algorithm.filter_groups.metric"]) == ("true", "acc")
-    o = _overrides(_plan(compose_cfg, tmp_path, "+reward=w_reinforce", "reward.w_reinforce.lam=0.3"))
+    o = _overrides(_plan(compose_cfg, tmp_path, "+reward=w_reinforce", "trainer.advantage.w_reinforce.lam=0.3"))
     assert (o["algorithm.adv_estimator"], o["algorithm.drox.lam"], o["algorithm.drox.scale"]) == (
         "drox_w_reinforce", "0.3", "1.0")
     o = _overrides(_plan(compose_cfg, tmp_path, "+reward=[outcome,format]", "reward.format.weight=0.5",
@@ -724,7 +724,7 @@ def test_a_component_without_a_verl_declaration_is_refused_generically(request):
     with pytest.raises(UnsupportedError) as e:
         stage_overrides("+reward=undeclared_src", REWARD_SOURCES, "undeclared_src", Opts(), ctx)
     assert str(e.value) == ("+reward=undeclared_src is not supported by the verl backend: it is not ported (supported: "
-                            "format, mapped_src, negative_only, outcome, positive_only, prm, variance, w_reinforce)")
+                            "format, mapped_src, outcome, prm, variance)")
     with pytest.raises(UnsupportedError, match=r"^\+reward=reasoned_src is not supported by the verl backend: it needs "
                                                r"X \(supported: format, mapped_src,"):
         stage_overrides("+reward=reasoned_src", REWARD_SOURCES, "reasoned_src", Opts(), ctx)

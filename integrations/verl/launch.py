@@ -4,7 +4,9 @@
 and returns a :class:`LaunchPlan`: the overrides of ``python -m drox.integrations.verl.main`` (whose config,
 ``config/drox_ppo_trainer.yaml``, already holds the wiring every drox run shares) in a fixed order, the
 environment, and the paths of the data and model it needs. What verl cannot express raises
-:class:`UnsupportedError`, one line naming the component (the CLI exits 2 on it).
+:class:`UnsupportedError`, one line naming the component (the CLI exits 2 on it). Each component declares how it
+runs under verl where it registers (``verl=``; :mod:`drox.integrations.verl.mapping`); this module checks the core
+config and loops over the pipeline's components.
 
 What maps to what (docs/verl.md has the full table):
 
@@ -19,8 +21,8 @@ trainer.steps, lr, schedule, ...       trainer.total_training_steps, actor.optim
 clip_low / clip_high, loss_agg         actor.clip_ratio_low / _high, actor.loss_agg_mode (+ loss_scale_factor)
 kl_coef, kl_estimator                  actor.use_kl_loss, kl_loss_coef, kl_loss_type
 estimator grpo / dr_grpo / rloo        verl's grpo / grpo with norm_adv_by_std_in_grpo=false / rloo
-+reward=positive_only|negative_only|   algorithm.adv_estimator=drox_psr|drox_nsr|drox_w_reinforce
-        w_reinforce                    (algorithm.drox.scale, algorithm.drox.lam)
+estimator psr / nsr / w_reinforce     algorithm.adv_estimator=drox_psr|drox_nsr|drox_w_reinforce
+(+reward=positive_only|... aliases)    (algorithm.drox.scale, correct_above, lam)
 +reward=outcome, format                drox.reward.* (DroxRewardManager)
 +reward=prm (kind=oracle)              drox.reward.prm.* (DroxRewardManager); dense=true also trainer_mode=drox_sync
                                        (the step rewards' reward-to-go in trainer.py)

@@ -21,8 +21,8 @@ from typing import Any, Dict
 
 from drox.integrations.verl.launch import AGENT_LOOPS, NOT_BUILT, unsupported
 
-__all__ = ["COMBINED_REWARDS", "VERL_ESTIMATORS", "combiner", "dynamic_sampling", "entropy",
-           "estimator", "format_reward", "hf_engine", "nothing", "outcome", "prm", "query", "task", "variance",
+__all__ = ["COMBINED_REWARDS", "PRM_KINDS", "VERL_ESTIMATORS", "combiner", "dynamic_sampling", "entropy", "estimator",
+           "format_reward", "hf_engine", "nothing", "outcome", "prm", "query", "sign_estimator", "task", "variance",
            "vllm_engine"]
 
 VERL_ESTIMATORS = {"grpo": ("grpo", True), "dr_grpo": ("grpo", False), "rloo": ("rloo", None)}
@@ -129,29 +129,14 @@ def prm(opts, ctx) -> Dict[str, Any]:
     return out
 
 
-SIGN_ESTIMATORS = {"positive_only": "drox_psr", "negative_only": "drox_nsr", "w_reinforce": "drox_w_reinforce"}
-
-
-def sign_reward(opts, ctx) -> Dict[str, Any]:
-    """PSR / NSR / W-REINFORCE, whose scores are advantages: verl's drox_psr / drox_nsr / drox_w_reinforce
-    estimators (estimators.py) on the outcome reward."""
-    rewards = ctx.pipeline.rewards
-    name = next(n for n in rewards if n in SIGN_ESTIMATORS)
-    if len(rewards) > 1:
-        raise unsupported(f"+reward=[{','.join(rewards)}]", f"{name}'s scores are advantages, which the verl backend "
-                          "runs alone (drox_psr / drox_nsr / drox_w_reinforce estimators)")
-    out: Dict[str, Any] = {"algorithm.adv_estimator": SIGN_ESTIMATORS[name], "algorithm.drox.scale": float(opts.weight)}
+def sign_estimator(opts, ctx) -> Dict[str, Any]:
+    """psr / nsr / w_reinforce -> verl's drox_psr / drox_nsr / drox_w_reinforce (estimators.py), same options."""
+    name = str(ctx.cfg.trainer.advantage.estimator)
+    out: Dict[str, Any] = {"algorithm.adv_estimator": f"drox_{name}", "algorithm.drox.scale": float(opts.scale),
+                           "algorithm.drox.correct_above": float(opts.correct_above)}
     if name == "w_reinforce":
         out["algorithm.drox.lam"] = float(opts.lam)
-    return {**out, "drox.reward.outcome.weight": 1.0}
-
-
-def no_baseline(opts, ctx) -> Dict[str, Any]:
-    """estimator=none: only under a reward whose scores are advantages (it maps the estimator itself)."""
-    if not any(n in SIGN_ESTIMATORS for n in ctx.pipeline.rewards):
-        raise unsupported("trainer.advantage.estimator=none", "the verl backend maps grpo, dr_grpo and rloo to "
-                          "verl's own; estimator=none is for +reward=positive_only|negative_only|w_reinforce")
-    return {}
+    return out
 
 
 def _r3(opts, key: str) -> Dict[str, Any]:
