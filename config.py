@@ -311,8 +311,9 @@ class VERLConfig:
 @dataclass
 class AdvantageConfig:
     estimator: str = "grpo"
-    """A registered advantage estimator: grpo | dr_grpo | rloo | none (raw reward, for PSR/NSR) | tree, tree_2norm
-    (Tree-GRPO's intra-tree + inter-tree advantage; needs ``rollout.tree.enabled``) | a plugin's."""
+    """A registered advantage estimator: grpo | dr_grpo | rloo | none (raw reward) | psr | nsr | w_reinforce
+    (sign-selective, Zhu et al. arXiv 2506.01347) | tree, tree_2norm (Tree-GRPO's intra-tree + inter-tree advantage;
+    needs ``rollout.tree.enabled``) | a plugin's."""
     eps: float = 1e-6
     """Added to the group std in grpo."""
     combine: str = "sum"
@@ -328,6 +329,12 @@ class AdvantageConfig:
     step has no baselines and no bonus. Logs ``verl/*``. Options in ``verl``."""
     verl: VERLConfig = field(default_factory=VERLConfig)
     """verl_shaping's coefficients."""
+    psr: Dict[str, Any] = field(default_factory=dict)
+    """Options of estimator=psr (drox.signals.sign.SignOptions: scale, correct_above); unset = the defaults."""
+    nsr: Dict[str, Any] = field(default_factory=dict)
+    """Options of estimator=nsr (drox.signals.sign.SignOptions: scale, correct_above)."""
+    w_reinforce: Dict[str, Any] = field(default_factory=dict)
+    """Options of estimator=w_reinforce (drox.signals.sign.WReinforceOptions: scale, correct_above, lam)."""
 
 
 @dataclass

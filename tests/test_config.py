@@ -213,8 +213,8 @@ def test_sign_selective_reward_cannot_be_combined_by_objectives():
     result = CliRunner().invoke(app, ["config", "model=tiny", "+reward=[outcome,negative_only]",
                                       "trainer.advantage.combine=dvao"])
     assert result.exit_code == 2
-    assert "reward.negative_only: this reward's scores are advantages (no baseline) and cannot be combined with " \
-        "trainer.advantage.combine=dvao" in " ".join(result.output.split())
+    assert "trainer.advantage.estimator=nsr: its advantages are sign-selective rewards (no baseline) and cannot be " \
+        "combined with trainer.advantage.combine=dvao" in " ".join(result.output.split())
 
 
 def test_train_help_lists_the_config_groups_from_conf():

@@ -32,6 +32,7 @@ import torch
 
 from drox.components import ADVANTAGE_ESTIMATORS, KL_ESTIMATORS, LOSS_AGGREGATIONS, POLICY_LOSSES
 from drox.masked_stats import float_dtype, group_moments, masked_mean
+from drox.signals.sign import SignOptions, WReinforceOptions, sign_advantages, sign_values
 
 Tensor = torch.Tensor
 
@@ -107,7 +108,7 @@ def _constant(m) -> Tensor:
     return (m.n < 2) | m.all_equal
 
 
-@register_advantage_estimator("grpo", group_baseline=True)
+@register_advantage_estimator("grpo", group_baseline=True, verl="drox.integrations.verl.mapping:estimator")
 def grpo_advantages(scores: Tensor, eps: float = 1e-6, valid: Optional[Tensor] = None) -> Tensor:
     """GRPO outcome supervision, DeepSeekMath (arXiv 2402.03300) §4.1.2 / Eq. 3; docs/algorithms.md.
 
@@ -124,7 +125,7 @@ def grpo_advantages(scores: Tensor, eps: float = 1e-6, valid: Optional[Tensor] =
     return adv.to(float_dtype(scores))
 
 
-@register_advantage_estimator("dr_grpo", group_baseline=True)
+@register_advantage_estimator("dr_grpo", group_baseline=True, verl="drox.integrations.verl.mapping:estimator")
 def dr_grpo_advantages(scores: Tensor, eps: float = 1e-6, valid: Optional[Tensor] = None) -> Tensor:
     """Dr. GRPO (Liu et al. 2025, arXiv 2503.20783) mean-centred advantage; docs/algorithms.md.
 
@@ -137,7 +138,7 @@ def dr_grpo_advantages(scores: Tensor, eps: float = 1e-6, valid: Optional[Tensor
     return adv.to(float_dtype(scores))
 
 
-@register_advantage_estimator("rloo", group_baseline=True)
+@register_advantage_estimator("rloo", group_baseline=True, verl="drox.integrations.verl.mapping:estimator")
 def rloo_advantages(scores: Tensor, eps: float = 1e-6, valid: Optional[Tensor] = None) -> Tensor:
     """RLOO leave-one-out baseline (Ahmadian et al. 2024, arXiv 2402.14740); docs/algorithms.md.
 
@@ -153,16 +154,62 @@ def rloo_advantages(scores: Tensor, eps: float = 1e-6, valid: Optional[Tensor] =
     return adv.to(float_dtype(scores))
 
 
-@register_advantage_estimator("none")
+@register_advantage_estimator("none", verl="the verl backend maps grpo, dr_grpo, rloo, psr, nsr and w_reinforce to "
+                                                  "verl estimators; none (scores used as advantages) has none")
 def no_baseline_advantages(scores: Tensor, eps: float = 1e-6, valid: Optional[Tensor] = None) -> Tensor:
     """No baseline: ``A_i = r_i`` (REINFORCE; PSR / NSR / W-REINFORCE, Zhu et al. arXiv 2506.01347 §2.2).
 
-    Shapes: ``scores [Q, G]`` -> ``[Q, G]``; invalid entries get 0. The PSR/NSR/W-REINFORCE sample weighting
-    (e.g. ``A = R - 1`` for NSR with 0/1 rewards) is applied to the scores by the caller. See docs/algorithms.md
+    Shapes: ``scores [Q, G]`` -> ``[Q, G]``; invalid entries get 0. PSR / NSR / W-REINFORCE's sample weighting
+    (e.g. ``A = R - 1`` for NSR with 0/1 rewards) is their own estimators' (``psr``, ``nsr``, ``w_reinforce``). See
+    docs/algorithms.md
     "No baseline: the none estimator".
     """
     s, valid = _prepare(scores, valid)
     return torch.where(valid, s, torch.zeros_like(s)).to(float_dtype(scores))
+
+
+def _sign_selective(name: str, scores: Tensor, valid: Optional[Tensor], opts) -> Tensor:
+    s, valid = _prepare(scores, valid)
+    adv = sign_advantages(s > float(opts.correct_above), *sign_values(name, opts)).to(s) * float(opts.scale)
+    return torch.where(valid, adv, torch.zeros_like(adv)).to(float_dtype(scores))
+
+
+def _sign_check(opts, cfg) -> None:
+    """Config-time check: the sign-selective advantages replace the estimator, not a combiner's."""
+    if cfg.trainer.advantage.combine != "sum":
+        raise ValueError(f"trainer.advantage.estimator={cfg.trainer.advantage.estimator}: its advantages are "
+                         f"sign-selective rewards (no baseline) and cannot be combined with trainer.advantage.combine="
+                         f"{cfg.trainer.advantage.combine}; use combine=sum")
+
+
+@register_advantage_estimator("psr", SignOptions, check=_sign_check,
+                              verl="drox.integrations.verl.mapping:sign_estimator")
+def psr_advantages(scores: Tensor, eps: float = 1e-6, valid: Optional[Tensor] = None,
+                   opts: Optional[SignOptions] = None) -> Tensor:
+    """PSR (Zhu et al. arXiv 2506.01347 Eq. 3): ``A = scale`` where ``score > correct_above``, else 0; no baseline.
+
+    Shapes: ``scores [Q, G]`` -> ``[Q, G]``; invalid entries get 0. Example: scores ``[[1, 0]]`` -> ``[[1, 0]]``."""
+    return _sign_selective("psr", scores, valid, opts or SignOptions())
+
+
+@register_advantage_estimator("nsr", SignOptions, check=_sign_check,
+                              verl="drox.integrations.verl.mapping:sign_estimator")
+def nsr_advantages(scores: Tensor, eps: float = 1e-6, valid: Optional[Tensor] = None,
+                   opts: Optional[SignOptions] = None) -> Tensor:
+    """NSR (Eq. 4): ``A = -scale`` where ``score <= correct_above``, else 0; no baseline.
+
+    Shapes: ``scores [Q, G]`` -> ``[Q, G]``; invalid entries get 0. Example: scores ``[[1, 0]]`` -> ``[[0, -1]]``."""
+    return _sign_selective("nsr", scores, valid, opts or SignOptions())
+
+
+@register_advantage_estimator("w_reinforce", WReinforceOptions, check=_sign_check,
+                              verl="drox.integrations.verl.mapping:sign_estimator")
+def w_reinforce_advantages(scores: Tensor, eps: float = 1e-6, valid: Optional[Tensor] = None,
+                           opts: Optional[WReinforceOptions] = None) -> Tensor:
+    """W-REINFORCE (§5 Eq. 9, ``λ·L_PSR + L_NSR``): ``A = λ·scale`` correct, ``-scale`` incorrect; no baseline.
+
+    Shapes: ``scores [Q, G]`` -> ``[Q, G]``; invalid entries get 0. Example (λ = 0.1): ``[[1, 0]]`` -> ``[[0.1, -1]]``."""
+    return _sign_selective("w_reinforce", scores, valid, opts or WReinforceOptions())
 
 
 def _within_trees(scores: Tensor, eps: float, valid: Tensor, tree_ids: Tensor) -> Tensor:
@@ -181,7 +228,8 @@ def _within_trees(scores: Tensor, eps: float, valid: Tensor, tree_ids: Tensor) -
     return adv.view(Q, G, G).diagonal(dim1=1, dim2=2)  # [Q, G]
 
 
-@register_advantage_estimator("tree", group_baseline=True, tree_ids=True)
+@register_advantage_estimator("tree", group_baseline=True, tree_ids=True,
+                              verl="it normalises within rollout trees, which verl does not sample")
 def tree_advantages(scores: Tensor, eps: float = 1e-6, valid: Optional[Tensor] = None,
                     tree_ids: Optional[Tensor] = None) -> Tensor:
     """Tree-GRPO (Ji et al., "Tree Search for LLM Agent Reinforcement Learning", arXiv 2509.21240; the authors'
@@ -201,7 +249,8 @@ def tree_advantages(scores: Tensor, eps: float = 1e-6, valid: Optional[Tensor] =
     return adv.to(float_dtype(scores))
 
 
-@register_advantage_estimator("tree_2norm", group_baseline=True, tree_ids=True)
+@register_advantage_estimator("tree_2norm", group_baseline=True, tree_ids=True,
+                              verl="it normalises within rollout trees, which verl does not sample")
 def tree_2norm_advantages(scores: Tensor, eps: float = 1e-6, valid: Optional[Tensor] = None,
                           tree_ids: Optional[Tensor] = None) -> Tensor:
     """Tree-GRPO's sequential variant (the authors' ``adv_estimator == 'tree_2norm'``, arXiv 2509.21240's code):
@@ -561,7 +610,7 @@ def agg_loss(
 # ---------------------------------------------------------------------------------------------------------------
 
 
-@POLICY_LOSSES.register("ppo_clip")
+@POLICY_LOSSES.register("ppo_clip", verl="drox.integrations.verl.mapping:nothing")
 def policy_loss(
     logprobs: Tensor,
     old_logprobs: Tensor,

@@ -24,7 +24,7 @@ from drox.trainers import algos
 __all__ = ["optimizer_step", "pg_objective", "update_policy"]
 
 
-@register_objective("pg", reference=lambda cfg: cfg.trainer.kl_coef > 0)
+@register_objective("pg", reference=lambda cfg: cfg.trainer.kl_coef > 0, verl="drox.integrations.verl.mapping:nothing")
 def pg_objective(trainer, step: int, data, token_adv: torch.Tensor, mask: torch.Tensor, pg_mask: torch.Tensor,
                  opts=None) -> Dict[str, float]:
     """``trainer.objective=pg``: :func:`update_policy` on the token advantages; the policy-gradient term over
