@@ -185,7 +185,8 @@ def test_reward_filter_gate_options_are_checked_before_any_model_loads():
         (["+reward=overlong", "reward.overlong.buffer=100"], "reward.overlong.buffer=100 exceeds "
                                                               "rollout.max_new_tokens=64"),
         (["trainer.advantage.combine=mean"], "trainer.advantage.combine=mean is not allowed; choose one of: sum, dvao"),
-        (["trainer.policy_loss=ppo"], "trainer.policy_loss=ppo is not allowed; choose one of: ppo_clip"),
+        (["trainer.policy_loss=ppo"], "trainer.policy_loss=ppo is not allowed; choose one of: cispo, gspo, gspo_token, "
+                                      "ppo_clip"),
     ):
         result = CliRunner().invoke(app, ["config", "model=tiny", *args])
         assert result.exit_code == 2, args
