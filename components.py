@@ -25,9 +25,12 @@ component in a user's own file registers with the decorators below exactly like 
   metrics)``, run after the advantages when its ``enabled(cfg)`` holds; ``state`` is carried across steps
   and saved in checkpoints.
 
-Components chosen by a plain string (an engine, an objective, an estimator, a shaper) read their options
-from ``<options_root>.<name>`` of the config (``trainer.advantage.verl`` for the ``verl`` shaper; a plugin's:
-``+trainer.advantage.<name>.<option>=...``) unless they declare ``options_from(cfg) -> dict``.
+Components chosen by a plain string (an engine, an objective, an estimator, a shaper, a policy loss) read their
+options from ``<options_root>.<name>`` of the config (``trainer.advantage.verl`` for the ``verl`` shaper,
+``trainer.gspo`` for the ``gspo`` policy loss; a plugin's: ``+trainer.advantage.<name>.<option>=...``) unless they
+declare ``options_key`` (another key, e.g. ``gspo_token`` reads ``trainer.gspo``) or ``options_from(cfg) -> dict``.
+A policy loss registered with options receives them as keyword arguments in place of ``trainer.clip_low`` /
+``trainer.clip_high`` (trainers/objectives.py).
 """
 
 from __future__ import annotations
@@ -47,7 +50,7 @@ OBJECTIVES = Registry("trainer.objective", "objective", options_root="trainer")
 ADVANTAGE_SHAPERS = Registry("trainer.advantage", "advantage shaper", options_root="trainer.advantage")
 ADVANTAGE_ESTIMATORS = Registry("trainer.advantage.estimator", "advantage estimator", options_root="trainer.advantage")
 COMBINERS = Registry("trainer.advantage.combine", "multi-objective combiner")
-POLICY_LOSSES = Registry("trainer.policy_loss", "policy loss")
+POLICY_LOSSES = Registry("trainer.policy_loss", "policy loss", options_root="trainer")
 LOSS_AGGREGATIONS = Registry("trainer.loss_agg", "loss aggregation")
 KL_ESTIMATORS = Registry("trainer.kl_estimator", "KL estimator")
 SUM = "sum"  # trainer.advantage.combine=sum: no combiner (the weighted sum of the scores, then the estimator)
@@ -108,8 +111,9 @@ OBJECTIVES.declare("dpo", "drox.trainers.preference")
 ADVANTAGE_SHAPERS.declare("verl", "drox.trainers.verl_shaping")
 
 for _registry, _names, _module in (
-        (ADVANTAGE_ESTIMATORS, ("grpo", "dr_grpo", "rloo", "none", "tree", "tree_2norm"), "drox.trainers.algos"),
-        (POLICY_LOSSES, ("ppo_clip",), "drox.trainers.algos"),
+        (ADVANTAGE_ESTIMATORS, ("grpo", "dr_grpo", "rloo", "none", "tree", "tree_2norm", "psr", "nsr", "w_reinforce"),
+         "drox.trainers.algos"),
+        (POLICY_LOSSES, ("ppo_clip", "gspo", "gspo_token", "cispo"), "drox.trainers.algos"),
         (LOSS_AGGREGATIONS, ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm", "seq-mean-token-sum"),
          "drox.trainers.algos"),
         (KL_ESTIMATORS, ("k1", "k2", "k3", "kl", "mse", "low_var_kl"), "drox.trainers.algos"),

@@ -309,10 +309,52 @@ class VERLConfig:
 
 
 @dataclass
+class GSPOConfig:
+    """trainer.policy_loss=gspo / gspo_token: GSPO's clip range around 1 for the sequence-level ratio (Zheng et al.,
+    "Group Sequence Policy Optimization", arXiv 2507.18071; docs/algorithms.md "GSPO: sequence-level importance
+    ratio"). The sequence ratio is a geometric mean over the response's tokens, so it moves far less than a token's
+    ratio and its range is two to three orders of magnitude narrower than PPO's (trainer.clip_low/clip_high, which
+    gspo does not read)."""
+
+    clip_low: float = 3e-4
+    """Epsilon below 1 (the paper's reported setting, 3e-4)."""
+    clip_high: float = 4e-4
+    """Epsilon above 1 (the paper's reported setting, 4e-4)."""
+
+    def __post_init__(self):
+        if not 0 <= self.clip_low < 1:
+            raise ValueError(f"clip_low={self.clip_low} must be in [0, 1) (the ratio is clipped to [1 - clip_low, "
+                             "1 + clip_high])")
+        if not self.clip_high >= 0:
+            raise ValueError(f"clip_high={self.clip_high} must be >= 0 (the ratio is clipped to [1 - clip_low, "
+                             "1 + clip_high])")
+
+
+@dataclass
+class CISPOConfig:
+    """trainer.policy_loss=cispo: the clip range of CISPO's stop-gradient importance weight (MiniMax-M1, arXiv
+    2506.13585; docs/algorithms.md "CISPO: clipped importance-sampling weight"). trainer.clip_low/clip_high are
+    PPO's and cispo does not read them."""
+
+    clip_low: float = 1.0
+    """Epsilon below 1; 1 or more means no lower bound (the weight is never raised), as MiniMax-M1 runs it."""
+    clip_high: float = 0.2
+    """Epsilon above 1: the weight is at most 1 + clip_high (0.2 as verl's CISPO example; the paper's value was not
+    verified)."""
+
+    def __post_init__(self):
+        for key in ("clip_low", "clip_high"):
+            if not getattr(self, key) >= 0:
+                raise ValueError(f"{key}={getattr(self, key)} must be >= 0 (the weight is clipped to "
+                                 "[1 - clip_low, 1 + clip_high]; clip_low >= 1: no lower bound)")
+
+
+@dataclass
 class AdvantageConfig:
     estimator: str = "grpo"
-    """A registered advantage estimator: grpo | dr_grpo | rloo | none (raw reward, for PSR/NSR) | tree, tree_2norm
-    (Tree-GRPO's intra-tree + inter-tree advantage; needs ``rollout.tree.enabled``) | a plugin's."""
+    """A registered advantage estimator: grpo | dr_grpo | rloo | none (raw reward) | psr | nsr | w_reinforce
+    (sign-selective, Zhu et al. arXiv 2506.01347) | tree, tree_2norm (Tree-GRPO's intra-tree + inter-tree advantage;
+    needs ``rollout.tree.enabled``) | a plugin's."""
     eps: float = 1e-6
     """Added to the group std in grpo."""
     combine: str = "sum"
@@ -328,6 +370,12 @@ class AdvantageConfig:
     step has no baselines and no bonus. Logs ``verl/*``. Options in ``verl``."""
     verl: VERLConfig = field(default_factory=VERLConfig)
     """verl_shaping's coefficients."""
+    psr: Dict[str, Any] = field(default_factory=dict)
+    """Options of estimator=psr (drox.signals.sign.SignOptions: scale, correct_above); unset = the defaults."""
+    nsr: Dict[str, Any] = field(default_factory=dict)
+    """Options of estimator=nsr (drox.signals.sign.SignOptions: scale, correct_above)."""
+    w_reinforce: Dict[str, Any] = field(default_factory=dict)
+    """Options of estimator=w_reinforce (drox.signals.sign.WReinforceOptions: scale, correct_above, lam)."""
 
 
 @dataclass
@@ -359,7 +407,14 @@ class TrainerConfig:
     advantage: AdvantageConfig = field(default_factory=AdvantageConfig)
     """How rewards become advantages."""
     policy_loss: str = "ppo_clip"
-    """A registered policy loss: ppo_clip (PPO clipped surrogate with clip-higher)."""
+    """A registered policy loss: ppo_clip (PPO clipped surrogate with clip-higher; clip range ``clip_low`` /
+    ``clip_high``) | gspo (GSPO's sequence-level ratio and clipping) | gspo_token (GSPO-token: the sequence ratio
+    carrying per-token advantages) | cispo (MiniMax-M1's clipped stop-gradient importance weight); gspo* and cispo
+    take their clip ranges from ``gspo`` / ``cispo`` (docs/algorithms.md)."""
+    gspo: GSPOConfig = field(default_factory=GSPOConfig)
+    """policy_loss=gspo or gspo_token: the clip range of the sequence ratio."""
+    cispo: CISPOConfig = field(default_factory=CISPOConfig)
+    """policy_loss=cispo: the clip range of the importance weight."""
     objective: str = "pg"
     """pg: the policy-gradient loss (``policy_loss``) on the advantages | dpo: RLSF's preference stage (arXiv
     2507.21931): within each group, every ordered pair with s_i >= ``dpo_threshold`` and s_i > s_j of the combined
@@ -374,9 +429,9 @@ class TrainerConfig:
     """A registered loss aggregation: token-mean (DAPO) | seq-mean-token-mean (GRPO) |
     seq-mean-token-sum-norm (Dr. GRPO) | seq-mean-token-sum."""
     clip_low: float = 0.2
-    """PPO clip epsilon below 1."""
+    """PPO clip epsilon below 1 (policy_loss=ppo_clip; gspo and cispo have their own)."""
     clip_high: float = 0.2
-    """PPO clip epsilon above 1 (DAPO clip-higher: 0.28)."""
+    """PPO clip epsilon above 1 (DAPO clip-higher: 0.28; policy_loss=ppo_clip)."""
     kl_coef: float = 0.0
     """KL-to-reference coefficient; 0 loads no reference model."""
     kl_estimator: str = "k3"

@@ -74,6 +74,7 @@ class Pipeline:
     combiner: Optional[Stage] = None  # trainer.advantage.combine, None for ``sum`` (step 4)
     shapers: List[Stage] = field(default_factory=list)  # advantage shapers after step 4 (VERL)
     objective: Optional[Stage] = None  # trainer.objective: the update (step 6)
+    policy_loss: Optional[Stage] = None  # trainer.policy_loss, its options parsed (step 6, objective pg)
     needs_reference: bool = False  # the frozen initial policy is loaded (the objective's KL term or DPO)
 
     @property
@@ -134,6 +135,7 @@ def build_pipeline(cfg) -> Pipeline:
         shapers=[_named(cfg, ADVANTAGE_SHAPERS, n) for n in ADVANTAGE_SHAPERS.names()
                  if ADVANTAGE_SHAPERS.get(n).meta.get("enabled", _never)(cfg)],
         objective=objective,
+        policy_loss=_named(cfg, POLICY_LOSSES, OmegaConf.select(cfg, "trainer.policy_loss")),
         needs_reference=bool(objective.meta.get("reference", _never)(cfg)),
     )
 
@@ -144,11 +146,11 @@ def _never(cfg) -> bool:
 
 def _named(cfg, registry: Registry, name: str) -> Stage:
     """The component ``name`` chosen by a plain string, its options parsed from ``<options_root>.<name>`` (or its
-    declared ``options_from(cfg)``), and its declared ``check(opts, cfg)`` run."""
+    declared ``options_key``, or ``options_from(cfg)``), and its declared ``check(opts, cfg)`` run."""
     component = registry.get(name)
     opts = None
     if component.options is not None:
-        where = f"{registry.options_root}.{name}"
+        where = component.meta.get("options_key") or f"{registry.options_root}.{name}"
         raw = component.meta["options_from"](cfg) if "options_from" in component.meta else OmegaConf.select(cfg, where)
         opts = parse_dataclass(component.options, raw, where)
     check = component.meta.get("check")

@@ -16,6 +16,9 @@ ranges the dataclass's ``__post_init__`` checks all fail with one line naming th
 A name can also be *declared* before its code is imported (lm-evaluation-harness style, :meth:`Registry.declare`):
 ``"module"`` or ``"module:object"`` plus the cheap facts the config checks read (e.g. a task's ``multiturn``); the
 module is imported the first time the component itself is asked for, and registers it with its options there.
+The facts a registration writes as literals (:data:`SOURCE_FACTS`, e.g. ``verl="module:function"`` or
+``verl="why it cannot run there"``) are read from a declared module's source (``ast``), so they are known before
+it is imported too.
 
 This module imports nothing else from drox except the error type, so every layer can register into it.
 """
@@ -23,6 +26,7 @@ This module imports nothing else from drox except the error type, so every layer
 from __future__ import annotations
 
 import dataclasses
+import functools
 import importlib
 import typing
 from dataclasses import dataclass, field
@@ -31,9 +35,13 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 from drox.errors import ConfigError
 
-__all__ = ["Component", "Registry", "coerce_value", "parse_dataclass"]
+__all__ = ["Component", "Registry", "SOURCE_FACTS", "coerce_value", "parse_dataclass"]
 
-CONF_DIR = Path(__file__).resolve().parent / "conf"  # drox's own Hydra configs
+PACKAGE_DIR = Path(__file__).resolve().parent  # the drox package (the repository root)
+CONF_DIR = PACKAGE_DIR / "conf"  # drox's own Hydra configs
+SOURCE_FACTS = ("verl",)
+"""Keywords of a registration that :meth:`Registry.meta` reads from a declared module's source when their value is a
+literal: ``verl``, how the component runs under the verl backend (drox.integrations.verl.launch)."""
 
 
 @dataclass
@@ -142,7 +150,10 @@ class Registry:
         """What ``name`` declares, without importing a declared component's module ({} for an unknown name)."""
         if name in self._items:
             return self._items[name].meta
-        return dict(self._lazy[name][1]) if name in self._lazy else {}
+        if name not in self._lazy:
+            return {}
+        target, meta = self._lazy[name]
+        return {**_source_facts(target.partition(":")[0]).get(name, {}), **meta}
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.names())
@@ -177,6 +188,35 @@ class Registry:
                 raise ConfigError(f"{prefix} takes no options, got: {', '.join(sorted(raw))}")
             return None
         return parse_dataclass(cls, raw, prefix)
+
+
+@functools.lru_cache(maxsize=None)
+def _source_facts(module: str) -> Dict[str, Dict[str, Any]]:
+    """name -> the :data:`SOURCE_FACTS` keywords with a literal value of each ``register...("name", ...)`` call in
+    drox module ``module`` (its file read with ``ast``, not imported); {} for a module outside drox's folder."""
+    import ast
+
+    parts = module.split(".")
+    if parts[0] != "drox":
+        return {}
+    path = PACKAGE_DIR.joinpath(*parts[1:])
+    path = path / "__init__.py" if path.is_dir() else path.with_suffix(".py")
+    if not path.is_file():
+        return {}
+    facts: Dict[str, Dict[str, Any]] = {}
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        func = getattr(node, "func", None)
+        called = getattr(func, "id", None) or getattr(func, "attr", None) or ""
+        if not (isinstance(node, ast.Call) and called.startswith("register") and node.args
+                and isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, str)):
+            continue
+        for kw in node.keywords:
+            if kw.arg in SOURCE_FACTS:
+                try:
+                    facts.setdefault(node.args[0].value, {})[kw.arg] = ast.literal_eval(kw.value)
+                except ValueError:  # not a literal (a callable): known once the module is imported
+                    pass
+    return facts
 
 
 def _store_in_hydra(group: str, name: str, options: type) -> None:

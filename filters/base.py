@@ -75,20 +75,22 @@ class RoundEnv:
 
 
 def register_filter(name: str, options: type, kind: str = "group", refill: bool = False,
-                    before_step: Optional[Callable] = None):
-    """Decorator: register a group or token filter (contracts in the module docstring)."""
+                    before_step: Optional[Callable] = None, **meta):
+    """Decorator: register a group or token filter (contracts in the module docstring); ``meta``: other facts, e.g.
+    ``verl=`` (how it runs under the verl backend, drox.integrations.verl.mapping)."""
     if kind not in FILTER_KINDS:
         raise ValueError(f"filter {name!r}: kind must be one of {', '.join(FILTER_KINDS)}, got {kind!r}")
     if kind == "token" and (refill or before_step is not None):
         raise ValueError(f"filter {name!r}: refill and before_step are for group filters")
-    return FILTERS.register(name, options, kind=kind, refill=refill, before_step=before_step)
+    return FILTERS.register(name, options, kind=kind, refill=refill, before_step=before_step, **meta)
 
 
-def register_group_filter(name: str, options: type, refill: bool = False, before_step: Optional[Callable] = None):
+def register_group_filter(name: str, options: type, refill: bool = False, before_step: Optional[Callable] = None,
+                          **meta):
     """``fn(ctx: ScoringContext, combined: Combined, valid [Q,G] bool, opts) -> GroupDecision``."""
-    return register_filter(name, options, "group", refill, before_step)
+    return register_filter(name, options, "group", refill, before_step, **meta)
 
 
-def register_token_filter(name: str, options: type):
+def register_token_filter(name: str, options: type, **meta):
     """``fn(entropies [N,T], mask [N,T], opts) -> (mask [N,T], stats dict)``; pure, no model calls."""
-    return register_filter(name, options, "token")
+    return register_filter(name, options, "token", **meta)

@@ -51,7 +51,7 @@ def top_k_count(rho: float, n_valid: int) -> int:
     return min(n_valid, ceil_fraction(rho, n_valid))
 
 
-@register_token_filter("entropy", EntropyConfig)
+@register_token_filter("entropy", EntropyConfig, verl="drox.integrations.verl.mapping:entropy")
 def entropy_filter(entropies: torch.Tensor, mask: torch.Tensor, opts: EntropyConfig) -> Tuple[torch.Tensor, Dict]:
     """Top-ρ entropy token mask (80/20 paper §4; docs/algorithms.md), without the authors' tie widening.
 

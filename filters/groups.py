@@ -87,7 +87,8 @@ def masked_mean_std(x: torch.Tensor, valid: torch.Tensor) -> Tuple[torch.Tensor,
 # ------------------------------------------------------------------------------------------------ filters
 
 
-@register_group_filter("dynamic_sampling", DynamicSamplingConfig, refill=True)
+@register_group_filter("dynamic_sampling", DynamicSamplingConfig, refill=True,
+                       verl="drox.integrations.verl.mapping:dynamic_sampling")
 def dynamic_sampling(ctx, combined, valid: torch.Tensor, opts: DynamicSamplingConfig) -> GroupDecision:
     Q, G = valid.shape
     valid = valid.bool()
@@ -115,7 +116,9 @@ def dynamic_sampling(ctx, combined, valid: torch.Tensor, opts: DynamicSamplingCo
     return GroupDecision(keep=keep, statistic=stat, stats=stats)
 
 
-@register_group_filter("mean_range", MeanRangeConfig)
+@register_group_filter("mean_range", MeanRangeConfig,
+                       verl="verl's group filter drops only zero-variance groups (filter_groups); a mean range needs "
+                            "drox's sampler, and drox.integrations.verl does not have it yet (docs/verl.md, 'Not done')")
 def mean_range(ctx, combined, valid: torch.Tensor, opts: MeanRangeConfig) -> GroupDecision:
     Q, G = valid.shape
     valid = valid.bool()

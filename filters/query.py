@@ -360,7 +360,8 @@ def offline_round_hook(env: RoundEnv, opts: QueryFilterConfig, steps_done: int):
     return offline_round(score_fn, env.rows, opts, previous_keep=env.previous_keep, seed=env.seed)
 
 
-register_group_filter("query", QueryFilterConfig, before_step=offline_round_hook)(query_filter)
+register_group_filter("query", QueryFilterConfig, before_step=offline_round_hook,
+                      verl="drox.integrations.verl.mapping:query")(query_filter)
 
 __all__ = ["OfflineScorer", "QueryFilterConfig", "hardness_ok", "make_offline_score_fn", "masked_sigma",
            "offline_round", "offline_round_due", "offline_round_hook", "query_filter", "select_by_statistic",

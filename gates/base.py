@@ -30,11 +30,12 @@ class GateResult:
     stats: Dict[str, float] = field(default_factory=dict)  # logged as gate/<name>/<key>
 
 
-def register_gate(name: str, options: type):
-    """Decorator: register ``fn(ctx: ScoringContext, opts) -> GateResult``; ``options`` must have ``on_fail``."""
+def register_gate(name: str, options: type, **meta):
+    """Decorator: register ``fn(ctx: ScoringContext, opts) -> GateResult``; ``options`` must have ``on_fail``;
+    ``meta``: other facts, e.g. ``verl=`` (how it runs under the verl backend)."""
     if not any(f.name == "on_fail" for f in dataclasses.fields(options)):
         raise TypeError(f"gate {name!r}: its options dataclass {options.__name__} needs on_fail: exclude | floor")
-    return GATES.register(name, options)
+    return GATES.register(name, options, **meta)
 
 
 def accepted(results: Dict[str, GateResult]) -> torch.Tensor | None:

@@ -51,7 +51,8 @@ class RubricConfig(RubricChecks):
             raise ValueError(f"{self._option}.on_fail must be one of {', '.join(ON_FAIL)}, got {self.on_fail!r}")
 
 
-@register_gate("rubric", RubricConfig)
+@register_gate("rubric", RubricConfig, verl="gates are not ported; drox.integrations.verl does not have it yet "
+                                            "(docs/verl.md, 'Not done')")
 def rubric_gate(ctx, opts: RubricConfig) -> GateResult:
     """Shapes: ``ctx.batch`` N = Q·G rollouts -> ``passed [Q, G]`` bool (all checks pass).
 

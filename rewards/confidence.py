@@ -129,7 +129,9 @@ def answer_spans(tokenizer, batch) -> List[Optional[tuple]]:
 # ------------------------------------------------------------------------------------------------ the source
 
 
-@register_reward("confidence", ConfidenceConfig)
+@register_reward("confidence", ConfidenceConfig,
+                 verl="self-certainty needs the policy's full logits, which verl 0.9.1's engine does not return "
+                      "(verl RFC #7712)")
 def confidence(ctx: ScoringContext, cfg: ConfidenceConfig) -> RewardOutput:
     batch = ctx.batch
     Q, G = batch.num_groups, batch.group_size

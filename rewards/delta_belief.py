@@ -136,7 +136,8 @@ def turn_rewards(beliefs: Sequence[torch.Tensor], turn_ends: Sequence[Sequence[i
     return token, placed
 
 
-@register_reward("delta_belief", DeltaBeliefConfig, check=check_task)
+@register_reward("delta_belief", DeltaBeliefConfig, check=check_task,
+                 verl="it scores multi-turn episodes, which the verl backend does not run")
 def delta_belief(ctx: ScoringContext, cfg: DeltaBeliefConfig) -> RewardOutput:
     batch = ctx.batch
     Q, G, T = batch.num_groups, batch.group_size, batch.response_ids.shape[1]

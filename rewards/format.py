@@ -28,7 +28,7 @@ class FormatConfig:
     non-blank text somewhere in the response (e.g. ``<answer>(.*?)</answer>``)."""
 
 
-@register_reward("format", FormatConfig)
+@register_reward("format", FormatConfig, verl="drox.integrations.verl.mapping:format_reward")
 def format_reward(ctx: ScoringContext, cfg: FormatConfig) -> RewardOutput:
     if cfg.pattern is not None and re.compile(cfg.pattern).groups < 1:
         raise ValueError(f"reward.format.pattern needs a capture group: {cfg.pattern!r}")

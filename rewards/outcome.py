@@ -19,7 +19,7 @@ class OutcomeConfig:
     """Score of an incorrect rollout (-1 gives DAPO's +-1 reward)."""
 
 
-@register_reward("outcome", OutcomeConfig)
+@register_reward("outcome", OutcomeConfig, verl="drox.integrations.verl.mapping:outcome")
 def outcome(ctx: ScoringContext, cfg: OutcomeConfig) -> RewardOutput:
     result = ctx.verify()
     correct = torch.tensor(result.correct, dtype=torch.bool).view(ctx.batch.num_groups, ctx.batch.group_size)

@@ -68,7 +68,9 @@ def check_buffer(opts: OverlongConfig, cfg) -> None:
                          f"{cfg.rollout.max_new_tokens}; choose buffer <= max_new_tokens")
 
 
-@register_reward("overlong", OverlongConfig, check=check_buffer)
+@register_reward("overlong", OverlongConfig, check=check_buffer,
+                 verl="DAPO's overlong punishment is not ported to DroxRewardManager, and drox.integrations.verl "
+                      "does not have it yet (docs/verl.md, 'Not done')")
 def overlong(ctx: ScoringContext, opts: OverlongConfig) -> RewardOutput:
     """Shapes: the batch's N = Q·G completion lengths -> ``seq [Q, G]`` (0 or negative)."""
     batch = ctx.batch

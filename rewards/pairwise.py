@@ -131,7 +131,9 @@ def check_config(opts: PairwiseConfig, cfg) -> None:
         raise ValueError("reward.pairwise compares responses of a group; set trainer.samples_per_prompt >= 2")
 
 
-@register_reward("pairwise", PairwiseConfig, check=check_config)
+@register_reward("pairwise", PairwiseConfig, check=check_config,
+                 verl="it calls the policy inside the reward, and drox.integrations.verl does not have it yet "
+                      "(docs/verl.md, 'Not done')")
 def pairwise(ctx: ScoringContext, cfg: PairwiseConfig) -> RewardOutput:
     from drox.rewards.prm_judge import judge_verdicts
 

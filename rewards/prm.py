@@ -303,7 +303,7 @@ def check_backend(opts: PRMConfig, cfg) -> None:
                          f"{cfg.rollout.backend} cannot; use rollout.backend=hf")
 
 
-@register_reward("prm", PRMConfig, check=check_backend)
+@register_reward("prm", PRMConfig, check=check_backend, verl="drox.integrations.verl.mapping:prm")
 def prm(ctx: ScoringContext, cfg: PRMConfig) -> RewardOutput:
     batch = ctx.batch
     Q, G, T = batch.num_groups, batch.group_size, batch.response_ids.shape[1]

@@ -82,7 +82,8 @@ def token_gaps(teacher_logprobs: torch.Tensor, student_logprobs: torch.Tensor, m
     return gap.clamp(-clip, clip) * mask if clip is not None else gap
 
 
-@register_reward("sdpo", SDPOConfig)
+@register_reward("sdpo", SDPOConfig, verl="it calls the policy inside the reward, and drox.integrations.verl does "
+                                          "not have it yet (docs/verl.md, 'Not done')")
 def sdpo(ctx: ScoringContext, cfg: SDPOConfig) -> RewardOutput:
     batch = ctx.batch
     Q, G, T = batch.num_groups, batch.group_size, batch.response_ids.shape[1]

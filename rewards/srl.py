@@ -51,7 +51,9 @@ def step_similarity(step: str, expert: str) -> float:
     return difflib.SequenceMatcher(None, step, " ".join(expert.split()), autojunk=False).ratio()
 
 
-@register_reward("srl", SRLConfig)
+@register_reward("srl", SRLConfig,
+                 verl="SRL's step-wise rows and similarity reward are not ported, and drox.integrations.verl does "
+                      "not have it yet (docs/verl.md, 'Not done')")
 def srl(ctx: ScoringContext, cfg: SRLConfig) -> RewardOutput:
     batch = ctx.batch
     Q, G = batch.num_groups, batch.group_size

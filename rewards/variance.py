@@ -169,7 +169,7 @@ def _score_references(ctx: ScoringContext, cfg: VarianceConfig, with_baseline: b
                        answers=answers, no_container=no_container)
 
 
-@register_reward("variance", VarianceConfig)
+@register_reward("variance", VarianceConfig, verl="drox.integrations.verl.mapping:variance")
 def variance(ctx: ScoringContext, cfg: VarianceConfig) -> RewardOutput:
     """R3 per rollout: ``seq [Q, G]``; the step's :class:`VarianceStats` go to ``extras`` and to the
     step's cache (so the query filter reuses them without a second pass)."""

@@ -173,7 +173,7 @@ def _flat_sizes(cfg) -> Tuple[str, int]:
     return "", int(cfg.rollout.max_new_tokens)
 
 
-@register_shape("flat", describe=_flat_sizes)
+@register_shape("flat", describe=_flat_sizes, verl="drox.integrations.verl.mapping:nothing")
 def flat_rollouts(engine, tokenizer, task, rows: List[Dict[str, Any]], group_size: int, rollout_cfg,
                   seed: int) -> Tuple[RolloutBatch, int]:
     """G independent completions per prompt (plain GRPO); every sampled token is counted."""

@@ -298,7 +298,7 @@ class HFRolloutEngine:
         )
 
 
-@register_engine("hf")
+@register_engine("hf", verl="drox.integrations.verl.mapping:hf_engine")
 def hf_engine(rollout_cfg, model, tokenizer, model_cfg, opts=None) -> HFRolloutEngine:
     """``rollout.backend=hf``: the trainer's own model samples (static KV-cache decode where the family allows)."""
     return HFRolloutEngine(model, tokenizer, model_cfg, batch_size=rollout_cfg.batch_size,

@@ -166,7 +166,9 @@ def _episode_sizes(cfg) -> Tuple[str, int]:
     return f" (episodes of <= {m.max_turns} turns of <= {m.turn_tokens} tokens)", int(m.max_turns * m.turn_tokens)
 
 
-@register_shape("episodes", when=lambda cfg: cfg.task.name in multiturn_tasks(), describe=_episode_sizes)
+@register_shape("episodes", when=lambda cfg: cfg.task.name in multiturn_tasks(), describe=_episode_sizes,
+                verl="its rollouts are multi-turn episodes with an environment; drox.integrations.verl does not have "
+                     "it yet (docs/verl.md, 'Not done')")
 def episode_shape(engine, tokenizer, task, rows: List[Dict[str, Any]], group_size: int, rollout_cfg,
                   seed: int) -> Tuple[RolloutBatch, int]:
     """A task with an environment (``task.env``): G whole episodes per row (:func:`play_episodes`), whose policy

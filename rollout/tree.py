@@ -172,7 +172,9 @@ def _tree_sizes(cfg) -> Tuple[str, int]:
             f"{t.separator!r})", int(cfg.rollout.max_new_tokens))
 
 
-@register_shape("tree", when=lambda cfg: bool(cfg.rollout.tree.enabled), describe=_tree_sizes)
+@register_shape("tree", when=lambda cfg: bool(cfg.rollout.tree.enabled), describe=_tree_sizes,
+                verl="rollout.tree.enabled=true (Tree-GRPO): verl samples flat groups; drox.integrations.verl does "
+                     "not have it yet (docs/verl.md, 'Not done')")
 def tree_shape(engine, tokenizer, task, rows: List[Dict], group_size: int, rollout_cfg,
                seed: int) -> Tuple[RolloutBatch, int]:
     """``rollout.tree.enabled``: each group is the leaves of the prompt's trees (:func:`tree_rollouts`), whose shared

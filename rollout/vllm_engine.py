@@ -306,7 +306,7 @@ def _sampling_params_class(llm):
     return cls if cls is not None else import_vllm().SamplingParams
 
 
-@register_engine("vllm")
+@register_engine("vllm", verl="drox.integrations.verl.mapping:vllm_engine")
 def vllm_engine(rollout_cfg, model, tokenizer, model_cfg, opts=None) -> VLLMRolloutEngine:
     """``rollout.backend=vllm``: a vLLM engine colocated with the trainer (options: ``rollout.vllm``)."""
     return VLLMRolloutEngine(model, tokenizer, model_cfg, rollout_cfg)

@@ -62,7 +62,7 @@ def _check(cfg: Any) -> tuple[int, int, list[str]]:
     return digits, n_ops, ops
 
 
-@register_task("arithmetic")
+@register_task("arithmetic", verl="drox.integrations.verl.mapping:task")
 def build(cfg: Any, split: str) -> Task:
     """``task=arithmetic``: columns problem_id, prompt, answer, steps, solution."""
     digits, n_ops, ops = _check(cfg)

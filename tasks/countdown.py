@@ -101,7 +101,7 @@ class CountdownVerifier(Verifier):
         return VerifyResult(correct=correct, extracted=extracted, timeouts=0)
 
 
-@register_task("countdown")
+@register_task("countdown", verl="drox.integrations.verl.mapping:task")
 def build(cfg: Any, split: str) -> Task:
     """``task=countdown``: columns problem_id, prompt, answer, numbers, target."""
     n_numbers, max_number = int(cfg.n_numbers), int(cfg.max_number)

@@ -116,14 +116,14 @@ def _field(obj: dict, name: str, option: str, where: str):
     return obj[name]
 
 
-@register_task("jsonl")
+@register_task("jsonl", verl="drox.integrations.verl.mapping:task")
 def build_jsonl(cfg: Any, split: str) -> Task:
     """``task=jsonl``: task.path (train) / task.test_path (test; no test split without it)."""
     path, _ = _path(cfg, split)
     return Task("jsonl", records_to_dataset(read_jsonl(path), path, cfg), MathVerifier(float(cfg.verify_timeout)))
 
 
-@register_task("parquet")
+@register_task("parquet", verl="drox.integrations.verl.mapping:task")
 def build_parquet(cfg: Any, split: str) -> Task:
     """``task=parquet``: like jsonl, one row per problem."""
     path, _ = _path(cfg, split)

@@ -50,7 +50,7 @@ def _load(repo: str, config: Optional[str], split: str):
         ) from None
 
 
-@register_task("hub")
+@register_task("hub", verl="drox.integrations.verl.mapping:task")
 def build(cfg: Any, split: str) -> Task:
     """``task=hub``: ``task.hub_name`` is gsm8k, math500 or a dataset id (fields from
     task.prompt_field / task.answer_field / task.id_field)."""

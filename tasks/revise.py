@@ -100,7 +100,7 @@ def make_problem(rng: random.Random) -> dict:
     return {"source": wordy.format(**slots), "answer": concise.format(**slots), "template": index}
 
 
-@register_task("revise")
+@register_task("revise", verl="drox.integrations.verl.mapping:task")
 def build(cfg: Any, split: str) -> Task:
     """``task=revise``: columns problem_id, prompt, answer (reference), source, template."""
 

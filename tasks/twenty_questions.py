@@ -180,7 +180,9 @@ def make_prompt(candidates: Sequence[str]) -> str:
             f"about: {topics}. When you know it, ask \"Is it a <name>?\" with one name.")
 
 
-@register_task("twenty_questions", multiturn=True)
+@register_task("twenty_questions", multiturn=True,
+               verl="its rollouts are multi-turn episodes with an environment, and verl's multi-turn loop is "
+                    "tool calling; drox.integrations.verl does not have it yet (docs/verl.md, 'Not done')")
 def build(cfg: Any, split: str) -> Task:
     """``task=twenty_questions``: columns problem_id, prompt, answer (the secret), candidates; ``task.env`` is the
     oracle."""

@@ -185,7 +185,8 @@ def test_reward_filter_gate_options_are_checked_before_any_model_loads():
         (["+reward=overlong", "reward.overlong.buffer=100"], "reward.overlong.buffer=100 exceeds "
                                                               "rollout.max_new_tokens=64"),
         (["trainer.advantage.combine=mean"], "trainer.advantage.combine=mean is not allowed; choose one of: sum, dvao"),
-        (["trainer.policy_loss=ppo"], "trainer.policy_loss=ppo is not allowed; choose one of: ppo_clip"),
+        (["trainer.policy_loss=ppo"], "trainer.policy_loss=ppo is not allowed; choose one of: cispo, gspo, gspo_token, "
+                                      "ppo_clip"),
     ):
         result = CliRunner().invoke(app, ["config", "model=tiny", *args])
         assert result.exit_code == 2, args
@@ -213,8 +214,8 @@ def test_sign_selective_reward_cannot_be_combined_by_objectives():
     result = CliRunner().invoke(app, ["config", "model=tiny", "+reward=[outcome,negative_only]",
                                       "trainer.advantage.combine=dvao"])
     assert result.exit_code == 2
-    assert "reward.negative_only: this reward's scores are advantages (no baseline) and cannot be combined with " \
-        "trainer.advantage.combine=dvao" in " ".join(result.output.split())
+    assert "trainer.advantage.estimator=nsr: its advantages are sign-selective rewards (no baseline) and cannot be " \
+        "combined with trainer.advantage.combine=dvao" in " ".join(result.output.split())
 
 
 def test_train_help_lists_the_config_groups_from_conf():

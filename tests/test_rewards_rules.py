@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from drox.signals.calibration import auroc, brier_score, ece, parse_confidence
+from drox.signals.sign import SignOptions, WReinforceOptions
 from drox.rewards.base import REWARD_SOURCES, ScoringContext, score
 from drox.rewards.brier import rlcr_reward
 from drox.rewards.format import has_container
@@ -17,9 +18,8 @@ from drox.rollout.base import RolloutBatch
 from drox.tasks import CountdownVerifier, MathVerifier, Task
 from drox.trainers.algos import compute_advantages
 
-MY_SOURCES = ["format", "random", "inverse", "incorrect_label", "positive_only", "negative_only", "w_reinforce",
-              "brier"]
-SIGN_SOURCES = {"positive_only", "negative_only", "w_reinforce"}
+MY_SOURCES = ["format", "random", "inverse", "incorrect_label", "brier"]
+SIGN_ALIASES = {"positive_only": "psr", "negative_only": "nsr", "w_reinforce": "w_reinforce"}
 
 
 def make_ctx(texts, answers, group_size, *, step=1, seed=0, verifier=None, rows=None):
@@ -128,8 +128,6 @@ def test_inverse_flips_outcome_and_format():
     assert out.seq.tolist() == [[0, 2], [2, 2]] and out.diagnostics["of_mean"] == -0.5
     with pytest.raises(ValueError, match="cannot be 'inverse'"):
         run_source("inverse", ctx, of="inverse")
-    with pytest.raises(ValueError, match="advantages"):
-        run_source("inverse", ctx, of="negative_only")
     with pytest.raises(ValueError, match="unknown reward source"):
         run_source("inverse", ctx, of="nope")
 
@@ -208,113 +206,45 @@ def test_incorrect_label_uses_the_task_verifier_and_checks_options():
 # ------------------------------------------------------------------------------------------------ PSR / NSR
 
 
-def test_sign_sources_hand_values_and_w_reinforce_advantages():
-    ctx = make_ctx(boxed(1, 2, 1, 3), ["1"], 4)  # correct, wrong, correct, wrong
-    assert run_source("positive_only", ctx).seq.tolist() == [[1, 0, 1, 0]]
-    assert run_source("negative_only", ctx).seq.tolist() == [[0, -1, 0, -1]]
-    scores = run_source("w_reinforce", ctx).seq
-    assert torch.allclose(scores, torch.tensor([[0.1, -1.0, 0.1, -1.0]]))
-    # end to end: the "none" estimator (set by the option file) passes the scores through as advantages
-    combined = score(ctx, {"w_reinforce": REWARD_SOURCES.parse("w_reinforce", {})})
-    adv = compute_advantages(combined.seq, "none")
-    assert torch.allclose(adv, torch.tensor([[0.1, -1.0, 0.1, -1.0]]))
-    adv = compute_advantages(score(ctx, {"w_reinforce": REWARD_SOURCES.parse("w_reinforce", {"lam": 0.5})}).seq, "none")
-    assert torch.allclose(adv, torch.tensor([[0.5, -1.0, 0.5, -1.0]]))
+def test_sign_estimators_by_hand():
+    """Zhu et al. Eqs. 3, 4, 9 with drox's 1/0 convention: correct = score > correct_above (0.5)."""
+    scores = torch.tensor([[1.0, 0.0, 1.0, 0.0]])  # correct, wrong, correct, wrong
+    valid = torch.tensor([[True, True, True, False]])  # the last one gated out: 0
+    assert compute_advantages(scores, "psr", valid=valid).tolist() == [[1.0, 0.0, 1.0, 0.0]]
+    assert compute_advantages(scores, "nsr", valid=valid).tolist() == [[0.0, -1.0, 0.0, 0.0]]
+    adv = compute_advantages(scores, "w_reinforce", valid=valid)
+    assert torch.allclose(adv, torch.tensor([[0.1, -1.0, 0.1, 0.0]]))
+    opts = WReinforceOptions(scale=2.0, correct_above=0.0, lam=0.5)  # 0 counts as wrong, 1 as right
+    assert compute_advantages(scores, "w_reinforce", opts=opts).tolist() == [[1.0, -2.0, 1.0, -2.0]]
+    assert compute_advantages(scores, "nsr", opts=SignOptions(correct_above=2.0)).tolist() == [[-1.0] * 4]
 
 
-@pytest.mark.parametrize("name", ["positive_only", "negative_only", "w_reinforce"])
-def test_sign_sources_set_the_no_baseline_estimator_and_reject_another(compose_cfg, name):
-    from drox.errors import ConfigError
+@pytest.mark.parametrize("alias, estimator", sorted(SIGN_ALIASES.items()))
+def test_sign_estimators_equal_the_former_reward_sources(compose_cfg, alias, estimator):
+    """The estimator on the outcome reward gives the advantages the reward sources gave (their scores under
+    estimator=none: A = sign value of the verifier's verdict, times the source's weight)."""
+    from drox.pipeline import build_pipeline
+    from drox.signals.sign import sign_advantages, sign_values
+
+    ctx = make_ctx(boxed(1, 2, 1, 2, 3, 3), ["1", "3"], 3)  # [[right, wrong, right], [wrong, right, right]]
+    pipeline = build_pipeline(compose_cfg(f"+reward={alias}"))  # the alias selects the estimator
+    assert (pipeline.estimator.name, list(pipeline.rewards)) == (estimator, ["outcome"])
+    new = compute_advantages(score(ctx, pipeline.rewards).seq, estimator, opts=pipeline.estimator.opts)
+    correct = torch.tensor(ctx.verify().correct).view(2, 3)
+    old = compute_advantages(sign_advantages(correct, *sign_values(estimator, pipeline.estimator.opts)), "none")
+    assert torch.equal(new, old)
+    expected = {"psr": [[1, 0, 1], [0, 1, 1]], "nsr": [[0, -1, 0], [-1, 0, 0]],
+                "w_reinforce": [[0.1, -1, 0.1], [-1, 0.1, 0.1]]}[estimator]
+    assert torch.allclose(new, torch.tensor(expected, dtype=new.dtype))
+
+
+@pytest.mark.parametrize("alias, estimator", sorted(SIGN_ALIASES.items()))
+def test_sign_aliases_set_the_estimator_and_its_options(compose_cfg, alias, estimator):
+    cfg = compose_cfg(f"+reward={alias}", f"trainer.advantage.{estimator}.scale=2")
+    assert cfg.trainer.advantage.estimator == estimator and "outcome" in cfg.reward
     from drox.pipeline import build_pipeline
 
-    cfg = compose_cfg(f"+reward={name}")
-    assert cfg.trainer.advantage.estimator == "none"
-    cfg.trainer.advantage.estimator = "grpo"
-    with pytest.raises(ConfigError, match=rf"^reward.{name}: .* need trainer.advantage.estimator=none, got grpo"):
-        build_pipeline(cfg)
-
-
-# ------------------------------------------------------------------------------------------------ brier
-
-
-def test_parse_confidence():
-    assert parse_confidence("x <confidence>0.7</confidence>") == 0.7
-    assert parse_confidence("<confidence> 1 </confidence>") == 1.0
-    assert parse_confidence("<confidence>0</confidence>") == 0.0
-    assert parse_confidence("<confidence>0.2</confidence> ... <confidence>0.9</confidence>") == 0.9  # last
-    for bad in ["no tag 0.7", "<confidence>1.2</confidence>", "<confidence>-0.1</confidence>",
-                "<confidence>high</confidence>", "<confidence>nan</confidence>", "<confidence></confidence>",
-                "<confidence>0.7"]:
-        assert parse_confidence(bad) is None, bad
-    assert parse_confidence("Confidence: 0.35", r"Confidence:\s*([0-9.]+)") == 0.35
-
-
-def test_rlcr_reward_hand_values():
-    assert rlcr_reward(True, 0.7) == pytest.approx(0.91)  # 1 - 0.3^2
-    assert rlcr_reward(False, 0.7) == pytest.approx(-0.49)  # 0 - 0.7^2
-    assert rlcr_reward(True, 1.0) == 1.0 and rlcr_reward(False, 0.0) == 0.0
-    assert rlcr_reward(True, 0.0) == 0.0 and rlcr_reward(False, 1.0) == -1.0
-
-
-def test_brier_source_scores_and_counts_format_failures():
-    texts = ["\\boxed{2} <confidence>0.7</confidence>", "\\boxed{3} <confidence>0.2</confidence>",
-             "\\boxed{2}", "\\boxed{3} <confidence>1.5</confidence>"]
-    ctx = make_ctx(texts, ["2"], 4)
-    out = run_source("brier", ctx)  # format failures: -2, the RLCR code's 0 on the paper's scale
-    assert torch.allclose(out.seq, torch.tensor([[0.91, -0.04, -2.0, -2.0]]))
-    d = out.diagnostics
-    assert d["format_fail_frac"] == 0.5
-    assert d["confidence_mean"] == pytest.approx(0.45)
-    assert d["brier_score"] == pytest.approx((0.09 + 0.04) / 2)
-    assert d["auroc"] == 1.0 and d["ece"] == pytest.approx(0.5 * 0.3 + 0.5 * 0.2)
-    out = run_source("brier", ctx, format_fail_score=-1.0)
-    assert torch.allclose(out.seq, torch.tensor([[0.91, -0.04, -1.0, -1.0]]))
-    out = run_source("brier", make_ctx(["<c>0.5</c> \\boxed{2}"], ["2"], 1), tag_regex="<c>(.*?)</c>")
-    assert out.seq.item() == pytest.approx(0.75)
-    out = run_source("brier", make_ctx(["\\boxed{2}"], ["2"], 1))
-    assert out.diagnostics == {"format_fail_frac": 1.0}
-
-
-# ------------------------------------------------------------------------------------------------ calibration
-
-
-def test_brier_score_hand_value():
-    assert brier_score([1, 0, 1], [0.9, 0.2, 0.6]) == pytest.approx((0.01 + 0.04 + 0.16) / 3)
-    with pytest.raises(ValueError):
-        brier_score([1, 0], [0.5])
-    with pytest.raises(ValueError):
-        brier_score([], [])
-
-
-def test_ece_hand_values_and_bin_edges():
-    # bin 8: q .82 .88 .85 (mean .85) acc 2/3; bin 1: q .12 acc 0; bin 9: q 1.0 acc 1
-    c, q = [1, 0, 1, 0, 1], [0.82, 0.88, 0.85, 0.12, 1.0]
-    assert ece(c, q) == pytest.approx(3 / 5 * abs(0.85 - 2 / 3) + 1 / 5 * 0.12)
-    assert ece([0, 1], [0.1, 0.19]) == pytest.approx(abs(0.145 - 0.5))  # 0.1 opens bin 1 (left-closed)
-    assert ece([0, 1], [1.0, 0.95]) == pytest.approx(abs(0.975 - 0.5))  # 1.0 joins the last bin
-    assert ece([1, 0], [0.0, 0.05]) == pytest.approx(abs(0.025 - 0.5))  # 0.0 in the first bin
-    assert ece([1, 1, 0, 0], [0.75, 0.75, 0.25, 0.25]) == pytest.approx(0.25)
-    assert ece([1, 0], [1.0, 0.0]) == 0.0
-    assert ece([0, 1], [0.1, 0.19], n_bins=1) == pytest.approx(abs(0.145 - 0.5))
-
-
-def test_auroc_hand_values():
-    # pairs (pos, neg): (.9,.6) (.9,.1) (.4,.1) ordered right, (.4,.6) wrong -> 3/4
-    assert auroc([1, 1, 0, 0], [0.9, 0.4, 0.6, 0.1]) == pytest.approx(0.75)
-    assert auroc([1, 0], [0.5, 0.5]) == 0.5  # a tie counts one half
-    assert auroc([1, 1, 0], [0.5, 0.8, 0.5]) == pytest.approx(0.75)
-    assert auroc([1, 0, 1, 0], [0.9, 0.1, 0.8, 0.2]) == 1.0
-    assert auroc([0, 1], [0.9, 0.1]) == 0.0
-    assert auroc([1, 1, 1], [0.2, 0.3, 0.9]) == 0.5 and auroc([0, 0], [0.2, 0.3]) == 0.5  # one class
-
-
-def test_auroc_matches_pairwise_definition_on_random_data():
-    g = torch.Generator().manual_seed(0)
-    c = (torch.rand(200, generator=g) < 0.4).float()
-    q = (torch.rand(200, generator=g) * 10).round() / 10  # many ties
-    pos, neg = q[c == 1], q[c == 0]
-    pairwise = ((pos[:, None] > neg[None]).float() + 0.5 * (pos[:, None] == neg[None]).float()).mean().item()
-    assert auroc(c.tolist(), q.tolist()) == pytest.approx(pairwise)
+    assert build_pipeline(cfg).estimator.opts.scale == 2.0
 
 
 # ------------------------------------------------------------------------------------------------ trainer
@@ -325,16 +255,13 @@ def test_source_plugs_into_the_trainer(compose_cfg, tmp_path, name):
     from drox.trainers import loop
     from drox.trainers.metrics import read_metrics
 
-    cfg = compose_cfg(f"+reward={name}")  # sign-selective sources' option files set the estimator "none"
-    assert cfg.trainer.advantage.estimator == ("none" if name in SIGN_SOURCES else "grpo")
+    cfg = compose_cfg(f"+reward={name}")
+    assert cfg.trainer.advantage.estimator == "grpo"
     loop.run_training(cfg, tmp_path / "run", progress=False)
     rows = read_metrics(tmp_path / "run" / "metrics.jsonl")
     assert [r["step"] for r in rows] == [1, 2]
     for r in rows:
         assert f"reward/{name}/mean" in r
-        # sign-selective sources train with the estimator "none": the advantages are the raw scores
-        if name in SIGN_SOURCES:
-            assert r["advantage/mean"] == pytest.approx(r["reward/mean"])
 
 
 def test_random_draws_are_fresh_in_a_refill_batch_of_the_same_step():

@@ -495,7 +495,7 @@ def test_translation_of_estimators_losses_and_filters(compose_cfg, tmp_path):
     assert (o["actor_rollout_ref.actor.use_kl_loss"], o["actor_rollout_ref.actor.kl_loss_type"]) == ("true",
                                                                                                      "low_var_kl")
     assert (o["algorithm.filter_groups.enable"], o["algorithm.filter_groups.metric"]) == ("true", "acc")
-    o = _overrides(_plan(compose_cfg, tmp_path, "+reward=w_reinforce", "reward.w_reinforce.lam=0.3"))
+    o = _overrides(_plan(compose_cfg, tmp_path, "+reward=w_reinforce", "trainer.advantage.w_reinforce.lam=0.3"))
     assert (o["algorithm.adv_estimator"], o["algorithm.drox.lam"], o["algorithm.drox.scale"]) == (
         "drox_w_reinforce", "0.3", "1.0")
     o = _overrides(_plan(compose_cfg, tmp_path, "+reward=[outcome,format]", "reward.format.weight=0.5",
@@ -688,3 +688,44 @@ def test_launching_without_verl_is_one_line_and_writes_nothing(tmp_path, monkeyp
                                      "verl==0.9.1: pip install 'drox[verl]' (verl[verl-core]==0.9.1 in its own "
                                      "environment; `make test-verl` builds one in .venv-verl)")
     assert not (tmp_path / "run").exists()
+
+
+# ------------------------------------------------------------------------------------------------ declarations
+
+
+def test_verl_support_is_declared_where_the_component_registers_and_read_without_importing_it():
+    code = ("import sys, drox.pipeline\n"
+            "from drox.components import ADVANTAGE_ESTIMATORS, TASKS\n"
+            "from drox.rewards.base import REWARD_SOURCES\n"
+            "print(TASKS.meta('twenty_questions')['verl'][:27], REWARD_SOURCES.meta('confidence')['verl'][:20],\n"
+            "      ADVANTAGE_ESTIMATORS.meta('rloo')['verl'],\n"
+            "      'drox.tasks.twenty_questions' in sys.modules, 'drox.rewards.confidence' in sys.modules)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["its", "rollouts", "are", "multi-turn", "self-certainty", "needs",
+                   "drox.integrations.verl.mapping:estimator", "False", "False"]
+
+
+def test_a_component_without_a_verl_declaration_is_refused_generically(request):
+    from dataclasses import dataclass
+
+    from drox.integrations.verl.launch import MapContext, UnsupportedError, stage_overrides
+    from drox.rewards.base import REWARD_SOURCES
+
+    @dataclass
+    class Opts:
+        weight: float = 1.0
+        """Weight."""
+
+    for name, verl in (("undeclared_src", None), ("reasoned_src", "it needs X"),
+                       ("mapped_src", lambda opts, ctx: ["drox.mine.w=" + str(opts.weight)])):
+        request.addfinalizer(lambda n=name: REWARD_SOURCES.unregister(n))
+        REWARD_SOURCES.register(name, Opts, **({} if verl is None else {"verl": verl}))(lambda ctx, cfg: None)
+    ctx = MapContext(cfg=None, pipeline=None)
+    with pytest.raises(UnsupportedError) as e:
+        stage_overrides("+reward=undeclared_src", REWARD_SOURCES, "undeclared_src", Opts(), ctx)
+    assert str(e.value) == ("+reward=undeclared_src is not supported by the verl backend: it is not ported (supported: "
+                            "format, mapped_src, outcome, prm, variance)")
+    with pytest.raises(UnsupportedError, match=r"^\+reward=reasoned_src is not supported by the verl backend: it needs "
+                                               r"X \(supported: format, mapped_src,"):
+        stage_overrides("+reward=reasoned_src", REWARD_SOURCES, "reasoned_src", Opts(), ctx)
+    assert stage_overrides("+reward=mapped_src", REWARD_SOURCES, "mapped_src", Opts(2.0), ctx) == {"drox.mine.w": "2.0"}

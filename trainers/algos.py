@@ -18,7 +18,10 @@ Registries (``drox.registry.Registry``; the config's allowed values are their na
   -> [Q, G]``; :func:`compute_advantages` dispatches. An estimator registered with ``tree_ids=True`` (Tree-GRPO's
   ``tree``, ``tree_2norm``) also receives ``tree_ids [Q, G]``. Dense scores: :func:`token_advantages`.
 * :data:`POLICY_LOSSES` (``trainer.policy_loss``): ``fn(logprobs, old_logprobs, advantages, mask [N, T], *,
-  clip_low, clip_high, agg, max_len, num_seqs, num_tokens) -> (loss, stats)``.
+  clip_low, clip_high, agg, max_len, num_seqs, num_tokens) -> (loss, stats)``; ``ppo_clip``, ``gspo``,
+  ``gspo_token``, ``cispo``. A loss registered with an options dataclass (gspo*, cispo: their clip ranges, in
+  ``trainer.gspo`` / ``trainer.cispo``) receives its fields in place of ``trainer.clip_low/clip_high``
+  (:func:`resolve_policy_loss`).
 * :data:`LOSS_AGGREGATIONS` (``trainer.loss_agg``): ``fn(loss_mat, mask [N, T], max_len, num_seqs, num_tokens)
   -> scalar``; :func:`agg_loss` dispatches.
 * :data:`KL_ESTIMATORS` (``trainer.kl_estimator``): ``fn(logprobs, ref_logprobs [N, T]) -> [N, T]``.
@@ -26,12 +29,16 @@ Registries (``drox.registry.Registry``; the config's allowed values are their na
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Dict, Optional, Tuple
 
 import torch
 
 from drox.components import ADVANTAGE_ESTIMATORS, KL_ESTIMATORS, LOSS_AGGREGATIONS, POLICY_LOSSES
+from drox.config import CISPOConfig, GSPOConfig
+from drox.registry import parse_dataclass
 from drox.masked_stats import float_dtype, group_moments, masked_mean
+from drox.signals.sign import SignOptions, WReinforceOptions, sign_advantages, sign_values
 
 Tensor = torch.Tensor
 
@@ -43,17 +50,22 @@ __all__ = [
     "agg_loss",
     "broadcast_to_tokens",
     "combine_advantages",
+    "cispo_loss",
     "compute_advantages",
     "dense_process_advantages",
     "dr_grpo_advantages",
     "grpo_advantages",
+    "gspo_loss",
+    "gspo_token_loss",
     "kl_penalty",
     "loss_normalisers",
     "masked_mean",
     "no_baseline_advantages",
     "policy_loss",
     "register_advantage_estimator",
+    "resolve_policy_loss",
     "rloo_advantages",
+    "sequence_log_ratio",
     "token_advantages",
     "tree_2norm_advantages",
     "tree_advantages",
@@ -107,7 +119,7 @@ def _constant(m) -> Tensor:
     return (m.n < 2) | m.all_equal
 
 
-@register_advantage_estimator("grpo", group_baseline=True)
+@register_advantage_estimator("grpo", group_baseline=True, verl="drox.integrations.verl.mapping:estimator")
 def grpo_advantages(scores: Tensor, eps: float = 1e-6, valid: Optional[Tensor] = None) -> Tensor:
     """GRPO outcome supervision, DeepSeekMath (arXiv 2402.03300) §4.1.2 / Eq. 3; docs/algorithms.md.
 
@@ -124,7 +136,7 @@ def grpo_advantages(scores: Tensor, eps: float = 1e-6, valid: Optional[Tensor] =
     return adv.to(float_dtype(scores))
 
 
-@register_advantage_estimator("dr_grpo", group_baseline=True)
+@register_advantage_estimator("dr_grpo", group_baseline=True, verl="drox.integrations.verl.mapping:estimator")
 def dr_grpo_advantages(scores: Tensor, eps: float = 1e-6, valid: Optional[Tensor] = None) -> Tensor:
     """Dr. GRPO (Liu et al. 2025, arXiv 2503.20783) mean-centred advantage; docs/algorithms.md.
 
@@ -137,7 +149,7 @@ def dr_grpo_advantages(scores: Tensor, eps: float = 1e-6, valid: Optional[Tensor
     return adv.to(float_dtype(scores))
 
 
-@register_advantage_estimator("rloo", group_baseline=True)
+@register_advantage_estimator("rloo", group_baseline=True, verl="drox.integrations.verl.mapping:estimator")
 def rloo_advantages(scores: Tensor, eps: float = 1e-6, valid: Optional[Tensor] = None) -> Tensor:
     """RLOO leave-one-out baseline (Ahmadian et al. 2024, arXiv 2402.14740); docs/algorithms.md.
 
@@ -153,16 +165,62 @@ def rloo_advantages(scores: Tensor, eps: float = 1e-6, valid: Optional[Tensor] =
     return adv.to(float_dtype(scores))
 
 
-@register_advantage_estimator("none")
+@register_advantage_estimator("none", verl="the verl backend maps grpo, dr_grpo, rloo, psr, nsr and w_reinforce to "
+                                                  "verl estimators; none (scores used as advantages) has none")
 def no_baseline_advantages(scores: Tensor, eps: float = 1e-6, valid: Optional[Tensor] = None) -> Tensor:
     """No baseline: ``A_i = r_i`` (REINFORCE; PSR / NSR / W-REINFORCE, Zhu et al. arXiv 2506.01347 §2.2).
 
-    Shapes: ``scores [Q, G]`` -> ``[Q, G]``; invalid entries get 0. The PSR/NSR/W-REINFORCE sample weighting
-    (e.g. ``A = R - 1`` for NSR with 0/1 rewards) is applied to the scores by the caller. See docs/algorithms.md
+    Shapes: ``scores [Q, G]`` -> ``[Q, G]``; invalid entries get 0. PSR / NSR / W-REINFORCE's sample weighting
+    (e.g. ``A = R - 1`` for NSR with 0/1 rewards) is their own estimators' (``psr``, ``nsr``, ``w_reinforce``). See
+    docs/algorithms.md
     "No baseline: the none estimator".
     """
     s, valid = _prepare(scores, valid)
     return torch.where(valid, s, torch.zeros_like(s)).to(float_dtype(scores))
+
+
+def _sign_selective(name: str, scores: Tensor, valid: Optional[Tensor], opts) -> Tensor:
+    s, valid = _prepare(scores, valid)
+    adv = sign_advantages(s > float(opts.correct_above), *sign_values(name, opts)).to(s) * float(opts.scale)
+    return torch.where(valid, adv, torch.zeros_like(adv)).to(float_dtype(scores))
+
+
+def _sign_check(opts, cfg) -> None:
+    """Config-time check: the sign-selective advantages replace the estimator, not a combiner's."""
+    if cfg.trainer.advantage.combine != "sum":
+        raise ValueError(f"trainer.advantage.estimator={cfg.trainer.advantage.estimator}: its advantages are "
+                         f"sign-selective rewards (no baseline) and cannot be combined with trainer.advantage.combine="
+                         f"{cfg.trainer.advantage.combine}; use combine=sum")
+
+
+@register_advantage_estimator("psr", SignOptions, check=_sign_check,
+                              verl="drox.integrations.verl.mapping:sign_estimator")
+def psr_advantages(scores: Tensor, eps: float = 1e-6, valid: Optional[Tensor] = None,
+                   opts: Optional[SignOptions] = None) -> Tensor:
+    """PSR (Zhu et al. arXiv 2506.01347 Eq. 3): ``A = scale`` where ``score > correct_above``, else 0; no baseline.
+
+    Shapes: ``scores [Q, G]`` -> ``[Q, G]``; invalid entries get 0. Example: scores ``[[1, 0]]`` -> ``[[1, 0]]``."""
+    return _sign_selective("psr", scores, valid, opts or SignOptions())
+
+
+@register_advantage_estimator("nsr", SignOptions, check=_sign_check,
+                              verl="drox.integrations.verl.mapping:sign_estimator")
+def nsr_advantages(scores: Tensor, eps: float = 1e-6, valid: Optional[Tensor] = None,
+                   opts: Optional[SignOptions] = None) -> Tensor:
+    """NSR (Eq. 4): ``A = -scale`` where ``score <= correct_above``, else 0; no baseline.
+
+    Shapes: ``scores [Q, G]`` -> ``[Q, G]``; invalid entries get 0. Example: scores ``[[1, 0]]`` -> ``[[0, -1]]``."""
+    return _sign_selective("nsr", scores, valid, opts or SignOptions())
+
+
+@register_advantage_estimator("w_reinforce", WReinforceOptions, check=_sign_check,
+                              verl="drox.integrations.verl.mapping:sign_estimator")
+def w_reinforce_advantages(scores: Tensor, eps: float = 1e-6, valid: Optional[Tensor] = None,
+                           opts: Optional[WReinforceOptions] = None) -> Tensor:
+    """W-REINFORCE (§5 Eq. 9, ``λ·L_PSR + L_NSR``): ``A = λ·scale`` correct, ``-scale`` incorrect; no baseline.
+
+    Shapes: ``scores [Q, G]`` -> ``[Q, G]``; invalid entries get 0. Example (λ = 0.1): ``[[1, 0]]`` -> ``[[0.1, -1]]``."""
+    return _sign_selective("w_reinforce", scores, valid, opts or WReinforceOptions())
 
 
 def _within_trees(scores: Tensor, eps: float, valid: Tensor, tree_ids: Tensor) -> Tensor:
@@ -181,7 +239,8 @@ def _within_trees(scores: Tensor, eps: float, valid: Tensor, tree_ids: Tensor) -
     return adv.view(Q, G, G).diagonal(dim1=1, dim2=2)  # [Q, G]
 
 
-@register_advantage_estimator("tree", group_baseline=True, tree_ids=True)
+@register_advantage_estimator("tree", group_baseline=True, tree_ids=True,
+                              verl="it normalises within rollout trees, which verl does not sample")
 def tree_advantages(scores: Tensor, eps: float = 1e-6, valid: Optional[Tensor] = None,
                     tree_ids: Optional[Tensor] = None) -> Tensor:
     """Tree-GRPO (Ji et al., "Tree Search for LLM Agent Reinforcement Learning", arXiv 2509.21240; the authors'
@@ -201,7 +260,8 @@ def tree_advantages(scores: Tensor, eps: float = 1e-6, valid: Optional[Tensor] =
     return adv.to(float_dtype(scores))
 
 
-@register_advantage_estimator("tree_2norm", group_baseline=True, tree_ids=True)
+@register_advantage_estimator("tree_2norm", group_baseline=True, tree_ids=True,
+                              verl="it normalises within rollout trees, which verl does not sample")
 def tree_2norm_advantages(scores: Tensor, eps: float = 1e-6, valid: Optional[Tensor] = None,
                           tree_ids: Optional[Tensor] = None) -> Tensor:
     """Tree-GRPO's sequential variant (the authors' ``adv_estimator == 'tree_2norm'``, arXiv 2509.21240's code):
@@ -557,11 +617,63 @@ def agg_loss(
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# 4. PPO clipped surrogate
+# 4. policy losses: PPO clipped surrogate, GSPO, GSPO-token, CISPO
 # ---------------------------------------------------------------------------------------------------------------
 
 
-@POLICY_LOSSES.register("ppo_clip")
+def _check_range(clip_low: float, clip_high: float, low_below_one: bool = True) -> None:
+    if not clip_low >= 0 or not clip_high >= 0 or (low_below_one and clip_low >= 1):
+        bound = "0 <= clip_low < 1" if low_below_one else "clip_low >= 0"
+        raise ValueError(f"need {bound} and clip_high >= 0, got {clip_low}, {clip_high}")
+
+
+def _prepare_loss(logprobs: Tensor, old_logprobs: Tensor, advantages: Tensor, mask: Tensor) -> Tensor:
+    """The advantages as a detached ``[N, T]`` tensor in the log-probs' dtype (``[N]`` is broadcast over T); checks
+    that every input is ``[N, T]``."""
+    if advantages.dim() == 1:
+        advantages = advantages[:, None].expand_as(logprobs)
+    _check_same_shape(logprobs=logprobs, old_logprobs=old_logprobs, advantages=advantages, mask=mask)
+    return advantages.detach().to(logprobs.dtype)
+
+
+def _clipped_surrogate(ratio: Tensor, adv: Tensor, clip_low: float, clip_high: float) -> Tuple[Tensor, Tensor]:
+    """PPO's ``-min(ratio A, clip(ratio, 1 - clip_low, 1 + clip_high) A)`` elementwise, and where the clipped branch
+    was taken. Computed as ``where(clipped, clipped_branch, unclipped)`` with ``clipped = clipped_branch > unclipped``
+    (strict): the gradient w.r.t. ``ratio`` is exactly 0 where clipped and exactly ``-A`` elsewhere (a tie at the
+    boundary counts as unclipped)."""
+    unclipped = -adv * ratio
+    clipped_branch = -adv * ratio.clamp(1.0 - clip_low, 1.0 + clip_high)
+    is_clipped = clipped_branch > unclipped
+    return torch.where(is_clipped, clipped_branch, unclipped), is_clipped
+
+
+def _max_over(values: Tensor, where: Tensor) -> Tensor:
+    """The largest entry of ``values`` (ratios, so >= 0) where ``where`` holds; 0.0 when it holds nowhere."""
+    return torch.where(where, values, torch.full_like(values, -float("inf"))).max().clamp_min(0.0)
+
+
+def _mean_kl(logprobs: Tensor, old_logprobs: Tensor, valid: Tensor) -> Tensor:
+    """Mean of ``old_logprobs - logprobs`` over valid tokens (k1 estimate of KL(pi_old || pi)); padding is selected
+    away, so a -inf log-prob there cannot make it NaN."""
+    diff = torch.where(valid, (old_logprobs - logprobs).detach().float(), torch.zeros((), device=valid.device))
+    return masked_mean(diff, valid)
+
+
+def _loss_stats(over: Tensor, clipped: Tensor, high: Tensor, low: Tensor, ratio: Tensor, adv: Tensor, kl: Tensor,
+                **extra: Tensor) -> Dict[str, float]:
+    """A policy loss's stats as python floats, over the entries where ``over`` holds (0.0 when none does):
+    ``clip_frac``, ``clip_frac_high``, ``clip_frac_low`` (the shares of ``clipped``, ``high``, ``low``),
+    ``ratio_mean``, ``ratio_max``, ``adv_mean``, ``ppo_kl`` (``kl``, already a mean) and the mean of each ``extra``."""
+    with torch.no_grad():
+        values = {"clip_frac": clipped, "clip_frac_high": high, "clip_frac_low": low, "ratio_mean": ratio,
+                  "adv_mean": adv, **extra}
+        values = {k: masked_mean(v.detach().float(), over) for k, v in values.items()}
+        values["ratio_max"] = _max_over(ratio.detach().float(), over)
+        values["ppo_kl"] = kl.detach().float()
+        return dict(zip(values, map(float, torch.stack(list(values.values())).tolist())))  # one device sync
+
+
+@POLICY_LOSSES.register("ppo_clip", verl="drox.integrations.verl.mapping:nothing")
 def policy_loss(
     logprobs: Tensor,
     old_logprobs: Tensor,
@@ -596,38 +708,154 @@ def policy_loss(
         (ratio > 1 + clip_high with A > 0), ``clip_frac_low`` (ratio < 1 - clip_low with A < 0),
         ``ratio_mean``, ``ratio_max``, ``adv_mean``, ``ppo_kl`` (mean of ``old_logprobs - logprobs``).
     """
-    if advantages.dim() == 1:
-        advantages = advantages[:, None].expand_as(logprobs)
-    _check_same_shape(logprobs=logprobs, old_logprobs=old_logprobs, advantages=advantages, mask=mask)
-    if clip_low < 0 or clip_high < 0 or clip_low >= 1:
-        raise ValueError(f"need 0 <= clip_low < 1 and clip_high >= 0, got {clip_low}, {clip_high}")
-    adv = advantages.detach().to(logprobs.dtype)
+    adv = _prepare_loss(logprobs, old_logprobs, advantages, mask)
+    _check_range(clip_low, clip_high)
     log_ratio = (logprobs - old_logprobs.detach()).clamp(-log_ratio_clamp, log_ratio_clamp)
     ratio = torch.exp(log_ratio)
-    unclipped = -adv * ratio
-    clipped_branch = -adv * ratio.clamp(1.0 - clip_low, 1.0 + clip_high)
-    is_clipped = clipped_branch > unclipped
-    loss_mat = torch.where(is_clipped, clipped_branch, unclipped)
+    loss_mat, is_clipped = _clipped_surrogate(ratio, adv, clip_low, clip_high)
     loss = agg_loss(loss_mat, mask, agg, max_len=max_len, num_seqs=num_seqs, num_tokens=num_tokens)
+    valid = mask.to(torch.bool)
+    return loss, _loss_stats(valid, is_clipped, is_clipped & (adv > 0), is_clipped & (adv < 0), ratio, adv,
+                             masked_mean(-log_ratio.detach().float(), valid))
 
-    with torch.no_grad():
-        valid = mask.to(torch.bool)
-        r = ratio.detach()
-        neg_inf = torch.full_like(r, -float("inf"))
-        values = torch.stack(
-            [
-                masked_mean(is_clipped.float(), valid),
-                masked_mean((is_clipped & (adv > 0)).float(), valid),
-                masked_mean((is_clipped & (adv < 0)).float(), valid),
-                masked_mean(r.float(), valid),
-                torch.where(valid, r, neg_inf).max().float().clamp_min(0.0),  # 0.0 when no valid token
-                masked_mean(adv.float(), valid),
-                masked_mean(-log_ratio.detach().float(), valid),
-            ]
-        ).tolist()  # one device sync
-        names = ("clip_frac", "clip_frac_high", "clip_frac_low", "ratio_mean", "ratio_max", "adv_mean", "ppo_kl")
-        stats = {k: float(v) for k, v in zip(names, values)}
-    return loss, stats
+
+def sequence_log_ratio(logprobs: Tensor, old_logprobs: Tensor, mask: Tensor, clamp: float = 20.0) -> Tensor:
+    """GSPO's length-normalised sequence log-ratio ``log s_i = (1/|o_i|) sum_t m_it (logprobs - old_logprobs)``.
+
+    Shapes: all ``[N, T]`` -> ``[N]``; 0 for a row without valid tokens; clamped to ``[-clamp, clamp]`` (so ``exp``
+    cannot overflow). Padding entries may hold anything, -inf included: they are selected away, not multiplied by
+    0. ``old_logprobs`` is a constant (detached); the gradient reaches ``logprobs``.
+    """
+    valid = mask.to(torch.bool)
+    diff = torch.where(valid, logprobs - old_logprobs.detach(), torch.zeros_like(logprobs))
+    count = valid.sum(-1).to(logprobs.dtype)
+    return (diff.sum(-1) / count.clamp_min(1.0)).clamp(-clamp, clamp)
+
+
+@POLICY_LOSSES.register("gspo", GSPOConfig, verl="not mapped to verl yet: the verl backend runs ppo_clip only")
+def gspo_loss(
+    logprobs: Tensor,
+    old_logprobs: Tensor,
+    advantages: Tensor,
+    mask: Tensor,
+    clip_low: float = 3e-4,
+    clip_high: float = 4e-4,
+    agg: str = "token-mean",
+    max_len: Optional[int] = None,
+    num_seqs: Optional[float] = None,
+    num_tokens: Optional[float] = None,
+    log_ratio_clamp: float = 20.0,
+    token_level: bool = False,
+) -> Tuple[Tensor, Dict[str, float]]:
+    """GSPO (Zheng et al. 2025, "Group Sequence Policy Optimization", arXiv 2507.18071): one importance ratio and one
+    clipping decision per response; docs/algorithms.md "GSPO: sequence-level importance ratio".
+
+    ``s_i = exp((1/|o_i|) sum_t (logprobs - old_logprobs))`` (:func:`sequence_log_ratio`, the geometric mean of the
+    token ratios), ``A_i`` = the mean of the row's advantages over its valid tokens (the sequence advantage when it
+    was broadcast), ``L_i = -min(s_i A_i, clip(s_i, 1 - clip_low, 1 + clip_high) A_i)`` (the clipped branch taken
+    strictly, as :func:`policy_loss`: a clipped response gets exactly zero gradient, an unclipped one
+    ``d L_i / d logprobs_{i,t} = -A_i s_i / |o_i|``). Every valid token of row ``i`` carries ``L_i`` and
+    :func:`agg_loss` aggregates: ``seq-mean-token-mean`` gives the paper's ``(1/G) sum_i L_i``, and with any mode the
+    gradient at ``s = 1`` is the on-policy policy gradient under that mode.
+
+    ``token_level=True`` is GSPO-token (:func:`gspo_token_loss`).
+
+    Args:
+        logprobs, old_logprobs, mask: ``[N, T]``. advantages: ``[N, T]`` or ``[N]``.
+        clip_low, clip_high: epsilons of the sequence ratio (``trainer.gspo``; the paper's 3e-4 / 4e-4).
+    Returns:
+        ``(loss scalar, stats)``, stats over the rows with at least one valid token (0.0 when there are none):
+        ``clip_frac`` (share of those responses on the clipped branch), ``clip_frac_high`` (``s > 1 + clip_high``
+        with ``A > 0``), ``clip_frac_low`` (``s < 1 - clip_low`` with ``A < 0``), ``ratio_mean`` / ``ratio_max`` (of
+        ``s_i``), ``adv_mean`` (of ``A_i``), ``ppo_kl`` (the token mean of ``old_logprobs - logprobs``).
+    """
+    adv = _prepare_loss(logprobs, old_logprobs, advantages, mask)
+    _check_range(clip_low, clip_high)
+    valid = mask.to(torch.bool)
+    log_s = sequence_log_ratio(logprobs, old_logprobs, mask, log_ratio_clamp)  # [N]
+    if token_level:  # s_{i,t} = sg(s_i) pi / sg(pi): the value s_i, the gradient s_i * d logprobs_{i,t}
+        handle = torch.where(valid, logprobs - logprobs.detach(), torch.zeros_like(logprobs))
+        ratio, over = torch.exp(log_s.detach()[:, None] + handle), valid  # [N, T]
+    else:
+        ratio, adv, over = torch.exp(log_s), masked_mean(adv, valid, dim=-1), valid.any(-1)  # [N]
+    loss_mat, is_clipped = _clipped_surrogate(ratio, adv, clip_low, clip_high)
+    if not token_level:
+        loss_mat = loss_mat[:, None].expand_as(logprobs)
+    loss = agg_loss(loss_mat, mask, agg, max_len=max_len, num_seqs=num_seqs, num_tokens=num_tokens)
+    return loss, _loss_stats(over, is_clipped, is_clipped & (adv > 0), is_clipped & (adv < 0), ratio, adv,
+                             _mean_kl(logprobs, old_logprobs, valid))
+
+
+@POLICY_LOSSES.register("gspo_token", GSPOConfig, options_key="trainer.gspo",
+                        verl="not mapped to verl yet: the verl backend runs ppo_clip only")
+def gspo_token_loss(logprobs: Tensor, old_logprobs: Tensor, advantages: Tensor, mask: Tensor,
+                    **kwargs: Any) -> Tuple[Tensor, Dict[str, float]]:
+    """GSPO-token (arXiv 2507.18071): GSPO's sequence ratio with a per-token handle, so that every token can carry its
+    own advantage; docs/algorithms.md "GSPO: sequence-level importance ratio".
+
+    ``s_{i,t} = sg(s_i) * exp(logprobs_{i,t} - sg(logprobs_{i,t}))``: numerically ``s_i`` at every token, with the
+    gradient of ``s_i * logprobs_{i,t}``. Per token ``L_{i,t} = -min(s_{i,t} A_{i,t}, clip(s_{i,t}, 1 - clip_low,
+    1 + clip_high) A_{i,t})``, aggregated by :func:`agg_loss`. The clipping decision is per token (it depends on the
+    sign of ``A_{i,t}``) but on the sequence ratio; with the same advantage on every token of a response this is
+    :func:`gspo_loss` exactly, value and gradient.
+
+    Shapes and keyword arguments as :func:`gspo_loss` (options from ``trainer.gspo``). Stats as :func:`policy_loss`'s,
+    over valid tokens: ``clip_frac`` is the share of valid *tokens* on the clipped branch; ``ratio_mean`` /
+    ``ratio_max`` of ``s_{i,t}`` (each response's ratio weighted by its length).
+    """
+    return gspo_loss(logprobs, old_logprobs, advantages, mask, token_level=True, **kwargs)
+
+
+@POLICY_LOSSES.register("cispo", CISPOConfig, verl="not mapped to verl yet: the verl backend runs ppo_clip only")
+def cispo_loss(logprobs: Tensor, old_logprobs: Tensor, advantages: Tensor, mask: Tensor, clip_low: float = 1.0,
+               clip_high: float = 0.2, agg: str = "token-mean", max_len: Optional[int] = None,
+               num_seqs: Optional[float] = None, num_tokens: Optional[float] = None,
+               log_ratio_clamp: float = 20.0) -> Tuple[Tensor, Dict[str, float]]:
+    """CISPO (MiniMax-M1, arXiv 2506.13585): clip the importance-sampling weight, not the update, and stop its
+    gradient, so every token keeps a gradient; docs/algorithms.md "CISPO: clipped importance-sampling weight".
+
+    ``r = exp(clamp(logprobs - old_logprobs, ±log_ratio_clamp))``, ``w = sg(clip(r, 1 - clip_low, 1 + clip_high))``,
+    ``L_{i,t} = -w_{i,t} A_{i,t} logprobs_{i,t}``, aggregated by :func:`agg_loss` (the paper normalises by the batch's
+    token count: ``token-mean``). Only the gradient is meaningful, ``d L / d logprobs = -w A`` per token (times the
+    aggregation's weight); the loss value includes ``logprobs`` itself and is not a surrogate objective.
+    ``clip_low >= 1`` sets no lower bound (the paper's choice; the default).
+
+    Shapes and arguments as :func:`policy_loss` (options from ``trainer.cispo``). Stats over valid tokens:
+    ``clip_frac`` (share of tokens whose weight was clipped, either side), ``clip_frac_high`` (``r > 1 + clip_high``),
+    ``clip_frac_low`` (``r < 1 - clip_low``), ``ratio_mean`` / ``ratio_max`` (of ``r``, before clipping),
+    ``weight_mean`` (of ``w``), ``adv_mean``, ``ppo_kl``.
+    """
+    adv = _prepare_loss(logprobs, old_logprobs, advantages, mask)
+    _check_range(clip_low, clip_high, low_below_one=False)
+    log_ratio = (logprobs.detach() - old_logprobs.detach()).clamp(-log_ratio_clamp, log_ratio_clamp)
+    ratio = torch.exp(log_ratio)
+    weight = ratio.clamp(max(1.0 - clip_low, 0.0), 1.0 + clip_high)
+    # padding may hold -inf log-probs: select them away instead of multiplying (0 * inf is NaN)
+    valid = mask.to(torch.bool)
+    loss_mat = torch.where(valid, -weight * adv * logprobs, torch.zeros_like(logprobs))
+    loss = agg_loss(loss_mat, mask, agg, max_len=max_len, num_seqs=num_seqs, num_tokens=num_tokens)
+    high, low = ratio > 1.0 + clip_high, ratio < 1.0 - clip_low
+    return loss, _loss_stats(valid, high | low, high, low, ratio, adv, masked_mean(-log_ratio.float(), valid),
+                             weight_mean=weight)
+
+
+def resolve_policy_loss(stage: Any, trainer_cfg: Any) -> Tuple[Any, Dict[str, Any]]:
+    """``(fn, clip kwargs)`` of ``trainer.policy_loss``: a loss registered with an options dataclass gets its fields
+    as keyword arguments (``stage.opts``, parsed by drox.pipeline from ``trainer.<name>``); one without options gets
+    ``trainer.clip_low`` / ``trainer.clip_high``. ``stage`` None (a pipeline built by hand): the options are parsed
+    here from the trainer config."""
+    if stage is None:
+        component = POLICY_LOSSES.get(trainer_cfg.policy_loss)
+        fn, opts = component.fn, None
+        if component.options is not None:
+            where = component.meta.get("options_key") or f"trainer.{component.name}"
+            raw = getattr(trainer_cfg, where.rpartition(".")[2], None)
+            opts = parse_dataclass(component.options, raw, where)
+    else:
+        fn, opts = stage.fn, stage.opts
+    if opts is None:
+        return fn, {"clip_low": trainer_cfg.clip_low, "clip_high": trainer_cfg.clip_high}
+    return fn, dataclasses.asdict(opts)
 
 
 def truncated_is_weights(

@@ -46,7 +46,7 @@ def _population_stats(table: Tensor, valid: Tensor) -> Tuple[Tensor, Tensor, Ten
     return m.n, m.centred, m.std()  # population std (correction 0), as DVAO defines it
 
 
-@register_combiner("dvao")
+@register_combiner("dvao", verl="drox.integrations.verl.mapping:combiner")
 def dvao(table: Tensor, weights: Tensor, valid: Tensor, eps: float):
     """DVAO (docs/algorithms.md; two independent third-party readings of the paper's Eq. 8).
 
@@ -69,7 +69,7 @@ def dvao(table: Tensor, weights: Tensor, valid: Tensor, eps: float):
     return adv, {"weight": weight, "zero_groups": (~live).double().mean()}
 
 
-@register_combiner("sum_then_normalize")
+@register_combiner("sum_then_normalize", verl="drox.integrations.verl.mapping:combiner")
 def sum_then_normalize(table: Tensor, weights: Tensor, valid: Tensor, eps: float):
     """Reward combination (RC; docs/algorithms.md): ``R_i = Σ_k w_k r_ik``, then GRPO per group,
     ``A_i = (R_i − mean_g R) / (std_g R + eps)`` with the unbiased std (TRL, and :func:`algos.grpo_advantages`,
@@ -84,7 +84,7 @@ def _objective_zscores(table: Tensor, valid: Tensor, eps: float) -> Tensor:
     return torch.stack([grpo_advantages(table[..., k], eps=eps, valid=valid) for k in range(table.shape[-1])], -1)
 
 
-@register_combiner("normalize_then_sum_no_batch")
+@register_combiner("normalize_then_sum_no_batch", verl="drox.integrations.verl.mapping:combiner")
 def normalize_then_sum_no_batch(table: Tensor, weights: Tensor, valid: Tensor, eps: float):
     """Advantage combination (AC; docs/algorithms.md): ``A_i = Σ_k w_k z_ik`` with ``z`` the per-objective group
     z-scores (GDPO before its batch normalisation). Grows with K (DVAO's criticism).
@@ -93,7 +93,7 @@ def normalize_then_sum_no_batch(table: Tensor, weights: Tensor, valid: Tensor, e
     return torch.where(valid, adv, torch.zeros_like(adv)), {}
 
 
-@register_combiner("normalize_then_sum")
+@register_combiner("normalize_then_sum", verl="drox.integrations.verl.mapping:combiner")
 def normalize_then_sum(table: Tensor, weights: Tensor, valid: Tensor, eps: float):
     """GDPO (arXiv 2601.05242; docs/algorithms.md): AC's ``A = Σ_k w_k z_k``, then batch-wise
     ``Â = (A − mean_batch A) / (std_batch A + eps)`` over all valid rows of the batch (unbiased std, as TRL).

@@ -1,9 +1,9 @@
 """Step 6 of the training step, the update: the registered objectives (``trainer.objective``) and the optimizer
 step they share.
 
-``pg`` (the default): the registered policy loss (``trainer.policy_loss``, PPO's clipped surrogate, Schulman et al.
-arXiv 1707.06347, with DAPO's clip-higher, arXiv 2503.14476) against the behaviour log-probs on the token
-advantages, plus the KL to the frozen reference (GRPO, arXiv 2402.03300 Eq. 4) and the entropy bonus; the other
+``pg`` (the default): the registered policy loss (``trainer.policy_loss``: PPO's clipped surrogate, Schulman et al.
+arXiv 1707.06347, with DAPO's clip-higher, arXiv 2503.14476; or GSPO, GSPO-token, CISPO) against the behaviour
+log-probs on the token advantages, plus the KL to the frozen reference (GRPO, arXiv 2402.03300 Eq. 4) and the entropy bonus; the other
 built-in, ``dpo`` (RLSF), lives with its pairs in trainers/preference.py. An objective receives the trainer (its
 model, optimizer, scheduler, engine, config), the step's kept groups and masks, and its parsed options, and steps
 the optimizer itself (:func:`optimizer_step`); see drox.components for the contract.
@@ -24,7 +24,7 @@ from drox.trainers import algos
 __all__ = ["optimizer_step", "pg_objective", "update_policy"]
 
 
-@register_objective("pg", reference=lambda cfg: cfg.trainer.kl_coef > 0)
+@register_objective("pg", reference=lambda cfg: cfg.trainer.kl_coef > 0, verl="drox.integrations.verl.mapping:nothing")
 def pg_objective(trainer, step: int, data, token_adv: torch.Tensor, mask: torch.Tensor, pg_mask: torch.Tensor,
                  opts=None) -> Dict[str, float]:
     """``trainer.objective=pg``: :func:`update_policy` on the token advantages; the policy-gradient term over
@@ -44,7 +44,7 @@ def update_policy(trainer, step: int, batch: RolloutBatch, advantages: torch.Ten
     """
     cfg, model = trainer.cfg, trainer.model
     t = cfg.trainer
-    policy_loss = algos.POLICY_LOSSES.get(t.policy_loss).fn
+    policy_loss, clip = algos.resolve_policy_loss(getattr(trainer.pipeline, "policy_loss", None), t)
     micro_filters = trainer.pipeline.micro_token_filters
     Q, G = batch.num_groups, batch.group_size
     device = next(model.parameters()).device
@@ -95,7 +95,7 @@ def update_policy(trainer, step: int, batch: RolloutBatch, advantages: torch.Ten
                 m_reg = reg_mask[micro].to(device)
                 loss, stats = policy_loss(
                     logprobs.float(), old_logprobs[micro].to(device), advantages[micro].to(device), m,
-                    clip_low=t.clip_low, clip_high=t.clip_high, agg=t.loss_agg, max_len=max_len, **norms)
+                    agg=t.loss_agg, max_len=max_len, **clip, **norms)
                 stats["pg_loss"] = loss.item()
                 if ref_logprobs is not None:
                     kl = algos.kl_penalty(logprobs.float(), ref_logprobs[micro].to(device), t.kl_estimator)

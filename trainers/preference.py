@@ -84,7 +84,8 @@ class DPOOptions:
     """A response can be "chosen" only with a reward >= this (RLSF's code: 0.9 on confidence)."""
 
 
-@register_objective("dpo", DPOOptions, reference=lambda cfg: True, options_from=_dpo_options)
+@register_objective("dpo", DPOOptions, reference=lambda cfg: True, options_from=_dpo_options,
+                    verl="verl trains the policy-gradient objective only")
 def update_preference(trainer, step: int, data, token_adv, loss_mask, mask: torch.Tensor,
                       opts: DPOOptions) -> Dict[str, float]:
     """Step 6 with ``trainer.objective=dpo``: RLSF's pairs within each group (:func:`rlsf_pairs` over

@@ -20,7 +20,8 @@ from drox.trainers import algos
 __all__ = ["verl_shaping"]
 
 
-@register_shaper("verl", VERLConfig, enabled=lambda cfg: bool(cfg.trainer.advantage.verl_shaping))
+@register_shaper("verl", VERLConfig, enabled=lambda cfg: bool(cfg.trainer.advantage.verl_shaping),
+                 verl="trainer.advantage.verl_shaping=true needs the responses' hidden states")
 def verl_shaping(trainer, step: int, data, seq_adv: torch.Tensor, token_adv: torch.Tensor, v: VERLConfig,
                  baseline: Optional[torch.Tensor]):
     """``trainer.advantage.verl_shaping``: VERL's exploration-exploitation bonus (Huang et al., arXiv 2509.23808;

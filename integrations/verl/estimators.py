@@ -16,39 +16,38 @@ name                   what (paper)
                        group, reward-to-go per token (DeepSeekMath, arXiv 2402.03300, §4.1.3)
 =====================  ===================================================================================
 
-A rollout is *correct* when its sequence reward ``token_level_rewards.sum(-1)`` exceeds
-``algorithm.drox.correct_above`` (default 0.5; drox's reward manager gives 1/0 for these runs). The sign-selective
-advantages are multiplied by ``algorithm.drox.scale`` (the drox source's ``weight``, default 1).
+The sign-selective estimators are drox's ``psr`` / ``nsr`` / ``w_reinforce`` with the same options
+(:class:`drox.signals.sign.SignOptions`, :class:`~drox.signals.sign.WReinforceOptions`, parsed from
+``algorithm.drox.{scale,correct_above,lam}``): a rollout is *correct* when its sequence reward
+``token_level_rewards.sum(-1)`` exceeds ``correct_above`` (default 0.5; drox's reward manager gives 1/0 by default),
+and the advantages are multiplied by ``scale``.
 
 Options live under ``algorithm.drox`` because verl hands an estimator ``config.algorithm`` and nothing else.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 
 import torch
 
 from drox.integrations.verl import config_get
-from drox.signals.sign import SIGN_VALUES as DROX_SIGN_VALUES
-from drox.signals.sign import sign_advantages
+from drox.registry import parse_dataclass
+from drox.signals.sign import SignOptions, WReinforceOptions, sign_advantages, sign_values
 from drox.trainers.algos import broadcast_to_tokens, compute_advantages, dense_process_advantages
 
 Tensor = torch.Tensor
 
-__all__ = ["ESTIMATORS", "SIGN_VALUES", "group_rows", "grpo_dense", "last_token_mask", "nsr", "option", "psr",
-           "w_reinforce"]
+__all__ = ["ESTIMATORS", "SIGN_ESTIMATORS", "group_rows", "grpo_dense", "last_token_mask", "nsr", "option", "psr",
+           "sign_options", "w_reinforce"]
 
-#: (advantage of a correct rollout, of an incorrect one); None = ``algorithm.drox.lam`` (W-REINFORCE's λ).
-#: drox's own table (:data:`drox.signals.sign.SIGN_VALUES`, after RLVR-Decomposed's code) under the estimator names.
-SIGN_VALUES: Dict[str, Tuple[Optional[float], float]] = {
-    "drox_psr": DROX_SIGN_VALUES["positive_only"],
-    "drox_nsr": DROX_SIGN_VALUES["negative_only"],
-    "drox_w_reinforce": DROX_SIGN_VALUES["w_reinforce"],
-}
+SIGN_ESTIMATORS = {"drox_psr": ("psr", SignOptions), "drox_nsr": ("nsr", SignOptions),
+                   "drox_w_reinforce": ("w_reinforce", WReinforceOptions)}
+"""verl name -> (drox's estimator, its options dataclass)."""
 
-DEFAULTS = {"scale": 1.0, "lam": 0.1, "correct_above": 0.5, "eps": 1e-6}
-"""``algorithm.drox.*`` when not set."""
+DEFAULTS = {"eps": 1e-6}
+"""``algorithm.drox.*`` of :func:`grpo_dense` when not set."""
 
 
 def option(config: Any, key: str) -> Any:
@@ -85,12 +84,19 @@ def last_token_mask(response_mask: Tensor) -> Tensor:
     return (m > 0) & (count == m.sum(-1, keepdim=True))
 
 
+def sign_options(name: str, config: Any) -> SignOptions:
+    """The options of verl estimator ``name`` (``drox_psr``...) from ``config.drox`` (``config`` = verl's
+    ``config.algorithm``), parsed as drox parses ``trainer.advantage.<estimator>``; unset keys take the defaults."""
+    cls = SIGN_ESTIMATORS[name][1]
+    node = config_get(config, "drox")
+    raw = {f.name: config_get(node, f.name) for f in dataclasses.fields(cls) if config_get(node, f.name) is not None}
+    return parse_dataclass(cls, raw, "algorithm.drox")
+
+
 def _sign_selective(name: str, token_level_rewards: Tensor, response_mask: Tensor, config: Any) -> Tuple[Tensor, Tensor]:
-    on_correct, on_incorrect = SIGN_VALUES[name]
-    if on_correct is None:
-        on_correct = float(option(config, "lam"))
-    correct = token_level_rewards.sum(-1) > float(option(config, "correct_above"))  # [B]
-    scores = sign_advantages(correct, on_correct, on_incorrect) * float(option(config, "scale"))  # [B]
+    opts = sign_options(name, config)
+    correct = token_level_rewards.sum(-1) > float(opts.correct_above)  # [B]
+    scores = sign_advantages(correct, *sign_values(SIGN_ESTIMATORS[name][0], opts)) * float(opts.scale)  # [B]
     adv = compute_advantages(scores.view(1, -1), "none").view(-1)  # drox's no-baseline estimator: A = score
     tokens = broadcast_to_tokens(adv, response_mask).to(token_level_rewards.dtype)  # [B, T], 0 on padding
     return tokens, tokens

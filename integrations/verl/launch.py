@@ -4,7 +4,9 @@
 and returns a :class:`LaunchPlan`: the overrides of ``python -m drox.integrations.verl.main`` (whose config,
 ``config/drox_ppo_trainer.yaml``, already holds the wiring every drox run shares) in a fixed order, the
 environment, and the paths of the data and model it needs. What verl cannot express raises
-:class:`UnsupportedError`, one line naming the component (the CLI exits 2 on it).
+:class:`UnsupportedError`, one line naming the component (the CLI exits 2 on it). Each component declares how it
+runs under verl where it registers (``verl=``; :mod:`drox.integrations.verl.mapping`); this module checks the core
+config and loops over the pipeline's components.
 
 What maps to what (docs/verl.md has the full table):
 
@@ -19,8 +21,8 @@ trainer.steps, lr, schedule, ...       trainer.total_training_steps, actor.optim
 clip_low / clip_high, loss_agg         actor.clip_ratio_low / _high, actor.loss_agg_mode (+ loss_scale_factor)
 kl_coef, kl_estimator                  actor.use_kl_loss, kl_loss_coef, kl_loss_type
 estimator grpo / dr_grpo / rloo        verl's grpo / grpo with norm_adv_by_std_in_grpo=false / rloo
-+reward=positive_only|negative_only|   algorithm.adv_estimator=drox_psr|drox_nsr|drox_w_reinforce
-        w_reinforce                    (algorithm.drox.scale, algorithm.drox.lam)
+estimator psr / nsr / w_reinforce     algorithm.adv_estimator=drox_psr|drox_nsr|drox_w_reinforce
+(+reward=positive_only|... aliases)    (algorithm.drox.scale, correct_above, lam)
 +reward=outcome, format                drox.reward.* (DroxRewardManager)
 +reward=prm (kind=oracle)              drox.reward.prm.* (DroxRewardManager); dense=true also trainer_mode=drox_sync
                                        (the step rewards' reward-to-go in trainer.py)
@@ -58,34 +60,12 @@ DEFAULT_MAX_PROMPT_LENGTH = 1024
 MIN_TOKENS_PER_GPU = 16384
 """actor.ppo_max_token_len_per_gpu (dynamic batch size) is at least this, and at least one prompt + response."""
 
-SIGN_ESTIMATORS = {"positive_only": "drox_psr", "negative_only": "drox_nsr", "w_reinforce": "drox_w_reinforce"}
-RULE_REWARDS = ("outcome", "format")
-COMBINED_REWARDS = (*RULE_REWARDS, "prm")
-"""Sources whose own scores ``DroxRewardManager`` returns in ``reward_extra_info``: the objectives a combiner reads."""
-SUPPORTED_REWARDS = (*RULE_REWARDS, "prm", *SIGN_ESTIMATORS, "variance")
-PRM_KINDS = ("oracle",)
-"""``reward.prm.kind`` values the verl backend runs (the rule checker, in the reward workers)."""
 AGENT_LOOPS = Path(__file__).resolve().parent / "config" / "agent_loops.yaml"
 """verl's agent-loop file naming drox's R3 loop; an absolute path, the same on every node of identical images."""
-VERL_ESTIMATORS = {"grpo": ("grpo", True), "dr_grpo": ("grpo", False), "rloo": ("rloo", None)}
-"""drox estimator -> (verl's built-in estimator, norm_adv_by_std_in_grpo or None); the same numbers for groups of
-G >= 2 (tests/verl_suite checks it through verl's compute_advantage)."""
 KL_TYPES = {"k1": "kl", "kl": "kl", "k2": "mse", "mse": "mse", "k3": "low_var_kl", "low_var_kl": "low_var_kl"}
 
 NOT_BUILT = "drox.integrations.verl does not have it yet (docs/verl.md, 'Not done')"
-REWARD_REASONS = {
-    "confidence": "self-certainty needs the policy's full logits, which verl 0.9.1's engine does not return "
-                  "(verl RFC #7712)",
-    "pairwise": f"it calls the policy inside the reward, and {NOT_BUILT}",
-    "sdpo": f"it calls the policy inside the reward, and {NOT_BUILT}",
-    "delta_belief": "it scores multi-turn episodes, which the verl backend does not run",
-    "srl": f"SRL's step-wise rows and similarity reward are not ported, and {NOT_BUILT}",
-    "overlong": f"DAPO's overlong punishment is not ported to DroxRewardManager, and {NOT_BUILT}",
-}
-FILTER_REASONS = {
-    "mean_range": "verl's group filter drops only zero-variance groups (filter_groups); a mean range needs drox's "
-                  f"sampler, and {NOT_BUILT}",
-}
+_TARGET = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*")
 
 
 class UnsupportedError(ConfigError):
@@ -201,6 +181,10 @@ class _Overrides:
     def __setitem__(self, key: str, value: Any) -> None:
         self.items[key] = hydra_value(value)
 
+    def update(self, rendered: Dict[str, str]) -> None:
+        """Overrides whose values are already written for Hydra."""
+        self.items.update(rendered)
+
     def render(self) -> List[str]:
         return [f"{k}={v}" for k, v in self.items.items()]
 
@@ -212,20 +196,91 @@ def _get(cfg, key: str) -> Any:
     return OmegaConf.select(cfg, key)
 
 
-def _check_supported(cfg, pipeline) -> None:
-    """Raise :class:`UnsupportedError` for the first component the verl backend cannot run."""
-    from drox.components import multiturn_tasks
+@dataclass
+class MapContext:
+    """What a component's verl mapping (:mod:`mapping`) reads besides its options: the config, the pipeline, and
+    :meth:`note` for what the plan should say."""
 
+    cfg: Any
+    pipeline: Any
+    notes: List[str] = field(default_factory=list)
+
+    def note(self, text: str) -> None:
+        self.notes.append(text)
+
+
+def _stages(cfg, pipeline) -> List[tuple]:
+    """(section, label, registry, name, options) of every component the run uses, in the order they are checked;
+    ``section`` says where their overrides go in the command (:func:`translate`)."""
+    from drox.components import (ADVANTAGE_ESTIMATORS, ADVANTAGE_SHAPERS, COMBINERS, OBJECTIVES, POLICY_LOSSES,
+                                 ROLLOUT_ENGINES, ROLLOUT_SHAPES, TASKS)
+    from drox.filters.base import FILTERS
+    from drox.gates.base import GATES
+    from drox.rewards.base import REWARD_SOURCES
+
+    t = cfg.trainer
+    out = [("other", f"task={cfg.task.name}", TASKS, cfg.task.name, cfg.task),
+           ("engine", f"rollout.backend={pipeline.engine.name}", ROLLOUT_ENGINES, pipeline.engine.name,
+            pipeline.engine.opts),
+           ("other", f"rollout shape '{pipeline.shape.name}'", ROLLOUT_SHAPES, pipeline.shape.name,
+            pipeline.shape.opts),
+           ("other", f"trainer.objective={pipeline.objective.name}", OBJECTIVES, pipeline.objective.name,
+            pipeline.objective.opts),
+           ("other", f"trainer.policy_loss={t.policy_loss}", POLICY_LOSSES, str(t.policy_loss), None),
+           *[("other", f"advantage shaper '{s.name}'", ADVANTAGE_SHAPERS, s.name, s.opts) for s in pipeline.shapers],
+           *[("reward", f"+reward={n}", REWARD_SOURCES, n, o) for n, o in pipeline.rewards.items()]]
+    if pipeline.combiner is not None:
+        out.append(("combiner", f"trainer.advantage.combine={pipeline.combiner.name}", COMBINERS,
+                    pipeline.combiner.name, pipeline.combiner.opts))
+    out += [("filter", f"+gate={g.name}", GATES, g.name, g.opts) for g in pipeline.gates]
+    out += [("token_filter", f"+filter={f.name}", FILTERS, f.name, f.opts)
+            for f in (*pipeline.micro_token_filters, *pipeline.batch_token_filters)]
+    out += [("filter", f"+filter={f.name}", FILTERS, f.name, f.opts) for f in pipeline.group_filters]
+    out.append(("estimator", f"trainer.advantage.estimator={pipeline.estimator.name}", ADVANTAGE_ESTIMATORS,
+                pipeline.estimator.name, pipeline.estimator.opts))
+    return out
+
+
+def verl_support(registry, name: str) -> Any:
+    """What ``name`` declares with ``verl=``: a mapping function (callable or ``"module:function"``), a reason it
+    cannot run under verl (any other string), or None (nothing declared). Read without importing its module."""
+    return registry.meta(name).get("verl")
+
+
+def _mapping(declared: Any):
+    if callable(declared):
+        return declared
+    if isinstance(declared, str) and _TARGET.fullmatch(declared):
+        import importlib
+
+        module, _, attr = declared.partition(":")
+        return getattr(importlib.import_module(module), attr)
+    return None
+
+
+def stage_overrides(label: str, registry, name: str, opts, ctx: MapContext) -> Dict[str, str]:
+    """The verl overrides of one component (its declared mapping's), or :class:`UnsupportedError`: its declared
+    reason, or, when it declares nothing, one line naming the supported components of its kind."""
+    declared = verl_support(registry, name)
+    fn = _mapping(declared)
+    if fn is None:
+        supported = [n for n in registry.names() if _mapping(verl_support(registry, n)) is not None]
+        why = declared if isinstance(declared, str) else "it is not ported"
+        raise unsupported(label, f"{why} (supported: {', '.join(supported) or 'none'})")
+    result = fn(opts, ctx) or {}
+    if isinstance(result, dict):
+        return {k: hydra_value(v) for k, v in result.items()}
+    return dict(str(item).split("=", 1) for item in result)  # ["key=value", ...] as written
+
+
+def _check_supported(cfg, pipeline, ctx: Optional[MapContext] = None) -> Dict[str, Dict[str, str]]:
+    """Raise :class:`UnsupportedError` for the first part of the run the verl backend cannot run: the checks on the
+    core config, then every component in turn (what its registration declares, :func:`stage_overrides`). Returns
+    the components' overrides by section."""
+    ctx = ctx or MapContext(cfg, pipeline)
     if cfg.plugins:
         raise unsupported(f"plugins={list(cfg.plugins)}", "components from your own files are not shipped to verl's "
                           "Ray workers; register them with verl directly (docs/verl.md)")
-    task = _get(cfg, "task.name")
-    if task in multiturn_tasks():
-        raise unsupported(f"task={task}", "its rollouts are multi-turn episodes with an environment, and verl's "
-                          f"multi-turn loop is tool calling; {NOT_BUILT}")
-    if _get(cfg, "task.verifier") == "none" or (task == "revise" and _get(cfg, "task.verifier") != "math"):
-        raise unsupported(f"task={task} without a verifier", "DroxRewardManager scores with the task's verifier; "
-                          "choose a verifiable task (or task.verifier=math)")
     if _get(cfg, "task.srl") or _get(cfg, "trainer.srl_steps"):
         raise unsupported("SRL (task.srl / trainer.srl_steps)", f"step-wise expert rows are not ported; {NOT_BUILT}")
     if not _get(cfg, "model.chat_template"):
@@ -234,91 +289,16 @@ def _check_supported(cfg, pipeline) -> None:
     if _get(cfg, "model.name") == "tiny":
         raise unsupported("model=tiny", "it is a random model built in memory and verl loads a model folder; use "
                           "model=hf model.path=<HF id or folder> or model=smollm2-135m")
-    if _get(cfg, "rollout.tree.enabled"):
-        raise unsupported("rollout.tree.enabled=true (Tree-GRPO)", f"verl samples flat groups; {NOT_BUILT}")
-    if _get(cfg, "trainer.objective") != "pg":
-        raise unsupported(f"trainer.objective={_get(cfg, 'trainer.objective')}", "verl trains the policy-gradient "
-                          "objective only")
-    if _get(cfg, "trainer.policy_loss") != "ppo_clip":
-        raise unsupported(f"trainer.policy_loss={_get(cfg, 'trainer.policy_loss')}", "only drox's ppo_clip maps to "
-                          "verl's vanilla loss")
-    for key, why in (("trainer.advantage.verl_shaping", "it needs the responses' hidden states"),
-                     ("trainer.effective_rank", "it needs the responses' hidden states"),
+    for key, why in (("trainer.effective_rank", "it needs the responses' hidden states"),
                      ("trainer.mask_truncated", f"DAPO's overlong filtering is not ported; {NOT_BUILT}")):
         if _get(cfg, key):
             raise unsupported(f"{key}=true", why)
     if _get(cfg, "trainer.time_budget"):
         raise unsupported("trainer.time_budget", "verl stops at trainer.total_training_steps only")
-    combine = _get(cfg, "trainer.advantage.combine")
-    if combine != "sum" and len(pipeline.rewards) > 1:
-        other = [n for n in pipeline.rewards if n not in COMBINED_REWARDS]
-        if other:
-            raise unsupported(f"trainer.advantage.combine={combine} over +reward={other[0]}", "drox's trainer "
-                              f"subclass combines the scores DroxRewardManager returns only "
-                              f"({', '.join(COMBINED_REWARDS)})")
-    for name, opts in pipeline.rewards.items():
-        if name not in SUPPORTED_REWARDS:
-            why = REWARD_REASONS.get(name, f"it is not ported to DroxRewardManager; {NOT_BUILT}")
-            raise unsupported(f"+reward={name}", f"{why} (supported: {', '.join(SUPPORTED_REWARDS)})")
-    prm = pipeline.rewards.get("prm")
-    if prm is not None and prm.kind not in PRM_KINDS:
-        raise unsupported(f"reward.prm.kind={prm.kind}", "it scores steps with a model (hf: a PRM checkpoint, "
-                          "generative: a judge LM, monte_carlo: the policy's completions), which needs a model server "
-                          f"behind verl's reward loop, and {NOT_BUILT}; kind=oracle runs")
-    variance = pipeline.rewards.get("variance")
-    if variance is not None:
-        _check_r3_options(variance, "reward.variance")
-    signs = [n for n in pipeline.rewards if n in SIGN_ESTIMATORS]
-    if signs and len(pipeline.rewards) > 1:
-        raise unsupported(f"+reward=[{','.join(pipeline.rewards)}]", f"{signs[0]}'s scores are advantages, which "
-                          "the verl backend runs alone (drox_psr / drox_nsr / drox_w_reinforce estimators)")
-    for stage in pipeline.gates:
-        raise unsupported(f"+gate={stage.name}", f"gates are not ported; {NOT_BUILT}")
-    for stage in pipeline.micro_token_filters:
-        raise unsupported(f"filter.{stage.name}.scope=micro_batch", "verl splits the batch into its own mini- and "
-                          "micro-batches; drox's trainer subclass masks over the whole batch (scope=batch)")
-    for stage in pipeline.batch_token_filters:
-        if stage.name != "entropy":
-            raise unsupported(f"+filter={stage.name}", FILTER_REASONS.get(stage.name, NOT_BUILT))
-        for key in ("trainer.kl_coef", "trainer.entropy_coef"):
-            if _get(cfg, key) > 0:
-                raise unsupported(f"+filter=entropy with {key}={_get(cfg, key)}", "verl applies the KL and entropy "
-                                  "terms on the same mask as the policy loss, so the 80/20 mask would narrow them "
-                                  "too (drox keeps them on every token)")
-    for stage in pipeline.group_filters:
-        if stage.name == "query":
-            q = stage.opts
-            if q.mode != "online":
-                raise unsupported("filter.query.mode=offline", f"DRO's offline filter rounds are not ported; {NOT_BUILT}")
-            if q.drop_fraction > 0 or q.threshold is None:
-                raise unsupported(f"filter.query.drop_fraction={q.drop_fraction}", "verl's replay buffer decides "
-                                  "group by group as they finish, so DRO's rank cut within a batch has no "
-                                  "counterpart; use a threshold: filter.query.drop_fraction=0 "
-                                  "filter.query.threshold=<sigma_max>")
-            if variance is None:
-                _check_r3_options(q.variance_options, "filter.query.variance")
-            continue
-        if stage.name != "dynamic_sampling":
-            raise unsupported(f"+filter={stage.name}", FILTER_REASONS.get(stage.name, NOT_BUILT))
-        if stage.opts.metric == "score" and stage.opts.std_eps > 0:
-            raise unsupported(f"filter.dynamic_sampling.std_eps={stage.opts.std_eps}", "verl's filter_groups drops "
-                              "groups whose reward std is exactly 0; use std_eps=0")
-
-
-def _check_r3_options(opts, key: str) -> None:
-    """What the verl backend's R3 (the drox_r3 agent loop + the trainer) runs: the current policy, no masked
-    baseline, no length penalty."""
-    if opts.reward_policy == "lagged":
-        raise unsupported(f"{key}.reward_policy=lagged", "the lagged copy of the policy needs a reference model "
-                          "refreshed every k steps, which verl 0.9.1 has no API for (a verl change)")
-    if opts.reward_policy != "policy":
-        raise unsupported(f"{key}.reward_policy={opts.reward_policy}", "scoring under the frozen initial policy needs "
-                          f"the reward-model router or the reference worker, and {NOT_BUILT}")
-    if opts.masked_baseline:
-        raise unsupported(f"{key}.masked_baseline=true", f"the empty-reasoning baseline pass is not ported; {NOT_BUILT}")
-    if opts.length_weight != 0:
-        raise unsupported(f"{key}.length_weight={opts.length_weight}", f"DRO's length penalty is not ported; "
-                          f"{NOT_BUILT}")
+    sections: Dict[str, Dict[str, str]] = {}
+    for section, label, registry, name, opts in _stages(cfg, pipeline):
+        sections.setdefault(section, {}).update(stage_overrides(label, registry, name, opts, ctx))
+    return sections
 
 
 def _model_path(cfg) -> tuple:
@@ -349,13 +329,14 @@ def translate(cfg, *, run_dir: Path, topology: Optional[Topology] = None, extra:
     topology = topology or Topology()
     topology.check()
     pipeline = pipeline if pipeline is not None else build_pipeline(cfg)
-    _check_supported(cfg, pipeline)
+    ctx = MapContext(cfg, pipeline)
+    mapped = _check_supported(cfg, pipeline, ctx)
     run_dir = Path(run_dir).expanduser().resolve()
     data_dir = run_dir / "data"
     model_path, embedded = _model_path(cfg)
     t, r = cfg.trainer, cfg.rollout
     Q, G = int(t.prompts_per_step), int(t.samples_per_prompt)
-    notes: List[str] = []
+    notes = ctx.notes
     o = _Overrides()
 
     # data and batch
@@ -404,116 +385,25 @@ def translate(cfg, *, run_dir: Path, topology: Optional[Topology] = None, extra:
     o[f"{ro}.top_p"] = float(r.top_p)
     o[f"{ro}.seed"] = int(cfg.seed)
     o[f"{ro}.tensor_model_parallel_size"] = int(topology.rollout_tp)
-    if r.backend == "vllm":
-        o[f"{ro}.gpu_memory_utilization"] = float(r.vllm.gpu_memory_utilization)
-        o[f"{ro}.enforce_eager"] = bool(r.vllm.enforce_eager)
-    else:
-        notes.append("rollout.backend=hf: verl samples with vLLM (its own gpu_memory_utilization, 0.5)")
+    o.update(mapped.get("engine", {}))
     ev = cfg.eval
     o[f"{ro}.val_kwargs.n"] = int(ev.n) if ev.n is not None else int(max(ev.pass_at_k))
     o[f"{ro}.val_kwargs.temperature"] = float(ev.temperature)
     o[f"{ro}.val_kwargs.top_p"] = float(ev.top_p)
     o[f"{ro}.val_kwargs.do_sample"] = float(ev.temperature) > 0
 
-    # advantages and rewards
-    reward = {"outcome": {"weight": 1.0, "correct": 1.0, "incorrect": 0.0}, "format": {"weight": 0.0, "pattern": None}}
-    signs = [n for n in pipeline.rewards if n in SIGN_ESTIMATORS]
-    if signs:
-        name = signs[0]
-        opts = pipeline.rewards[name]
-        o["algorithm.adv_estimator"] = SIGN_ESTIMATORS[name]
-        o["algorithm.drox.scale"] = float(opts.weight)
-        if name == "w_reinforce":
-            o["algorithm.drox.lam"] = float(opts.lam)
-    else:
-        est = str(t.advantage.estimator)
-        if est not in VERL_ESTIMATORS:
-            hint = ("; estimator=none is for +reward=positive_only|negative_only|w_reinforce" if est == "none" else "")
-            raise unsupported(f"trainer.advantage.estimator={est}", f"the verl backend maps grpo, dr_grpo and rloo to "
-                              f"verl's own{hint}")
-        if est == "grpo" and float(t.advantage.eps) != 1e-6:
-            raise unsupported(f"trainer.advantage.eps={t.advantage.eps}", "verl's grpo adds 1e-6 to the std")
-        verl_name, norm = VERL_ESTIMATORS[est]
-        o["algorithm.adv_estimator"] = verl_name
-        if norm is not None:
-            o["algorithm.norm_adv_by_std_in_grpo"] = norm
-        for name, opts in pipeline.rewards.items():
-            if name == "outcome":
-                reward["outcome"] = {"weight": float(opts.weight), "correct": float(opts.correct),
-                                     "incorrect": float(opts.incorrect)}
-            elif name == "format":
-                reward["format"] = {"weight": float(opts.weight), "pattern": opts.pattern}
-            elif name == "prm":
-                reward["prm"] = {"enable": True, "weight": float(opts.weight),
-                                 "aggregation": str(opts.aggregation), "dense": bool(opts.dense),
-                                 "empty_score": float(opts.empty_score), "match_reference": bool(opts.match_reference),
-                                 "correct": float(opts.correct), "incorrect": float(opts.incorrect)}
-        if "outcome" not in pipeline.rewards:
-            reward["outcome"]["weight"] = 0.0  # e.g. +reward=format alone: the verifier only feeds acc
-    query = next((f for f in pipeline.group_filters if f.name == "query"), None)
-    for stage in pipeline.group_filters:
-        if stage.name != "dynamic_sampling":
-            continue
-        metric = "acc" if stage.opts.metric == "acc" else "reward"
-        if query is not None:  # drox's sampler evicts DAPO's groups too
-            o["trainer.v1.sampler.sampler_kwargs.dapo_metric"] = metric
-        else:
-            o["algorithm.filter_groups.enable"] = True
-            o["algorithm.filter_groups.metric"] = metric
-            o["algorithm.filter_groups.max_num_gen_batches"] = int(stage.opts.max_gen_batches)
-        notes.append("filter dynamic_sampling: verl's V1 trainer refills evicted groups without a max_gen_batches cap "
-                     "(algorithm.filter_groups.max_inflight_gen_batches bounds what is in flight)")
-    # DRO: R3 rollouts (the drox_r3 agent loop scores the reference on the rollout server), R3 in the trainer, the
-    # query filter in drox's sampler
-    variance = pipeline.rewards.get("variance")
-    r3_opts = variance if variance is not None else (query.opts.variance_options if query is not None else None)
-    if r3_opts is not None:
-        o[f"{ro}.agent.default_agent_loop"] = "drox_r3"
-        o[f"{ro}.agent.agent_loop_config_path"] = str(AGENT_LOOPS)
-        o["drox.r3.weight"] = float(r3_opts.weight)
-        o["drox.r3.weighting"] = str(r3_opts.weighting)
-        o["drox.r3.tau"] = float(r3_opts.tau)
-        o["drox.r3.top_p"] = float(r3_opts.top_p)
-        o["drox.r3.template"] = str(r3_opts.template)
-        o["drox.r3.reference_field"] = str(r3_opts.reference_field)
-    if variance is not None:
-        o["trainer.v1.trainer_mode"] = "drox_sync"
-        o["drox.trainer.r3"] = True
-        o["drox.trainer.estimator"] = str(t.advantage.estimator)
-        o["drox.trainer.eps"] = float(t.advantage.eps)
-    if query is not None:
-        o["trainer.v1.sampler.custom_sampler.path"] = "pkg://drox.integrations.verl.sampler"
-        o["trainer.v1.sampler.custom_sampler.name"] = "DroxReplayBuffer"
-        o["trainer.v1.sampler.sampler_kwargs.sigma_threshold"] = float(query.opts.threshold)
-        o["trainer.v1.sampler.sampler_kwargs.train_batch_size"] = Q
-        o["data.gen_batch_size"] = 1  # exact refills: one prompt per fetch
-    # dense PRM step rewards: their reward-to-go is added by drox's trainer subclass (trainer.py)
-    if reward.get("prm", {}).get("dense"):
-        o["trainer.v1.trainer_mode"] = "drox_sync"
-        o["drox.trainer.eps"] = float(t.advantage.eps)
-    # drox's trainer subclass (trainer.py): multi-objective advantages and the 80/20 token mask
-    if t.advantage.combine != "sum" and len(pipeline.rewards) > 1:
-        o["trainer.v1.trainer_mode"] = "drox_sync"
-        o["drox.trainer.combine"] = str(t.advantage.combine)
-        o["drox.trainer.objectives"] = list(pipeline.rewards)
-        o["drox.trainer.weights"] = [float(opts.weight) for opts in pipeline.rewards.values()]
-        o["drox.trainer.eps"] = float(t.advantage.eps)
-    for stage in pipeline.batch_token_filters:  # only entropy gets here (_check_supported)
-        o["trainer.v1.trainer_mode"] = "drox_sync"
-        o["drox.trainer.entropy.rho"] = float(stage.opts.rho)
-        o["drox.trainer.entropy.invert"] = bool(stage.opts.invert)
+    # advantages, filters and rewards: what the components map to (mapping.py)
+    for section in ("estimator", "other", "filter", "token_filter", "combiner"):
+        o.update(mapped.get(section, {}))
     if float(t.tis_cap) > 0:
         o["algorithm.rollout_correction.rollout_is"] = "token"
         o["algorithm.rollout_correction.rollout_is_threshold"] = float(t.tis_cap)
-    o["drox.reward.outcome.weight"] = reward["outcome"]["weight"]
-    o["drox.reward.outcome.correct"] = reward["outcome"]["correct"]
-    o["drox.reward.outcome.incorrect"] = reward["outcome"]["incorrect"]
-    if reward["format"]["weight"]:
-        o["drox.reward.format.weight"] = reward["format"]["weight"]
-        if reward["format"]["pattern"] is not None:
-            o["drox.reward.format.pattern"] = reward["format"]["pattern"]
-    for key, value in reward.get("prm", {}).items():
-        o[f"drox.reward.prm.{key}"] = value
+    # DroxRewardManager's outcome block is always written; without +reward=outcome (e.g. +reward=format alone) the
+    # verifier only feeds acc
+    o["drox.reward.outcome.weight"] = 1.0 if "outcome" in pipeline.rewards else 0.0
+    o["drox.reward.outcome.correct"] = 1.0
+    o["drox.reward.outcome.incorrect"] = 0.0
+    o.update(mapped.get("reward", {}))
     o["drox.verify_timeout"] = float(cfg.task.verify_timeout)
 
     # the run
