@@ -4,6 +4,7 @@ docstring."""
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import signal
@@ -78,20 +79,28 @@ def test_resume_refuses_overrides_it_cannot_apply(compose_cfg, tmp_path):
     assert all(r["drox"] and r["time"] for r in records)
 
 
+
+@contextlib.contextmanager
+def held_by_pid_4242(folder: Path):
+    """``folder``'s run lock, held as another drox process holds it (its pid written in the lock file)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    fd = os.open(folder / LOCK_FILE, os.O_RDWR | os.O_CREAT)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    os.write(fd, b"4242\n")
+    try:
+        yield folder
+    finally:
+        os.close(fd)
+
+
 def test_a_second_writer_of_a_run_folder_is_refused(compose_cfg, tmp_path):
     """Before: two `drox train ... run_dir=X` started together both passed the "already holds a run" check and
     interleaved their lines in X/metrics.jsonl. Here another process's lock is held (as `drox train` holds it)."""
     run = tmp_path / "run"
-    run.mkdir()
-    fd = os.open(run / LOCK_FILE, os.O_RDWR | os.O_CREAT)
-    fcntl.flock(fd, fcntl.LOCK_EX)
-    os.write(fd, b"4242\n")
-    try:
+    with held_by_pid_4242(run):
         with pytest.raises(ConfigError, match=rf"run_dir={run} is being written by another drox process \(pid 4242\)"):
             loop.run_training(make_cfg(compose_cfg, run, **{"trainer.steps": 1}), run, progress=False)
         assert sorted(p.name for p in run.iterdir()) == [LOCK_FILE]  # nothing written
-    finally:
-        os.close(fd)
     loop.run_training(make_cfg(compose_cfg, run, **{"trainer.steps": 1}), run, progress=False)  # free again
     assert [r["step"] for r in read_metrics(run / "metrics.jsonl")] == [1]
 
@@ -122,18 +131,12 @@ def test_a_second_sft_writer_of_a_folder_is_refused(compose_cfg, tmp_path):
     from drox.trainers.sft import run_sft
 
     run = tmp_path / "sft"
-    run.mkdir()
-    fd = os.open(run / LOCK_FILE, os.O_RDWR | os.O_CREAT)
-    fcntl.flock(fd, fcntl.LOCK_EX)
-    os.write(fd, b"4242\n")
     cfg = compose_cfg(["model=tiny", "task=arithmetic", "sft.steps=1", "sft.batch_size=2", "task.n_train=8",
                        "logger.wandb_mode=disabled", f"run_dir={run}"])
-    try:
+    with held_by_pid_4242(run):
         with pytest.raises(ConfigError, match=rf"run_dir={run} is being written by another drox process \(pid 4242\)"):
             run_sft(cfg, run, progress=False)
         assert sorted(p.name for p in run.iterdir()) == [LOCK_FILE]  # nothing written
-    finally:
-        os.close(fd)
     run_sft(cfg, run, progress=False)  # free again
     assert (run / "model" / "config.json").is_file()
 
@@ -145,15 +148,8 @@ def test_a_second_driver_of_a_table_folder_is_refused(tmp_path, capsys):
     import driver
 
     table = tmp_path / "table"
-    table.mkdir()
-    fd = os.open(table / LOCK_FILE, os.O_RDWR | os.O_CREAT)
-    fcntl.flock(fd, fcntl.LOCK_EX)
-    os.write(fd, b"4242\n")
-    try:
-        with pytest.raises(SystemExit) as stop:
-            driver.main(["nsr", "--smoke", "--out", str(table)])
-    finally:
-        os.close(fd)
+    with held_by_pid_4242(table), pytest.raises(SystemExit) as stop:
+        driver.main(["nsr", "--smoke", "--out", str(table)])
     assert stop.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [f"error: run_dir={table} is being written by another drox process (pid 4242); wait for it to end "
