@@ -325,3 +325,29 @@ def test_paper_config_reads_local_jsonl_and_names_a_paper_model(name):
     text = (ROOT / "conf" / "experiment_scale" / f"{name}_paper.yaml").read_text()
     assert text.startswith("# @package _global_\n"), name
     assert "not run at paper scale" in text, name
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_paper_config_builds_its_tasks_from_stand_in_files(name, tmp_path):
+    """Every paper config's tasks build from stand-in files of the schema `drox data` writes (problem_id, prompt,
+    answer), through the same task.path / task.test_path it names, with each arm's own overrides at paper scale
+    (e.g. one_shot's full-set arm on DSR-sub)."""
+    import json
+
+    from drox.cli.main import compose
+    from drox.tasks import build_task
+
+    rows = [{"problem_id": f"p{i}", "prompt": f"What is {i} + {i}?", "answer": str(2 * i)} for i in range(6)]
+    exp = driver.load_spec(name)
+    for arm in exp.arms:
+        cfg = compose([f"experiment={name}", "scale=paper", *arm.overrides, *arm.paper], validate=False)
+        stand_ins = {}
+        for split, path in (("train", cfg.task.path), ("test", cfg.task.test_path)):
+            local = tmp_path / arm.name / str(path)
+            local.parent.mkdir(parents=True, exist_ok=True)
+            local.write_text("".join(json.dumps(r) + "\n" for r in rows))
+            stand_ins[split] = local
+        cfg.task.path, cfg.task.test_path = str(stand_ins["train"]), str(stand_ins["test"])
+        for split in ("train", "test"):
+            task = build_task(cfg.task, split=split)
+            assert len(task.dataset) == 6 and task.dataset[0]["answer"] == "0", (name, arm.name, split)
