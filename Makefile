@@ -24,9 +24,10 @@ demo: install
 test: install
 	$(BIN)/python -m pytest
 
-# Every committed table recomputed from its runs, byte for byte (make test recomputes one)
+# Every committed table recomputed from its runs, byte for byte (make test recomputes one), the smoke runs and
+# paper-scale dry runs make test leaves out
 test-tables: install
-	$(BIN)/python -m pytest tests/test_experiments.py -m tables
+	$(BIN)/python -m pytest -m tables
 
 # the whole reliability suite (not CI): the fast fault tests, 20 kill -9 + resume trials, 6 kill -9 trials of a
 # smoke-size table's driver (run again, it must give the uninterrupted table) and a 300-step run with its memory

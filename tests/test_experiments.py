@@ -59,7 +59,14 @@ def test_cpu_and_paper_differ_where_the_paper_says():
     assert (revise.task.name, revise.model.name, revise.eval.judge.model) == ("revise", "smollm2-135m", "embedded")
 
 
-@pytest.mark.parametrize("name", NAMES)
+SMOKE_IN_MAKE_TEST = ("nsr", "one_shot", "passk_limits", "dro_revise", "confidence")
+"""The tables `make test` smoke-runs: between them every driver feature (sign estimators, a prepare step, an SFT
+arm and the crossover k, an open-ended task with a judge, a transfer evaluation); `make test-tables` runs the rest
+(about 30 s each on 2 cores: the suite had reached 1,024 s, over its 15-minute budget)."""
+
+
+@pytest.mark.parametrize("name", [n if n in SMOKE_IN_MAKE_TEST else pytest.param(n, marks=pytest.mark.tables)
+                                  for n in NAMES])
 def test_smoke(name, tmp_path):
     exp = driver.load_spec(name)
     out = driver.run(name, tmp_path, smoke=True, log=lambda line: None)
