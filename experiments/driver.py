@@ -580,14 +580,10 @@ def provenance(exp: Experiment, wall: float, previous: Dict[str, Any], prepared:
     import torch
     import transformers
 
-    try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=HERE.parent, capture_output=True,
-                                text=True, check=True).stdout.strip()
-        dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=HERE.parent,
-                                    capture_output=True, text=True, check=True).stdout.strip())
-    except (OSError, subprocess.CalledProcessError):
-        commit, dirty = "unknown", False
-    return {"commit": commit + (" (with uncommitted changes)" if dirty else ""), "torch": torch.__version__,
+    from drox.trainers.run_folder import source_commit
+
+    commit = (source_commit() or "unknown").replace("+dirty", " (with uncommitted changes)")
+    return {"commit": commit, "torch": torch.__version__,
             "transformers": transformers.__version__, "python": platform.python_version(), "machine": machine(),
             "threads per run": exp.threads or torch.get_num_threads(), "runs at a time": exp.jobs,
             "wall_s": round(float(previous.get("wall_s", 0.0)) + wall, 1), "prepared": prepared}
