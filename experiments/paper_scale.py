@@ -3,8 +3,9 @@
 
 The estimate counts matrix-multiply FLOPs with the usual dense-transformer rule (about 2 N FLOPs per token for a
 forward pass of an N-parameter model, 6 N for forward and backward: the approximation of Kaplan et al. 2020, arXiv
-2001.08361, whose section was not checked here) and divides by an H100's dense bf16 peak times a utilisation. Every number that is ours, not measured, is a named
-constant below, and the dry run prints them beside the estimate:
+2001.08361, whose section was not checked here) and divides by an H100's dense bf16 peak times a utilisation.
+Every number that is ours, not measured, is a named constant below, and the dry run prints them beside the
+estimate:
 
 * tokens per rollout: the prompt (``PROMPT_TOKENS``, the papers' prompts are a few hundred tokens; ours) plus the
   *whole* response budget (``rollout.max_new_tokens``): an upper bound, since most responses stop earlier;
