@@ -18,8 +18,8 @@ SPEC = Experiment(
         Arm("rlvr", []),
         Arm("rlcr", ["+reward=brier"]),
     ],
-    seeds=[0, 1],
-    metrics=["eval/pass@1", "eval/pass@16", "eval/ece", "eval/brier", "eval/auroc", "eval/confidence_mean",
+    seeds=[0, 1, 2, 3],
+    metrics=["eval/pass@1", "eval/pass@8", "eval/ece", "eval/brier", "eval/auroc", "eval/confidence_mean",
              "eval/accuracy_stated", "eval/confidence_format_fail_frac", "reward/brier/ece",
              "reward/brier/confidence_mean", "accuracy", "response_length/mean", "time/elapsed"],
     claims=[
@@ -34,6 +34,8 @@ SPEC = Experiment(
               f"strong accuracy'); {HEADLINE}", test="equivalence", margin=PASS1_MARGIN),
     ],
     control="rlvr",  # RLVR, the verifier's 0/1 only: the positive control
+    jobs=2,
+    threads=1,
     notes="""
 Both arms start from experiments/base_policy_conf: the common base recipe with a prompt asking for a confidence
 in `<confidence></confidence>` and every SFT target ending in ` <confidence>q</confidence>`, q drawn uniformly
