@@ -75,11 +75,13 @@ def compose(overrides: List[str], validate: bool = True):
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
-    from drox.cli.suggest import component_option_blocks, explain, undeclared_keys, unknown_key_message
+    from drox.cli.suggest import (component_option_blocks, explain, moved_keys_message, option_overrides,
+                                  undeclared_keys, unknown_key_message)
     from drox.errors import ConfigError
     from drox.pipeline import build_pipeline
 
     load_plugins(overrides)
+    overrides = option_overrides(overrides)
     try:
         try:
             cfg = _hydra_compose(overrides)
@@ -90,6 +92,9 @@ def compose(overrides: List[str], validate: bool = True):
         undeclared = undeclared_keys(cfg, component_option_blocks())  # `+trainer.stpes=5` composes: nothing reads it
         if undeclared:
             fail(unknown_key_message(*undeclared[0]))
+        moved = moved_keys_message(cfg)
+        if moved:
+            fail(moved)
         if validate:
             build_pipeline(cfg)
     except yaml.YAMLError as e:  # a config file of conf/ (or a user's) that is not valid YAML
@@ -174,8 +179,9 @@ def train(
         return _resume(resume, list(ctx.args))
     precheck(list(ctx.args))
     from drox.cli.hydra_entry import hydra_train
+    from drox.cli.suggest import option_overrides
 
-    sys.argv = ["drox train", *ctx.args]
+    sys.argv = ["drox train", *option_overrides(ctx.args)]
     hydra_train()
 
 
@@ -351,6 +357,7 @@ def _run_config(run_dir: Path, overrides: List[str], flag: str = "", resume: boo
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 
+    from drox.cli.suggest import moved_keys_message
     from drox.config import DroxConfig, check_resume_overrides
     from drox.errors import ConfigError
     from drox.pipeline import build_pipeline
@@ -367,6 +374,9 @@ def _run_config(run_dir: Path, overrides: List[str], flag: str = "", resume: boo
         if resume:
             check_resume_overrides(recorded, cfg, [o.split("=", 1)[0].strip() for o in overrides])
         cfg.resume = False
+        moved = moved_keys_message(cfg)
+        if moved:
+            fail(f"{saved}: {moved}; this run was written by an older drox")
         pipeline = build_pipeline(cfg)
     except (OmegaConfBaseException, ConfigError) as e:
         fail(_first_line(e))

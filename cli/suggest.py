@@ -39,6 +39,34 @@ def component_option_blocks() -> Dict[str, set]:
     return blocks
 
 
+def option_overrides(overrides: Sequence[str]) -> List[str]:
+    """``overrides`` with ``++`` put before each plain ``<options root>.<name>.<option>=value`` whose block is a free
+    dict in the schema or absent from it (a plugin's; the options of a component chosen by a plain string, e.g. ``trainer.advantage.nsr.scale=2``
+    for ``trainer.advantage.estimator=nsr``): Hydra refuses a key a struct config does not hold yet unless it is
+    added with ``+``, and refuses ``+`` for a key that an alias (``+reward=negative_only``) already set, so ``++``
+    (add or override) makes one spelling work in both cases. The registry still checks the option's name and value
+    (:meth:`drox.registry.Registry.parse`). Keys of typed blocks, prefixed keys and ``hydra.*`` pass unchanged."""
+    from drox.config import DroxConfig
+
+    blocks = component_option_blocks()
+    schema = None
+    out: List[str] = []
+    for text in overrides:
+        key, eq, _ = text.partition("=")
+        if eq and key[:1] not in "+~" and not key.startswith("hydra"):
+            for root, names in blocks.items():
+                rest = key[len(root) + 1:].split(".") if key.startswith(root + ".") else []
+                if len(rest) >= 2 and rest[0] in names:
+                    schema = schema if schema is not None else OmegaConf.structured(DroxConfig)
+                    node = OmegaConf.select(schema, f"{root}.{rest[0]}", default=None)
+                    if node is None or (isinstance(node, DictConfig)
+                                        and not dataclasses.is_dataclass(OmegaConf.get_type(node))):
+                        text = "++" + text
+                    break
+        out.append(text)
+    return out
+
+
 def undeclared_keys(cfg: DictConfig, option_blocks: Optional[Dict[str, set]] = None) -> List[Tuple[str, List[str]]]:
     """``(dotted key, the keys its node declares)`` for every key of ``cfg`` that the structured schema of its node
     does not declare (what ``+key=value`` adds without a word). Nodes that are plain dicts (e.g. ``reward``, whose
@@ -63,8 +91,43 @@ def undeclared_keys(cfg: DictConfig, option_blocks: Optional[Dict[str, set]] = N
     return found
 
 
+# Keys that moved: (old prefix, what to write instead). PSR, NSR and W-REINFORCE were reward sources before they
+# became advantage estimators on the outcome reward (docs/algorithms.md); a run folder written before then holds
+# their old blocks.
+MOVED_KEYS = [
+    ("reward.positive_only", "trainer.advantage.psr"),
+    ("reward.negative_only", "trainer.advantage.nsr"),
+    ("reward.w_reinforce", "trainer.advantage.w_reinforce"),
+]
+
+
+def moved_key_message(key: str) -> Optional[str]:
+    """One line for a key under a prefix of :data:`MOVED_KEYS`, naming where its options are now; else None."""
+    for old, new in MOVED_KEYS:
+        if key == old or key.startswith(old + "."):
+            name = old.rpartition(".")[2]
+            return (f"{key} is an old key: {name} is now the advantage estimator {new.rpartition('.')[2]} on the "
+                    f"outcome reward (+reward={name} still selects it); its options are {new}.* "
+                    f"(e.g. {new}{key[len(old):] or '.scale'}=...)")
+    return None
+
+
+def moved_keys_message(cfg: DictConfig) -> Optional[str]:
+    """:func:`moved_key_message` for the first reward block of ``cfg`` that moved (a config written before the
+    move, or ``+reward.negative_only.weight=1``), else None."""
+    rewards = OmegaConf.select(cfg, "reward", default=None)
+    for name in (rewards.keys() if isinstance(rewards, DictConfig) else ()):
+        moved = moved_key_message(f"reward.{name}")
+        if moved:
+            return moved
+    return None
+
+
 def unknown_key_message(key: str, siblings: Sequence[str]) -> str:
     """``unknown key a.b.c (did you mean a.b.d?); ...`` for a key whose last part is not among ``siblings``."""
+    moved = moved_key_message(key)
+    if moved:
+        return moved
     parent, _, leaf = key.rpartition(".")
     guess = nearest(leaf, siblings)
     hint = f" (did you mean {parent + '.' if parent else ''}{guess}?)" if guess else ""
@@ -110,5 +173,8 @@ def explain(text: str, overrides: Sequence[str], keys_at: Callable[[str], Option
         return None
     guess = nearest(leaf, siblings)
     unknown = ".".join(parts[:depth + 1])
+    moved = moved_key_message(key)
+    if moved:
+        return moved
     hint = f" (did you mean {parent + '.' if parent else ''}{guess}?)" if guess else ""
     return f"unknown key {unknown}{hint}; {SEE_KEYS}"

@@ -80,9 +80,12 @@ def test_decode_mm_is_on_and_pinned_off_for_the_tables_made_before_it():
 
     assert compose(["model=tiny"]).rollout.decode_mm is True
     for name in ("dro_revise",  # the first levers (pinned_head.yaml pulls it in)
-                 "confidence", "rlcr", "seed_methods"):  # the head lever
+                 "confidence", "seed_methods"):  # the head lever
         rollout = compose([f"experiment={name}"]).rollout
         assert rollout.static_decode is True and rollout.decode_mm is False, name
+    for name in ("positive_control_smollm2", "rlcr"):  # the SmolLM2 testbed's paired protocol: every lever on
+        rollout = compose([f"experiment={name}"]).rollout
+        assert rollout.static_decode is True and rollout.decode_mm is True, name
     for name in ("spurious", "demo"):  # made before any lever: HF's forward decodes
         assert compose([f"experiment={name}"]).rollout.static_decode is False, name
     for name in TOY_TABLES:

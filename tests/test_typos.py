@@ -87,3 +87,48 @@ def test_a_registered_components_option_block_is_not_a_typo():
     assert [k for k, _ in undeclared_keys(cfg, {"trainer": {"myobj"}})] == ["trainer.myobk"]
     blocks = component_option_blocks()
     assert "dpo" in blocks["trainer"] and "grpo" in blocks["trainer.advantage"] and "hf" in blocks["rollout"]
+
+
+def test_an_estimators_options_need_no_plus():
+    """``trainer.advantage.nsr.scale=2`` (a free-dict block of the schema) gets ``++``, which adds the key or
+    overrides the one an alias set; typed blocks, prefixed keys, other keys and hydra.* pass unchanged."""
+    from drox.cli.main import compose
+    from drox.cli.suggest import option_overrides
+
+    given = ["trainer.advantage.nsr.scale=2", "+trainer.advantage.psr.scale=3", "trainer.gspo.clip_low=0.1",
+             "trainer.advantage.estimator=nsr", "trainer.steps=2", "hydra.run.dir=x", "model=tiny"]
+    assert option_overrides(given) == ["++trainer.advantage.nsr.scale=2", *given[1:]]
+    cfg = compose(["model=tiny", "trainer.advantage.estimator=nsr", "trainer.advantage.nsr.scale=2"])
+    assert cfg.trainer.advantage.nsr.scale == 2
+    cfg = compose(["model=tiny", "+reward=w_reinforce", "trainer.advantage.w_reinforce.lam=0.25"])  # alias set it
+    assert cfg.trainer.advantage.w_reinforce.lam == 0.25 and cfg.trainer.advantage.estimator == "w_reinforce"
+
+
+@pytest.mark.parametrize("command, expected", [
+    (["config", "model=tiny", "+reward=w_reinforce", "reward.w_reinforce.lam=0.2"],
+     "reward.w_reinforce.lam is an old key: w_reinforce is now the advantage estimator w_reinforce on the outcome "
+     "reward (+reward=w_reinforce still selects it); its options are trainer.advantage.w_reinforce.* "
+     "(e.g. trainer.advantage.w_reinforce.lam=...)"),
+    (["config", "model=tiny", "+reward.negative_only.weight=1"],
+     "reward.negative_only is an old key: negative_only is now the advantage estimator nsr"),
+    (["config", "model=tiny", "trainer.advantage.estimator=nsr", "trainer.advantage.nsr.scal=2"],
+     "trainer.advantage.nsr: unknown option(s) scal; allowed: correct_above, scale"),
+])
+def test_moved_and_misspelt_estimator_options_are_one_line(command, expected, tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "drox.cli.main", *command], capture_output=True, text=True,
+                          cwd=tmp_path, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    lines = [line for line in (proc.stdout + proc.stderr).splitlines() if line.strip()]
+    assert len(lines) == 1 and expected in lines[0], lines
+
+
+def test_resuming_a_run_written_before_the_move_names_the_file_and_the_key(tmp_path):
+    run = tmp_path / "old"
+    run.mkdir()
+    (run / "config.yaml").write_text("model:\n  name: tiny\nreward:\n  negative_only:\n    weight: 1.0\n")
+    proc = subprocess.run([sys.executable, "-m", "drox.cli.main", "train", "--resume", str(run)],
+                          capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    lines = [line for line in (proc.stdout + proc.stderr).splitlines() if line.strip()]
+    assert proc.returncode == 2 and len(lines) == 1, lines
+    assert f"{run / 'config.yaml'}: reward.negative_only is an old key" in lines[0]
+    assert lines[0].endswith("this run was written by an older drox")
