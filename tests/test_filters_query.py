@@ -128,6 +128,16 @@ def test_query_online_reuses_the_variance_reward_without_a_forward_pass():
     assert dec.keep.tolist() == [bool(sigma_max[0] >= sigma_max[1]), bool(sigma_max[0] < sigma_max[1])]
 
 
+def test_query_online_finds_the_variance_statistics_under_another_source_name():
+    # inverse of variance: the inner source's extras pass through, so the filter still needs no forward pass
+    ctx = _fake_lm_ctx()
+    combined = score(ctx, {"inverse": REWARD_SOURCES.parse("inverse", {"of": "variance"})})
+    passes = dict(ctx.counters)
+    dec = FILTERS["query"].fn(ctx, combined, torch.ones(2, 3, dtype=torch.bool), opts("query", drop_fraction=0.5))
+    assert ctx.counters == passes and dec.stats["reused_variance"] == 1
+    assert torch.equal(dec.statistic, combined.per_source["inverse"].extras["sigma_max"])
+
+
 def test_query_online_computes_sigma_when_the_reward_is_not_active():
     ref = var_mod.variance(_fake_lm_ctx(), var_mod.VarianceConfig()).extras["sigma_max"]
     ctx = _fake_lm_ctx(forward_batch_size=64)
