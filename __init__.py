@@ -4,7 +4,7 @@ The repository root is this package (see pyproject.toml); its folders are subpac
 ``drox.cli`` (typer app), ``drox.models`` (policy loading), ``drox.tasks`` (data and verifiers),
 ``drox.rollout`` (sampling engines), ``drox.evaluation`` (pass@k), ``drox.trainers`` (the loop and the
 RL math), ``drox.rewards``, ``drox.filters``, ``drox.gates``, ``drox.signals`` (logic those components share,
-below them); Hydra configs live in ``conf/``.
+below them), ``drox.teacher_forced`` (teacher-forced scoring passes they share); Hydra configs live in ``conf/``.
 
 The names below are the API for components in a user's own files (``plugins=[my_rewards.py]``;
 docs/plugins.md). They are imported on first use, so ``import drox`` stays cheap.

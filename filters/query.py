@@ -8,10 +8,12 @@ rollouts, so it is dropped.
 Two modes (docs/filters.md):
 
 * ``online`` (default): a group filter. Each step, drop the groups whose ``sigma_max`` is below
-  ``threshold`` and/or the lowest-ranked ``drop_fraction`` of the batch. The σ are read through
-  :func:`drox.rewards.variance.variance_stats`: with ``+reward=variance`` active they are that
-  source's (no extra forward pass); otherwise they are computed with ``filter.query.variance``'s
-  options (one counted forward pass over the ``Q·G`` spliced rollouts).
+  ``threshold`` and/or the lowest-ranked ``drop_fraction`` of the batch. With ``+reward=variance`` active the σ
+  are that source's: the filter is handed the step's scored batch (``combined``) and reads them from the source's
+  ``extras`` (:meth:`~drox.signals.r3.VarianceStats.from_extras`; no extra forward pass). Otherwise the filter runs
+  the same teacher-forced pass itself (:func:`drox.teacher_forced.r3.variance_stats`, with
+  ``filter.query.variance``'s options: one counted forward pass over the ``Q·G`` spliced rollouts) and keeps the
+  result for the rest of the step.
 * ``offline``: rounds over the whole training set (before training and every ``every`` steps): the
   filter's ``before_step`` hook (:func:`offline_round_hook`) runs :func:`offline_round` with an
   :class:`OfflineScorer` and hands the kept prompts to the loop.
@@ -36,8 +38,8 @@ import torch
 from drox.filters.base import GroupDecision, RoundEnv, register_group_filter, statistic_stats
 from drox.masked_stats import ceil_fraction
 from drox.registry import parse_dataclass
-from drox.rewards.variance import rank_and_logprob, variance_stats
-from drox.signals.r3 import VarianceConfig, VarianceStats, cached_variance_stats, masked_sigma, sigma_max_of
+from drox.signals.r3 import VarianceConfig, VarianceStats, masked_sigma, sigma_max_of
+from drox.teacher_forced.r3 import rank_and_logprob, variance_stats
 
 MODES = ("online", "offline")
 STATISTICS = ("sigma_max",)
@@ -101,8 +103,8 @@ def token_ranks(logits: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
     """Rank of each teacher-forced token in its distribution: ``(logits > logits[y]).sum() + 1``.
 
     logits [..., T, V], ids [..., T] -> [..., T] float; rank 1 = the argmax. Tied logits share the
-    better rank (a token tied with the argmax has rank 1). The variance reward's own computation
-    (:func:`drox.rewards.variance.rank_and_logprob`) is used, so both agree by construction.
+    better rank (a token tied with the argmax has rank 1). The reduction of the teacher-forced reference pass
+    (:func:`drox.teacher_forced.r3.rank_and_logprob`) is used, so both agree by construction.
     """
     return rank_and_logprob(logits, ids, torch.ones(ids.shape, dtype=logits.dtype))[..., 1]
 
@@ -173,22 +175,25 @@ def select_by_statistic(stat: torch.Tensor, eligible: torch.Tensor, threshold: O
 def query_filter(ctx, combined, valid: torch.Tensor, opts: QueryFilterConfig) -> GroupDecision:
     """Online: keep the groups whose ``sigma_max`` (over the valid rollouts) survives the threshold and the
     ``drop_fraction`` cut; offline: keep every group (the round chose the prompts) and log σ if it is free.
+    ``combined``: the step's scored batch, where a ``variance`` reward left σ (:func:`known_variance_stats`).
     Shapes: ``valid [Q, G]`` -> ``GroupDecision(keep [Q], statistic [Q])``."""
     Q = valid.shape[0]
     valid = valid.bool()
     eligible = valid.any(-1)
     passes_before = float(ctx.counters.get("forward_passes", 0))
-    cached = cached_variance_stats(ctx)
-    reused = cached is not None
+    known = known_variance_stats(ctx, combined)
+    reused = known is not None
 
     if opts.mode == "offline":  # the selection happened in the round; log σ if it is free
-        stat = _sigma_max_valid(cached, valid) if reused else None
+        stat = _sigma_max_valid(known, valid) if reused else None
         keep = eligible.clone()
         stats = {"kept_frac": keep.float().mean().item() if Q else 0.0, "reused_variance": float(reused),
                  "extra_forward_passes": 0.0, **statistic_stats(stat, eligible)}
         return GroupDecision(keep=keep, statistic=stat, stats=stats)
 
-    stat = _sigma_max_valid(variance_stats(ctx, opts.variance_options), valid)
+    if known is None:  # no variance reward scored this step: the filter's own pass, kept for the step
+        known = ctx.cache[_OWN_STATS_KEY] = variance_stats(ctx, opts.variance_options)
+    stat = _sigma_max_valid(known, valid)
     keep, info = select_by_statistic(stat, eligible, opts.threshold, opts.drop_fraction, opts.min_keep)
     stats = {
         "kept_frac": keep.float().mean().item() if Q else 0.0,
@@ -200,6 +205,20 @@ def query_filter(ctx, combined, valid: torch.Tensor, opts: QueryFilterConfig) ->
         **statistic_stats(stat, eligible),
     }
     return GroupDecision(keep=keep, statistic=stat, stats=stats)
+
+
+_OWN_STATS_KEY = "filter/query/variance_stats"  # ctx.cache: the statistics this filter computed itself this step
+
+
+def known_variance_stats(ctx, combined) -> Optional[VarianceStats]:
+    """This step's :class:`VarianceStats` if they cost no model work: those a reward source returned in its
+    ``extras`` (the ``variance`` reward; the first such source of the scored batch ``combined``), else those this
+    filter computed itself earlier in the step (``ctx.cache[_OWN_STATS_KEY]``); None when neither."""
+    for out in (getattr(combined, "per_source", None) or {}).values():
+        stats = VarianceStats.from_extras(getattr(out, "extras", None) or {})
+        if stats is not None:
+            return stats
+    return ctx.cache.get(_OWN_STATS_KEY)
 
 
 def _sigma_max_valid(stats: VarianceStats, valid: torch.Tensor) -> torch.Tensor:
@@ -312,10 +331,11 @@ class OfflineScorer:
     """``score_fn`` for :func:`offline_round`: samples ``opts.samples`` traces per prompt and scores them.
 
     Per chunk of rows: ``engine.generate(prompts, opts.samples, ...)`` -> ``make_ctx(batch, rows)``
-    (a :class:`~drox.rewards.base.ScoringContext` holding the current policy and tokenizer) -> the
-    variance module's σ and reference-token ranks (one counted forward pass) -> ``(sigma_max [q],
-    hardness_ok [q])``. ``counters`` accumulates ``forward_passes``, ``forward_tokens`` and
-    ``generated_rollouts`` over calls. Call ``k`` generates with seed ``seed + k``.
+    (a :class:`~drox.rewards.base.ScoringContext` holding the current policy and tokenizer) -> σ and the
+    reference-token ranks of the teacher-forced reference pass (:func:`drox.teacher_forced.r3.variance_stats`,
+    one counted forward pass) -> ``(sigma_max [q], hardness_ok [q])``. ``counters`` accumulates
+    ``forward_passes``, ``forward_tokens`` and ``generated_rollouts`` over calls. Call ``k`` generates with seed
+    ``seed + k``.
     """
 
     def __init__(self, engine, make_ctx: Callable[[Any, List[Dict[str, Any]]], Any], opts: QueryFilterConfig, *,
@@ -363,6 +383,6 @@ def offline_round_hook(env: RoundEnv, opts: QueryFilterConfig, steps_done: int):
 register_group_filter("query", QueryFilterConfig, before_step=offline_round_hook,
                       verl="drox.integrations.verl.mapping:query")(query_filter)
 
-__all__ = ["OfflineScorer", "QueryFilterConfig", "hardness_ok", "make_offline_score_fn", "masked_sigma",
-           "offline_round", "offline_round_due", "offline_round_hook", "query_filter", "select_by_statistic",
-           "token_ranks", "worst_rank_average"]
+__all__ = ["OfflineScorer", "QueryFilterConfig", "hardness_ok", "known_variance_stats", "make_offline_score_fn",
+           "masked_sigma", "offline_round", "offline_round_due", "offline_round_hook", "query_filter",
+           "select_by_statistic", "token_ranks", "worst_rank_average"]

@@ -11,7 +11,8 @@ each position's matmul work, and the log-softmax and entropy over 49152 logits c
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator, Optional, Tuple
+import copy
+from typing import Any, Dict, Iterator, Optional, Tuple
 
 import torch
 
@@ -30,6 +31,20 @@ def eval_mode(model: torch.nn.Module) -> Iterator[torch.nn.Module]:
         yield model
     finally:
         model.train(was_training)
+
+
+def frozen_copy(model, step: int) -> Dict[str, Any]:
+    """A non-trainable copy of ``model`` as kept in ``ScoringContext.state``: ``{"model", "step"}``.
+
+    Entries of this shape are saved with checkpoints and restored on resume
+    (:func:`drox.rewards.base.scoring_state_dict`), so a lagged reward policy continues exactly.
+    """
+    clone = copy.deepcopy(model)
+    for p in clone.parameters():
+        p.grad = None  # the copy never trains; do not carry the policy's last gradients
+    clone.requires_grad_(False)
+    clone.eval()
+    return {"model": clone, "step": step}
 
 
 def teacher_forced_inputs(prompt_ids, prompt_mask, response_ids, response_mask):

@@ -12,7 +12,6 @@ here, never silently broadcast (TRL issue #6533).
 from __future__ import annotations
 
 import contextlib
-import copy
 import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional
@@ -20,7 +19,7 @@ from typing import Any, Callable, Dict, List, Optional
 import torch
 
 from drox.errors import ConfigError, NonFiniteError, check_finite
-from drox.models.forward import eval_mode, response_logits
+from drox.models.forward import eval_mode, frozen_copy, response_logits
 from drox.models.logprobs import logprobs_from_logits
 from drox.registry import Registry
 
@@ -100,20 +99,6 @@ class ScoringContext:
             return logprobs_from_logits(logits, ids, temperature) * mask
 
         return self.forward(prompt_ids, prompt_mask, response_ids, response_mask, reduce, model=model)
-
-
-def frozen_copy(model, step: int) -> Dict[str, Any]:
-    """A non-trainable copy of ``model`` as kept in ``ScoringContext.state``: ``{"model", "step"}``.
-
-    Entries of this shape are saved with checkpoints and restored on resume (``scoring_state_dict``),
-    so a lagged reward policy continues exactly.
-    """
-    clone = copy.deepcopy(model)
-    for p in clone.parameters():
-        p.grad = None  # the copy never trains; do not carry the policy's last gradients
-    clone.requires_grad_(False)
-    clone.eval()
-    return {"model": clone, "step": step}
 
 
 def scoring_state_dict(state: Dict[str, Any]) -> Dict[str, Any]:

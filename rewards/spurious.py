@@ -84,13 +84,14 @@ class InverseConfig:
 
 @register_reward("inverse", InverseConfig)
 def inverse(ctx: ScoringContext, cfg: InverseConfig) -> RewardOutput:
-    """Spurious Rewards ``inverse_*`` tasks: ``1 − r`` of the source ``of`` (1/0 rewards become 0/1)."""
+    """Spurious Rewards ``inverse_*`` tasks: ``1 − r`` of the source ``of`` (1/0 rewards become 0/1). The inner
+    source's ``extras`` pass through unchanged (e.g. ``of=variance``'s σ, which the query filter reads)."""
     inner = REWARD_SOURCES.get(cfg.of).fn(ctx, cfg.of_parsed)
     if inner.token is not None:
         raise ValueError(f"reward.inverse.of: '{cfg.of}' has dense token scores, which inverse does not flip")
     diagnostics = {f"of_{k}": v for k, v in inner.diagnostics.items()}
     diagnostics["of_mean"] = float(inner.seq.float().mean())
-    return RewardOutput(seq=1.0 - inner.seq.float(), diagnostics=diagnostics)
+    return RewardOutput(seq=1.0 - inner.seq.float(), diagnostics=diagnostics, extras=dict(inner.extras))
 
 
 # ------------------------------------------------------------------------------------------ incorrect label

@@ -34,148 +34,31 @@ steps (saved with checkpoints, so a resume continues with the same copy).
 Outputs: ``seq [Q, G]``; ``extras``: ``sigma [Q, J]`` and ``ref_mask [Q, J]`` (J = longest reference
 of the step, padding has σ = 0 and mask 0), ``sigma_max [Q]`` (DRO §4.2.2 query filter statistic),
 ``ref_logprobs [Q, G, J]`` and ``ref_ranks [Q, G, J]`` (rank of ``y_j`` in the reward policy's
-distribution, 1 = argmax: DRO §4.2.2's hardness filter) so the query filter needs no second pass.
+distribution, 1 = argmax: DRO §4.2.2's hardness filter), the fields of :class:`~drox.signals.r3.VarianceStats`.
+The query filter is handed the step's scored batch and reads them from there, so it needs no second pass.
 
-The options, the splice and the math (σ, weights, R3, length penalty) live in :mod:`drox.signals.r3`, shared with
-the query filter and the verl backend; this module holds the teacher-forced scoring pass (:func:`variance_stats`,
-which the query filter also calls) and the reward source.
+This module is the reward source only. The options, the splice and the math (σ, weights, R3, length penalty) are
+:mod:`drox.signals.r3`'s; the teacher-forced pass of steps 1-3 and 5 (and the reward policy) is
+:mod:`drox.teacher_forced.r3`'s, which the query filter also runs when no ``variance`` reward scored the step.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import List, Optional
-
 import torch
 
-from drox.models.logprobs import logprobs_from_logits
-from drox.rewards.base import RewardOutput, ScoringContext, frozen_copy, register_reward
-from drox.rollout.base import unpadded
-from drox.signals.r3 import (REWARD_POLICIES, STATS_KEY, VarianceConfig, VarianceStats, length_penalty,
-                             parse_template, r3_rewards, remember_variance_stats, sigma_max_of, splice)
-from drox.signals.spans import encode, final_answer_start, pad_id, right_pad, split_reasoning
-
-
-def rank_and_logprob(logits: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Per chunk: [b, T', 2] = (log-prob of the teacher-forced token, its rank in the distribution; 1 = argmax).
-
-    Shapes: logits [b, T', V], ids [b, T'], mask [b, T'] -> [b, T', 2]. Tied logits share the better rank.
-    Reduced inside the chunk so the [n, T', V] logits are never held whole (ctx.forward).
-    """
-    lp = logprobs_from_logits(logits, ids)
-    picked = logits.float().gather(-1, ids.long().unsqueeze(-1))
-    rank = (logits.float() > picked).sum(-1).float() + 1.0
-    return torch.stack([lp, rank], -1) * mask.unsqueeze(-1)
-
-
-def reward_policy_model(ctx: ScoringContext, mode: str, lag_steps: int):
-    """The model R3 is computed with (DRO v1 §4.2.1's reward policy): None (= the current policy) or a frozen copy
-    kept in ``ctx.state`` (``reference``: the trainer's initial policy; ``lagged``: refreshed every ``lag_steps``)."""
-    if mode not in REWARD_POLICIES:
-        raise ValueError(f"reward.variance.reward_policy={mode!r}; choose one of: {', '.join(REWARD_POLICIES)}")
-    if mode == "policy":
-        return None
-    if mode == "reference" and ctx.reference is not None:
-        return ctx.reference()  # the trainer's frozen initial policy (also the KL reference)
-    if ctx.policy is None:
-        raise ValueError("reward.variance needs a policy to copy for reward_policy=" + mode)
-    if mode == "lagged" and lag_steps < 1:
-        raise ValueError(f"reward.variance.lag_steps must be >= 1, got {lag_steps}")
-    key = f"variance/{mode}_policy"
-    held = ctx.state.get(key)
-    if held is None or (mode == "lagged" and ctx.step - held["step"] >= lag_steps):
-        held = frozen_copy(ctx.policy, ctx.step)
-        ctx.state[key] = held
-    return held["model"]
-
-
-def variance_stats(ctx: ScoringContext, opts: VarianceConfig) -> VarianceStats:
-    """This step's :class:`VarianceStats`: reused when the ``variance`` reward (or an earlier call) already
-    computed them in this step, else computed with ``opts`` in one counted forward pass over the ``Q·G``
-    spliced rollouts (the masked baseline and the length penalty do not change σ and are skipped)."""
-    if STATS_KEY not in ctx.cache:
-        refs = _score_references(ctx, opts, with_baseline=False)
-        _, sigma, _ = r3_rewards(refs.logprobs, refs.ref_mask, opts.weighting, opts.tau, opts.top_p, None,
-                                 valid=ctx.valid)
-        ctx.cache[STATS_KEY] = _stats(refs, sigma)
-    return ctx.cache[STATS_KEY]
-
-
-def _stats(refs: "_References", sigma: torch.Tensor) -> VarianceStats:
-    """The :class:`VarianceStats` of scored references ``refs`` and their σ [Q, J]."""
-    return VarianceStats(sigma=sigma, sigma_max=sigma_max_of(sigma), ref_mask=refs.ref_mask,
-                         ref_logprobs=refs.logprobs, ref_ranks=refs.ranks)
-
-
-@dataclass
-class _References:
-    """What :func:`_score_references` gathers: the reference tokens' log-probs and ranks after each rollout."""
-
-    logprobs: torch.Tensor  # [Q, G, J]
-    ranks: torch.Tensor  # [Q, G, J]
-    ref_mask: torch.Tensor  # [Q, J]
-    ref_len: torch.Tensor  # [Q]
-    baseline: Optional[torch.Tensor]  # [Q, J] or None
-    answers: List[str]  # N extracted final answers
-    no_container: int  # responses without a final-answer container
-
-
-def _score_references(ctx: ScoringContext, cfg: VarianceConfig, with_baseline: bool) -> _References:
-    """Steps 1-3 and 5 of the module docstring: splice, one teacher-forced pass, gather the reference tokens."""
-    batch, tok = ctx.batch, ctx.tokenizer
-    if tok is None:
-        raise ValueError("reward.variance needs the tokenizer in the scoring context")
-    Q, G = batch.num_groups, batch.group_size
-    parse_template(cfg.template)  # fail before any model work
-    model = reward_policy_model(ctx, cfg.reward_policy, cfg.lag_steps)
-
-    refs = [str(row[cfg.reference_field]) for row in ctx.rows]
-    ref_ids = [encode(tok, r) for r in refs]
-    rows, starts, answers = [], [], []
-    no_container = 0  # responses without a final-answer container: their own outcome stays in the context
-    for n, text in enumerate(batch.texts):
-        reasoning, answer = split_reasoning(text)
-        no_container += final_answer_start(text) >= len(text)
-        ids, start = splice(tok, reasoning, ref_ids[n // G], cfg.template)
-        rows.append(ids)
-        starts.append(start)
-        answers.append(answer)
-    prompt_rows = torch.arange(Q * G)
-    if with_baseline:  # one extra row per query: the same prompt, empty reasoning
-        for q in range(Q):
-            ids, start = splice(tok, "", ref_ids[q], cfg.template)
-            rows.append(ids)
-            starts.append(start)
-        prompt_rows = torch.cat([prompt_rows, torch.arange(Q) * G])
-    resp_ids, resp_mask = right_pad(rows, pad_id(tok))
-    if model is None and ctx.token_scorer is not None:  # the current policy, through the engine (vLLM)
-        prompts = unpadded(batch.prompt_ids[prompt_rows], batch.prompt_mask[prompt_rows])
-        out = ctx.token_scorer(prompts, rows)  # [n, T', 2]
-        ctx.counters["engine_passes"] = ctx.counters.get("engine_passes", 0) + 1
-    else:
-        out = ctx.forward(batch.prompt_ids[prompt_rows], batch.prompt_mask[prompt_rows], resp_ids, resp_mask,
-                          reduce=rank_and_logprob, model=model)  # [n, T', 2]
-
-    # gather the reference positions: row n's token j sits at column starts[n] + j
-    J = max((len(r) for r in ref_ids), default=0)
-    ref_len = torch.tensor([len(r) for r in ref_ids])
-    ref_mask = (torch.arange(J)[None, :] < ref_len[:, None]).float()  # [Q, J]
-    row_q = torch.cat([torch.arange(Q * G) // G, torch.arange(Q)]) if with_baseline else torch.arange(Q * G) // G
-    cols = (torch.tensor(starts)[:, None] + torch.arange(J)[None, :]).clamp_max(max(resp_ids.shape[1] - 1, 0))
-    picked = out.gather(1, cols[:, :, None].expand(-1, -1, 2)) * ref_mask[row_q][:, :, None]  # [n, J, 2]
-    return _References(logprobs=picked[: Q * G, :, 0].view(Q, G, J), ranks=picked[: Q * G, :, 1].view(Q, G, J),
-                       ref_mask=ref_mask, ref_len=ref_len,
-                       baseline=picked[Q * G :, :, 0] if with_baseline else None,
-                       answers=answers, no_container=no_container)
+from drox.rewards.base import RewardOutput, ScoringContext, register_reward
+from drox.signals.r3 import VarianceConfig, VarianceStats, length_penalty, r3_rewards
+from drox.signals.spans import encode
+from drox.teacher_forced.r3 import score_references
 
 
 @register_reward("variance", VarianceConfig, verl="drox.integrations.verl.mapping:variance")
 def variance(ctx: ScoringContext, cfg: VarianceConfig) -> RewardOutput:
-    """R3 per rollout: ``seq [Q, G]``; the step's :class:`VarianceStats` go to ``extras`` and to the
-    step's cache (so the query filter reuses them without a second pass)."""
+    """R3 per rollout: ``seq [Q, G]``; the step's :class:`VarianceStats` go to ``extras`` (where the query filter,
+    handed the scored batch, reads them without a second pass)."""
     Q, G = ctx.batch.num_groups, ctx.batch.group_size
     tok = ctx.tokenizer
-    refs = _score_references(ctx, cfg, with_baseline=cfg.masked_baseline)
+    refs = score_references(ctx, cfg, with_baseline=cfg.masked_baseline)
     L, ref_mask, ref_len, baseline = refs.logprobs, refs.ref_mask, refs.ref_len, refs.baseline
     J = ref_mask.shape[1]
 
@@ -198,12 +81,7 @@ def variance(ctx: ScoringContext, cfg: VarianceConfig) -> RewardOutput:
         diagnostics["length_penalty_mean"] = r_len.mean().item()
     if baseline is not None:
         diagnostics["baseline_logprob_mean"] = (baseline.sum() / ref_mask.sum().clamp_min(1)).item()
-    stats = _stats(refs, sigma)
-    remember_variance_stats(ctx, stats)
-    extras = {"sigma": stats.sigma, "sigma_max": stats.sigma_max, "ref_mask": stats.ref_mask,
-              "ref_logprobs": stats.ref_logprobs, "ref_ranks": stats.ref_ranks}
-    return RewardOutput(seq=seq, diagnostics=diagnostics, extras=extras)
+    return RewardOutput(seq=seq, diagnostics=diagnostics, extras=refs.stats(sigma).as_extras())
 
 
-__all__ = ["VarianceConfig", "VarianceStats", "rank_and_logprob", "reward_policy_model", "variance",
-           "variance_stats"]
+__all__ = ["VarianceConfig", "VarianceStats", "variance"]

@@ -151,7 +151,7 @@ def prompt_logprobs_to_tensor(outputs, prompt_lens: Sequence[int], response_ids:
 
     Row n was sent as ``prompt + response``; position ``prompt_lens[n] + j`` of its ``prompt_logprobs`` holds the
     distribution that predicted response token j. Zeros on padding (T' = the longest response), the layout of
-    ``rewards.variance.rank_and_logprob``.
+    ``teacher_forced.r3.rank_and_logprob``.
     """
     T = max((len(r) for r in response_ids), default=0)
     out = torch.zeros(len(response_ids), T, 2)
@@ -290,7 +290,7 @@ class VLLMRolloutEngine:
 
     def score_tokens(self, prompt_ids: Sequence[Sequence[int]], response_ids: Sequence[Sequence[int]]) -> torch.Tensor:
         """Teacher-forced (log-prob, rank) of each response token after its prompt, under the current weights:
-        [n, T', 2] (rewards.variance's layout). Prompts and responses are unpadded token lists."""
+        [n, T', 2] (teacher_forced.r3's layout). Prompts and responses are unpadded token lists."""
         requests = [{"prompt_token_ids": list(p) + list(r)} for p, r in zip(prompt_ids, response_ids)]
         self._wake_and_push()
         try:

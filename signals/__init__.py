@@ -8,7 +8,9 @@ packages importing all their modules, a component importing another is what make
 
 - :mod:`drox.signals.rubric`: the rubric checks of ``+gate=rubric`` and ``+reward=rubric`` (and ``has_container``,
   the final-answer container test of ``+reward=format``).
-- :mod:`drox.signals.r3`: DRO's σ statistics and R3 (the ``variance`` reward, the ``query`` filter, the verl backend).
+- :mod:`drox.signals.r3`: DRO's σ statistics and R3 (the ``variance`` reward, the ``query`` filter, the verl
+  backend); the teacher-forced pass that produces them needs a model, so it sits higher, in
+  :mod:`drox.teacher_forced.r3`.
 - :mod:`drox.signals.spans`: text <-> token helpers (where the final answer starts, which token holds a character,
   padding of ragged id lists) for the model-based rewards, open-ended evaluation and the verl backend.
 - :mod:`drox.signals.calibration`: Brier, ECE, AUROC and the stated-confidence parser (``+reward=brier``, ``drox eval``).

@@ -9,16 +9,16 @@ Shared by the ``variance`` reward (R3, :mod:`drox.rewards.variance`), the ``quer
 - the math, on tensors: :func:`sigma_weights`, :func:`masked_sigma`, :func:`r3_rewards`, :func:`length_penalty`,
   :func:`sigma_max_of`;
 - the splice of the reference after a rollout's reasoning: :func:`parse_template`, :func:`splice`;
-- one step's statistics, :class:`VarianceStats`, kept in the step's ``ctx.cache`` under :data:`STATS_KEY`
-  (:func:`cached_variance_stats`, :func:`remember_variance_stats`), so that the reward and the filter of one step
-  share one teacher-forced pass: whichever runs first computes them
-  (:func:`drox.rewards.variance.variance_stats`), the other reuses them.
+- one step's statistics, :class:`VarianceStats`: the ``variance`` reward returns them among its outputs' extras
+  (:meth:`VarianceStats.as_extras`) and the query filter reads them back from the scored batch it is handed
+  (:meth:`VarianceStats.from_extras`), so one teacher-forced pass serves both. That pass (it needs a model and the
+  rollout batch, which this package may not import) is :mod:`drox.teacher_forced.r3`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import List, Literal, Optional, Tuple
+from dataclasses import dataclass, fields
+from typing import Dict, List, Literal, Optional, Tuple
 
 import torch
 
@@ -193,22 +193,18 @@ class VarianceStats:
     ref_logprobs: torch.Tensor  # [Q, G, J] ℓ_{i,j} = log π_rwd(y_j | q, ĉ_i, y_<j)
     ref_ranks: torch.Tensor  # [Q, G, J] rank of y_j in π_rwd's distribution (1 = argmax)
 
+    def as_extras(self) -> Dict[str, torch.Tensor]:
+        """The statistics as a reward output's ``extras`` (one entry per field, the same tensors)."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
 
-STATS_KEY = "variance/stats"  # ctx.cache entry: this step's VarianceStats, whoever computed them first
-
-
-def cached_variance_stats(ctx) -> Optional[VarianceStats]:
-    """This step's :class:`VarianceStats` if something already computed them (no model work), else None."""
-    return ctx.cache.get(STATS_KEY)
-
-
-def remember_variance_stats(ctx, stats: VarianceStats) -> None:
-    """Make ``stats`` this step's :class:`VarianceStats` (what :func:`drox.rewards.variance.variance_stats` then
-    returns)."""
-    ctx.cache[STATS_KEY] = stats
+    @classmethod
+    def from_extras(cls, extras: Dict[str, torch.Tensor]) -> Optional["VarianceStats"]:
+        """The statistics held in a reward output's ``extras`` (:meth:`as_extras`), or None when it lacks any field."""
+        names = [f.name for f in fields(cls)]
+        if not all(n in extras for n in names):
+            return None
+        return cls(**{n: extras[n] for n in names})
 
 
-
-__all__ = ["REWARD_POLICIES", "STATS_KEY", "VarianceConfig", "VarianceStats", "WEIGHTINGS", "cached_variance_stats",
-           "length_penalty", "masked_sigma", "parse_template", "r3_rewards", "remember_variance_stats", "sigma_max_of",
-           "sigma_weights", "splice"]
+__all__ = ["REWARD_POLICIES", "VarianceConfig", "VarianceStats", "WEIGHTINGS", "length_penalty", "masked_sigma",
+           "parse_template", "r3_rewards", "sigma_max_of", "sigma_weights", "splice"]

@@ -30,15 +30,16 @@ def make_ctx(batch=None, rows=None, policy=None, correct=None, verifier=None, **
     return ctx
 
 
-def with_stats(ctx, sigma_max, sigma=None, ref_logprobs=None, ref_mask=None):
-    """``ctx`` holding this step's variance statistics, as if the variance reward had run."""
+def with_stats(sigma_max, sigma=None, ref_logprobs=None, ref_mask=None):
+    """A scored batch holding this step's variance statistics in the variance reward's extras, as if it had run."""
     Q = len(sigma_max)
-    r3_mod.remember_variance_stats(ctx, r3_mod.VarianceStats(
+    stats = r3_mod.VarianceStats(
         sigma=sigma if sigma is not None else sigma_max[:, None], sigma_max=sigma_max,
         ref_mask=ref_mask if ref_mask is not None else torch.ones(Q, 1),
         ref_logprobs=ref_logprobs if ref_logprobs is not None else torch.zeros(Q, 3, 1),
-        ref_ranks=torch.ones(Q, 3, 1)))
-    return ctx
+        ref_ranks=torch.ones(Q, 3, 1))
+    out = RewardOutput(seq=torch.zeros(Q, 3), extras=stats.as_extras())
+    return SimpleNamespace(seq=out.seq, per_source={"variance": out})
 
 
 def opts(name, **raw):
@@ -52,8 +53,8 @@ SIGMA = torch.tensor([0.5, 0.1, 0.0, 0.3, 0.1])  # Q = 5; groups 1 and 4 tie
 
 def run_query(sigma_max=SIGMA, valid=None, **raw):
     valid = torch.ones(len(sigma_max), 3, dtype=torch.bool) if valid is None else valid
-    ctx = with_stats(make_ctx(), sigma_max)
-    return qf.query_filter(ctx, None, valid, opts("query", **raw)), ctx
+    ctx = make_ctx()
+    return qf.query_filter(ctx, with_stats(sigma_max), valid, opts("query", **raw)), ctx
 
 
 @pytest.mark.parametrize("raw, kept", [
@@ -95,8 +96,8 @@ def test_query_respects_valid_rollouts():
     mask = torch.ones(3, 2)
     _, sigma_all, _ = r3_mod.r3_rewards(L, mask)
     valid = torch.tensor([[1, 1, 0], [1, 1, 0], [0, 0, 0]], dtype=torch.bool)
-    ctx = with_stats(make_ctx(), sigma_all.max(-1).values, sigma=sigma_all, ref_logprobs=L, ref_mask=mask)
-    dec = qf.query_filter(ctx, None, valid, opts("query", drop_fraction=0.0, threshold=0.5))
+    scored = with_stats(sigma_all.max(-1).values, sigma=sigma_all, ref_logprobs=L, ref_mask=mask)
+    dec = qf.query_filter(make_ctx(), scored, valid, opts("query", drop_fraction=0.0, threshold=0.5))
     assert dec.statistic.tolist() == pytest.approx([0.0, 1.0, 0.0])
     assert dec.keep.tolist() == [False, True, False]  # group 2 has no valid rollout: never kept
     assert dec.stats["eligible"] == 2
@@ -125,6 +126,16 @@ def test_query_online_reuses_the_variance_reward_without_a_forward_pass():
     sigma_max = combined.per_source["variance"].extras["sigma_max"]
     assert torch.equal(dec.statistic, sigma_max)
     assert dec.keep.tolist() == [bool(sigma_max[0] >= sigma_max[1]), bool(sigma_max[0] < sigma_max[1])]
+
+
+def test_query_online_finds_the_variance_statistics_under_another_source_name():
+    # inverse of variance: the inner source's extras pass through, so the filter still needs no forward pass
+    ctx = _fake_lm_ctx()
+    combined = score(ctx, {"inverse": REWARD_SOURCES.parse("inverse", {"of": "variance"})})
+    passes = dict(ctx.counters)
+    dec = FILTERS["query"].fn(ctx, combined, torch.ones(2, 3, dtype=torch.bool), opts("query", drop_fraction=0.5))
+    assert ctx.counters == passes and dec.stats["reused_variance"] == 1
+    assert torch.equal(dec.statistic, combined.per_source["inverse"].extras["sigma_max"])
 
 
 def test_query_online_computes_sigma_when_the_reward_is_not_active():

@@ -182,7 +182,7 @@ def test_r3_through_prompt_logprobs_equals_the_trainers_forward_pass(vllm_setup)
     a, b = var_mod.variance(plain, opts), var_mod.variance(through, opts)
     assert through.counters == {"engine_passes": 1} and plain.counters["forward_passes"] >= 1
     assert torch.allclose(a.seq, b.seq, atol=1e-4)
-    sa, sb = r3_mod.cached_variance_stats(plain), r3_mod.cached_variance_stats(through)
+    sa, sb = r3_mod.VarianceStats.from_extras(a.extras), r3_mod.VarianceStats.from_extras(b.extras)
     assert torch.allclose(sa.ref_logprobs, sb.ref_logprobs, atol=1e-4)
     # ranks among ~49k near-equal log-probs of a random model: float rounding may move a token past a neighbour
     assert (sa.ref_ranks - sb.ref_ranks).abs().max() <= 2 and (sa.ref_ranks != sb.ref_ranks).float().mean() < 0.2
