@@ -111,8 +111,8 @@ OBJECTIVES.declare("dpo", "drox.trainers.preference")
 ADVANTAGE_SHAPERS.declare("verl", "drox.trainers.verl_shaping")
 
 for _registry, _names, _module in (
-        (ADVANTAGE_ESTIMATORS, ("grpo", "dr_grpo", "rloo", "none", "tree", "tree_2norm", "psr", "nsr", "w_reinforce"),
-         "drox.trainers.algos"),
+        (ADVANTAGE_ESTIMATORS, ("grpo", "dr_grpo", "rloo", "none", "tree", "tree_2norm", "psr", "nsr", "w_reinforce",
+                                "passk", "pkpo", "maxrl"), "drox.trainers.algos"),
         (POLICY_LOSSES, ("ppo_clip", "gspo", "gspo_token", "cispo"), "drox.trainers.algos"),
         (LOSS_AGGREGATIONS, ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm", "seq-mean-token-sum"),
          "drox.trainers.algos"),

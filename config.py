@@ -349,12 +349,68 @@ class CISPOConfig:
                                  "[1 - clip_low, 1 + clip_high]; clip_low >= 1: no lower bound)")
 
 
+PKPO_BASELINES = ("loo_minus_one", "loo", "none")
+"""PKPO's variance reductions (Walder & Karkhanis, arXiv 2505.15201 §4): Eq. 33, Eq. 29, none (Eq. 19)."""
+
+
+def _check_k(k: int) -> None:
+    if not k >= 1:
+        raise ValueError(f"k={k} must be >= 1 (the number of samples pass@k is over)")
+
+
+@dataclass
+class PassKOptions:
+    """trainer.advantage.estimator=passk: Pass@k Training's analytic advantage (Chen et al., arXiv 2508.10751;
+    docs/algorithms.md "Pass@k Training: analytic pass@k advantage"). Also ``trainer.advantage.eps``."""
+
+    k: int = 4
+    """The k of pass@k: each rollout's advantage averages the normalised pass@k reward of the k-subsets of its group
+    that contain it. 1 = GRPO with the population std; k = G gives every rollout 0 (one subset, no spread), so
+    ``1 <= k < trainer.samples_per_prompt``. The default 4 is drox's."""
+
+    def __post_init__(self):
+        _check_k(self.k)
+
+
+@dataclass
+class PKPOOptions:
+    """trainer.advantage.estimator=pkpo: PKPO's pass@k reward transformation (Walder & Karkhanis, arXiv 2505.15201;
+    docs/algorithms.md "PKPO: pass@k reward transformation")."""
+
+    k: int = 4
+    """The k of pass@k (``max_g@k`` for non-binary rewards) whose gradient the advantages estimate without bias from
+    the group's n >= k rollouts (PKPO's k_opt; its experiments use 4 and 8 with n = 16), so
+    ``1 <= k <= trainer.samples_per_prompt``. 1 = RLOO (the paper's k_opt = 1 runs: no transformation, leave-one-out
+    centring); k = G = Tang et al.'s best-of-group advantage (G times verl's ``grpo_passk`` without the std)."""
+    baseline: str = "loo_minus_one"
+    """loo_minus_one: Eq. 33, each subset's max minus the max of its other k - 1 members (what the paper runs as PKPO;
+    the lowest variance in its Fig. 4) | loo: Eq. 29, minus the mean transformed reward of the others over their own
+    k-subsets (needs k < G) | none: Eq. 19, no baseline."""
+
+    def __post_init__(self):
+        _check_k(self.k)
+        if self.baseline not in PKPO_BASELINES:
+            raise ValueError(f"baseline={self.baseline} is not one of {', '.join(PKPO_BASELINES)} "
+                             "(PKPO Eq. 33, Eq. 29, no baseline)")
+
+
+@dataclass
+class MaxRLOptions:
+    """trainer.advantage.estimator=maxrl: MaxRL's advantage (Tajwar et al., arXiv 2602.02710; docs/algorithms.md
+    "MaxRL: maximum-likelihood advantage")."""
+
+    correct_above: float = 0.5
+    """A rollout is correct (``r = 1``) when its score exceeds this (the outcome reward's 1 / 0 points by default):
+    MaxRL is defined for a binary verdict."""
+
+
 @dataclass
 class AdvantageConfig:
     estimator: str = "grpo"
     """A registered advantage estimator: grpo | dr_grpo | rloo | none (raw reward) | psr | nsr | w_reinforce
     (sign-selective, Zhu et al. arXiv 2506.01347) | tree, tree_2norm (Tree-GRPO's intra-tree + inter-tree advantage;
-    needs ``rollout.tree.enabled``) | a plugin's."""
+    needs ``rollout.tree.enabled``) | passk (Pass@k Training's analytic advantage, arXiv 2508.10751) | pkpo (PKPO's
+    pass@k reward transformation, arXiv 2505.15201) | maxrl (MaxRL, arXiv 2602.02710) | a plugin's."""
     eps: float = 1e-6
     """Added to the group std in grpo."""
     combine: str = "sum"
@@ -376,6 +432,12 @@ class AdvantageConfig:
     """Options of estimator=nsr (drox.signals.sign.SignOptions: scale, correct_above)."""
     w_reinforce: Dict[str, Any] = field(default_factory=dict)
     """Options of estimator=w_reinforce (drox.signals.sign.WReinforceOptions: scale, correct_above, lam)."""
+    passk: PassKOptions = field(default_factory=PassKOptions)
+    """Options of estimator=passk (k)."""
+    pkpo: PKPOOptions = field(default_factory=PKPOOptions)
+    """Options of estimator=pkpo (k, baseline)."""
+    maxrl: MaxRLOptions = field(default_factory=MaxRLOptions)
+    """Options of estimator=maxrl (correct_above)."""
 
 
 @dataclass

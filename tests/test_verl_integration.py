@@ -648,6 +648,14 @@ def _verl_cli(*args):
     ((*HF, "+reward=[outcome,prm]", "reward.prm.kind=monte_carlo"), "reward.prm.kind=monte_carlo is not supported"),
     ((*HF, "+reward=prm", "reward.prm.kind=generative"), "reward.prm.kind=generative is not supported"),
     ((*HF, "task=revise"), "task=revise without a verifier is not supported by the verl backend"),
+    ((*HF, "trainer.samples_per_prompt=5", "trainer.advantage.estimator=passk"),
+     "trainer.advantage.estimator=passk is not supported by the verl backend: verl 0.9.1 has no analytic pass@k "
+     "advantage: its grpo_passk is Tang et al.'s best-of-group advantage (arXiv 2503.19595), another estimator "
+     "(supported: dr_grpo, grpo, nsr, psr, rloo, w_reinforce)"),
+    ((*HF, "trainer.samples_per_prompt=5", "trainer.advantage.estimator=pkpo"),
+     "trainer.advantage.estimator=pkpo is not supported by the verl backend: verl 0.9.1 has no PKPO transformation"),
+    ((*HF, "trainer.advantage.estimator=maxrl"),
+     "trainer.advantage.estimator=maxrl is not supported by the verl backend: verl 0.9.1 has no MaxRL estimator"),
     ((*HF, "--rollout-tp", "2"), "--rollout-tp=2 must divide --gpus-per-node=1"),
 ])
 def test_what_verl_cannot_run_stops_with_one_line(args, message):

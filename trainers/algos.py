@@ -35,9 +35,10 @@ from typing import Any, Dict, Optional, Tuple
 import torch
 
 from drox.components import ADVANTAGE_ESTIMATORS, KL_ESTIMATORS, LOSS_AGGREGATIONS, POLICY_LOSSES
-from drox.config import CISPOConfig, GSPOConfig
+from drox.config import CISPOConfig, GSPOConfig, MaxRLOptions, PassKOptions, PKPOOptions
 from drox.registry import parse_dataclass
 from drox.masked_stats import float_dtype, group_moments, masked_mean
+from drox.signals.passk import min_group_size, subset_tables
 from drox.signals.sign import SignOptions, WReinforceOptions, sign_advantages, sign_values
 
 Tensor = torch.Tensor
@@ -60,7 +61,10 @@ __all__ = [
     "kl_penalty",
     "loss_normalisers",
     "masked_mean",
+    "maxrl_advantages",
     "no_baseline_advantages",
+    "passk_advantages",
+    "pkpo_advantages",
     "policy_loss",
     "register_advantage_estimator",
     "resolve_policy_loss",
@@ -185,12 +189,20 @@ def _sign_selective(name: str, scores: Tensor, valid: Optional[Tensor], opts) ->
     return torch.where(valid, adv, torch.zeros_like(adv)).to(float_dtype(scores))
 
 
-def _sign_check(opts, cfg) -> None:
-    """Config-time check: the sign-selective advantages replace the estimator, not a combiner's."""
-    if cfg.trainer.advantage.combine != "sum":
-        raise ValueError(f"trainer.advantage.estimator={cfg.trainer.advantage.estimator}: its advantages are "
-                         f"sign-selective rewards (no baseline) and cannot be combined with trainer.advantage.combine="
-                         f"{cfg.trainer.advantage.combine}; use combine=sum")
+def _alone(what: str):
+    """A config-time check: estimator ``what`` (its advantages, in words) replaces the weighted sum's estimator, and a
+    multi-objective combiner would silently bypass it, so ``trainer.advantage.combine`` must be ``sum``."""
+
+    def check(opts, cfg) -> None:
+        if cfg.trainer.advantage.combine != "sum":
+            a = cfg.trainer.advantage
+            raise ValueError(f"trainer.advantage.estimator={a.estimator}: {what} and cannot be combined with "
+                             f"trainer.advantage.combine={a.combine}; use combine=sum")
+
+    return check
+
+
+_sign_check = _alone("its advantages are sign-selective rewards (no baseline)")
 
 
 @register_advantage_estimator("psr", SignOptions, check=_sign_check,
@@ -221,6 +233,139 @@ def w_reinforce_advantages(scores: Tensor, eps: float = 1e-6, valid: Optional[Te
 
     Shapes: ``scores [Q, G]`` -> ``[Q, G]``; invalid entries get 0. Example (λ = 0.1): ``[[1, 0]]`` -> ``[[0.1, -1]]``."""
     return _sign_selective("w_reinforce", scores, valid, opts or WReinforceOptions())
+
+
+def _subset_tables(n: int, k: int, device) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+    """:func:`drox.signals.passk.subset_tables` as float64 tensors ``(top [n], with_i [n, n], others [n, n],
+    loo [n, n])`` on ``device``."""
+    return tuple(torch.tensor(t, dtype=torch.float64, device=device) for t in subset_tables(n, k))  # type: ignore
+
+
+def _over_sorted_groups(scores: Tensor, valid: Optional[Tensor], min_n: int, fn) -> Tensor:
+    """Apply ``fn(n, g [R, n]) -> [R, n]`` to the valid scores of every group, sorted ascending, groups of equal
+    valid count ``n`` together; the results go back to the rollouts' own positions. Groups with fewer than ``min_n``
+    valid rollouts and invalid rollouts get 0. Shapes: ``scores [Q, G]`` -> ``[Q, G]`` float64."""
+    s, valid = _prepare(scores, valid)
+    n = valid.sum(-1)  # [Q]
+    ranked, order = torch.where(valid, s, torch.full_like(s, float("inf"))).sort(-1)  # valid ones first, ascending
+    out = torch.zeros_like(s)
+    for size in sorted(set(n[n >= max(min_n, 1)].tolist())):
+        rows = n == size
+        out[rows, :size] = fn(int(size), ranked[rows, :size])
+    return torch.zeros_like(s).scatter(-1, order, out)
+
+
+def _passk_check(opts, cfg) -> None:
+    """Config-time check of ``passk`` / ``pkpo``: ``k`` fits the group (one line, before anything runs)."""
+    name, G = cfg.trainer.advantage.estimator, int(cfg.trainer.samples_per_prompt)
+    _alone("its advantages average over the k-subsets of each group")(opts, cfg)
+    need = min_group_size(name, opts)
+    if G < need:
+        rule = "k < G (k = G leaves one subset and no spread)" if name == "passk" else (
+            "k < G (its baseline averages k-subsets of the other rollouts)" if need > opts.k else
+            "k <= G (pass@k has no unbiased estimate from fewer than k samples)")
+        raise ValueError(f"trainer.advantage.{name}.k={opts.k} with trainer.samples_per_prompt={G}: {name} needs "
+                         f"{rule}; lower k or raise samples_per_prompt")
+
+
+@register_advantage_estimator("passk", PassKOptions, group_baseline=True, check=_passk_check,
+                              verl="verl 0.9.1 has no analytic pass@k advantage: its grpo_passk is Tang et al.'s "
+                                   "best-of-group advantage (arXiv 2503.19595), another estimator")
+def passk_advantages(scores: Tensor, eps: float = 1e-6, valid: Optional[Tensor] = None,
+                     opts: Optional[PassKOptions] = None) -> Tensor:
+    """Pass@k Training's analytic advantage (Chen et al., arXiv 2508.10751; the authors' RUCAIBox/Passk_Training
+    ``code/passk_adv.py`` and README); docs/algorithms.md "Pass@k Training: analytic pass@k advantage".
+
+    Each k-subset ``I`` of a group's ``n`` valid rollouts is rewarded ``max_I r`` (pass@k on 0/1 rewards); ``R̄`` and
+    ``σ`` are the mean and population std of that reward over all ``C(n, k)`` subsets, and rollout ``i`` gets the
+    mean normalised reward of the subsets that contain it: ``A_i = (mean_{I ∋ i} max_I r − R̄) / (σ + eps)``. On 0/1
+    rewards with ``N_neg`` wrong rollouts this is the paper's closed form, ``R̄ = 1 − C(N_neg, k) / C(n, k)``,
+    ``σ = sqrt(R̄ (1 − R̄))``, ``Â_pos = (1 − R̄) / σ``,
+    ``Â_neg = (1 − R̄ − C(N_neg − 1, k − 1) / C(n − 1, k − 1)) / σ``; on other rewards, the same average over subsets
+    (drox's extension: the paper derives the 0/1 case).
+    k = 1 is GRPO with the population std.
+
+    Shapes: ``scores [Q, G]``, ``valid [Q, G] bool | None`` -> ``[Q, G]``. Invalid rollouts are left out and get 0; a
+    group with at most k valid rollouts, or whose subsets all have the same max (all wrong, or fewer than k wrong),
+    gets exactly 0. Example (k = 2): ``[[1, 0, 0]]`` -> ``R̄ = 2/3``, ``σ = √2/3`` -> ``[[0.7071, -0.3536, -0.3536]]``.
+    """
+    opts = opts or PassKOptions()
+    k = int(opts.k)
+
+    def fn(n: int, g: Tensor) -> Tensor:
+        top, with_i, _, _ = _subset_tables(n, k, g.device)
+        mean = g @ top  # [R] R̄: the mean subset max
+        std = ((g - mean[:, None]).square() @ top).sqrt()  # [R] σ over the subsets
+        per_rollout = (n / k) * (g @ with_i.T)  # [R, n] mean max of the subsets containing each rollout
+        adv = (per_rollout - mean[:, None]) / (std[:, None] + eps)
+        flat = (g[:, k - 1] == g[:, n - 1])[:, None]  # every subset has the same max: no spread
+        return torch.where(flat, torch.zeros_like(adv), adv)
+
+    return _over_sorted_groups(scores, valid, min_group_size("passk", opts), fn).to(float_dtype(scores))
+
+
+@register_advantage_estimator("pkpo", PKPOOptions, group_baseline=True, check=_passk_check,
+                              verl="verl 0.9.1 has no PKPO transformation: its grpo_passk (norm_adv_by_std_in_grpo="
+                                   "false) is only the k = G case, divided by G")
+def pkpo_advantages(scores: Tensor, eps: float = 1e-6, valid: Optional[Tensor] = None,
+                    opts: Optional[PKPOOptions] = None) -> Tensor:
+    """PKPO's pass@k reward transformation (Walder & Karkhanis, "Pass@K Policy Optimization", arXiv 2505.15201 §2-4);
+    docs/algorithms.md "PKPO: pass@k reward transformation".
+
+    For a group of ``n`` valid rewards ``g`` (any real values: ``max_g@k``, Eq. 11; pass@k on 0/1 rewards) and each
+    rollout ``i``, averaging over the ``C(n, k)`` subsets ``I`` of size k:
+
+    * ``baseline=loo_minus_one`` (Eq. 33, the paper's PKPO): ``s_i = (1/C(n,k)) Σ_{I ∋ i} (max_I g − max_{I∖i} g)``;
+    * ``baseline=loo`` (Eq. 29): ``s_i = S(i, k, [n]) − (1/(n−1)) Σ_{j≠i} S(j, k, [n]∖i)``;
+    * ``baseline=none`` (Eqs. 19-21, 27): ``s_i = S(i, k, [n]) = (1/C(n,k)) Σ_{I ∋ i} max_I g``;
+
+    and ``A_i = n · s_i``, so that the mean over the group of ``A_i ∇log π(o_i)`` is the paper's unbiased estimate
+    ``Σ_i s_i ∇log π(o_i)`` of ``∇ max_g@k``. Computed from the sorted rewards in ``O(n²)`` per group
+    (:func:`drox.signals.passk.subset_tables`), not over subsets. k = 1 with ``loo_minus_one`` (no k-1 subset) is the
+    paper's k_opt = 1 baseline, leave-one-out centring (Eq. 26): :func:`rloo_advantages`. On 0/1 rewards with
+    ``baseline=none``: ``A = k`` on correct rollouts and ``k · ρ(n−1, c, k−1)`` on wrong ones (Eq. 8, times n).
+
+    Shapes: ``scores [Q, G]``, ``valid [Q, G] bool | None`` -> ``[Q, G]``. Invalid rollouts are left out and get 0; a
+    group with fewer than k valid rollouts (k + 1 for ``loo``) gets 0. Example (k = 2, loo_minus_one): ``[[1, 0, 0]]``
+    -> ``[[2, 0, 0]]``: the right rollout's two pairs each beat the other member's 0, the wrong ones add nothing.
+    """
+    opts = opts or PKPOOptions()
+    k = int(opts.k)
+    if k == 1 and opts.baseline == "loo_minus_one":
+        return rloo_advantages(scores, eps, valid)
+
+    def fn(n: int, g: Tensor) -> Tensor:
+        _, with_i, others, loo = _subset_tables(n, k, g.device)
+        weights = with_i - {"loo_minus_one": others, "loo": loo, "none": torch.zeros_like(with_i)}[opts.baseline]
+        return n * (g @ weights.T)  # [R, n]
+
+    return _over_sorted_groups(scores, valid, min_group_size("pkpo", opts), fn).to(float_dtype(scores))
+
+
+@register_advantage_estimator("maxrl", MaxRLOptions, group_baseline=True,
+                              check=_alone("its advantages are normalised by the group's success rate"),
+                              verl="verl 0.9.1 has no MaxRL estimator ((r - mean) / mean)")
+def maxrl_advantages(scores: Tensor, eps: float = 1e-6, valid: Optional[Tensor] = None,
+                     opts: Optional[MaxRLOptions] = None) -> Tensor:
+    """MaxRL (Tajwar et al., "Maximum Likelihood Reinforcement Learning", arXiv 2602.02710, Algorithm 1 and Eq. 11);
+    docs/algorithms.md "MaxRL: maximum-likelihood advantage".
+
+    ``r_i = 1`` where ``score > correct_above``, else 0; ``μ`` = the mean of ``r`` over the group's valid rollouts;
+    ``A_i = (r_i − μ) / μ``, and 0 for the whole group when ``μ = 0``. Per prompt, the mean of ``A_i ∇log π(o_i)`` is
+    Eq. 11's ``Σ_i (r_i / K − 1/n) ∇log π(o_i)`` (``K`` = successes), unbiased for the gradient of the order-n
+    truncation ``−Σ_{k≤n} (1 − p)^k / k`` of ``log p``; dropping the all-wrong groups (Algorithm 1) makes it
+    unbiased for order n − 1 (tests/test_passk_estimators.py checks both by enumeration). ``eps`` is unused.
+
+    Shapes: ``scores [Q, G]``, ``valid [Q, G] bool | None`` -> ``[Q, G]``; invalid rollouts are left out and get 0.
+    Example: ``[[1, 0, 0, 0]]`` -> ``μ = 1/4`` -> ``[[3, -1, -1, -1]]``.
+    """
+    opts = opts or MaxRLOptions()
+    s, valid = _prepare(scores, valid)
+    m = group_moments((s > float(opts.correct_above)).to(s), valid)
+    solved = m.mean > 0  # [Q, 1]
+    adv = torch.where(valid & solved, m.centred / torch.where(solved, m.mean, torch.ones_like(m.mean)),
+                      torch.zeros_like(s))
+    return adv.to(float_dtype(scores))
 
 
 def _within_trees(scores: Tensor, eps: float, valid: Tensor, tree_ids: Tensor) -> Tensor:
