@@ -33,8 +33,8 @@ test-tables: install
 # smoke-size table's driver (run again, it must give the uninterrupted table) and a 300-step run with its memory
 # sampled -> RELIABILITY.md
 test-reliability: install
-	$(BIN)/python -m pytest tests/reliability
 	$(BIN)/python tests/reliability/kill_loop.py --trials 20 --out RELIABILITY.md
+	$(BIN)/python tests/reliability/fault_report.py --append RELIABILITY.md
 	$(BIN)/python tests/reliability/table_kill_loop.py --trials 6 --append RELIABILITY.md
 	$(BIN)/python tests/reliability/memory_run.py --steps 300 --append RELIABILITY.md
 

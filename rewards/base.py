@@ -128,9 +128,9 @@ class RewardOutput:
 
 #: ``+reward=<name>``: ``fn(ctx: ScoringContext, opts) -> RewardOutput``; options dataclass with a float ``weight``.
 #: ``meta["check"]``: optional ``fn(opts, cfg)`` raising ValueError when the rest of the config contradicts the
-#: source (run once at config time), e.g. PSR/NSR/W-REINFORCE's scores are already advantages and need
-#: ``trainer.advantage.estimator=none``, which their option files set. ``meta["advantages"]``: True for such
-#: sources (``inverse`` refuses to flip them).
+#: source (run once at config time). ``meta["advantages"]``: True for a (plugin) source whose scores are already
+#: advantages and need ``trainer.advantage.estimator=none``; ``inverse`` refuses to flip them. No built-in source
+#: sets it: PSR/NSR/W-REINFORCE are advantage estimators on the outcome reward (drox.signals.sign).
 REWARD_SOURCES = Registry("reward", "reward source", config_group="reward")
 
 
