@@ -413,6 +413,11 @@ class AdvantageConfig:
     pass@k reward transformation, arXiv 2505.15201) | maxrl (MaxRL, arXiv 2602.02710) | a plugin's."""
     eps: float = 1e-6
     """Added to the group std in grpo."""
+    dense: str = "reward_to_go"
+    """How dense (per-token) reward scores become token advantages, added to the broadcast sequence advantage:
+    reward_to_go (DeepSeekMath process supervision: normalised over the group's step rewards, summed from each token
+    to the end; the dense PRM) | per_token (the score itself at its token: no group normalisation, discount 0; the
+    on-policy distillation recipe, which conf/reward/distill.yaml selects). docs/algorithms.md."""
     combine: str = "sum"
     """How several reward sources become one advantage: sum (weighted sum of scores, then
     ``estimator``; TRL's sum_then_normalize when estimator=grpo) | a registered combiner: dvao
@@ -664,6 +669,7 @@ CHOICES = {
     "trainer.schedule": ("constant", "cosine"),
     "trainer.checkpoint": ("full", "weights", "none"),
     "trainer.reward_on_timeout": ("stop", "zero"),
+    "trainer.advantage.dense": ("reward_to_go", "per_token"),
     "sft.schedule": ("constant", "cosine"),
     "logger.wandb_mode": ("offline", "online", "disabled"),
     "eval.split": ("train", "test"),

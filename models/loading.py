@@ -248,14 +248,46 @@ def load_tokenizer(cfg):
 def _hf_path(cfg) -> str:
     if not cfg.path:
         raise ModelError("model=hf needs model.path=<HF id or local folder>")
-    p = Path(cfg.path).expanduser()
+    return hf_location(cfg.path)
+
+
+def hf_location(path: str, option: str = "model.path") -> str:
+    """``path`` as a HF model location: a local folder holding config.json (returned expanded) or a hub id
+    (``owner/name``, returned as it is; loading it needs a network). Otherwise a :class:`ModelError` naming ``option``.
+    Reads no model."""
+    p = Path(path).expanduser()
     if p.exists():
         if not (p / "config.json").is_file():
-            raise ModelError(f"model.path={cfg.path}: folder has no config.json (not a HF model folder)")
+            raise ModelError(f"{option}={path}: folder has no config.json (not a HF model folder)")
         return str(p)
-    if cfg.path.startswith((".", "/", "~")) or cfg.path.count("/") != 1:  # a hub id is exactly "owner/name"
-        raise ModelError(f"model.path={cfg.path}: no such folder")
-    return cfg.path  # a hub id; needs a network
+    if path.startswith((".", "/", "~")) or path.count("/") != 1:  # a hub id is exactly "owner/name"
+        raise ModelError(f"{option}={path}: no such folder")
+    return path  # a hub id; needs a network
+
+
+MODEL_SPEC_HELP = "a model name (tiny, toy, smollm2-135m), a local HF model folder or a hub id"
+"""What a model spec option (a teacher, a judge) accepts, for its error messages."""
+
+
+def model_spec(spec: str, option: str) -> dict:
+    """The ``model`` settings a model spec names, as ``model=`` loads them: a name with a ``conf/model/<name>.yaml``
+    (``tiny``, ``toy``, ``smollm2-135m``; ``embedded`` is ``smollm2-135m``) gives that file's settings, anything
+    else is a local HF folder or a hub id (``model=hf model.path=<spec>``; a folder named like a model is reached
+    as ``./name``). Merge the result over a :class:`~drox.config.ModelConfig` (the caller chooses which of the
+    policy's settings, e.g. ``cache_dir`` and ``dtype``, it keeps). Checked without loading anything;
+    :class:`ModelError` naming ``option`` when the spec is empty, a missing folder or a folder without config.json."""
+    from omegaconf import OmegaConf
+
+    from drox.registry import CONF_DIR
+
+    spec = str(spec or "").strip()
+    if not spec:
+        raise ModelError(f"{option} is empty: give {MODEL_SPEC_HELP}")
+    name = "smollm2-135m" if spec == "embedded" else spec
+    conf = CONF_DIR / "model" / f"{name}.yaml"
+    if name != "hf" and "/" not in name and conf.is_file():
+        return {**OmegaConf.to_container(OmegaConf.load(conf)), "path": None}
+    return {"name": "hf", "path": hf_location(spec, option)}
 
 
 def build_tiny(cfg, tokenizer):

@@ -47,8 +47,9 @@ def single_token(tokenizer, text: str, option: str, what: str, whose: str = "the
 
 def load_judge_model(ctx: ScoringContext, path: str):
     """(model, tokenizer, engine) of a separate judge LM (``judge: model``): ``path`` is a local HF folder or hub id,
-    or ``embedded`` for the embedded SmolLM2-135M-Instruct; loaded once, frozen, kept in ``ctx.state``. Its prompts
-    are rendered with its own tokenizer and chat template (the policy's ``model.chat_template`` setting applies)."""
+    ``embedded`` for the embedded SmolLM2-135M-Instruct, or a model name (``models.loading.model_spec``); loaded once,
+    frozen, kept in ``ctx.state``. Its prompts are rendered with its own tokenizer and chat template (the policy's
+    ``model.chat_template`` setting applies)."""
     held = ctx.state.get("judge/model")
     if held is not None and held["path"] == path:
         return held["model"], held["tokenizer"], held["engine"]
@@ -56,14 +57,12 @@ def load_judge_model(ctx: ScoringContext, path: str):
         raise ValueError("judge=model needs judge_path=<a local HF folder, a hub id, or embedded>")
     from omegaconf import OmegaConf
 
-    from drox.models.loading import load_policy
+    from drox.models.loading import load_policy, model_spec
     from drox.rollout.hf import HFRolloutEngine
 
     base = getattr(ctx.engine, "model_cfg", None)
     model_cfg = OmegaConf.create(OmegaConf.to_container(base) if base is not None else {})
-    model_cfg = OmegaConf.merge(OmegaConf.structured(_model_config()), model_cfg,
-                                {"name": "smollm2-135m", "path": None} if path == "embedded"
-                                else {"name": "hf", "path": path})
+    model_cfg = OmegaConf.merge(OmegaConf.structured(_model_config()), model_cfg, model_spec(path, "judge_path"))
     device = next(ctx.policy.parameters()).device if ctx.policy is not None else torch.device("cpu")
     model, tokenizer = load_policy(model_cfg, device)
     model.requires_grad_(False)

@@ -27,6 +27,7 @@ from typing import List, Literal, Optional
 import torch
 
 from drox.rewards.base import RewardOutput, ScoringContext, register_reward
+from drox.signals.logprob_gap import gap_diagnostics, token_gaps
 
 FEEDBACKS = ("answer", "verdict")
 TEACHERS = ("current", "initial")
@@ -72,16 +73,6 @@ def teacher_prompts(ctx: ScoringContext, cfg: SDPOConfig) -> List[str]:
     return [cfg.template.format(prompt=prompts[n // G], feedback=notes[n]) for n in range(batch.num_rows)]
 
 
-def token_gaps(teacher_logprobs: torch.Tensor, student_logprobs: torch.Tensor, mask: torch.Tensor,
-               clip: Optional[float] = None) -> torch.Tensor:
-    """``r_t = teacher − student`` on real tokens, 0 on padding, optionally clipped.
-
-    teacher_logprobs, student_logprobs, mask  # [N, T] -> [N, T]
-    """
-    gap = (teacher_logprobs - student_logprobs) * mask
-    return gap.clamp(-clip, clip) * mask if clip is not None else gap
-
-
 @register_reward("sdpo", SDPOConfig, verl="it calls the policy inside the reward, and drox.integrations.verl does "
                                           "not have it yet (docs/verl.md, 'Not done')")
 def sdpo(ctx: ScoringContext, cfg: SDPOConfig) -> RewardOutput:
@@ -95,14 +86,11 @@ def sdpo(ctx: ScoringContext, cfg: SDPOConfig) -> RewardOutput:
     teacher = ctx.logprobs(t_ids, t_mask, batch.response_ids, batch.response_mask, model=teacher_model)
     student = ctx.logprobs(batch.prompt_ids, batch.prompt_mask, batch.response_ids, batch.response_mask)
     gaps = token_gaps(teacher, student, mask, cfg.clip)  # [N, T]
-    per_rollout = gaps.sum(-1)  # [N]
-    diagnostics = {"gap_token_mean": (gaps.sum() / mask.sum().clamp_min(1)).item(),
-                   "gap_seq_mean": per_rollout.mean().item(),
-                   "positive_token_frac": ((gaps > 0).float() * mask).sum().item() / max(mask.sum().item(), 1.0)}
+    diagnostics = gap_diagnostics(gaps, mask)
     if not cfg.dense:
-        return RewardOutput(seq=per_rollout.view(Q, G), diagnostics=diagnostics)
+        return RewardOutput(seq=gaps.sum(-1).view(Q, G), diagnostics=diagnostics)
     return RewardOutput(seq=torch.zeros(Q, G), token=gaps.view(Q, G, T), token_mask=mask.bool().view(Q, G, T),
                         diagnostics=diagnostics)
 
 
-__all__ = ["SDPOConfig", "sdpo", "teacher_prompts", "token_gaps"]
+__all__ = ["SDPOConfig", "sdpo", "teacher_prompts"]

@@ -15,4 +15,6 @@ packages importing all their modules, a component importing another is what make
   padding of ragged id lists) for the model-based rewards, open-ended evaluation and the verl backend.
 - :mod:`drox.signals.calibration`: Brier, ECE, AUROC and the stated-confidence parser (``+reward=brier``, ``drox eval``).
 - :mod:`drox.signals.rouge`: ROUGE-N / ROUGE-L F1 (``+reward=rouge``, open-ended evaluation).
+- :mod:`drox.signals.logprob_gap`: per-token teacher − policy log-probability gaps and their diagnostics
+  (``+reward=sdpo``, ``+reward=distill``).
 """

@@ -772,11 +772,15 @@ def test_every_registered_component_is_selectable(compose_cfg, tmp_path, group, 
         extra = [f"reward.function.path={tmp_path}/f.py:f"]
     if name == "delta_belief":  # it reads beliefs about a secret after each turn: a multi-turn task only
         extra = ["task=twenty_questions"]
+    if name == "distill":  # its teacher is required
+        extra = ["reward.distill.teacher=tiny"]
     cfg = compose_cfg(f"+{group}={name}", *extra)
     block = OmegaConf.to_container(cfg[group][name], resolve=True)
     parsed = registry.parse(name, block)
     if name == "function":
         assert parsed == registry.get(name).options(path=f"{tmp_path}/f.py:f")
+    elif name == "distill":
+        assert parsed == registry.get(name).options(teacher="tiny")
     else:
         assert parsed == registry.get(name).options()
 

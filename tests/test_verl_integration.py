@@ -647,6 +647,12 @@ def _verl_cli(*args):
      "reward loop"),
     ((*HF, "+reward=[outcome,prm]", "reward.prm.kind=monte_carlo"), "reward.prm.kind=monte_carlo is not supported"),
     ((*HF, "+reward=prm", "reward.prm.kind=generative"), "reward.prm.kind=generative is not supported"),
+    ((*HF, "+reward=distill", "reward.distill.teacher=smollm2-135m"),
+     "+reward=distill is not supported by the verl backend: it runs a teacher model inside the reward, and "
+     "drox.integrations.verl does not have in-process model rewards yet"),
+    ((*HF, "+reward=prm", "reward.prm.dense=true", "trainer.advantage.dense=per_token"),
+     "trainer.advantage.dense=per_token with reward.prm.dense=true is not supported by the verl backend: drox's "
+     "trainer subclass turns dense step rewards into their reward-to-go only"),
     ((*HF, "task=revise"), "task=revise without a verifier is not supported by the verl backend"),
     ((*HF, "trainer.samples_per_prompt=5", "trainer.advantage.estimator=passk"),
      "trainer.advantage.estimator=passk is not supported by the verl backend: verl 0.9.1 has no analytic pass@k "

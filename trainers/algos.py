@@ -50,6 +50,7 @@ __all__ = [
     "POLICY_LOSSES",
     "agg_loss",
     "broadcast_to_tokens",
+    "DENSE_ADVANTAGES",
     "combine_advantages",
     "cispo_loss",
     "compute_advantages",
@@ -64,6 +65,7 @@ __all__ = [
     "maxrl_advantages",
     "no_baseline_advantages",
     "passk_advantages",
+    "per_token_advantages",
     "pkpo_advantages",
     "policy_loss",
     "register_advantage_estimator",
@@ -505,22 +507,12 @@ def dense_process_advantages(
         ``[N, T]`` token advantages (0 on padding). Groups with fewer than 2 step rewards, or whose step rewards
         are all identical, get exactly 0.
     """
-    if token_rewards.dim() == 3:
-        token_rewards = token_rewards.reshape(-1, token_rewards.shape[-1])
-    if reward_mask is not None and reward_mask.dim() == 3:
-        reward_mask = reward_mask.reshape(-1, reward_mask.shape[-1])
-    _check_same_shape(token_rewards=token_rewards, mask=mask, reward_mask=reward_mask)
-    N, T = token_rewards.shape
+    r, pos = _dense_positions(token_rewards, mask, reward_mask, valid)
+    N, T = r.shape
     G = int(group_size)
     if G < 1 or N % G != 0:
         raise ValueError(f"N = {N} rows is not a multiple of group_size {G}")
     Q = N // G
-    rows = _rows_valid(valid, N, token_rewards.device)
-
-    r = token_rewards.to(torch.float64)
-    pos = (r != 0) if reward_mask is None else reward_mask.to(torch.bool)
-    pos = pos & mask.to(torch.bool) & rows[:, None]
-    r = torch.where(pos, r, torch.zeros_like(r))
 
     # group statistics over all step rewards of the group's G outputs: view each group as one row of G*T
     norm = grpo_advantages(r.reshape(Q, G * T), eps=eps, valid=pos.reshape(Q, G * T)).to(torch.float64)
@@ -528,6 +520,45 @@ def dense_process_advantages(
     # reward-to-go: reverse cumulative sum along T (includes the reward at position t itself)
     rtg = norm.flip(-1).cumsum(-1).flip(-1)
     return (rtg * mask.to(torch.float64)).to(float_dtype(token_rewards))
+
+
+def _dense_positions(token_rewards: Tensor, mask: Tensor, reward_mask: Optional[Tensor], valid: Optional[Tensor]):
+    """``(r [N, T] float64, pos [N, T] bool)``: the dense rewards flattened to rows (``[Q, G, T]`` accepted) and the
+    positions that carry one (``reward_mask``, else the nonzero entries; within ``mask`` and the valid rows), ``r`` 0
+    everywhere else."""
+    if token_rewards.dim() == 3:
+        token_rewards = token_rewards.reshape(-1, token_rewards.shape[-1])
+    if reward_mask is not None and reward_mask.dim() == 3:
+        reward_mask = reward_mask.reshape(-1, reward_mask.shape[-1])
+    _check_same_shape(token_rewards=token_rewards, mask=mask, reward_mask=reward_mask)
+    rows = _rows_valid(valid, token_rewards.shape[0], token_rewards.device)
+    r = token_rewards.to(torch.float64)
+    pos = (r != 0) if reward_mask is None else reward_mask.to(torch.bool)
+    pos = pos & mask.to(torch.bool) & rows[:, None]
+    return torch.where(pos, r, torch.zeros_like(r)), pos
+
+
+def per_token_advantages(
+    token_rewards: Tensor,
+    mask: Tensor,
+    reward_mask: Optional[Tensor] = None,
+    valid: Optional[Tensor] = None,
+) -> Tensor:
+    """Each dense reward as its own token's advantage, ``Â_{i,t} = r_{i,t}``: no group normalisation, no sum over
+    later tokens (discount 0). The on-policy distillation recipe, where ``r_t`` is the teacher's minus the policy's
+    log-probability of the sampled token (docs/algorithms.md "On-policy distillation: a teacher's per-token reverse
+    KL"); ``trainer.advantage.dense=per_token``.
+
+    Shapes: ``token_rewards [N, T]`` (or ``[Q, G, T]``), ``mask [N, T]``, ``reward_mask`` and ``valid`` as in
+    :func:`dense_process_advantages` -> ``[N, T]``, 0 off the rewarded positions and on rows that are not valid.
+    """
+    r, _ = _dense_positions(token_rewards, mask, reward_mask, valid)
+    return r.to(float_dtype(token_rewards))
+
+
+DENSE_ADVANTAGES = ("reward_to_go", "per_token")
+"""``trainer.advantage.dense``: :func:`dense_process_advantages` | :func:`per_token_advantages` (drox.config's CHOICES
+holds the same names for the config check)."""
 
 
 def combine_advantages(
@@ -559,23 +590,31 @@ def token_advantages(
     eps: float = 1e-6,
     reward_mask: Optional[Tensor] = None,
     valid: Optional[Tensor] = None,
+    dense: str = "reward_to_go",
 ) -> Tensor:
     """Per-token advantages from per-rollout advantages and/or per-token scores.
 
     Args:
         seq_adv: ``[Q, G]`` or ``[N]`` sequence advantages (already from :func:`compute_advantages`), or None.
         token_scores: ``[Q, G, T]`` or ``[N, T]`` raw dense scores (step rewards), or None; turned into
-            advantages by :func:`dense_process_advantages` (DeepSeekMath §4.1.3 process supervision).
+            advantages by :func:`dense_process_advantages` (DeepSeekMath §4.1.3 process supervision) or, with
+            ``dense="per_token"``, :func:`per_token_advantages` (each score at its own token).
         mask: ``[N, T]`` response mask.
         group_size: ``G``; needed only when ``token_scores`` is ``[N, T]`` and ``seq_adv`` is not ``[Q, G]``.
-        eps, reward_mask, valid: passed to :func:`dense_process_advantages`.
+        eps, reward_mask, valid: passed to :func:`dense_process_advantages` (reward_mask, valid: also to
+            :func:`per_token_advantages`).
+        dense: ``trainer.advantage.dense``, one of :data:`DENSE_ADVANTAGES`.
     Returns:
-        ``[N, T]``: ``broadcast_to_tokens(seq_adv) + dense_process_advantages(token_scores)`` (missing terms
+        ``[N, T]``: ``broadcast_to_tokens(seq_adv) + dense advantages(token_scores)`` (missing terms
         are omitted; both None -> ValueError).
     """
+    if dense not in DENSE_ADVANTAGES:
+        raise ValueError(f"dense={dense!r}; choose one of: {', '.join(DENSE_ADVANTAGES)}")
     seq_tok = broadcast_to_tokens(seq_adv, mask) if seq_adv is not None else None
     dense_tok = None
-    if token_scores is not None:
+    if token_scores is not None and dense == "per_token":
+        dense_tok = per_token_advantages(token_scores, mask, reward_mask=reward_mask, valid=valid)
+    elif token_scores is not None:
         G = group_size
         if token_scores.dim() == 3:
             G = token_scores.shape[1] if G is None else G

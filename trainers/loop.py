@@ -406,7 +406,8 @@ def advantages(pipeline: Pipeline, cfg, data: Collected, step: int, metrics: Dic
     Without a combiner (``combine=sum``) or with a single source: the weighted sum of the sources' scores, then the
     registered advantage estimator (with its options; Tree-GRPO's also gets each rollout's tree); otherwise the
     registered multi-objective combiner over the per-source table. Dense scores add their reward-to-go
-    (DeepSeekMath process supervision, arXiv 2402.03300 §4.1.3).
+    (DeepSeekMath process supervision, arXiv 2402.03300 §4.1.3) or, with ``trainer.advantage.dense=per_token``, each
+    score at its own token (on-policy distillation).
     """
     a = cfg.trainer.advantage
     if pipeline.combiner is not None and data.table.shape[-1] > 1:
@@ -420,7 +421,7 @@ def advantages(pipeline: Pipeline, cfg, data: Collected, step: int, metrics: Dic
                                            opts=pipeline.estimator.opts)
     token_adv = algos.token_advantages(seq_adv, data.token, data.batch.response_mask,
                                        group_size=data.batch.group_size, eps=a.eps, reward_mask=data.token_mask,
-                                       valid=data.valid)  # [N, T]
+                                       valid=data.valid, dense=a.dense)  # [N, T]
     check_finite("advantages", token_adv, step)
     return seq_adv, token_adv
 

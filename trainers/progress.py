@@ -30,6 +30,7 @@ def describe_run(cfg, pipeline, run_dir) -> str:
         f"rewards: {rewards}; gates: {', '.join(g.name for g in pipeline.gates) or 'none'}; "
         f"filters: {', '.join(filters) or 'none'}",
         f"advantage: {t.advantage.estimator} (combine {t.advantage.combine})"
+        f"{' + dense scores per token' if t.advantage.get('dense') == 'per_token' else ''}"
         f"{verl_note(t.advantage)}; loss: {t.policy_loss}, "
         f"{t.loss_agg}, clip [{t.clip_low}, {t.clip_high}], kl {t.kl_coef}, lr {t.lr:g}",
     ]

@@ -125,6 +125,10 @@ def prm(opts, ctx) -> Dict[str, Any]:
                            f"{p}.empty_score": float(opts.empty_score), f"{p}.match_reference": bool(opts.match_reference),
                            f"{p}.correct": float(opts.correct), f"{p}.incorrect": float(opts.incorrect)}
     if opts.dense:
+        dense = str(ctx.cfg.trainer.advantage.dense)
+        if dense != "reward_to_go":
+            raise unsupported(f"trainer.advantage.dense={dense} with reward.prm.dense=true", "drox's trainer subclass "
+                              "turns dense step rewards into their reward-to-go only; use dense=reward_to_go")
         out.update({"trainer.v1.trainer_mode": "drox_sync", "drox.trainer.eps": float(ctx.cfg.trainer.advantage.eps)})
     return out
 
