@@ -5,7 +5,7 @@ BIN     := $(VENV)/bin
 # A CPU build of torch lies on this machine's disk; an unpinned torch would pull a multi-GB CUDA build.
 TORCH   ?= torch==2.13.0
 
-.PHONY: install demo test test-tables test-reliability bench bench-step clean base-policy toy-base toy-base-2op tables table-positive_control table-positive_control_smollm2 table-nsr table-passk_limits table-one_shot table-entropy_8020 table-spurious table-dro table-dro_revise table-prm_vs_variance table-dvao table-rubric_gate table-confidence table-rlcr table-seed_methods base-policy-2op base-policy-conf test-vllm test-verl
+.PHONY: install demo test test-tables test-reliability bench bench-step clean base-policy toy-base toy-base-2op tables table-positive_control table-positive_control_smollm2 table-nsr table-passk_limits table-one_shot table-entropy_8020 table-spurious table-dro table-dro_revise table-prm_vs_variance table-dvao table-rubric_gate table-confidence table-rlcr table-seed_methods base-policy-2op base-policy-conf test-vllm test-verl gpu-wheels gpu-smoke
 
 $(BIN)/drox: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -47,6 +47,18 @@ bench: install
 bench-step: install
 	$(BIN)/pip install -q --no-deps trl==1.16.0
 	$(BIN)/python benchmarks/results.py --suite step
+
+# The GPU smoke (docs/gpu.md, benchmarks/gpu_smoke.py), for a lent GPU machine without network: `make gpu-wheels`
+# here puts the wheels of benchmarks/gpu_smoke_wheels.txt and the tiny model's tokenizer into $(GPU_CARRY) (ignored,
+# carried beside the repository: carry [".gpu-carry"]) and refuses if it and the repository exceed 64 MiB;
+# `make gpu-smoke` there installs them offline and runs the checks with the machine's own python3 (no .venv there:
+# it does not depend on install). Not run on a GPU yet.
+GPU_CARRY := .gpu-carry
+gpu-wheels: install
+	$(BIN)/python benchmarks/gpu_smoke.py wheels --carry $(GPU_CARRY)
+
+gpu-smoke:
+	$(PY) benchmarks/gpu_smoke.py run --carry $(GPU_CARRY)
 
 # rollout.backend=vllm against vLLM's own classes, on CPU (docs/vllm.md). vllm 0.33 pins a CUDA torch 2.14 and
 # transformers < 5.21, so its tests run in their own environment: the CPU torch, vLLM without its dependencies, and

