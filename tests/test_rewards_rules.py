@@ -3,13 +3,15 @@ calibration metrics: hand-computed values, then each source through two steps of
 
 from __future__ import annotations
 
+import math
 import random
 
 import pytest
 import torch
 
 from drox.signals.calibration import auroc, brier_score, ece, parse_confidence
-from drox.signals.sign import SignOptions, WReinforceOptions
+from drox.errors import ConfigError
+from drox.signals.sign import NSROptions, SignOptions, WReinforceOptions, a_nsr_weights
 from drox.rewards.base import REWARD_SOURCES, ScoringContext, score
 from drox.rewards.brier import rlcr_reward
 from drox.rewards.format import has_container
@@ -217,6 +219,83 @@ def test_sign_estimators_by_hand():
     opts = WReinforceOptions(scale=2.0, correct_above=0.0, lam=0.5)  # 0 counts as wrong, 1 as right
     assert compute_advantages(scores, "w_reinforce", opts=opts).tolist() == [[1.0, -2.0, 1.0, -2.0]]
     assert compute_advantages(scores, "nsr", opts=SignOptions(correct_above=2.0)).tolist() == [[-1.0] * 4]
+
+
+# A-NSR (arXiv 2605.07137, the authors' README "Scheduling Functions"), on a [Q, G] = [2, 4] batch with 3 correct
+# rollouts of 7 valid ones (the last one gated out), the README's defaults: β 1.5 -> 0.5, κ = 0.03, λ 0.05 -> 0.2.
+ANSR_SCORES = torch.tensor([[1.0, 0.0, 1.0, 0.0], [0.0, 0.0, 1.0, 0.0]])
+ANSR_VALID = torch.tensor([[True, True, True, True], [True, True, True, False]])
+
+
+def _by_hand(lam, beta, scale=1.0):
+    return torch.tensor([[lam, -beta, lam, -beta], [-beta, -beta, lam, 0.0]], dtype=torch.float32) * scale
+
+
+def test_a_nsr_schedule_1_exponential_beta_linear_lambda_by_hand():
+    # t = 10 of T = 100: β = 0.5 + (1.5 - 0.5) e^{-0.3} = 1.24081822, λ = 0.05 + 0.15 · 10/100 = 0.065
+    beta, lam = 0.5 + math.exp(-0.3), 0.065
+    assert abs(beta - 1.2408182206817179) < 1e-12
+    opts = NSROptions(schedule="exp")
+    adv = compute_advantages(ANSR_SCORES, "nsr", valid=ANSR_VALID, opts=opts, step=10, total_steps=100)
+    assert torch.allclose(adv, _by_hand(lam, beta))
+    # the last step: λ reaches λ_max; β = 0.5 + e^{-3} (the exponential never quite reaches β_min)
+    assert a_nsr_weights(opts, 100, 100) == pytest.approx((0.2, 0.5 + math.exp(-3.0)))
+    # scale multiplies both weights
+    adv = compute_advantages(ANSR_SCORES, "nsr", valid=ANSR_VALID, opts=NSROptions(schedule="exp", scale=2.0),
+                             step=10, total_steps=100)
+    assert torch.allclose(adv, _by_hand(lam, beta, scale=2.0))
+
+
+def test_a_nsr_schedule_2_cosine_beta_by_hand():
+    # t = 25 of 100: β = 0.5 + ½ (1.0)(1 + cos(π/4)) = 0.5 + ½ (1 + 0.70710678) = 1.35355339; correct rollouts 0
+    adv = compute_advantages(ANSR_SCORES, "nsr", valid=ANSR_VALID, opts=NSROptions(schedule="cosine"), step=25,
+                             total_steps=100)
+    assert torch.allclose(adv, _by_hand(0.0, 1.3535533905932737))
+    opts = NSROptions(schedule="cosine")
+    assert a_nsr_weights(opts, 0, 100) == (0.0, 1.5) and a_nsr_weights(opts, 100, 100) == pytest.approx((0.0, 0.5))
+    assert a_nsr_weights(opts, 50, 100) == pytest.approx((0.0, 1.0))
+
+
+def test_a_nsr_schedule_3_batch_accuracy_by_hand():
+    # p̂ = 3 correct / 7 valid (the gated-out rollout counts for neither): β = 0.5 + 1.0 · (1 - 3/7) = 15/14
+    adv = compute_advantages(ANSR_SCORES, "nsr", valid=ANSR_VALID, opts=NSROptions(schedule="accuracy"))
+    assert torch.allclose(adv, _by_hand(0.0, 15 / 14))
+    # no step needed; an all-correct batch gets β_min, an all-wrong one β_max
+    opts = NSROptions(schedule="accuracy", beta_max=2.0, beta_min=0.25)
+    assert compute_advantages(torch.ones(1, 2), "nsr", opts=opts).tolist() == [[0.0, 0.0]]
+    assert compute_advantages(torch.zeros(1, 2), "nsr", opts=opts).tolist() == [[-2.0, -2.0]]
+
+
+def test_a_nsr_constant_is_plain_nsr_and_bad_options_are_one_line():
+    plain = compute_advantages(ANSR_SCORES, "nsr", valid=ANSR_VALID)
+    assert torch.equal(plain, _by_hand(0.0, 1.0))
+    assert torch.equal(compute_advantages(ANSR_SCORES, "nsr", valid=ANSR_VALID, opts=NSROptions(), step=3,
+                                          total_steps=4), plain)
+    with pytest.raises(ValueError, match="schedule=exp needs the training step"):
+        compute_advantages(ANSR_SCORES, "nsr", opts=NSROptions(schedule="exp"))
+    from drox.trainers.algos import ADVANTAGE_ESTIMATORS
+
+    with pytest.raises(ConfigError, match="schedule"):
+        ADVANTAGE_ESTIMATORS.parse("nsr", {"schedule": "linear"})
+    with pytest.raises(ConfigError, match="beta_min"):
+        ADVANTAGE_ESTIMATORS.parse("nsr", {"schedule": "exp", "beta_min": 2.0})
+
+
+def test_a_nsr_weights_reach_the_trainer_and_its_metrics(compose_cfg, tmp_path):
+    """Two steps of the tiny model with schedule=exp: each step's λ(t), β(t) (t = 1, 2 of T = 2) are logged as
+    advantage/nsr/{lam,beta}, and the advantages the loop computes are those weights."""
+    from drox.trainers import loop
+    from drox.trainers.metrics import read_metrics
+
+    cfg = compose_cfg("+reward=negative_only", "trainer.advantage.nsr.schedule=exp")
+    loop.run_training(cfg, tmp_path / "run", progress=False)
+    rows = read_metrics(tmp_path / "run" / "metrics.jsonl")
+    assert [r["step"] for r in rows] == [1, 2]
+    for r in rows:
+        t = r["step"]
+        assert r["advantage/nsr/lam"] == pytest.approx(0.05 + 0.15 * t / 2)
+        assert r["advantage/nsr/beta"] == pytest.approx(0.5 + math.exp(-0.03 * t))
+        assert r["advantage/abs_max"] <= r["advantage/nsr/beta"] + 1e-6
 
 
 @pytest.mark.parametrize("alias, estimator", sorted(SIGN_ALIASES.items()))

@@ -112,7 +112,8 @@ def test_an_estimators_options_need_no_plus():
     (["model=tiny", "+reward.negative_only.weight=1"],
      "reward.negative_only is an old key: negative_only is now the advantage estimator nsr"),
     (["model=tiny", "trainer.advantage.estimator=nsr", "trainer.advantage.nsr.scal=2"],
-     "trainer.advantage.nsr: unknown option(s) scal; allowed: correct_above, scale"),
+     "trainer.advantage.nsr: unknown option(s) scal; allowed: beta_max, beta_min, correct_above, kappa, lam_max, "
+     "lam_min, scale, schedule"),
 ])
 def test_moved_and_misspelt_estimator_options_are_one_line(overrides, expected, capsys):
     import typer

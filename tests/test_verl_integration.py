@@ -660,6 +660,9 @@ def _verl_cli(*args):
      "(supported: dr_grpo, grpo, nsr, psr, rloo, w_reinforce)"),
     ((*HF, "trainer.samples_per_prompt=5", "trainer.advantage.estimator=pkpo"),
      "trainer.advantage.estimator=pkpo is not supported by the verl backend: verl 0.9.1 has no PKPO transformation"),
+    ((*HF, "+reward=negative_only", "trainer.advantage.nsr.schedule=exp"),
+     "trainer.advantage.nsr.schedule=exp is not supported by the verl backend: A-NSR's schedules are not ported to "
+     "drox_nsr"),
     ((*HF, "trainer.advantage.estimator=maxrl"),
      "trainer.advantage.estimator=maxrl is not supported by the verl backend: verl 0.9.1 has no MaxRL estimator"),
     ((*HF, "--rollout-tp", "2"), "--rollout-tp=2 must divide --gpus-per-node=1"),

@@ -16,7 +16,9 @@ Registries (``drox.registry.Registry``; the config's allowed values are their na
 -------------------------------------------------------------------------------------
 * :data:`ADVANTAGE_ESTIMATORS` (``trainer.advantage.estimator``): ``fn(scores [Q, G], eps, valid [Q, G] bool)
   -> [Q, G]``; :func:`compute_advantages` dispatches. An estimator registered with ``tree_ids=True`` (Tree-GRPO's
-  ``tree``, ``tree_2norm``) also receives ``tree_ids [Q, G]``. Dense scores: :func:`token_advantages`.
+  ``tree``, ``tree_2norm``) also receives ``tree_ids [Q, G]``; one registered with ``step=True`` (``nsr``, for
+  A-NSR's schedules) receives ``step`` and ``total_steps``, and its ``stats=fn(scores, valid, opts, step,
+  total_steps) -> dict`` is logged as ``advantage/<name>/<key>``. Dense scores: :func:`token_advantages`.
 * :data:`POLICY_LOSSES` (``trainer.policy_loss``): ``fn(logprobs, old_logprobs, advantages, mask [N, T], *,
   clip_low, clip_high, agg, max_len, num_seqs, num_tokens) -> (loss, stats)``; ``ppo_clip``, ``gspo``,
   ``gspo_token``, ``cispo``. A loss registered with an options dataclass (gspo*, cispo: their clip ranges, in
@@ -39,7 +41,7 @@ from drox.config import CISPOConfig, GSPOConfig, MaxRLOptions, PassKOptions, PKP
 from drox.registry import parse_dataclass
 from drox.masked_stats import float_dtype, group_moments, masked_mean
 from drox.signals.passk import min_group_size, subset_tables
-from drox.signals.sign import SignOptions, WReinforceOptions, sign_advantages, sign_values
+from drox.signals.sign import NSROptions, SignOptions, WReinforceOptions, a_nsr_weights, sign_advantages, sign_values
 
 Tensor = torch.Tensor
 
@@ -64,6 +66,7 @@ __all__ = [
     "masked_mean",
     "maxrl_advantages",
     "no_baseline_advantages",
+    "nsr_weights",
     "passk_advantages",
     "per_token_advantages",
     "pkpo_advantages",
@@ -217,14 +220,43 @@ def psr_advantages(scores: Tensor, eps: float = 1e-6, valid: Optional[Tensor] = 
     return _sign_selective("psr", scores, valid, opts or SignOptions())
 
 
-@register_advantage_estimator("nsr", SignOptions, check=_sign_check,
+def nsr_weights(scores: Tensor, valid: Optional[Tensor], opts: NSROptions, step: Optional[int] = None,
+                total_steps: Optional[int] = None) -> Dict[str, float]:
+    """``{"lam": λ(t), "beta": β(t)}``, the weights ``nsr`` gives a correct and an incorrect rollout this step
+    (:func:`drox.signals.sign.a_nsr_weights`; ``schedule=accuracy`` reads p̂ = the fraction of the valid rollouts of
+    ``scores [Q, G]`` that are correct); ``{}`` for ``schedule=constant``. The loop logs them as
+    ``advantage/nsr/{lam,beta}``."""
+    if getattr(opts, "schedule", "constant") == "constant":
+        return {}
+    accuracy = None
+    if opts.schedule == "accuracy":
+        s, valid = _prepare(scores, valid)
+        n = int(valid.sum().item())
+        accuracy = ((s > float(opts.correct_above)) & valid).sum().item() / n if n else 0.0
+    lam, beta = a_nsr_weights(opts, step, total_steps, accuracy)
+    return {"lam": lam, "beta": beta}
+
+
+@register_advantage_estimator("nsr", NSROptions, check=_sign_check, step=True, stats=nsr_weights,
                               verl="drox.integrations.verl.mapping:sign_estimator")
 def nsr_advantages(scores: Tensor, eps: float = 1e-6, valid: Optional[Tensor] = None,
-                   opts: Optional[SignOptions] = None) -> Tensor:
-    """NSR (Eq. 4): ``A = -scale`` where ``score <= correct_above``, else 0; no baseline.
+                   opts: Optional[NSROptions] = None, step: Optional[int] = None,
+                   total_steps: Optional[int] = None) -> Tensor:
+    """NSR (Eq. 4): ``A = -scale`` where ``score <= correct_above``, else 0; no baseline. With ``opts.schedule``
+    other than ``constant``, A-NSR (arXiv 2605.07137; docs/algorithms.md "A-NSR: scheduled weights for the two
+    halves"): ``A = λ(t)·scale`` correct, ``-β(t)·scale`` incorrect (:func:`nsr_weights`), ``step`` = t,
+    ``total_steps`` = T.
 
-    Shapes: ``scores [Q, G]`` -> ``[Q, G]``; invalid entries get 0. Example: scores ``[[1, 0]]`` -> ``[[0, -1]]``."""
-    return _sign_selective("nsr", scores, valid, opts or SignOptions())
+    Shapes: ``scores [Q, G]`` -> ``[Q, G]``; invalid entries get 0. Example: scores ``[[1, 0]]`` -> ``[[0, -1]]``;
+    ``schedule=accuracy`` (β 1.5 -> 0.5): p̂ = 1/2, β = 1.0, ``[[0, -1]]``; ``schedule=exp`` at t = 10 of 100:
+    ``[[0.065, -1.2408]]``."""
+    opts = opts or NSROptions()
+    if getattr(opts, "schedule", "constant") == "constant":  # plain SignOptions are accepted too
+        return _sign_selective("nsr", scores, valid, opts)
+    w = nsr_weights(scores, valid, opts, step, total_steps)
+    s, valid = _prepare(scores, valid)
+    adv = sign_advantages(s > float(opts.correct_above), w["lam"], -w["beta"]).to(s) * float(opts.scale)
+    return torch.where(valid, adv, torch.zeros_like(adv)).to(float_dtype(scores))
 
 
 @register_advantage_estimator("w_reinforce", WReinforceOptions, check=_sign_check,
@@ -427,7 +459,7 @@ def tree_2norm_advantages(scores: Tensor, eps: float = 1e-6, valid: Optional[Ten
 
 def compute_advantages(
     scores: Tensor, estimator: str = "grpo", eps: float = 1e-6, valid: Optional[Tensor] = None,
-    tree_ids: Optional[Tensor] = None, opts: Any = None,
+    tree_ids: Optional[Tensor] = None, opts: Any = None, step: Optional[int] = None, total_steps: Optional[int] = None,
 ) -> Tensor:
     """Dispatch to a registered sequence-level advantage estimator.
 
@@ -440,6 +472,8 @@ def compute_advantages(
         tree_ids: ``[Q, G]`` or None: each rollout's tree within its group (Tree-GRPO rollouts,
             ``RolloutBatch.tree_ids``); passed only to estimators registered with ``tree_ids=True``.
         opts: the estimator's parsed options (drox.pipeline), passed only to one registered with options.
+        step, total_steps: the training step (1-based) and the run's number of steps, passed only to an estimator
+            registered with ``step=True`` (``nsr``'s A-NSR schedules).
     Returns:
         ``[Q, G]`` advantages, in the scores' floating dtype (float32 for integer/bool scores).
     Raises:
@@ -447,6 +481,8 @@ def compute_advantages(
     """
     component = ADVANTAGE_ESTIMATORS.get(estimator)
     extra: Dict[str, Any] = {"tree_ids": tree_ids} if component.meta.get("tree_ids") else {}
+    if component.meta.get("step"):
+        extra.update(step=step, total_steps=total_steps)
     if component.options is not None:
         extra["opts"] = opts if opts is not None else component.options()
     return component.fn(scores, eps=eps, valid=valid, **extra)

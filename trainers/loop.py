@@ -418,7 +418,11 @@ def advantages(pipeline: Pipeline, cfg, data: Collected, step: int, metrics: Dic
         tree_ids = data.batch.tree_ids  # [N] Tree-GRPO rollouts (rollout.tree), else None
         seq_adv = algos.compute_advantages(data.scores, pipeline.estimator.name, eps=a.eps, valid=data.valid,
                                            tree_ids=None if tree_ids is None else tree_ids.view_as(data.scores),
-                                           opts=pipeline.estimator.opts)
+                                           opts=pipeline.estimator.opts, step=step, total_steps=cfg.trainer.steps)
+        stats = pipeline.estimator.meta.get("stats")  # e.g. nsr's A-NSR weights λ(t), β(t)
+        if stats is not None:
+            metrics.update({f"advantage/{pipeline.estimator.name}/{k}": v for k, v in
+                            stats(data.scores, data.valid, pipeline.estimator.opts, step, cfg.trainer.steps).items()})
     token_adv = algos.token_advantages(seq_adv, data.token, data.batch.response_mask,
                                        group_size=data.batch.group_size, eps=a.eps, reward_mask=data.token_mask,
                                        valid=data.valid, dense=a.dense)  # [N, T]

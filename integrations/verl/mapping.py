@@ -134,8 +134,14 @@ def prm(opts, ctx) -> Dict[str, Any]:
 
 
 def sign_estimator(opts, ctx) -> Dict[str, Any]:
-    """psr / nsr / w_reinforce -> verl's drox_psr / drox_nsr / drox_w_reinforce (estimators.py), same options."""
+    """psr / nsr / w_reinforce -> verl's drox_psr / drox_nsr / drox_w_reinforce (estimators.py), same options;
+    nsr's A-NSR schedules (``schedule`` other than constant) are refused."""
     name = str(ctx.cfg.trainer.advantage.estimator)
+    schedule = getattr(opts, "schedule", "constant")  # nsr's A-NSR schedules
+    if schedule != "constant":
+        raise unsupported(f"trainer.advantage.nsr.schedule={schedule}", "A-NSR's schedules are not ported to "
+                          "drox_nsr (exp and cosine need the training step, which verl 0.9.1 never hands an "
+                          f"estimator); {NOT_BUILT}")
     out: Dict[str, Any] = {"algorithm.adv_estimator": f"drox_{name}", "algorithm.drox.scale": float(opts.scale),
                            "algorithm.drox.correct_above": float(opts.correct_above)}
     if name == "w_reinforce":
