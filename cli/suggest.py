@@ -41,10 +41,10 @@ def component_option_blocks() -> Dict[str, set]:
 
 def option_overrides(overrides: Sequence[str]) -> List[str]:
     """``overrides`` with ``++`` put before each plain ``<options root>.<name>.<option>=value`` whose block is a free
-    dict in the schema or absent from it (a plugin's; the options of a component chosen by a plain string, e.g. ``trainer.advantage.nsr.scale=2``
-    for ``trainer.advantage.estimator=nsr``): Hydra refuses a key a struct config does not hold yet unless it is
-    added with ``+``, and refuses ``+`` for a key that an alias (``+reward=negative_only``) already set, so ``++``
-    (add or override) makes one spelling work in both cases. The registry still checks the option's name and value
+    dict in the schema, or absent from it (a plugin's): the options of a component chosen by a plain string, e.g.
+    ``trainer.advantage.nsr.scale=2`` for ``trainer.advantage.estimator=nsr``. Hydra refuses a key a struct config
+    does not hold yet unless it is added with ``+``, and refuses ``+`` for a key that an alias
+    (``+reward=negative_only``) already set, so ``++`` (add or override) makes one spelling work in both cases. The registry still checks the option's name and value
     (:meth:`drox.registry.Registry.parse`). Keys of typed blocks, prefixed keys and ``hydra.*`` pass unchanged."""
     from drox.config import DroxConfig
 
@@ -171,10 +171,10 @@ def explain(text: str, overrides: Sequence[str], keys_at: Callable[[str], Option
     siblings = keys_at(parent)
     if siblings is None:
         return None
-    guess = nearest(leaf, siblings)
-    unknown = ".".join(parts[:depth + 1])
     moved = moved_key_message(key)
     if moved:
         return moved
+    guess = nearest(leaf, siblings)
+    unknown = ".".join(parts[:depth + 1])
     hint = f" (did you mean {parent + '.' if parent else ''}{guess}?)" if guess else ""
     return f"unknown key {unknown}{hint}; {SEE_KEYS}"
