@@ -44,8 +44,9 @@ def option_overrides(overrides: Sequence[str]) -> List[str]:
     dict in the schema, or absent from it (a plugin's): the options of a component chosen by a plain string, e.g.
     ``trainer.advantage.nsr.scale=2`` for ``trainer.advantage.estimator=nsr``. Hydra refuses a key a struct config
     does not hold yet unless it is added with ``+``, and refuses ``+`` for a key that an alias
-    (``+reward=negative_only``) already set, so ``++`` (add or override) makes one spelling work in both cases. The registry still checks the option's name and value
-    (:meth:`drox.registry.Registry.parse`). Keys of typed blocks, prefixed keys and ``hydra.*`` pass unchanged."""
+    (``+reward=negative_only``) already set, so ``++`` (add or override) makes one spelling work in both cases.
+    The registry still checks the option's name and value (:meth:`drox.registry.Registry.parse`). Keys of typed
+    blocks, prefixed keys and ``hydra.*`` pass unchanged."""
     from drox.config import DroxConfig
 
     blocks = component_option_blocks()
