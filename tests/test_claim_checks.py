@@ -77,7 +77,7 @@ def test_equivalence_claims_are_registered_as_equivalence():
 def test_spurious_claims_follow_the_non_qwen_expectation_and_dvao_magnitudes_are_said_of_rc():
     spurious = driver.load_spec("spurious")
     assert spurious.control == "ground_truth"
-    for arm in ("random", "format", "incorrect_label"):
+    for arm in ("random",):
         claim = next(c for c in spurious.claims if c.arm_a == arm and c.arm_b == "base")
         assert (claim.test, claim.direction) == ("equivalence", -1)  # arm - base < margin
         assert "Qwen" in claim.paper
@@ -87,31 +87,6 @@ def test_spurious_claims_follow_the_non_qwen_expectation_and_dvao_magnitudes_are
     for claim in driver.load_spec("confidence").claims:
         if "intuitor" in (claim.arm_a, claim.arm_b):
             assert "without the paper's KL" in claim.paper
-
-
-# ------------------------------------------------------------------------------------------------ spurious
-
-
-def test_spurious_format_reward_constant_in_every_group_is_not_testable():
-    check = _check("spurious", "check_format_reward")
-    constant = {("format", "advantage/zero_groups"): {0: 1.0, 1: 1.0}}
-    reason = check(_values(constant))
-    assert reason and "constant within every group" in reason and "100% of groups" in reason and "2 seed" in reason
-    spread = {("format", "advantage/zero_groups"): {0: 1.0, 1: 0.75}}  # one seed had a gradient
-    assert check(_values(spread)) is None
-    # where zero_groups is not logged, the source's batch std stands in
-    assert "reward/format/std = 0" in check(_values({("format", "reward/format/std"): {0: 0.0, 1: 0.0}}))
-    assert check(_values({("format", "reward/format/std"): {0: 0.0, 1: 0.3}})) is None
-
-
-def test_spurious_answer_style_at_its_ceiling_is_not_testable():
-    check = _check("spurious", "check_format_style")
-    learning = {("format", "advantage/zero_groups"): {0: 0.5, 1: 0.25}}
-    assert check(_values({**learning, ("base", "eval/answered_frac"): {BASE_SEED: 0.8}})) is None
-    reason = check(_values({**learning, ("base", "eval/answered_frac"): {BASE_SEED: 1.0}}))
-    assert reason and "ceiling" in reason and "100.0%" in reason
-    constant = {("format", "advantage/zero_groups"): {0: 1.0, 1: 1.0}, ("base", "eval/answered_frac"): {BASE_SEED: 0.8}}
-    assert "constant within every group" in check(_values(constant))
 
 
 # ------------------------------------------------------------------------------------------------ dro_revise
@@ -204,14 +179,23 @@ def test_seed_methods_srl_without_an_rlvr_step_is_not_testable():
 
 def test_a_check_reason_becomes_the_verdict_once_the_control_resolves(monkeypatch):
     """driver.claim_results: the positive control resolves (ground truth above the base in every seed), so the
-    checks run; the format claims get "not testable" with the check's reason, the others their statistics."""
-    exp = driver.load_spec("spurious")
+    checks run; a claim whose check gives a reason gets "not testable" with it, the others their statistics."""
+    def answered_at_ceiling(values):
+        base = values("base", "eval/answered_frac").values.get(BASE_SEED)
+        return "the base answers in every sample" if base is not None and base >= 1.0 else None
+
     seeds = [0, 1, 2, 3]
-    exp.seeds = seeds
+    exp = driver.Experiment(
+        name="made_here", arms=[driver.Arm("ground_truth"), driver.Arm("random"), driver.Arm("format")], seeds=seeds,
+        metrics=["eval/pass@1"], control="ground_truth",
+        claims=[driver.Claim("ground truth helps", "eval/pass@1", "ground_truth", "base", +1, "-"),
+                driver.Claim("random is no better", "eval/pass@1", "random", "base", -1, "-", test="equivalence",
+                             margin=0.05),
+                driver.Claim("format answers more", "eval/answered_frac", "format", "base", +1, "-",
+                             check=answered_at_ceiling)])
     pass1 = {"ground_truth": [0.30, 0.31, 0.32, 0.30], "random": [0.20, 0.21, 0.19, 0.20],
-             "format": [0.20, 0.20, 0.20, 0.20], "incorrect_label": [0.18, 0.19, 0.20, 0.21]}
-    table = {("base", "eval/pass@1"): {BASE_SEED: 0.20}, ("base", "eval/answered_frac"): {BASE_SEED: 1.0},
-             ("format", "advantage/zero_groups"): {s: 1.0 for s in seeds}}
+             "format": [0.20, 0.20, 0.20, 0.20]}
+    table = {("base", "eval/pass@1"): {BASE_SEED: 0.20}, ("base", "eval/answered_frac"): {BASE_SEED: 1.0}}
     for arm, values in pass1.items():
         table[(arm, "eval/pass@1")] = dict(zip(seeds, values))
         table[(arm, "eval/answered_frac")] = {s: 1.0 for s in seeds}
@@ -219,11 +203,7 @@ def test_a_check_reason_becomes_the_verdict_once_the_control_resolves(monkeypatc
     monkeypatch.setattr(driver, "arm_data", lambda exp_, folders, base, arm, metric: values(arm, metric))
     control, blocked, results = driver.claim_results(exp, {}, None)
     assert blocked is None and control[1].verdict == "reproduced"
-    by_text = {claim.text: result for claim, result in results}
-    for claim in exp.claims:
-        result = by_text[claim.text]
-        if claim.check is not None:
-            assert result.verdict == "not testable" and "constant within every group" in result.reason
-        else:
-            assert result.verdict != "not testable" or "same" in result.reason, (claim.text, result.reason)
-    assert np.isclose(by_text[exp.claims[0].text].estimate, 0.1075)
+    verdicts = [(result.verdict, result.reason) for _, result in results]
+    assert verdicts[0][0] == "reproduced" and verdicts[1][0] == "reproduced"  # random: diffs 0, .01, -.01, 0
+    assert verdicts[2] == ("not testable", "the base answers in every sample")
+    assert np.isclose(results[0][1].estimate, 0.1075)

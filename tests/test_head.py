@@ -64,7 +64,7 @@ def test_lm_head_mm_is_on_and_pinned_off_with_unaligned_weights_where_results_ne
     cfg = compose(["model=tiny"]).model
     assert cfg.lm_head_mm is True and cfg.aligned_weights is True
     for name in ("dro_revise",  # made with the first levers, before this one
-                 "spurious", "demo"):  # made before any lever
+                 "demo"):  # made before any lever
         model = compose([f"experiment={name}"]).model
         assert model.lm_head_mm is False and model.aligned_weights is False, name
     assert compose(["experiment=base_policy"]).model.aligned_weights is False  # the committed base policy
@@ -83,10 +83,10 @@ def test_decode_mm_is_on_and_pinned_off_for_the_tables_made_before_it():
                  "confidence", "seed_methods"):  # the head lever
         rollout = compose([f"experiment={name}"]).rollout
         assert rollout.static_decode is True and rollout.decode_mm is False, name
-    for name in ("positive_control_smollm2", "rlcr"):  # the SmolLM2 testbed's paired protocol: every lever on
+    for name in ("positive_control_smollm2", "rlcr", "spurious"):  # the SmolLM2 paired protocol: every lever on
         rollout = compose([f"experiment={name}"]).rollout
         assert rollout.static_decode is True and rollout.decode_mm is True, name
-    for name in ("spurious", "demo"):  # made before any lever: HF's forward decodes
+    for name in ("demo",):  # made before any lever: HF's forward decodes
         assert compose([f"experiment={name}"]).rollout.static_decode is False, name
     for name in TOY_TABLES:
         rollout = compose([f"experiment={name}"]).rollout
