@@ -45,6 +45,13 @@ class ModelConfig:
     head as (W h^T)^T, for which MKL takes a 1.3-2.5x faster CPU kernel than for h W^T (models/head.py); same
     values up to float rounding. Exact resume with it on needs ``aligned_weights`` (that kernel's rounding
     depends on where the weights sit in memory)."""
+    head_chunk_rows: int = 0
+    """> 0: the update's shared-prompt pass computes the vocabulary head, the log-probs and the entropies this many
+    response positions at a time, with a backward that recomputes each chunk's logits (models/head.py,
+    ``chunked_head_logprobs``): the [positions, vocabulary] logits, their softmax and their gradient are never held
+    whole (SmolLM2 at 4 x 8: ~2,000 positions x 49,152 x 4 bytes = 400 MB each), for one more head matmul per
+    backward. Same values up to float rounding. 0: the whole batch at once through autograd (the committed
+    tables' numerics)."""
     aligned_weights: bool = True
     """Copy weights read from a file (safetensors keeps them at the file's byte offsets) into 64-byte-aligned
     memory, as torch allocates them (models/loading.align_weights). MKL can round the same product differently
@@ -710,6 +717,9 @@ def validate(cfg) -> None:
         if get("trainer.grad_accum") != 1:
             raise ConfigError(f"trainer.objective=dpo needs trainer.grad_accum=1 (a pair's two responses must share a "
                               f"backward pass), got {get('trainer.grad_accum')}; use trainer.mini_batches to save memory")
+    if get("model.head_chunk_rows") < 0:
+        raise ConfigError(f"model.head_chunk_rows={get('model.head_chunk_rows')} must be >= 0 (0: the head over the "
+                          "whole batch at once; N: N positions at a time)")
     if not 0 < get("rollout.vllm.gpu_memory_utilization") <= 1:
         raise ConfigError(f"rollout.vllm.gpu_memory_utilization={get('rollout.vllm.gpu_memory_utilization')} must be "
                           "in (0, 1] (the fraction of GPU memory vLLM may take; the trainer needs the rest)")

@@ -78,6 +78,7 @@ def response_logprobs(
     with_entropy: bool = False,
     share_prompts: bool = False,
     head_mm: bool = False,
+    head_rows: int = 0,
 ) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
     """(log-probs [N, T], entropies [N, T] or None) of the response tokens under ``model``.
 
@@ -85,13 +86,16 @@ def response_logprobs(
     Padding positions are zeroed. ``share_prompts``: rows that repeat the row before's prompt (a group's
     G samples) are encoded with that prompt once and without padding (``models/shared_prompt.py``) when the
     model supports it and it costs fewer FLOPs; the numbers are the same up to float rounding. ``head_mm``: that
-    pass computes the LM head as (W h^T)^T (models/head.py).
+    pass computes the LM head as (W h^T)^T (models/head.py). ``head_rows`` > 0: that pass computes the head, the
+    log-probs and entropies ``head_rows`` positions at a time and never holds the [M, V] logits
+    (``model.head_chunk_rows``, :func:`drox.models.head.chunked_head_logprobs`).
     """
     if share_prompts and supports_shared_prompts(model):
         packed = pack(prompt_ids.cpu(), prompt_mask.cpu(), response_ids.cpu(), response_mask.cpu())
         if plan(model, prompt_mask, response_mask, packed):
             N, T = response_ids.shape
-            return shared_prompt_logprobs(model, packed, N, T, temperature, with_entropy, head_mm=head_mm)
+            return shared_prompt_logprobs(model, packed, N, T, temperature, with_entropy, head_mm=head_mm,
+                                          head_rows=head_rows)
     device = next(model.parameters()).device
     prompt_ids, prompt_mask = prompt_ids.to(device), prompt_mask.to(device)
     response_ids, response_mask = response_ids.to(device), response_mask.to(device)

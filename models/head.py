@@ -47,3 +47,108 @@ def head_logits(model, hidden: torch.Tensor, mm: bool = True) -> torch.Tensor:
     if type(head) is torch.nn.Linear:
         return linear(hidden, head.weight, head.bias, mm=mm)
     return head(hidden)
+
+
+class _ChunkedHeadLogprobs(torch.autograd.Function):
+    """Forward and backward of :func:`chunked_head_logprobs`, ``rows`` rows of the head at a time.
+
+    Saved for backward: the hidden states, the log-normaliser and (with entropies) the entropy per row, never
+    logits. The backward recomputes each chunk's logits (one more head matmul) and forms the gradient of the
+    logits in place: for ``z = logits / T``, ``p = softmax(z)``, ``log p_y = z_y - lse(z)`` and
+    ``H = -sum_v p_v log p_v``,
+
+        d log p_y / dz = onehot(y) - p,      dH / dz = -p * (log p + H),
+
+    so ``grad_logits = (g_lp * (onehot(y) - p) - g_H * p * (log p + H)) / T``, then
+    ``grad_hidden = grad_logits W`` and ``grad_W += grad_logits^T hidden``.
+    """
+
+    @staticmethod
+    def forward(ctx, hidden, weight, bias, tokens, temperature, rows, with_entropy, mm):
+        n = hidden.shape[0]
+        logprobs = hidden.new_empty(n, dtype=torch.float32)
+        lse = hidden.new_empty(n, dtype=torch.float32)
+        entropy = hidden.new_empty(n, dtype=torch.float32) if with_entropy else None
+        for start in range(0, n, rows):
+            sl = slice(start, min(start + rows, n))
+            z = linear(hidden[sl], weight, bias, mm=mm).float()  # [r, V]
+            if temperature != 1.0:
+                z = z / temperature
+            lse[sl] = torch.logsumexp(z, dim=-1)
+            logprobs[sl] = z.gather(-1, tokens[sl, None]).squeeze(-1) - lse[sl]
+            if with_entropy:
+                logp = z - lse[sl, None]
+                entropy[sl] = -(logp.exp() * logp).sum(-1)
+        ctx.save_for_backward(hidden, weight, bias, tokens, lse, entropy)
+        ctx.temperature, ctx.rows, ctx.mm, ctx.with_entropy = temperature, rows, mm, with_entropy
+        if with_entropy:
+            return logprobs, entropy
+        ctx.mark_non_differentiable(lse)
+        return logprobs, lse  # the second output is a placeholder without a gradient
+
+    @staticmethod
+    def backward(ctx, grad_logprobs, grad_entropy):
+        hidden, weight, bias, tokens, lse, entropy = ctx.saved_tensors
+        temperature, rows, with_entropy = ctx.temperature, ctx.rows, ctx.with_entropy
+        n = hidden.shape[0]
+        need_h, need_w, need_b = ctx.needs_input_grad[:3]
+        grad_hidden = torch.empty_like(hidden) if need_h else None
+        grad_weight = torch.zeros_like(weight, dtype=torch.float32) if need_w else None
+        grad_bias = torch.zeros_like(bias, dtype=torch.float32) if (need_b and bias is not None) else None
+        if grad_logprobs is None:
+            grad_logprobs = torch.zeros(n, dtype=torch.float32, device=hidden.device)
+        use_entropy = with_entropy and grad_entropy is not None
+        for start in range(0, n, rows):
+            sl = slice(start, min(start + rows, n))
+            with torch.no_grad():
+                z = linear(hidden[sl], weight, bias, mm=ctx.mm).float()  # [r, V], recomputed
+                if temperature != 1.0:
+                    z = z / temperature
+                logp = z - lse[sl, None]
+                p = logp.exp()
+                g = grad_logprobs[sl].float()
+                if use_entropy:
+                    # -g_H * p * (log p + H), then the log-prob term -g_lp * p
+                    grad = p * (logp + entropy[sl, None]) * (-grad_entropy[sl].float()[:, None]) - g[:, None] * p
+                else:
+                    grad = p.mul_(-g[:, None])
+                grad.scatter_add_(-1, tokens[sl, None], g[:, None])
+                if temperature != 1.0:
+                    grad = grad / temperature
+                grad = grad.to(hidden.dtype)
+                if need_h:
+                    grad_hidden[sl] = grad @ weight
+                if need_w:
+                    grad_weight.addmm_(grad.t().float(), hidden[sl].float())
+                if grad_bias is not None:
+                    grad_bias += grad.float().sum(0)
+        if grad_weight is not None:
+            grad_weight = grad_weight.to(weight.dtype)
+        if grad_bias is not None:
+            grad_bias = grad_bias.to(bias.dtype)
+        return grad_hidden, grad_weight, grad_bias, None, None, None, None, None
+
+
+def chunked_head_logprobs(hidden: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor],
+                          tokens: torch.Tensor, temperature: float = 1.0, rows: int = 256,
+                          with_entropy: bool = False, mm: bool = True):
+    """(log-probs [M], entropies [M] or None) of ``tokens`` under ``softmax(hidden W^T (+ b)) / temperature)``,
+    ``rows`` rows of the head at a time, in float32, differentiable in ``hidden``, ``weight`` and ``bias``.
+
+    The same numbers as :func:`drox.models.logprobs.logprobs_from_logits` (and ``entropy_from_logits``) of
+    :func:`linear`'s logits, up to float rounding, without ever holding the [M, V] logits, their softmax or
+    their gradient for more than ``rows`` rows: the activation memory of the head no longer grows with the
+    number of tokens in the batch (Liger Kernel's fused linear cross-entropy does the same on GPU; here the
+    backward recomputes each chunk's logits instead of computing the gradient inside the forward, because a
+    policy-gradient loss's gradient per token is only known after the forward). Costs one more head matmul per
+    backward. ``mm``: the head as (W h^T)^T (:func:`linear`).
+
+    Shapes: ``hidden [M, H]``, ``weight [V, H]``, ``bias [V]`` or None, ``tokens [M]`` long.
+    """
+    if not temperature > 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    if rows < 1:
+        raise ValueError(f"rows must be >= 1, got {rows}")
+    logprobs, second = _ChunkedHeadLogprobs.apply(hidden, weight, bias, tokens.long(), float(temperature),
+                                                  int(rows), bool(with_entropy), bool(mm))
+    return logprobs, (second if with_entropy else None)

@@ -27,7 +27,7 @@ from typing import List, Optional, Tuple
 
 import torch
 
-from drox.models.head import head_logits
+from drox.models.head import chunked_head_logprobs, head_logits
 from drox.models.logprobs import entropy_from_logits, logprobs_from_logits
 from drox.signals.spans import pad_rows
 
@@ -170,12 +170,14 @@ def plan(model, prompt_mask: torch.Tensor, response_mask: torch.Tensor, packed: 
 
 
 def shared_prompt_logprobs(model, packed: PackedGroups, N: int, T: int, temperature: float,
-                           with_entropy: bool, head_mm: bool = False) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+                           with_entropy: bool, head_mm: bool = False,
+                           head_rows: int = 0) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
     """(log-probs [N, T], entropies [N, T] or None) of the response tokens, from one packed pass.
 
     Same contract as :func:`drox.models.forward.response_logprobs`: softmax(logits / temperature), padding 0.
     The LM head runs only on the M real response positions (no padding, the prompt's last position once per
-    response that it predicts).
+    response that it predicts). ``head_rows`` > 0: the head, log-probs and entropies ``head_rows`` positions at a
+    time with a recomputing backward (:func:`drox.models.head.chunked_head_logprobs`), never the [M, V] logits.
     """
     device = next(model.parameters()).device
     seg = packed.segment.to(device)
@@ -186,7 +188,6 @@ def shared_prompt_logprobs(model, packed: PackedGroups, N: int, T: int, temperat
     out = model.get_decoder()(input_ids=packed.input_ids.to(device), attention_mask=mask,
                               position_ids=packed.position_ids.to(device), use_cache=False)
     hidden = out.last_hidden_state[packed.source_row.to(device), packed.source_pos.to(device)]  # [M, H]
-    logits = head_logits(model, hidden, mm=head_mm)[None]  # [1, M, V]; head_mm: models/head.py
     tokens = packed.tokens.to(device)[None]  # [1, M]
     scale = temperature if temperature > 0 else 1.0
     where = (packed.target_row.to(device), packed.target_col.to(device))
@@ -194,6 +195,12 @@ def shared_prompt_logprobs(model, packed: PackedGroups, N: int, T: int, temperat
     def scatter(values: torch.Tensor) -> torch.Tensor:  # [M] -> [N, T], 0 elsewhere (differentiable)
         return torch.zeros(N, T, dtype=values.dtype, device=device).index_put(where, values)
 
+    head = model.get_output_embeddings()
+    if head_rows > 0 and type(head) is torch.nn.Linear:
+        logprobs, entropy = chunked_head_logprobs(hidden, head.weight, head.bias, tokens[0], scale, rows=head_rows,
+                                                  with_entropy=with_entropy, mm=head_mm)
+        return scatter(logprobs), (scatter(entropy) if with_entropy else None)
+    logits = head_logits(model, hidden, mm=head_mm)[None]  # [1, M, V]; head_mm: models/head.py
     logprobs = scatter(logprobs_from_logits(logits, tokens, scale)[0])
     entropy = scatter(entropy_from_logits(logits, scale)[0]) if with_entropy else None
     return logprobs, entropy

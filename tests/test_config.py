@@ -102,6 +102,7 @@ def test_eval_n_smaller_than_k(capsys):
         ("trainer.steps=0", "trainer.steps"),
         ("trainer.lr=0", "trainer.lr"),
         ("eval.pass_at_k=[0,2]", "eval.pass_at_k"),
+        ("model.head_chunk_rows=-1", "model.head_chunk_rows=-1 must be >= 0"),
     ],
 )
 def test_validate_ranges(capsys, override, key):

@@ -85,9 +85,12 @@ def _batch(tokenizer, G=3):
     return prompt_ids, prompt_mask, response_ids, response_mask
 
 
-@pytest.mark.parametrize("attn,head_mm", [("sdpa", False), ("eager", False), ("sdpa", True)])
-def test_same_logprobs_entropies_and_gradients_as_the_plain_pass(tiny_policy, attn, head_mm):
-    """head_mm: the packed pass computes the LM head as (W h^T)^T (models/head.py), the plain pass as HF does."""
+@pytest.mark.parametrize("attn,head_mm,head_rows", [("sdpa", False, 0), ("eager", False, 0), ("sdpa", True, 0),
+                                                   ("sdpa", True, 4), ("eager", False, 5)])
+def test_same_logprobs_entropies_and_gradients_as_the_plain_pass(tiny_policy, attn, head_mm, head_rows):
+    """head_mm: the packed pass computes the LM head as (W h^T)^T (models/head.py), the plain pass as HF does;
+    head_rows: the packed pass's head, log-probs and entropies 4 or 5 positions at a time with the hand-written
+    backward (models/head.chunked_head_logprobs; the batch has 28 response positions)."""
     model = copy.deepcopy(tiny_policy[0])
     model.config._attn_implementation = attn
     torch.manual_seed(0)
@@ -101,8 +104,8 @@ def test_same_logprobs_entropies_and_gradients_as_the_plain_pass(tiny_policy, at
     def run(share):
         model.zero_grad(set_to_none=True)
         lp, ent = response_logprobs(model, *batch, temperature=0.7, with_entropy=True, share_prompts=share,
-                                    head_mm=head_mm)
-        (lp * advantages).sum().backward()
+                                    head_mm=head_mm, head_rows=head_rows)
+        ((lp * advantages).sum() + 0.3 * ent.sum()).backward()  # both outputs' gradients reach the weights
         grads = {n: p.grad.clone() for n, p in model.named_parameters()}
         return lp.detach(), ent.detach(), grads
 
@@ -117,7 +120,9 @@ def test_same_logprobs_entropies_and_gradients_as_the_plain_pass(tiny_policy, at
         # relative to the tensor's largest entry: float rounding differs between the two passes (sums in another
         # order), a wrong layout (a response seeing another, a prompt copy without gradient) is off by O(1)
         scale = g_plain[name].abs().max()
-        assert (g_shared[name] - g_plain[name]).abs().max() <= 1e-5 * scale, name
+        # (the chunked head sums its weight gradient chunk by chunk: 1.3e-5 measured; every path is 1.4e-4 from a
+        # float64 model's gradients, so none is less exact than another)
+        assert (g_shared[name] - g_plain[name]).abs().max() <= (5e-5 if head_rows else 1e-5) * scale, name
 
 
 def test_unsupported_family_falls_back_to_the_plain_pass(tiny_policy, monkeypatch):

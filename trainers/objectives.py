@@ -63,7 +63,8 @@ def update_policy(trainer, step: int, batch: RolloutBatch, advantages: torch.Ten
         with torch.no_grad(), autocast:
             ref_logprobs, _ = response_logprobs(trainer.ref_model, batch.prompt_ids, batch.prompt_mask,
                                                 batch.response_ids, batch.response_mask, batch.temperature,
-                                                share_prompts=t.share_prompts, head_mm=cfg.model.lm_head_mm)
+                                                share_prompts=t.share_prompts, head_mm=cfg.model.lm_head_mm,
+                                                head_rows=cfg.model.head_chunk_rows)
         ref_logprobs = ref_logprobs.float().cpu()
     reg_mask = mask if reg_mask is None else reg_mask
     model.train()
@@ -90,7 +91,8 @@ def update_policy(trainer, step: int, batch: RolloutBatch, advantages: torch.Ten
                     logprobs, entropy = response_logprobs(
                         model, batch.prompt_ids[micro], batch.prompt_mask[micro], batch.response_ids[micro],
                         batch.response_mask[micro], batch.temperature, with_entropy=t.entropy_coef > 0,
-                        share_prompts=t.share_prompts, head_mm=cfg.model.lm_head_mm)
+                        share_prompts=t.share_prompts, head_mm=cfg.model.lm_head_mm,
+                        head_rows=cfg.model.head_chunk_rows)
                 m = mb_mask[micro].to(device)
                 m_reg = reg_mask[micro].to(device)
                 loss, stats = policy_loss(

@@ -101,7 +101,8 @@ def update_preference(trainer, step: int, data, token_adv, loss_mask, mask: torc
     with torch.no_grad():
         ref_logprobs, _ = response_logprobs(trainer.ref_model, batch.prompt_ids, batch.prompt_mask,
                                             batch.response_ids, batch.response_mask, batch.temperature,
-                                            share_prompts=t.share_prompts, head_mm=cfg.model.lm_head_mm)
+                                            share_prompts=t.share_prompts, head_mm=cfg.model.lm_head_mm,
+                                            head_rows=cfg.model.head_chunk_rows)
     ref_logps = sequence_logps(ref_logprobs.float().cpu(), mask)  # [N]
     model.train()
     sums: Dict[str, float] = {}
@@ -116,7 +117,8 @@ def update_preference(trainer, step: int, data, token_adv, loss_mask, mask: torc
             trainer.optimizer.zero_grad(set_to_none=True)
             logprobs, _ = response_logprobs(model, batch.prompt_ids[rows], batch.prompt_mask[rows],
                                             batch.response_ids[rows], batch.response_mask[rows], batch.temperature,
-                                            share_prompts=t.share_prompts, head_mm=cfg.model.lm_head_mm)
+                                            share_prompts=t.share_prompts, head_mm=cfg.model.lm_head_mm,
+                                            head_rows=cfg.model.head_chunk_rows)
             logps = sequence_logps(logprobs.float(), mask[rows].to(device))  # [n_mb]
             loss, stats = dpo_loss(logps, ref_logps[rows].to(device), position[chosen[in_mb]].to(device),
                                               position[rejected[in_mb]].to(device), opts.beta)

@@ -166,7 +166,8 @@ def with_trainer_logprobs(trainer: "Trainer", batch: RolloutBatch) -> RolloutBat
         with torch.no_grad(), torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=bool(t.bf16)):
             logprobs, entropies = response_logprobs(model, batch.prompt_ids, batch.prompt_mask, batch.response_ids,
                                                     batch.response_mask, batch.temperature, with_entropy=True,
-                                                    share_prompts=t.share_prompts, head_mm=trainer.cfg.model.lm_head_mm)
+                                                    share_prompts=t.share_prompts, head_mm=trainer.cfg.model.lm_head_mm,
+                                                    head_rows=trainer.cfg.model.head_chunk_rows)
     finally:
         model.train(was_training)
     mask = batch.policy_mask  # an episode's environment tokens keep 0, as the engine gives them
