@@ -5,6 +5,11 @@ thread: called from a trainer thread it fails and the answer silently scores 0, 
 its timeout disabled a pathological expression can hang the run. Here it runs in a pool
 worker (its own main thread, internal timeouts off) and the parent waits at most
 ``timeout`` seconds; a worker that overruns is killed and the pool recreated.
+
+A forked worker inherits its parent's signal handlers. Created during a training run, that would be drox's
+preemption handler (trainers/preemption.py), which answers SIGTERM with a line and carries on: the SIGTERM with
+which ``Pool.terminate`` kills an overrunning worker would be ignored and the parent would wait for the stuck
+worker forever. So each worker puts the default action back for the preemption signals first.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from __future__ import annotations
 import atexit
 import logging
 import multiprocessing as mp
+import signal
 import sys
 import threading
 from typing import Optional, Sequence
@@ -31,6 +37,13 @@ def _check(pred: str, ref: str) -> bool:
     return bool(verify(gold, target, timeout_seconds=None))
 
 
+def _default_signals() -> None:
+    """Worker initializer: SIGTERM and SIGUSR1 end the worker again (see the module docstring)."""
+    for name in ("SIGTERM", "SIGUSR1"):
+        if hasattr(signal, name):
+            signal.signal(getattr(signal, name), signal.SIG_DFL)
+
+
 def _context():
     # fork starts a worker in milliseconds with math-verify already imported (the pool is
     # recreated after every timeout); the child touches only sympy, never torch/CUDA, which
@@ -45,7 +58,7 @@ def _get_pool():
     if _pool is None:
         import math_verify  # noqa: F401  (imported before forking so workers start warm)
 
-        _pool = _context().Pool(processes=1)
+        _pool = _context().Pool(processes=1, initializer=_default_signals)
     return _pool
 
 

@@ -275,6 +275,21 @@ def test_math_verifier_timeout_counted_and_scored_false(monkeypatch):
     assert MathVerifier(timeout=60)(["\\boxed{\\sqrt{4}}"], rows[:1]).correct == [True]
 
 
+def test_a_stuck_worker_is_killed_even_when_its_pool_was_forked_during_a_run(monkeypatch):
+    """A pool forked while drox's preemption handler is installed (inside a training run) must still kill an
+    overrunning worker: the worker restores SIGTERM's default action, else Pool.terminate's SIGTERM would only
+    print "received SIGTERM" in the worker and the parent would wait for it forever."""
+    from drox.trainers.preemption import preemption_signals
+
+    symbolic.shutdown()
+    monkeypatch.setattr(symbolic, "_check", _sleep_forever)
+    start = time.monotonic()
+    with preemption_signals() as flag:
+        assert symbolic.check_many([("\\sqrt{4}", "2")], timeout=0.3) == ([False], 1)
+    assert time.monotonic() - start < 10 and flag.received is None  # the parent itself got no signal
+    assert symbolic._pool is None  # the stuck worker's pool was torn down, to be recreated on the next call
+
+
 def test_math_verifier_on_arithmetic_rows():
     task = build_task(cfg(name="arithmetic"), "test")
     rows = task.dataset.to_list()[:3]
