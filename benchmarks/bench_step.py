@@ -197,6 +197,28 @@ def run_trl(cfg, args, task, rows, model_dir: Path, workdir: Path, total_steps: 
     }
 
 
+def reset_peak_rss() -> bool:
+    """Start a new peak-RSS window for this process (Linux: writing 5 to /proc/self/clear_refs resets VmHWM);
+    False where that is not possible (the peak then covers the whole process so far)."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+def peak_rss_gb() -> float:
+    """This process's peak resident set since the last :func:`reset_peak_rss` (VmHWM), in GB (1e9 bytes); NaN
+    where /proc is missing."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024 / 1e9
+    except OSError:
+        pass
+    return float("nan")
+
+
 def summarise(raw: dict) -> dict:
     """Drop the warm-up step; medians of every per-step list."""
     timed = {k: v[1:] for k, v in raw.items()}
@@ -265,10 +287,13 @@ def main(argv=None) -> dict:
             tok.save_pretrained(str(model_dir))
             del m
         if args.side in ("both", "drox"):
-            results["drox"] = summarise(run_drox(cfg, workdir))
+            reset_peak_rss()
+            results["drox"] = {**summarise(run_drox(cfg, workdir)), "peak_rss_gb": peak_rss_gb()}
             gc.collect()
         if args.side in ("both", "trl"):
-            results["trl"] = summarise(run_trl(cfg, args, task, rows, model_dir, workdir, total))
+            reset_peak_rss()
+            results["trl"] = {**summarise(run_trl(cfg, args, task, rows, model_dir, workdir, total)),
+                              "peak_rss_gb": peak_rss_gb()}
 
     ratio = results["trl"]["median_s"] / results["drox"]["median_s"] if len(results) == 2 else None
     summary = {
@@ -289,7 +314,8 @@ def main(argv=None) -> dict:
         times = ", ".join(f"{t:.2f}" for t in r["per_step"]["step_s"])
         phases = "  ".join(f"{p} {r[f'median_{p}_s']:.2f}" for p in phase_names)
         print(f"  {name:5s} median {r['median_s']:7.3f} s/step  [{times}]  {phases}  "
-              f"tokens/step {r['per_step']['tokens']}  (warm-up {r['warmup_step_s']:.2f} s)")
+              f"tokens/step {r['per_step']['tokens']}  (warm-up {r['warmup_step_s']:.2f} s)  "
+              f"peak RSS {r['peak_rss_gb']:.2f} GB")
     if ratio is not None:
         print(f"  trl / drox = {ratio:.2f}x")
     if args.json:
