@@ -50,8 +50,8 @@ class ModelConfig:
     response positions at a time, with a backward that recomputes each chunk's logits (models/head.py,
     ``chunked_head_logprobs``): the [positions, vocabulary] logits, their softmax and their gradient are never held
     whole (SmolLM2 at 4 x 8: ~2,000 positions x 49,152 x 4 bytes = 400 MB each), for one more head matmul per
-    backward. Same values up to float rounding. 0: the whole batch at once through autograd (the committed
-    tables' numerics)."""
+    backward. Same values up to float rounding; not under ``trainer.bf16`` yet. 0: the whole batch at once through
+    autograd (the committed tables' numerics)."""
     aligned_weights: bool = True
     """Copy weights read from a file (safetensors keeps them at the file's byte offsets) into 64-byte-aligned
     memory, as torch allocates them (models/loading.align_weights). MKL can round the same product differently
@@ -720,6 +720,9 @@ def validate(cfg) -> None:
     if get("model.head_chunk_rows") < 0:
         raise ConfigError(f"model.head_chunk_rows={get('model.head_chunk_rows')} must be >= 0 (0: the head over the "
                           "whole batch at once; N: N positions at a time)")
+    if get("model.head_chunk_rows") > 0 and get("trainer.bf16"):
+        raise ConfigError("model.head_chunk_rows > 0 does not run under trainer.bf16=true yet (its backward recomputes "
+                          "the logits outside autocast, so they would not match the forward's); set one of them off")
     if not 0 < get("rollout.vllm.gpu_memory_utilization") <= 1:
         raise ConfigError(f"rollout.vllm.gpu_memory_utilization={get('rollout.vllm.gpu_memory_utilization')} must be "
                           "in (0, 1] (the fraction of GPU memory vLLM may take; the trainer needs the rest)")

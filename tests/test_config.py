@@ -109,6 +109,12 @@ def test_validate_ranges(capsys, override, key):
     assert key in _error(capsys, [override])
 
 
+def test_chunked_head_is_refused_under_bf16_autocast(capsys):
+    err = _error(capsys, ["model.head_chunk_rows=256", "trainer.bf16=true"])
+    assert "model.head_chunk_rows > 0 does not run under trainer.bf16=true" in err
+    assert compose(["model.head_chunk_rows=256"]).model.head_chunk_rows == 256
+
+
 def test_validate_raises_config_error_directly():
     cfg = compose([])
     cfg.trainer.kl_estimator = "k9"
