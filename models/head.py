@@ -23,6 +23,8 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
+from drox.models.logprobs import _check_temperature, scaled_logits
+
 
 def linear(hidden: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None,
            mm: bool = True) -> torch.Tensor:
@@ -71,9 +73,7 @@ class _ChunkedHeadLogprobs(torch.autograd.Function):
         entropy = hidden.new_empty(n, dtype=torch.float32) if with_entropy else None
         for start in range(0, n, rows):
             sl = slice(start, min(start + rows, n))
-            z = linear(hidden[sl], weight, bias, mm=mm).float()  # [r, V]
-            if temperature != 1.0:
-                z = z / temperature
+            z = scaled_logits(linear(hidden[sl], weight, bias, mm=mm), temperature)  # [r, V] float32
             lse[sl] = torch.logsumexp(z, dim=-1)
             logprobs[sl] = z.gather(-1, tokens[sl, None]).squeeze(-1) - lse[sl]
             if with_entropy:
@@ -101,9 +101,7 @@ class _ChunkedHeadLogprobs(torch.autograd.Function):
         for start in range(0, n, rows):
             sl = slice(start, min(start + rows, n))
             with torch.no_grad():
-                z = linear(hidden[sl], weight, bias, mm=ctx.mm).float()  # [r, V], recomputed
-                if temperature != 1.0:
-                    z = z / temperature
+                z = scaled_logits(linear(hidden[sl], weight, bias, mm=ctx.mm), temperature)  # [r, V], recomputed
                 logp = z - lse[sl, None]
                 p = logp.exp()
                 g = grad_logprobs[sl].float()
@@ -145,8 +143,7 @@ def chunked_head_logprobs(hidden: torch.Tensor, weight: torch.Tensor, bias: Opti
 
     Shapes: ``hidden [M, H]``, ``weight [V, H]``, ``bias [V]`` or None, ``tokens [M]`` long.
     """
-    if not temperature > 0:
-        raise ValueError(f"temperature must be > 0, got {temperature}")
+    _check_temperature(temperature)
     if rows < 1:
         raise ValueError(f"rows must be >= 1, got {rows}")
     logprobs, second = _ChunkedHeadLogprobs.apply(hidden, weight, bias, tokens.long(), float(temperature),
