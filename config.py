@@ -84,6 +84,9 @@ class TaskConfig:
     """Synthetic tasks: number of held-out problems (the eval split)."""
     train_ids: Optional[List[str]] = None
     """Train only on these problem ids of the training split (e.g. 1-shot RLVR's single example); None = all."""
+    test_exclude_ids: Optional[List[str]] = None
+    """Held-out problem ids left out of every evaluation (e.g. the few a fine-tuned base saw in its own training
+    data when the held-out set is enlarged after the fact); the others keep their ids. None = keep all."""
     srl: bool = False
     """Supervised RL (arXiv 2510.25992; tasks/srl.py): the training split becomes one row per expert step, the
     prompt showing the expert's earlier steps and asking for the next one (column ``expert_step``), scored with

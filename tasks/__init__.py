@@ -34,6 +34,9 @@ def build_task(cfg: Any, split: str = "train") -> Task:
     ids = getattr(cfg, "train_ids", None)
     if split == "train" and ids:
         task.dataset = _select_ids(task, [str(i) for i in ids])
+    dropped = getattr(cfg, "test_exclude_ids", None)
+    if split == "test" and dropped:
+        task.dataset = _drop_ids(task, [str(i) for i in dropped])
     if split == "train" and getattr(cfg, "srl", False):
         task = srl.expand_steps(task)
     if choice == "math":
@@ -51,6 +54,21 @@ def _select_ids(task: Task, ids: list[str]):
         raise TaskError(f"task.train_ids: no training problem with id {missing[0]!r} (ids look like "
                         f"{task.dataset['problem_id'][0]!r})")
     return task.dataset.select([position[pid] for pid in ids])
+
+
+def _drop_ids(task: Task, ids: list[str]):
+    """The held-out rows without those whose problem_id is in ``ids`` (task.test_exclude_ids); the others keep
+    their ids and order."""
+    present = set(task.dataset["problem_id"])
+    missing = [pid for pid in ids if pid not in present]
+    if missing:
+        raise TaskError(f"task.test_exclude_ids: no held-out problem with id {missing[0]!r} (ids look like "
+                        f"{task.dataset['problem_id'][0]!r}; the split has task.n_test problems)")
+    drop = set(ids)
+    keep = [i for i, pid in enumerate(task.dataset["problem_id"]) if pid not in drop]
+    if not keep:
+        raise TaskError("task.test_exclude_ids drops every held-out problem: list fewer ids or raise task.n_test")
+    return task.dataset.select(keep)
 
 
 __all__ = [

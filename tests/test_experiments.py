@@ -291,6 +291,12 @@ def test_no_held_out_problem_was_in_the_bases_fine_tuning_data(name):
     tuned = set(build_task(base_cfg.task, split="train").dataset["prompt"])
     held_out = build_task(table.task, split="test").dataset["prompt"]
     assert not [p for p in held_out if p in tuned]
+    dropped = set(table.task.test_exclude_ids or [])  # problems a table leaves out must be ones the base saw
+    if dropped:
+        whole = table.task.copy()
+        whole.test_exclude_ids = None
+        full = build_task(whole, split="test")
+        assert {pid for pid, p in zip(full.dataset["problem_id"], full.dataset["prompt"]) if p in tuned} == dropped
 
 
 def test_a_metric_at_last_n_is_the_mean_of_the_last_n_logged_steps(tmp_path):

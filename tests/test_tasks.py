@@ -90,6 +90,21 @@ def test_tiny_problem_space_repeats_train_but_never_leaks_test():
         build_task(TaskConfig(name="arithmetic", n_test=101), "test")
 
 
+def test_test_exclude_ids_drops_only_those_held_out_rows():
+    c = TaskConfig(name="arithmetic", n_test=6)
+    full = build_task(c, "test").dataset
+    kept = build_task(replace(c, test_exclude_ids=["arithmetic-test-1", "arithmetic-test-4"]), "test").dataset
+    assert kept["problem_id"] == ["arithmetic-test-0", "arithmetic-test-2", "arithmetic-test-3", "arithmetic-test-5"]
+    assert kept["prompt"] == [full["prompt"][i] for i in (0, 2, 3, 5)]
+    # the training split still excludes all six held-out prompts, and is the same as without the option
+    train = build_task(replace(c, test_exclude_ids=["arithmetic-test-1"]), "train").dataset
+    assert train["prompt"] == build_task(c, "train").dataset["prompt"]
+    with pytest.raises(TaskError, match="no held-out problem with id 'arithmetic-test-6'"):
+        build_task(replace(c, test_exclude_ids=["arithmetic-test-6"]), "test")
+    with pytest.raises(TaskError, match="drops every held-out problem"):
+        build_task(replace(c, test_exclude_ids=[f"arithmetic-test-{i}" for i in range(6)]), "test")
+
+
 def test_arithmetic_one_op_prompt_format():
     rows = build_task(cfg(name="arithmetic", n_train=30), "train").dataset.to_list()
     for r in rows:

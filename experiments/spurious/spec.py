@@ -44,9 +44,12 @@ SPEC = Experiment(
     jobs=2,
     threads=1,
     notes="""
-The SmolLM2 testbed's paired protocol (conf/experiment_scale/common_smollm2.yaml: lr 5e-6, 24 steps of 4 x 8,
-128 held-out problems x 8 samples, the same seeds, prompts and eval streams in both arms) with this table's 4
-optimiser steps per rollout batch. One model family only: the SFT'd SmolLM2-135M (Llama architecture) is the only
+The SmolLM2 testbed's paired protocol with its large held-out set (conf/experiment_scale/common_smollm2_big_eval.yaml:
+lr 5e-6, 24 steps of 4 x 8, 466 held-out problems x 4 samples, the same seeds, prompts and eval streams in both
+arms) with this table's 4 optimiser steps per rollout batch. This is the table's second run on the SmolLM2
+testbed: the first (commit 42f4940, 128 held-out problems x 8) left the positive control unresolved, ground truth
+above the base in every seed but +0.032 [+0.000, +0.064], the interval set by the base's evaluation of 128
+problems; the held-out set was enlarged for that reason alone, with the claims, margins, arms and seeds unchanged. One model family only: the SFT'd SmolLM2-135M (Llama architecture) is the only
 pretrained model available offline, so the paper's contrast between Qwen2.5-Math and other families cannot be run
 here. Its expectation for non-Qwen models is that spurious rewards "often fail to yield gains" (arXiv 2506.10947
 v1 abstract; the latest version: "often fail to produce gains for other model families, such as Llama3 or
