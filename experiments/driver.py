@@ -657,6 +657,17 @@ def _common(smoke: bool, scale: str = "cpu") -> List[str]:
     return [f"scale={scale}", *(SMOKE if smoke else [])]
 
 
+def missing_scale(name: str, scale: str) -> Optional[str]:
+    """One line when ``name`` has no config at ``scale`` (conf/experiment_scale/<name>_<scale>.yaml is optional in
+    the composition, so without this check the CPU protocol would run under the label of the paper's), else None."""
+    if scale == "cpu" or not (HERE / name / "spec.py").is_file():
+        return None
+    if (HERE.parent / "conf" / "experiment_scale" / f"{name}_{scale}.yaml").is_file():
+        return None
+    return (f"{name} has no {scale}-scale config (conf/experiment_scale/{name}_{scale}.yaml; "
+            f"experiments/{name}/README.md says why): run it at --scale cpu")
+
+
 def table_folder(name: str, scale: str = "cpu") -> Path:
     """Where a table's files go: ``experiments/<name>/`` at CPU scale, ``experiments/<name>/paper/`` at paper scale
     (beside the CPU table, never over it)."""
@@ -951,6 +962,10 @@ def _main(argv: Optional[List[str]] = None) -> None:
         write_index()
         return
     os.chdir(HERE.parent)  # the configs name the base policy relative to the repository root
+    missing = missing_scale(args.name, args.scale)
+    if missing:
+        print(f"error: {missing}", file=sys.stderr)
+        raise SystemExit(2)
     if args.dry_run:
         load_spec(args.name)  # an unknown name: one line
         dry_run(args.name, args.scale, args.seeds, args.out)
