@@ -5,7 +5,7 @@ BIN     := $(VENV)/bin
 # A CPU build of torch lies on this machine's disk; an unpinned torch would pull a multi-GB CUDA build.
 TORCH   ?= torch==2.13.0
 
-.PHONY: install demo test test-tables test-reliability bench bench-step clean base-policy toy-base toy-base-2op tables table-positive_control table-positive_control_smollm2 table-nsr table-passk_limits table-one_shot table-entropy_8020 table-spurious table-dro table-dro_revise table-prm_vs_variance table-dvao table-rubric_gate table-confidence table-rlcr table-seed_methods table-losses table-passk_training base-policy-2op base-policy-conf test-vllm test-verl gpu-wheels gpu-smoke
+.PHONY: install demo test test-tables test-reliability bench bench-step clean base-policy toy-base toy-base-2op tables table-positive_control table-positive_control_smollm2 table-nsr table-passk_limits table-one_shot table-entropy_8020 table-spurious table-dro table-dro_revise table-prm_vs_variance table-dvao table-rubric_gate table-confidence table-rlcr table-seed_methods table-losses table-passk_training table-distillation base-policy-2op base-policy-conf test-vllm test-verl gpu-wheels gpu-smoke
 
 $(BIN)/drox: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -136,7 +136,7 @@ $(addprefix table-,$(EXPERIMENTS)): table-%: $(BASE_POLICY)
 TOY_BASE := experiments/toy_base/mix/model/model.safetensors
 TOY_STAGE1 := experiments/toy_base/sft/model/model.safetensors
 TOY_EXPERIMENTS := positive_control nsr passk_limits one_shot entropy_8020 dro dvao rubric_gate prm_vs_variance \
-	losses passk_training
+	losses passk_training distillation
 
 $(TOY_STAGE1): conf/experiment/toy_base.yaml conf/model/toy.yaml | install
 	mkdir -p experiments/toy_base

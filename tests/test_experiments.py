@@ -19,8 +19,9 @@ sys.path.insert(0, str(ROOT / "experiments"))
 import driver  # noqa: E402
 
 NAMES = ["nsr", "spurious", "passk_limits", "one_shot", "dro", "dro_revise", "entropy_8020", "prm_vs_variance", "dvao", "rubric_gate",
-         "confidence", "rlcr", "seed_methods", "losses", "passk_training"]
-CPU_ONLY = ("losses", "passk_training")
+         "confidence", "rlcr", "seed_methods", "losses", "passk_training",
+         "distillation"]
+CPU_ONLY = ("losses", "passk_training", "distillation")
 """Tables with no paper-scale config (their READMEs say why)."""
 PAPER_NAMES = [name for name in NAMES if name not in CPU_ONLY]
 
