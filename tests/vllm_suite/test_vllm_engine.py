@@ -197,7 +197,7 @@ def test_training_through_the_vllm_engine(vllm_setup, compose_cfg, tmp_path, mon
     _, tok, _, _ = vllm_setup
     engines = []
 
-    def build(rollout_cfg, model, tokenizer, model_cfg):
+    def build(rollout_cfg, model, tokenizer, model_cfg, *options):  # options: the engine's own (rollout.vllm)
         engines.append(VLLMRolloutEngine(model, tokenizer, model_cfg, rollout_cfg, llm=CPUStandInLLM(model, tokenizer)))
         return engines[-1]
 
