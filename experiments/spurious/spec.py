@@ -27,7 +27,7 @@ SPEC = Experiment(
         Arm("random", ["+reward=random"]),
     ],
     seeds=[0, 1, 2, 3],
-    metrics=["eval/pass@1", "eval/pass@8", "eval/answered_frac", "eval/mean_length", "advantage/zero_groups",
+    metrics=["eval/pass@1", "eval/pass@4", "eval/answered_frac", "eval/mean_length", "advantage/zero_groups",
              "time/elapsed"],
     claims=[
         Claim("ground-truth reward raises pass@1", "eval/pass@1", "ground_truth", "base", +1,
@@ -60,6 +60,8 @@ paper's later version blames for random-reward gains is present in both alike. A
 not trained in this rerun, with their claims (4 seeds of one more arm cost about 50 minutes on 2 cores): `format`
 (the 2-seed table found its reward constant within every group, the SFT'd base answering in \\boxed{} in every
 sample: `eval/answered_frac` of the base below says whether that still holds), `incorrect_label` and `inverse` (a
-sign check, no claim). `answered_frac` is the share of eval samples with an extractable answer.
+sign check, no claim). `answered_frac` is the share of eval samples with an extractable answer. The wall times
+above are inflated: other work shared the 2 cores during this run (tests of the vLLM engine, a toy table); the
+numbers themselves do not depend on it (one torch thread per run, fixed seeds).
 """,
 )
