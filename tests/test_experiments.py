@@ -262,7 +262,7 @@ def test_a_transfer_evaluation_reads_every_run_and_the_base_on_a_second_task(tmp
     assert "transfer/ood/pass@1: grpo − base" in text
 
 
-RERUN = ["positive_control", "positive_control_smollm2", "spurious", "rlcr", "nsr", "passk_limits", "one_shot", "entropy_8020", "dro", "dvao", "rubric_gate", "losses", "passk_training",
+RERUN = ["positive_control", "positive_control_smollm2", "spurious", "rlcr", "nsr", "passk_limits", "one_shot", "entropy_8020", "dro", "dvao", "rubric_gate", "losses", "passk_training", "distillation",
          "prm_vs_variance"]
 """The tables rerun under the paired protocol. `make test` recomputes one of them (about 30 s each on 2 cores);
 `make test-tables` recomputes every one."""
