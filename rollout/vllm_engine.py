@@ -170,9 +170,14 @@ def prompt_logprobs_to_tensor(outputs, prompt_lens: Sequence[int], response_ids:
 # ------------------------------------------------------------------------------------------------ the engine
 
 
+def _model_runner(llm):
+    """The model runner of a colocated (in-process) vLLM engine."""
+    return llm.llm_engine.model_executor.driver_worker.model_runner
+
+
 def _vllm_model(llm):
     """The model module inside a colocated (in-process) vLLM engine, whose ``load_weights`` takes HF names."""
-    return llm.llm_engine.model_executor.driver_worker.model_runner.model
+    return _model_runner(llm).model
 
 
 def _cpu_platform() -> bool:
@@ -191,7 +196,7 @@ def _reload_cpu_weights(llm, weights: Iterator[Tuple[str, torch.Tensor]]) -> Non
     from its current weight afterwards."""
     from vllm.model_executor.layers.vocab_parallel_embedding import VocabParallelEmbedding
 
-    runner = llm.llm_engine.model_executor.driver_worker.model_runner
+    runner = _model_runner(llm)
     runner.reload_weights(weights_iterator=weights, is_checkpoint_format=True)
     for module in runner.get_model().modules():
         if isinstance(module, VocabParallelEmbedding) and module.weight.numel():
